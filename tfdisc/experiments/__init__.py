@@ -1,0 +1,1 @@
+"""absl experiment binaries: ``python -m tfdisc.experiments.<name>``."""

@@ -1,0 +1,109 @@
+"""Input discretization: bit-depth reduction (paper eq. 2).
+
+For an 8-bit intensity ``I`` and ``bits`` = δ, eq. 2 of the paper reads::
+
+    s   = 256 / 2**δ
+    I_δ = floor(I / s) · s + s / 2
+
+``bit_depth`` applies it on the 0–255 scale of ``value_range`` and returns
+values in the same scale as its input. Note that for δ = 8 (s = 1) eq. 2 maps
+``I`` to ``I + 0.5``, so the largest output is 255.5/255 of the range.
+"""
+import numbers
+
+import tensorflow as tf
+
+__all__ = ["GRADIENTS", "bit_depth", "check_bits", "check_gradient", "check_value_range"]
+
+GRADIENTS = ("straight_through", "none")
+
+# Float inputs ``k/255`` are not exact in float32: 255·x may land a hair below
+# an integer bin edge. Intensities within this tolerance (in 0–255 units) of a
+# bin edge are assigned to the bin above, so every exact 8-bit value is binned
+# as eq. 2 says.
+_EDGE_TOLERANCE = 1e-3
+
+
+def check_bits(bits):
+    """Returns ``bits`` as an int, or raises ``ValueError`` if not in 1..8."""
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
+        if isinstance(bits, float) and bits.is_integer():
+            bits = int(bits)
+        else:
+            raise ValueError(f"`bits` must be an integer in [1, 8], got {bits!r}.")
+    bits = int(bits)
+    if not 1 <= bits <= 8:
+        raise ValueError(f"`bits` must be an integer in [1, 8], got {bits}.")
+    return bits
+
+
+def check_gradient(gradient):
+    if gradient not in GRADIENTS:
+        raise ValueError(f"`gradient` must be one of {GRADIENTS}, got {gradient!r}.")
+    return gradient
+
+
+def check_value_range(value_range):
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`value_range` must be a pair (low, high) of numbers, got {value_range!r}."
+        ) from None
+    if not high > low:
+        raise ValueError(f"`value_range` must have low < high, got {value_range!r}.")
+    return (low, high)
+
+
+def bit_depth(x, bits, *, value_range=(0.0, 1.0), gradient="straight_through"):
+    """Quantizes intensities to ``bits`` bits with paper eq. 2.
+
+    Args:
+      x: Tensor of images. Floats are read on the scale of ``value_range``
+        (clipped to it); integers (e.g. uint8 images) are read as 8-bit
+        intensities 0–255.
+      bits: Integer δ in [1, 8].
+      value_range: ``(low, high)`` of float inputs and of the output.
+      gradient: ``"straight_through"`` (default) passes the incoming gradient
+        through unchanged inside ``value_range`` (zero outside, from the clip):
+        the attacker knows the discretization (BPDA). ``"none"`` keeps the true
+        zero gradient of ``floor``; it only shows gradient masking, and any
+        figure made with it must say so.
+
+    Returns:
+      float32 tensor (the input's float dtype, if floating) with the shape of
+      ``x``, on the scale of ``value_range``.
+
+    Raises:
+      ValueError: ``bits`` not an integer in [1, 8], bad ``value_range`` or
+        ``gradient``.
+      TypeError: ``x`` is not numeric.
+
+    References:
+      Paper eq. 2 (input discretization).
+
+    Example:
+      >>> bit_depth(tf.constant([0.0, 0.3, 1.0]), 1).numpy()  # I_1 ∈ {64, 192}/255
+      array([0.2509804, 0.2509804, 0.7529412], dtype=float32)
+    """
+    bits = check_bits(bits)
+    low, high = check_value_range(value_range)
+    check_gradient(gradient)
+    x = tf.convert_to_tensor(x)
+    step = 256.0 / 2**bits
+    if x.dtype.is_integer or x.dtype == tf.bool:
+        if x.dtype == tf.bool:
+            raise TypeError("`x` must be a numeric image tensor, got dtype bool.")
+        intensity = tf.clip_by_value(tf.cast(x, tf.float32), 0.0, 255.0)
+        quantized = tf.floor(intensity / step) * step + step / 2.0
+        return quantized / 255.0 * (high - low) + low
+    if not x.dtype.is_floating:
+        raise TypeError(f"`x` must be a numeric image tensor, got dtype {x.dtype.name}.")
+    clipped = tf.clip_by_value(x, tf.cast(low, x.dtype), tf.cast(high, x.dtype))
+    intensity = (clipped - low) * (255.0 / (high - low))
+    bin_index = tf.floor((intensity + _EDGE_TOLERANCE) / step)
+    bin_index = tf.minimum(bin_index, 2.0**bits - 1.0)
+    quantized = (bin_index * step + step / 2.0) * ((high - low) / 255.0) + low
+    if gradient == "none":
+        return tf.stop_gradient(quantized)
+    return clipped + tf.stop_gradient(quantized - clipped)
