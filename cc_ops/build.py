@@ -1,0 +1,49 @@
+"""Builds the tfdisc op library from a source checkout.
+
+    python cc_ops/build.py                 # -> tfdisc/ops/_tfdisc_ops.so
+    python cc_ops/build.py --out lib.so    # elsewhere
+    python cc_ops/build.py --sanitize --out /tmp/asan/_tfdisc_ops.so
+
+The logic lives in tfdisc/ops/_build.py (shared with setup.py and the lazy
+loader); this file only parses arguments. A library written next to the
+package is found by tfdisc.ops._loader before its build cache.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_build_module():
+    spec = importlib.util.spec_from_file_location(
+        "_tfdisc_build", os.path.join(ROOT, "tfdisc", "ops", "_build.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None,
+                        help="output path (default: tfdisc/ops/_tfdisc_ops.so)")
+    parser.add_argument("--sanitize", action="store_true",
+                        help="build with -fsanitize=address,undefined")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    build = _load_build_module()
+    out = args.out or os.path.join(ROOT, "tfdisc", "ops", build.LIBRARY_NAME)
+    build.build_library(out, root=ROOT, sanitize=args.sanitize,
+                        verbose=args.verbose)
+    if args.out is None:
+        with open(out + ".json", "w") as f:
+            json.dump({"key": build.build_key(ROOT)}, f)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+// Optimized binary convolution: packed im2col + popcount-GEMM.
+//
+// Work is split into blocks of kConvPixelBlock output pixels (over batch,
+// rows and columns together). For each block the packed patches are gathered
+// into a [pixels, taps * words] buffer (a 1x1, stride-1 convolution reads the
+// input in place), multiplied against the OHWI filter with the selected
+// popcount kernel, corrected for zero padding, and written through the
+// output transform.
+//
+// Padding. Out-of-image taps are gathered as the packed pattern of the pad
+// value: all-zero words for +1, the first C bits set for -1 (padding bits
+// stay zero). For pad value 0 (TensorFlow's zero padding, larq's default) a
+// zero pixel has no +-1 code; it is gathered as +1 and the error is removed
+// afterwards: a +1 pixel contributes
+//     S[o][t] = sum_c w[o, t, c] = C - 2 * popcount(w[o, t])
+// to channel o through tap t, while a zero pixel contributes nothing, so
+//     dot_true[o] = dot_gathered[o] - sum_{t out of image} S[o][t].
+// S is computed once per call (out_channels * taps popcounts).
+#ifndef TFDISC_CC_OPS_CORE_BCONV2D_OPTIMIZED_H_
+#define TFDISC_CC_OPS_CORE_BCONV2D_OPTIMIZED_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "cc_ops/core/bconv2d/params.h"
+#include "cc_ops/core/bgemm/kernels.h"
+#include "cc_ops/core/output_transform.h"
+#include "cc_ops/core/parallel.h"
+#include "cc_ops/core/types.h"
+
+namespace tfdisc {
+namespace core {
+
+constexpr std::int64_t kConvPixelBlock = 32;
+constexpr std::int64_t kConvChannelBlock = 64;  // multiple of 64, see dense
+
+inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
+                             const TWord* filter,
+                             const OutputTransform& transform, void* output,
+                             std::int64_t out_stride, PopcountGemmFn gemm,
+                             const ParallelFor& parallel_for) {
+  const std::int64_t pixels = p.batch * p.out_h * p.out_w;
+  if (pixels == 0 || p.out_channels == 0) return;
+  const std::int64_t taps = p.filter_h * p.filter_w;
+  const std::int64_t row_words = taps * p.words;
+  const std::int32_t k_total = static_cast<std::int32_t>(taps * p.channels);
+
+  std::vector<TWord> pad_pattern(p.words, 0);
+  if (p.pad_value < 0) MinusOnesPattern(p.channels, p.words, pad_pattern.data());
+
+  const bool has_padding =
+      p.pad_top > 0 || p.pad_left > 0 ||
+      (p.out_h - 1) * p.stride_h + (p.filter_h - 1) * p.dilation_h >= p.in_h + p.pad_top ||
+      (p.out_w - 1) * p.stride_w + (p.filter_w - 1) * p.dilation_w >= p.in_w + p.pad_left;
+  std::vector<std::int32_t> tap_sums;  // S[o][t], zero padding only
+  if (p.pad_value == 0 && has_padding) {
+    tap_sums.resize(p.out_channels * taps);
+    for (std::int64_t o = 0; o < p.out_channels; ++o)
+      for (std::int64_t t = 0; t < taps; ++t) {
+        const TWord* w = filter + (o * taps + t) * p.words;
+        std::int32_t pc = 0;
+        for (std::int64_t i = 0; i < p.words; ++i) pc += PopcountPortable(w[i]);
+        tap_sums[o * taps + t] = static_cast<std::int32_t>(p.channels) - 2 * pc;
+      }
+  }
+  const bool direct = taps == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+                      !has_padding;
+  const std::int64_t element_size =
+      transform.kind == OutputKind::kBitpacked ? sizeof(TWord) : 4;
+  const std::int64_t blocks = (pixels + kConvPixelBlock - 1) / kConvPixelBlock;
+  const std::int64_t cost =
+      kConvPixelBlock * p.out_channels * (row_words + 4);
+
+  parallel_for(blocks, cost, [&](std::int64_t begin, std::int64_t end) {
+    std::vector<TWord> patches(direct ? 0 : kConvPixelBlock * row_words);
+    std::vector<std::int32_t> tmp(kConvPixelBlock * kConvChannelBlock);
+    // Per pixel of the block: list of out-of-image taps (zero padding only).
+    std::vector<std::int64_t> oob_begin(kConvPixelBlock + 1);
+    std::vector<std::int32_t> oob_taps;
+    oob_taps.reserve(kConvPixelBlock * taps);
+    for (std::int64_t blk = begin; blk < end; ++blk) {
+      const std::int64_t q0 = blk * kConvPixelBlock;
+      const std::int64_t nq = std::min(kConvPixelBlock, pixels - q0);
+      const TWord* a = input + q0 * p.words;
+      std::int64_t lda = p.words;
+      oob_taps.clear();
+      if (!direct) {
+        for (std::int64_t q = 0; q < nq; ++q) {
+          oob_begin[q] = static_cast<std::int64_t>(oob_taps.size());
+          const std::int64_t pix = q0 + q;
+          const std::int64_t b = pix / (p.out_h * p.out_w);
+          const std::int64_t oy = (pix / p.out_w) % p.out_h;
+          const std::int64_t ox = pix % p.out_w;
+          TWord* dst = patches.data() + q * row_words;
+          for (std::int64_t fy = 0; fy < p.filter_h; ++fy) {
+            const std::int64_t iy = oy * p.stride_h - p.pad_top + fy * p.dilation_h;
+            for (std::int64_t fx = 0; fx < p.filter_w; ++fx) {
+              const std::int64_t ix =
+                  ox * p.stride_w - p.pad_left + fx * p.dilation_w;
+              TWord* d = dst + (fy * p.filter_w + fx) * p.words;
+              if (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w) {
+                std::memcpy(d, input + ((b * p.in_h + iy) * p.in_w + ix) * p.words,
+                            p.words * sizeof(TWord));
+              } else {
+                std::memcpy(d, pad_pattern.data(), p.words * sizeof(TWord));
+                if (!tap_sums.empty())
+                  oob_taps.push_back(static_cast<std::int32_t>(fy * p.filter_w + fx));
+              }
+            }
+          }
+        }
+        oob_begin[nq] = static_cast<std::int64_t>(oob_taps.size());
+        a = patches.data();
+        lda = row_words;
+      }
+      for (std::int64_t o0 = 0; o0 < p.out_channels; o0 += kConvChannelBlock) {
+        const std::int64_t no = std::min(kConvChannelBlock, p.out_channels - o0);
+        gemm(a, lda, filter + o0 * row_words, row_words, static_cast<int>(nq),
+             static_cast<int>(no), row_words, tmp.data(), kConvChannelBlock);
+        for (std::int64_t q = 0; q < nq; ++q) {
+          std::int32_t* dot = tmp.data() + q * kConvChannelBlock;
+          for (std::int64_t j = 0; j < no; ++j) dot[j] = k_total - 2 * dot[j];
+          if (!direct && !tap_sums.empty()) {
+            for (std::int64_t e = oob_begin[q]; e < oob_begin[q + 1]; ++e) {
+              const std::int32_t t = oob_taps[e];
+              for (std::int64_t j = 0; j < no; ++j)
+                dot[j] -= tap_sums[(o0 + j) * taps + t];
+            }
+          }
+          char* row = static_cast<char*>(output) +
+                      (q0 + q) * out_stride * element_size;
+          transform.WriteRow(dot, o0, no, row);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace core
+}  // namespace tfdisc
+
+#endif  // TFDISC_CC_OPS_CORE_BCONV2D_OPTIMIZED_H_

@@ -1,0 +1,71 @@
+// Binary fully-connected layer on packed operands:
+//     dot[i][j] = k - 2 * popcount(x_i XOR w_j)
+// followed by the output transform (core/output_transform.h).
+#ifndef TFDISC_CC_OPS_CORE_BDENSE_H_
+#define TFDISC_CC_OPS_CORE_BDENSE_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "cc_ops/core/bgemm/kernels.h"
+#include "cc_ops/core/output_transform.h"
+#include "cc_ops/core/parallel.h"
+
+namespace tfdisc {
+namespace core {
+
+struct BDenseArgs {
+  const TWord* x = nullptr;  // [m, words]
+  const TWord* w = nullptr;  // [n, words] (one packed row per output unit)
+  std::int64_t m = 0, n = 0, words = 0;
+  std::int64_t k = 0;  // number of real (unpadded) bits per row
+  OutputTransform transform;
+  void* out = nullptr;  // [m, out_stride] of int32 / float / TWord
+  std::int64_t out_stride = 0;  // in output elements (TWord for bitpacked)
+};
+
+// Row and column block sizes of one unit of parallel work. The column block
+// is a multiple of 64 so bit-packed output blocks cover whole 32/64-bit
+// words.
+constexpr std::int64_t kDenseRowBlock = 32;
+constexpr std::int64_t kDenseColBlock = 64;
+
+inline void BinaryDense(const BDenseArgs& args, PopcountGemmFn gemm,
+                        const ParallelFor& parallel_for) {
+  if (args.m == 0 || args.n == 0) return;
+  const std::int64_t row_blocks =
+      (args.m + kDenseRowBlock - 1) / kDenseRowBlock;
+  const std::int64_t col_blocks =
+      (args.n + kDenseColBlock - 1) / kDenseColBlock;
+  const std::int64_t element_size =
+      args.transform.kind == OutputKind::kBitpacked ? sizeof(TWord) : 4;
+  const std::int64_t cost =
+      kDenseRowBlock * kDenseColBlock * (args.words + 4);
+  parallel_for(row_blocks * col_blocks, cost, [&](std::int64_t begin,
+                                                  std::int64_t end) {
+    std::vector<std::int32_t> tmp(kDenseRowBlock * kDenseColBlock);
+    for (std::int64_t task = begin; task < end; ++task) {
+      const std::int64_t rb = task / col_blocks, cb = task % col_blocks;
+      const std::int64_t i0 = rb * kDenseRowBlock, j0 = cb * kDenseColBlock;
+      const std::int64_t mi = std::min(kDenseRowBlock, args.m - i0);
+      const std::int64_t nj = std::min(kDenseColBlock, args.n - j0);
+      gemm(args.x + i0 * args.words, args.words, args.w + j0 * args.words,
+           args.words, static_cast<int>(mi), static_cast<int>(nj), args.words,
+           tmp.data(), kDenseColBlock);
+      for (std::int64_t i = 0; i < mi; ++i) {
+        std::int32_t* dot = tmp.data() + i * kDenseColBlock;
+        for (std::int64_t j = 0; j < nj; ++j)
+          dot[j] = static_cast<std::int32_t>(args.k) - 2 * dot[j];
+        char* row = static_cast<char*>(args.out) +
+                    (i0 + i) * args.out_stride * element_size;
+        args.transform.WriteRow(dot, j0, nj, row);
+      }
+    }
+  });
+}
+
+}  // namespace core
+}  // namespace tfdisc
+
+#endif  // TFDISC_CC_OPS_CORE_BDENSE_H_

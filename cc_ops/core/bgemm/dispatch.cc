@@ -1,0 +1,122 @@
+// Run-time kernel selection: the one place that knows every KernelType.
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "cc_ops/core/bgemm/kernels.h"
+
+namespace tfdisc {
+namespace core {
+
+#if defined(__x86_64__)
+std::int64_t XorPopcountRooflineAvx512(const TWord* a, const TWord* b,
+                                       std::int64_t words, std::int64_t iters);
+std::int64_t XorPopcountRooflineAvx2(const TWord* a, const TWord* b,
+                                     std::int64_t words, std::int64_t iters);
+#endif
+
+bool KernelSupported(KernelType type) {
+  switch (type) {
+    case KernelType::kReference:
+    case KernelType::kPortable:
+      return true;
+#if defined(__x86_64__)
+    case KernelType::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    case KernelType::kAvx512:
+      return __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512vpopcntdq");
+#endif
+    default:
+      return false;
+  }
+}
+
+const char* KernelName(KernelType type) {
+  switch (type) {
+    case KernelType::kReference:
+      return "reference";
+    case KernelType::kPortable:
+      return "portable";
+    case KernelType::kAvx2:
+      return "avx2";
+    case KernelType::kAvx512:
+      return "avx512";
+  }
+  return "unknown";
+}
+
+bool SelectKernel(KernelType* type, std::string* error) {
+  const char* env = std::getenv("TFDISC_OPS_KERNEL");
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) {
+    if (KernelSupported(KernelType::kAvx512)) {
+      *type = KernelType::kAvx512;
+    } else if (KernelSupported(KernelType::kAvx2)) {
+      *type = KernelType::kAvx2;
+    } else {
+      *type = KernelType::kPortable;
+    }
+    return true;
+  }
+  for (KernelType t : {KernelType::kReference, KernelType::kPortable,
+                       KernelType::kAvx2, KernelType::kAvx512}) {
+    if (std::strcmp(env, KernelName(t)) == 0) {
+      if (!KernelSupported(t)) {
+        *error = std::string("TFDISC_OPS_KERNEL=") + env +
+                 " requested, but this CPU does not support it";
+        return false;
+      }
+      *type = t;
+      return true;
+    }
+  }
+  *error = std::string("TFDISC_OPS_KERNEL must be one of auto, reference, "
+                       "portable, avx2, avx512; got '") +
+           env + "'";
+  return false;
+}
+
+PopcountGemmFn GetPopcountGemm(KernelType type) {
+  switch (type) {
+#if defined(__x86_64__)
+    case KernelType::kAvx512:
+      return &PopcountGemmAvx512;
+    case KernelType::kAvx2:
+      return &PopcountGemmAvx2;
+#endif
+    case KernelType::kPortable:
+      return &PopcountGemmPortable;
+    default:
+      return &PopcountGemmReference;
+  }
+}
+
+BitpackFloatFn GetBitpackFloat(KernelType type) {
+#if defined(__x86_64__)
+  if (type == KernelType::kAvx512) return &BitpackFloatAvx512;
+#endif
+  (void)type;
+  return &BitpackFloatPortable;
+}
+
+std::int64_t XorPopcountRoofline(KernelType type, const TWord* a,
+                                 const TWord* b, std::int64_t words,
+                                 std::int64_t iters) {
+#if defined(__x86_64__)
+  if (type == KernelType::kAvx512)
+    return XorPopcountRooflineAvx512(a, b, words, iters);
+  if (type == KernelType::kAvx2)
+    return XorPopcountRooflineAvx2(a, b, words, iters);
+#endif
+  std::int32_t p = 0;
+  std::int64_t total = 0;
+  PopcountGemmFn fn = GetPopcountGemm(type);
+  for (std::int64_t it = 0; it < iters; ++it) {
+    fn(a, 0, b, 0, 1, 1, words, &p, 1);
+    total += p;
+  }
+  return total;
+}
+
+}  // namespace core
+}  // namespace tfdisc

@@ -1,0 +1,76 @@
+// Popcount-GEMM micro-kernels, one per instruction set, plus run-time
+// selection.
+//
+// Every kernel computes, for i < m and j < n,
+//     p[i * ldp + j] = popcount(a_i XOR b_j)
+// where a_i = a + i * lda and b_j = b + j * ldb are rows of `words` 32-bit
+// words. The +-1 dot product is then K - 2 * p (see core/types.h).
+//
+// Each ISA kernel lives in its own translation unit (portable.cc, avx2.cc,
+// avx512.cc) and enables its instruction set with `#pragma GCC target`
+// around its own code only, so the library loads and runs on any x86-64 CPU;
+// SelectKernel() only returns a kernel whose features the CPU reports.
+#ifndef TFDISC_CC_OPS_CORE_BGEMM_KERNELS_H_
+#define TFDISC_CC_OPS_CORE_BGEMM_KERNELS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "cc_ops/core/types.h"
+
+namespace tfdisc {
+namespace core {
+
+using PopcountGemmFn = void (*)(const TWord* a, std::int64_t lda,
+                                const TWord* b, std::int64_t ldb, int m, int n,
+                                std::int64_t words, std::int32_t* p,
+                                std::int64_t ldp);
+
+// Packs `k` float values into PackedWords32(k, 32) words (bit = x < 0).
+using BitpackFloatFn = void (*)(const float* x, std::int64_t k, TWord* out);
+
+enum class KernelType { kReference, kPortable, kAvx2, kAvx512 };
+
+// Straightforward loops; the oracle the optimized kernels are tested against.
+void PopcountGemmReference(const TWord* a, std::int64_t lda, const TWord* b,
+                           std::int64_t ldb, int m, int n, std::int64_t words,
+                           std::int32_t* p, std::int64_t ldp);
+// Register-tiled plain C++ (SWAR popcount), no CPU feature required.
+void PopcountGemmPortable(const TWord* a, std::int64_t lda, const TWord* b,
+                          std::int64_t ldb, int m, int n, std::int64_t words,
+                          std::int32_t* p, std::int64_t ldp);
+// AVX2: nibble-lookup popcount (vpshufb) with byte accumulators.
+void PopcountGemmAvx2(const TWord* a, std::int64_t lda, const TWord* b,
+                      std::int64_t ldb, int m, int n, std::int64_t words,
+                      std::int32_t* p, std::int64_t ldp);
+// AVX-512F + VPOPCNTDQ: vpopcntq on 512-bit vectors, 4x4 register tile.
+void PopcountGemmAvx512(const TWord* a, std::int64_t lda, const TWord* b,
+                        std::int64_t ldb, int m, int n, std::int64_t words,
+                        std::int32_t* p, std::int64_t ldp);
+
+void BitpackFloatPortable(const float* x, std::int64_t k, TWord* out);
+void BitpackFloatAvx512(const float* x, std::int64_t k, TWord* out);
+
+// Sum over `iters` passes of popcount(a XOR b) for one pair of `words`-word
+// rows kept in L1: the XOR+popcount roofline the benchmark compares with.
+std::int64_t XorPopcountRoofline(KernelType type, const TWord* a,
+                                 const TWord* b, std::int64_t words,
+                                 std::int64_t iters);
+
+// Whether the running CPU can execute kernel `type`.
+bool KernelSupported(KernelType type);
+
+// The kernel to use: TFDISC_OPS_KERNEL=auto|reference|portable|avx2|avx512
+// if set (an unsupported or unknown request is an error reported through
+// `error`), else the fastest supported one. Evaluated on every call so that
+// tests can switch kernels by changing the environment variable.
+bool SelectKernel(KernelType* type, std::string* error);
+
+PopcountGemmFn GetPopcountGemm(KernelType type);
+BitpackFloatFn GetBitpackFloat(KernelType type);
+const char* KernelName(KernelType type);
+
+}  // namespace core
+}  // namespace tfdisc
+
+#endif  // TFDISC_CC_OPS_CORE_BGEMM_KERNELS_H_

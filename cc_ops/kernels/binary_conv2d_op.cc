@@ -1,0 +1,137 @@
+// Tfdisc>BinaryConv2D: binary NHWC convolution on channel-packed operands.
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cc_ops/core/bconv2d/optimized.h"
+#include "cc_ops/core/bconv2d/params.h"
+#include "cc_ops/core/bconv2d/reference.h"
+#include "cc_ops/kernels/common.h"
+#include "tensorflow/core/framework/op_kernel.h"
+
+namespace tfdisc {
+namespace kernels {
+
+class BinaryConv2DOp : public tf::OpKernel {
+ public:
+  explicit BinaryConv2DOp(tf::OpKernelConstruction* ctx) : tf::OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("channels_in", &channels_));
+    OP_REQUIRES(ctx, channels_ >= 1,
+                tf::errors::InvalidArgument("channels_in must be >= 1, got ",
+                                            channels_));
+    std::vector<tf::int32> strides, dilations;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("strides", &strides));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilations", &dilations));
+    OP_REQUIRES(ctx, strides.size() == 2 && strides[0] >= 1 && strides[1] >= 1,
+                tf::errors::InvalidArgument(
+                    "strides must be a list of 2 integers >= 1 [h, w]"));
+    OP_REQUIRES(
+        ctx, dilations.size() == 2 && dilations[0] >= 1 && dilations[1] >= 1,
+        tf::errors::InvalidArgument(
+            "dilations must be a list of 2 integers >= 1 [h, w]"));
+    stride_h_ = strides[0];
+    stride_w_ = strides[1];
+    dilation_h_ = dilations[0];
+    dilation_w_ = dilations[1];
+    std::string padding;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
+    OP_REQUIRES(ctx, padding == "SAME" || padding == "VALID",
+                tf::errors::InvalidArgument(
+                    "padding must be 'SAME' or 'VALID', got '", padding, "'"));
+    same_ = padding == "SAME";
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &pad_value_));
+    OP_REQUIRES(ctx, pad_value_ >= -1 && pad_value_ <= 1,
+                tf::errors::InvalidArgument(
+                    "pad_value must be -1, 0 or 1, got ", pad_value_));
+    OP_REQUIRES_OK(ctx, ReadOutputAttrs(ctx, &out_type_, &bitpacked_));
+    tf::DataType packed_type;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("Tpacked", &packed_type));
+    word_bits_ = WordBits(packed_type);
+  }
+
+  void Compute(tf::OpKernelContext* ctx) override {
+    const tf::Tensor& input = ctx->input(0);
+    const tf::Tensor& filter = ctx->input(1);
+    OP_REQUIRES(ctx, input.dims() == 4,
+                tf::errors::InvalidArgument(
+                    "binary_conv2d: packed input must be rank 4 NHWC, got "
+                    "shape ", input.shape().DebugString()));
+    OP_REQUIRES(ctx, filter.dims() == 4,
+                tf::errors::InvalidArgument(
+                    "binary_conv2d: packed filter must be rank 4 [out, h, w, "
+                    "words], got shape ", filter.shape().DebugString()));
+    const std::int64_t words = core::PackedWords(channels_, word_bits_);
+    OP_REQUIRES(ctx, input.dim_size(3) == words,
+                tf::errors::InvalidArgument(
+                    "binary_conv2d: channels_in=", channels_, " needs ", words,
+                    " ", word_bits_, "-bit words per input pixel, got ",
+                    input.dim_size(3)));
+    OP_REQUIRES(ctx, filter.dim_size(3) == words,
+                tf::errors::InvalidArgument(
+                    "binary_conv2d: channels_in=", channels_, " needs ", words,
+                    " ", word_bits_, "-bit words per filter tap, got ",
+                    filter.dim_size(3)));
+    OP_REQUIRES(ctx, filter.dim_size(1) >= 1 && filter.dim_size(2) >= 1,
+                tf::errors::InvalidArgument(
+                    "binary_conv2d: filter height and width must be >= 1"));
+    core::BConv2DParams p;
+    p.batch = input.dim_size(0);
+    p.in_h = input.dim_size(1);
+    p.in_w = input.dim_size(2);
+    p.channels = channels_;
+    p.words = core::PackedWords32(channels_, word_bits_);
+    p.out_channels = filter.dim_size(0);
+    p.filter_h = filter.dim_size(1);
+    p.filter_w = filter.dim_size(2);
+    p.stride_h = stride_h_;
+    p.stride_w = stride_w_;
+    p.dilation_h = dilation_h_;
+    p.dilation_w = dilation_w_;
+    p.pad_value = pad_value_;
+    std::string error;
+    OP_REQUIRES(ctx, core::ComputeConvGeometry(same_, &p, &error),
+                tf::errors::InvalidArgument("binary_conv2d: ", error));
+    core::OutputTransform transform;
+    OP_REQUIRES_OK(ctx, MakeTransform(ctx->input(2), ctx->input(3),
+                                      p.out_channels, out_type_, bitpacked_,
+                                      &transform));
+    const std::int64_t out_c =
+        bitpacked_ ? core::PackedWords(p.out_channels, WordBits(out_type_))
+                   : p.out_channels;
+    tf::Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {p.batch, p.out_h, p.out_w, out_c},
+                                             &out));
+    if (out->NumElements() == 0) return;
+    char* out_data = const_cast<char*>(out->tensor_data().data());
+    if (bitpacked_) std::memset(out_data, 0, out->tensor_data().size());
+    const std::int64_t out_stride =
+        bitpacked_ ? core::PackedWords32(p.out_channels, WordBits(out_type_))
+                   : p.out_channels;
+    core::KernelType type;
+    if (!GetKernelType(ctx, &type)) return;
+    if (type == core::KernelType::kReference) {
+      core::BConv2DReference(p, Words(input), Words(filter), transform,
+                             out_data, out_stride);
+    } else {
+      core::BConv2DOptimized(p, Words(input), Words(filter), transform,
+                             out_data, out_stride, core::GetPopcountGemm(type),
+                             MakeParallelFor(ctx));
+    }
+  }
+
+ private:
+  tf::int64 channels_ = 0;
+  int stride_h_ = 1, stride_w_ = 1, dilation_h_ = 1, dilation_w_ = 1;
+  bool same_ = false;
+  int pad_value_ = 0;
+  tf::DataType out_type_ = tf::DT_FLOAT;
+  bool bitpacked_ = false;
+  int word_bits_ = 32;
+};
+
+REGISTER_KERNEL_BUILDER(Name("Tfdisc>BinaryConv2D").Device(tf::DEVICE_CPU),
+                        BinaryConv2DOp);
+
+}  // namespace kernels
+}  // namespace tfdisc

@@ -1,0 +1,113 @@
+// Shared glue between TensorFlow OpKernels and the framework-free core/.
+#ifndef TFDISC_CC_OPS_KERNELS_COMMON_H_
+#define TFDISC_CC_OPS_KERNELS_COMMON_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "cc_ops/core/bgemm/kernels.h"
+#include "cc_ops/core/output_transform.h"
+#include "cc_ops/core/parallel.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace tfdisc {
+namespace kernels {
+
+namespace tf = ::tensorflow;
+
+// Runs core/ work on TensorFlow's intra-op thread pool.
+inline core::ParallelFor MakeParallelFor(tf::OpKernelContext* ctx) {
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+  return [workers](std::int64_t total, std::int64_t cost,
+                   const std::function<void(std::int64_t, std::int64_t)>& fn) {
+    tf::Shard(workers->num_threads, workers->workers, total, cost,
+              [&fn](std::int64_t b, std::int64_t e) { fn(b, e); });
+  };
+}
+
+// Bits per word of a packed dtype; 0 if the dtype is not a packed type.
+inline int WordBits(tf::DataType dtype) {
+  if (dtype == tf::DT_INT32) return 32;
+  if (dtype == tf::DT_INT64) return 64;
+  return 0;
+}
+
+// Selects the popcount kernel (TFDISC_OPS_KERNEL) or fails the op.
+inline bool GetKernelType(tf::OpKernelContext* ctx, core::KernelType* type) {
+  std::string error;
+  if (!core::SelectKernel(type, &error)) {
+    ctx->CtxFailure(__FILE__, __LINE__, tf::errors::InvalidArgument(error));
+    return false;
+  }
+  return true;
+}
+
+// Reads the `out_type` / `bitpacked_output` attributes shared by the
+// binary_dense and binary_conv2d ops.
+inline absl::Status ReadOutputAttrs(tf::OpKernelConstruction* ctx,
+                                  tf::DataType* out_type, bool* bitpacked) {
+  TF_RETURN_IF_ERROR(ctx->GetAttr("out_type", out_type));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("bitpacked_output", bitpacked));
+  if (*bitpacked && WordBits(*out_type) == 0) {
+    return tf::errors::InvalidArgument(
+        "bitpacked_output=True needs out_type int32 or int64 (the word "
+        "type), got ",
+        tf::DataTypeString(*out_type));
+  }
+  if (!*bitpacked && *out_type == tf::DT_INT64) {
+    return tf::errors::InvalidArgument(
+        "out_type int64 is only valid with bitpacked_output=True");
+  }
+  return absl::OkStatus();
+}
+
+// Validates multiplier/bias (each empty or of length `channels`) and builds
+// the output transform.
+inline absl::Status MakeTransform(const tf::Tensor& multiplier,
+                                const tf::Tensor& bias, std::int64_t channels,
+                                tf::DataType out_type, bool bitpacked,
+                                core::OutputTransform* transform) {
+  for (const tf::Tensor* t : {&multiplier, &bias}) {
+    if (t->dims() != 1 ||
+        (t->dim_size(0) != 0 && t->dim_size(0) != channels)) {
+      return tf::errors::InvalidArgument(
+          "multiplier and bias must be 1-D of length 0 or ", channels,
+          " (the number of output channels), got shape ",
+          t->shape().DebugString());
+    }
+  }
+  const bool has_mult = multiplier.dim_size(0) > 0;
+  const bool has_bias = bias.dim_size(0) > 0;
+  if (bitpacked) {
+    transform->kind = core::OutputKind::kBitpacked;
+  } else if (out_type == tf::DT_FLOAT) {
+    transform->kind = core::OutputKind::kFloat;
+  } else {
+    if (has_mult || has_bias) {
+      return tf::errors::InvalidArgument(
+          "out_type int32 returns the raw dot product; multiplier and bias "
+          "must be empty");
+    }
+    transform->kind = core::OutputKind::kInt32;
+  }
+  transform->multiplier = has_mult ? multiplier.flat<float>().data() : nullptr;
+  transform->bias = has_bias ? bias.flat<float>().data() : nullptr;
+  return absl::OkStatus();
+}
+
+inline const core::TWord* Words(const tf::Tensor& t) {
+  return reinterpret_cast<const core::TWord*>(t.tensor_data().data());
+}
+
+inline core::TWord* MutableWords(tf::Tensor* t) {
+  return reinterpret_cast<core::TWord*>(
+      const_cast<char*>(t->tensor_data().data()));
+}
+
+}  // namespace kernels
+}  // namespace tfdisc
+
+#endif  // TFDISC_CC_OPS_KERNELS_COMMON_H_

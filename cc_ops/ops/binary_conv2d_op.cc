@@ -1,0 +1,128 @@
+#include <vector>
+
+#include "cc_ops/core/types.h"
+#include "cc_ops/ops/shape_util.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tfdisc {
+namespace ops {
+
+REGISTER_OP("Tfdisc>BinaryConv2D")
+    .Input("input: Tpacked")
+    .Input("filter: Tpacked")
+    .Input("multiplier: float")
+    .Input("bias: float")
+    .Output("output: out_type")
+    .Attr("Tpacked: {int32, int64}")
+    .Attr("channels_in: int")
+    .Attr("strides: list(int) = [1, 1]")
+    .Attr("dilations: list(int) = [1, 1]")
+    .Attr("padding: {'SAME', 'VALID'}")
+    .Attr("pad_value: int = 0")
+    .Attr("out_type: {int32, int64, float} = DT_FLOAT")
+    .Attr("bitpacked_output: bool = false")
+    .SetShapeFn([](si::InferenceContext* c) {
+      si::ShapeHandle input, filter, unused;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &filter));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &unused));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &unused));
+      si::DimensionHandle words;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(input, 3), c->Dim(filter, 3), &words));
+      std::vector<::tensorflow::int32> strides, dilations;
+      std::string padding;
+      TF_RETURN_IF_ERROR(c->GetAttr("strides", &strides));
+      TF_RETURN_IF_ERROR(c->GetAttr("dilations", &dilations));
+      TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
+      if (strides.size() != 2 || dilations.size() != 2) {
+        return ::tensorflow::errors::InvalidArgument(
+            "strides and dilations must have 2 elements [h, w]");
+      }
+      si::DimensionHandle oh = c->UnknownDim(), ow = c->UnknownDim();
+      if (c->ValueKnown(c->Dim(filter, 1)) && c->ValueKnown(c->Dim(filter, 2)) &&
+          strides[0] >= 1 && strides[1] >= 1 && dilations[0] >= 1 &&
+          dilations[1] >= 1) {
+        TF_RETURN_IF_ERROR(WindowedDim(c, c->Dim(input, 1),
+                                       c->Value(c->Dim(filter, 1)), strides[0],
+                                       dilations[0], padding == "SAME", &oh));
+        TF_RETURN_IF_ERROR(WindowedDim(c, c->Dim(input, 2),
+                                       c->Value(c->Dim(filter, 2)), strides[1],
+                                       dilations[1], padding == "SAME", &ow));
+      }
+      bool bitpacked;
+      ::tensorflow::DataType out_type;
+      TF_RETURN_IF_ERROR(c->GetAttr("bitpacked_output", &bitpacked));
+      TF_RETURN_IF_ERROR(c->GetAttr("out_type", &out_type));
+      si::DimensionHandle n = c->Dim(filter, 0);
+      if (bitpacked) {
+        n = c->ValueKnown(n) ? c->MakeDim(::tfdisc::core::PackedWords(
+                                   c->Value(n), WordBitsOf(out_type)))
+                             : c->UnknownDim();
+      }
+      c->set_output(0, c->MakeShape({c->Dim(input, 0), oh, ow, n}));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Binary 2-D convolution on channel-packed NHWC data (inference only).
+
+Computes the +-1 convolution of sign(input) with sign(filter) exactly, as
+larq's QuantConv2D does in float on +-1 values, then the same output
+transform as BinaryDense.
+
+input: [batch, height, width, words] packed input.
+filter: [out_channels, filter_height, filter_width, words] packed (OHWI).
+multiplier: [out_channels] or [0].
+bias: [out_channels] or [0].
+channels_in: Real input channels C; words must be ceil(C / word bits).
+strides: [stride_h, stride_w].
+dilations: [dilation_h, dilation_w].
+padding: 'SAME' or 'VALID' (TensorFlow's definition).
+pad_value: Value of SAME-padding pixels: 1 or -1 (larq pad_values=+-1.0), or
+  0 (zero padding, larq's default; exact through a correction term).
+)doc");
+
+REGISTER_OP("Tfdisc>BitpackedMaxPool2D")
+    .Input("input: Tpacked")
+    .Input("or_mask: Tpacked")
+    .Output("output: Tpacked")
+    .Attr("Tpacked: {int32, int64}")
+    .Attr("ksize: list(int)")
+    .Attr("strides: list(int)")
+    .Attr("padding: {'SAME', 'VALID'}")
+    .SetShapeFn([](si::InferenceContext* c) {
+      si::ShapeHandle input, unused;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &unused));
+      std::vector<::tensorflow::int32> ksize, strides;
+      std::string padding;
+      TF_RETURN_IF_ERROR(c->GetAttr("ksize", &ksize));
+      TF_RETURN_IF_ERROR(c->GetAttr("strides", &strides));
+      TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
+      if (ksize.size() != 2 || strides.size() != 2) {
+        return ::tensorflow::errors::InvalidArgument(
+            "ksize and strides must have 2 elements [h, w]");
+      }
+      si::DimensionHandle oh = c->UnknownDim(), ow = c->UnknownDim();
+      if (ksize[0] >= 1 && ksize[1] >= 1 && strides[0] >= 1 && strides[1] >= 1) {
+        TF_RETURN_IF_ERROR(WindowedDim(c, c->Dim(input, 1), ksize[0], strides[0],
+                                       1, padding == "SAME", &oh));
+        TF_RETURN_IF_ERROR(WindowedDim(c, c->Dim(input, 2), ksize[1], strides[1],
+                                       1, padding == "SAME", &ow));
+      }
+      c->set_output(0, c->MakeShape({c->Dim(input, 0), oh, ow, c->Dim(input, 3)}));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Max pooling of packed +-1 data: bitwise AND over the window (OR for channels
+whose bit is set in `or_mask`, i.e. min pooling; see the kernel comment).
+
+input: [batch, height, width, words] packed.
+or_mask: [words] or [0].
+ksize: [h, w] window.
+strides: [h, w].
+padding: 'SAME' or 'VALID'.
+)doc");
+
+}  // namespace ops
+}  // namespace tfdisc
