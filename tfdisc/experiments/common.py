@@ -24,7 +24,7 @@ import tfdisc  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 import tensorflow as tf
 
 from tfdisc import data as data_lib
-from tfdisc import evaluate, models, quantize
+from tfdisc import evaluate, models, quantize, training
 
 FLAGS = flags.FLAGS
 
@@ -39,7 +39,29 @@ flags.DEFINE_integer("eval_batch_size", 500, "Evaluation batch size.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (cosine-decayed to 0).")
 flags.DEFINE_list("epsilons", "0.1,0.2,0.3",
                   "Attack budgets ε in the [0, 1] input scale; fractions like 8/255 accepted.")
-flags.DEFINE_enum("attack", "fgsm", list(evaluate.ATTACKS), "Evaluation attack.")
+flags.DEFINE_list("attack", "fgsm",
+                  "Evaluation attack(s), comma-separated, from fgsm, pgd, rfgsm. The first is the "
+                  "primary one (results.json keys attack/adversarial_accuracy); every one is "
+                  "recorded under results.json 'attacks'.")
+flags.DEFINE_integer("pgd_steps", evaluate.DEFAULT_PGD_STEPS, "PGD iterations (≥ 1).")
+flags.DEFINE_string("pgd_step_size", None,
+                    "PGD step size in the [0, 1] input scale (fractions like 2/255 accepted); "
+                    "default 2.5·ε/steps for each ε (Madry et al.).")
+flags.DEFINE_integer("pgd_test_limit", None,
+                     "Run PGD on the first N test examples only (it costs pgd_steps × FGSM); "
+                     "results record the number of examples of every attack.")
+flags.DEFINE_bool("adv_train", False,
+                  "Adversarial training with R-FGSM examples made on the fly (tfdisc.training).")
+flags.DEFINE_string("train_eps", None,
+                    "R-FGSM ε of adversarial training (fractions like 8/255 accepted); default "
+                    "0.3 for MNIST, 8/255 for CIFAR and ImageNet (paper sec. IV).")
+flags.DEFINE_float("adv_ratio", 0.5,
+                   "Fraction of each training batch replaced by R-FGSM examples, in [0, 1].")
+flags.DEFINE_string("transfer_from", None,
+                    "Black-box transfer: a saved source model (a .keras file, or a directory "
+                    "holding model.keras) whose adversarial examples are evaluated on the "
+                    "trained model too (results.json 'transfer').")
+flags.DEFINE_bool("save_model", True, "Save the trained model as OUTPUT_DIR/model.keras.")
 flags.DEFINE_enum("gradient", "straight_through", list(quantize.GRADIENTS),
                   "Gradient of the input quantizer seen by the attacker: straight_through "
                   "(BPDA, the honest white-box setting) or none (true zero gradient of floor: "
@@ -57,6 +79,29 @@ flags.DEFINE_integer("test_limit", None, "Evaluate on the first N test examples 
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras fit verbosity.")
 
 flags.mark_flag_as_required("output_dir")
+
+
+def _valid_epsilon(text):
+    try:
+        parse_epsilon(text)
+    except ValueError:
+        return False
+    return True
+
+
+flags.register_validator("epsilons", lambda values: all(_valid_epsilon(v) for v in values),
+                         message="--epsilons must be non-negative numbers or fractions like 8/255.")
+flags.register_validator("attack", lambda values: bool(values) and all(
+    v in evaluate.ATTACKS for v in values),
+    message=f"--attack must be a comma-separated list from {', '.join(evaluate.ATTACKS)}.")
+flags.register_validator("pgd_steps", lambda v: v is not None and v >= 1,
+                         message="--pgd_steps must be ≥ 1.")
+flags.register_validator("pgd_step_size", lambda v: v is None or (
+    _valid_epsilon(v) and parse_epsilon(v) > 0), message="--pgd_step_size must be a number > 0.")
+flags.register_validator("train_eps", lambda v: v is None or _valid_epsilon(v),
+                         message="--train_eps must be a non-negative number or fraction like 8/255.")
+flags.register_validator("adv_ratio", lambda v: 0.0 <= v <= 1.0,
+                         message="--adv_ratio must be in [0, 1].")
 
 
 def set_defaults(**defaults):
@@ -105,11 +150,11 @@ def _check_flags():
     return [parse_epsilon(e) for e in FLAGS.epsilons]
 
 
-def build_model(dataset, precision):
+def build_model(dataset, precision, gradient=None):
     shape, classes = data_lib.info(dataset)
     return models.build(FLAGS.model, precision=precision, input_bits=FLAGS.bits,
                         num_classes=classes, input_shape=shape, width=FLAGS.width,
-                        depth=FLAGS.depth, gradient=FLAGS.gradient)
+                        depth=FLAGS.depth, gradient=gradient or FLAGS.gradient)
 
 
 def compile_model(model, steps):
@@ -122,16 +167,31 @@ def compile_model(model, steps):
 
 
 def format_table(record):
-    """A human-readable table of one results record."""
+    """A human-readable table of one results record (every attack as a column)."""
+    attacks = record.get("attacks") or {record["attack"]: {
+        "adversarial_accuracy": record["adversarial_accuracy"]}}
+    names = list(attacks)
+    adv = record.get("adv_train_params")
     lines = [
         f"{record['dataset']} {record['model']} precision={record['precision']} "
-        f"bits={record['bits']} attack={record['attack']} gradient={record['gradient']} "
-        f"adv_train={record['adv_train']} test examples={record['data']['test_examples']}",
-        f"{'eps':>12} | accuracy",
-        f"{'0 (clean)':>12} | {record['clean_accuracy']:.4f}",
+        f"bits={record['bits']} gradient={record['gradient']} "
+        f"adv_train={'rfgsm eps=%.4g' % adv['eps'] if adv else False} "
+        f"test examples={record['data']['test_examples']}",
+        f"{'eps':>12} | " + " | ".join(f"{n:>8}" for n in names),
+        f"{'0 (clean)':>12} | " + " | ".join(f"{record['clean_accuracy']:8.4f}" for _ in names),
     ]
-    for key, acc in record["adversarial_accuracy"].items():
-        lines.append(f"{key:>12} | {acc:.4f}")
+    keys = list(record["adversarial_accuracy"])
+    for key in keys:
+        cells = [attacks[n]["adversarial_accuracy"].get(key) for n in names]
+        lines.append(f"{key:>12} | " + " | ".join(
+            f"{c:8.4f}" if c is not None else f"{'-':>8}" for c in cells))
+    if record.get("transfer"):
+        t = record["transfer"]
+        lines.append(f"transfer from {t['source_model']} ({t['attack']}): " + ", ".join(
+            f"{k}: {v:.4f}" for k, v in t["adversarial_accuracy"].items()))
+    if record.get("top5"):
+        lines.append("top-5: clean %.4f, " % record["top5"]["clean_accuracy"] + ", ".join(
+            f"{k}: {v:.4f}" for k, v in record["top5"]["adversarial_accuracy"].items()))
     return "\n".join(lines)
 
 
@@ -143,8 +203,67 @@ def command_line():
     return " ".join([program] + sys.argv[1:])
 
 
-def run(argv, *, dataset):
-    """Trains ``--model`` on ``dataset``, evaluates the ε sweep, writes results."""
+def train_eps(dataset):
+    """--train_eps, or the paper's default for ``dataset``."""
+    if FLAGS.train_eps is not None:
+        return parse_epsilon(FLAGS.train_eps)
+    return training.DEFAULT_TRAIN_EPS.get(dataset, 8 / 255)
+
+
+def load_source_model(path):
+    """Loads a saved transfer source model (``.keras`` file or a directory holding model.keras)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.keras")
+    if not os.path.exists(path):
+        raise flags.ValidationError(f"--transfer_from: no saved model at {path!r}.")
+    return tf.keras.models.load_model(path, compile=False)
+
+
+def attack_kwargs():
+    step = FLAGS.pgd_step_size
+    return dict(pgd_steps=FLAGS.pgd_steps,
+                pgd_step_size=None if step is None else parse_epsilon(step))
+
+
+def _by_key(accuracies, epsilons):
+    return {epsilon_key(e): accuracies[e] for e in sorted(set(epsilons)) if e != 0.0}
+
+
+def evaluate_attacks(model, x_test, y_test, epsilons, *, top_k=(1,), attack_model=None):
+    """Runs every --attack on the test arrays; returns {name: record}."""
+    records = {}
+    for name in FLAGS.attack:
+        limit = FLAGS.pgd_test_limit if name == "pgd" else None
+        x, y = x_test[:limit], y_test[:limit]
+        test = data_lib.from_arrays(x, y, batch_size=FLAGS.eval_batch_size)
+        result = evaluate.sweep(model, test, epsilons, name, top_k=top_k,
+                                attack_model=attack_model, **attack_kwargs())
+        record = evaluate.attack_record(name, attack_model or model, **attack_kwargs())
+        record.update(
+            examples=result["examples"],
+            clean_accuracy=result["top1"][0.0],
+            adversarial_accuracy=_by_key(result["top1"], epsilons),
+            zero_gradient_fraction=result["zero_gradient_fraction"],
+        )
+        if 5 in top_k:
+            record["top5"] = {"clean_accuracy": result["top5"][0.0],
+                              "adversarial_accuracy": _by_key(result["top5"], epsilons)}
+        records[name] = record
+        logging.info("%s: %s", name, record["adversarial_accuracy"])
+    return records
+
+
+def run(argv, *, dataset, top_k=(1,)):
+    """Trains ``--model`` on ``dataset``, evaluates the ε sweeps, writes results.
+
+    Args:
+      argv: from ``app.run``.
+      dataset: a ``tfdisc.data`` name.
+      top_k: accuracies to measure, e.g. ``(1, 5)`` for ImageNet.
+
+    Returns:
+      The results record written to ``results.json``.
+    """
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     epsilons = _check_flags()
@@ -155,25 +274,65 @@ def run(argv, *, dataset):
     with open(os.path.join(out, "flags.json"), "w") as f:
         json.dump({fl.name: fl.value for fl in FLAGS.get_flags_for_module(__name__)}, f, indent=1)
 
+    source = load_source_model(FLAGS.transfer_from) if FLAGS.transfer_from else None
     x_train, y_train = data_lib.load_arrays(dataset, "train", data_dir=FLAGS.data_dir)
     x_test, y_test = data_lib.load_arrays(dataset, "test", data_dir=FLAGS.data_dir)
     x_train, y_train = x_train[:FLAGS.train_limit], y_train[:FLAGS.train_limit]
     x_test, y_test = x_test[:FLAGS.test_limit], y_test[:FLAGS.test_limit]
     train = data_lib.from_arrays(x_train, y_train, batch_size=FLAGS.batch_size, shuffle=True,
                                  seed=FLAGS.seed)
-    test = data_lib.from_arrays(x_test, y_test, batch_size=FLAGS.eval_batch_size)
     model = build_model(dataset, precision)
+    if source is not None and tuple(source.input_shape[1:]) != tuple(model.input_shape[1:]):
+        raise flags.ValidationError(
+            f"--transfer_from model takes inputs of shape {source.input_shape[1:]} but "
+            f"{FLAGS.model} on {dataset} takes {model.input_shape[1:]}.")
+    trainer = model
+    adv_params = None
+    if FLAGS.adv_train:
+        trainer = training.AdversarialTraining(model, train_eps(dataset),
+                                               adv_ratio=FLAGS.adv_ratio)
+        adv_params = trainer.describe()
     steps_per_epoch = int(train.cardinality().numpy())
-    compile_model(model, steps_per_epoch * FLAGS.epochs)
+    compile_model(trainer, steps_per_epoch * FLAGS.epochs)
 
     callbacks = [tf.keras.callbacks.TensorBoard(log_dir=os.path.join(out, "logs"))]
     verbose = FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose)
     start = time.time()
     if FLAGS.epochs:
-        model.fit(train, epochs=FLAGS.epochs, callbacks=callbacks, verbose=verbose)
+        trainer.fit(train, epochs=FLAGS.epochs, callbacks=callbacks, verbose=verbose)
     train_seconds = time.time() - start
 
-    accuracies = evaluate.robustness(model, test, epsilons, attack=FLAGS.attack)
+    start = time.time()
+    attacks = evaluate_attacks(model, x_test, y_test, epsilons, top_k=top_k)
+    primary = attacks[FLAGS.attack[0]]
+    transfer = None
+    if source is not None:
+        t = evaluate_attacks(model, x_test, y_test, epsilons, top_k=(1,),
+                             attack_model=source)[FLAGS.attack[0]]
+        transfer = {
+            "source": FLAGS.transfer_from,
+            "source_model": source.name,
+            "source_gradient": evaluate.quantizer_gradient(source),
+            "attack": FLAGS.attack[0],
+            "attack_params": {k: v for k, v in t.items() if k not in (
+                "adversarial_accuracy", "clean_accuracy", "examples", "zero_gradient_fraction")},
+            "examples": t["examples"],
+            "clean_accuracy": t["clean_accuracy"],
+            "adversarial_accuracy": t["adversarial_accuracy"],
+        }
+    masked_check = None
+    if evaluate.quantizer_gradient(model) == "none":
+        # The zero gradient of floor only masks gradients: attack the same weights
+        # through a straight-through twin and record what a real attacker gets.
+        twin = build_model(dataset, precision, gradient="straight_through")
+        twin.set_weights(model.get_weights())
+        masked_check = evaluate_attacks(twin, x_test, y_test, epsilons, top_k=(1,))
+        logging.warning("--gradient=none masks the gradient: accuracies under attack are NOT "
+                        "robustness; straight-through attack on the same weights: %s",
+                        {k: v["adversarial_accuracy"] for k, v in masked_check.items()})
+    eval_seconds = time.time() - start
+    width = FLAGS.width or models.spec(FLAGS.model)["width"]
+    depth = FLAGS.depth or models.spec(FLAGS.model)["depth"]
     record = {
         "dataset": dataset,
         "model": FLAGS.model,
@@ -181,17 +340,29 @@ def run(argv, *, dataset):
         "bits": FLAGS.bits,
         "epochs": FLAGS.epochs,
         "seed": FLAGS.seed,
-        "attack": FLAGS.attack,
+        "attack": FLAGS.attack[0],
+        "attack_params": {k: v for k, v in primary.items() if k not in (
+            "adversarial_accuracy", "clean_accuracy", "top5")},
         "gradient": evaluate.quantizer_gradient(model),
-        "adv_train": False,
-        "clean_accuracy": accuracies[0.0],
-        "adversarial_accuracy": {epsilon_key(e): accuracies[e] for e in sorted(set(epsilons))
-                                 if e != 0.0},
+        "adv_train": bool(FLAGS.adv_train),
+        "adv_train_params": adv_params,
+        "clean_accuracy": primary["clean_accuracy"],
+        "adversarial_accuracy": primary["adversarial_accuracy"],
+        "attacks": attacks,
+        "transfer": transfer,
+        "straight_through_check": masked_check,
         "train_seconds": round(train_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
         "batch_size": FLAGS.batch_size,
         "learning_rate": FLAGS.learning_rate,
-        "width": FLAGS.width or models.spec(FLAGS.model)["width"],
-        "depth": FLAGS.depth or models.spec(FLAGS.model)["depth"],
+        "width": width,
+        "depth": depth,
+        "schedule": (f"{FLAGS.epochs} epochs, Adam lr {FLAGS.learning_rate:g} cosine-decayed, "
+                     f"batch {FLAGS.batch_size}, width {width}, depth {depth}, "
+                     f"{len(y_train)} training examples"
+                     + (f", R-FGSM adversarial training eps {adv_params['eps']:.4g} "
+                        f"alpha {adv_params['alpha']:.4g} mix {adv_params['adv_ratio']:g}"
+                        if adv_params else "")),
         "data": {
             "source": FLAGS.data_dir or os.environ.get("TFDISC_DATA_DIR") or "tensorflow-datasets",
             "train_examples": int(len(y_train)),
@@ -200,9 +371,12 @@ def run(argv, *, dataset):
         "command": command_line(),
         "tfdisc_version": tfdisc.__version__,
     }
+    if 5 in top_k:
+        record["top5"] = primary["top5"]
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(record, f, indent=1)
-    model.save(os.path.join(out, "model.keras"))
+    if FLAGS.save_model:
+        model.save(os.path.join(out, "model.keras"))
     table = format_table(record)
     print(table)
     logging.info("Wrote %s", os.path.join(out, "results.json"))

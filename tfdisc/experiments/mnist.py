@@ -9,11 +9,13 @@ from absl import app
 
 from tfdisc.experiments import common
 
+DEFAULTS = dict(model="fcn2", epsilons=["0.1", "0.2", "0.3"])
+
 
 def main(argv):
     common.run(argv, dataset="mnist")
 
 
 if __name__ == "__main__":
-    common.set_defaults(model="fcn2", epsilons=["0.1", "0.2", "0.3"])
+    common.set_defaults(**DEFAULTS)
     app.run(main)

@@ -1,0 +1,31 @@
+r"""CIFAR10: train a zoo model with discretized inputs, evaluate white-box sweeps.
+
+Paper Tables I–IV and Figs. 4a/5a use the BinaryNet-style AlexNet
+(``alexnet_cifar``). Examples:
+
+  # Table IV cell BNN-2b with FGSM and PGD columns
+  python -m tfdisc.experiments.cifar --binary --bits=2 --epochs=40 --attack=fgsm,pgd \
+      --data_dir=../shared/datasets/cifar10 --output_dir=/tmp/cifar_bnn_2b
+
+  # Table II cell: R-FGSM adversarial training (ε = 8/255), full precision, 2-bit input
+  python -m tfdisc.experiments.cifar --bits=2 --adv_train --epochs=20 \
+      --data_dir=../shared/datasets/cifar10 --output_dir=/tmp/cifar_full_2b_adv
+
+ε defaults to 1, 2, 4, 8, 16, 32 /255 (fractions like 8/255 are accepted);
+--train_eps defaults to 8/255.
+"""
+from absl import app
+
+from tfdisc.experiments import common
+
+DEFAULTS = dict(model="alexnet_cifar", precision="full",
+                epsilons=["1/255", "2/255", "4/255", "8/255", "16/255", "32/255"])
+
+
+def main(argv):
+    common.run(argv, dataset="cifar10")
+
+
+if __name__ == "__main__":
+    common.set_defaults(**DEFAULTS)
+    app.run(main)
