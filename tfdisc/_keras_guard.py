@@ -15,11 +15,19 @@ class Keras3Error(ImportError):
 
 
 def _uses_keras3(tf):
+    """True if ``tf.keras`` or the ``tensorflow.keras`` import path is Keras 3.
+
+    larq imports from ``tensorflow.keras...``, a path TensorFlow binds at its
+    own import time, so an environment variable set afterwards does not help.
+    """
+    import importlib  # pylint: disable=import-outside-toplevel
+
     try:
-        module = tf.keras.layers.Layer.__module__
+        modules = (tf.keras.layers.Layer.__module__,
+                   importlib.import_module("tensorflow.keras").layers.Layer.__module__)
     except Exception:  # pragma: no cover - unexpected TF layouts
         return False
-    return not module.startswith("tf_keras")
+    return not all(m.startswith("tf_keras") for m in modules)
 
 
 def ensure_legacy_keras():
@@ -43,7 +51,8 @@ def ensure_legacy_keras():
         raise Keras3Error(
             "tfdisc needs legacy Keras (tf-keras) because larq does not support "
             "Keras 3, but TensorFlow was already imported with Keras 3 as "
-            "tf.keras. Import tfdisc before tensorflow, or set the environment "
+            "tf.keras (TF_USE_LEGACY_KERAS was not set when TensorFlow was "
+            "imported). Import tfdisc before tensorflow, or set the environment "
             f"variable {_ENV}=1 before starting Python, and make sure the "
             "'tf-keras' package is installed."
         )

@@ -23,7 +23,7 @@ class BitDepthQuantization(tf.keras.layers.Layer):
     Example:
       >>> layer = BitDepthQuantization(2)
       >>> layer(tf.constant([[0.0, 0.5, 1.0]])).numpy()
-      array([[0.1254902, 0.627451 , 0.8784314]], dtype=float32)
+      array([[0.1254902, 0.3764706, 0.8784314]], dtype=float32)
 
     References:
       Paper eq. 2.
