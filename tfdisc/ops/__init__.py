@@ -1,0 +1,66 @@
+"""Bit-packed binary inference ops (C++, see ``cc_ops/README.md``).
+
+Bit convention (as larq-compute-engine): a value x becomes bit ``x < 0``, so
++1 (and 0, like larq's ``sign``) is bit 0 and -1 is bit 1; bits run along the
+last (channel) axis, little-endian, into int32 or int64 words; the padding
+bits of the last word are zero. For two packed rows of K values the +-1 dot
+product is ``K - 2 * popcount(a XOR b)``.
+
+Importing this module loads (building on first use if needed) the op
+library and raises ``ImportError`` naming the cause if that fails; the rest
+of tfdisc does not import it.
+
+Kernel selection: ``TFDISC_OPS_KERNEL=auto|reference|portable|avx2|avx512``,
+read by the C++ ops on every call; ``use_kernel(name)`` sets it temporarily.
+
+Example:
+
+    >>> import numpy as np, tfdisc.ops as ops
+    >>> x = np.random.randn(4, 100).astype("float32")
+    >>> w = np.random.randn(100, 10).astype("float32")
+    >>> y = ops.binary_dense(ops.bitpack(x), ops.pack_dense_weights(w), k=100)
+    >>> np.array_equal(y, np.where(x < 0, -1, 1) @ np.where(w < 0, -1, 1))
+    True
+"""
+
+from tfdisc.ops import _loader
+from tfdisc.ops._loader import load as _load
+from tfdisc.ops.binary_conv2d import (
+    binary_conv2d,
+    binary_conv2d_reference,
+    bitpacked_max_pool2d,
+    bitpacked_max_pool2d_reference,
+    pack_conv_filter,
+)
+from tfdisc.ops.binary_dense import (
+    binary_dense,
+    binary_dense_reference,
+    pack_dense_weights,
+)
+from tfdisc.ops.bitpack import bitpack, bitpack_reference, unpack_reference
+from tfdisc.ops.kernel_select import (
+    KERNELS,
+    current_kernel,
+    kernel_supported,
+    use_kernel,
+)
+
+_load()
+
+__all__ = [
+    "KERNELS",
+    "binary_conv2d",
+    "binary_conv2d_reference",
+    "binary_dense",
+    "binary_dense_reference",
+    "bitpack",
+    "bitpack_reference",
+    "bitpacked_max_pool2d",
+    "bitpacked_max_pool2d_reference",
+    "current_kernel",
+    "kernel_supported",
+    "pack_conv_filter",
+    "pack_dense_weights",
+    "unpack_reference",
+    "use_kernel",
+]

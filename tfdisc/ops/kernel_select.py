@@ -1,0 +1,49 @@
+"""Choosing the C++ kernel: ``TFDISC_OPS_KERNEL`` and helpers."""
+
+import contextlib
+import os
+
+import numpy as np
+
+KERNELS = ("auto", "reference", "portable", "avx2", "avx512")
+ENV_VAR = "TFDISC_OPS_KERNEL"
+
+
+def current_kernel():
+    """The requested kernel name (``"auto"`` when unset)."""
+    return os.environ.get(ENV_VAR) or "auto"
+
+
+@contextlib.contextmanager
+def use_kernel(name):
+    """Forces kernel `name` for ops run inside the block.
+
+    Raises:
+      ValueError: `name` is not one of KERNELS.
+    """
+    if name not in KERNELS:
+        raise ValueError(f"`name` must be one of {KERNELS}, got {name!r}.")
+    old = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = old
+
+
+def kernel_supported(name):
+    """Whether this CPU can run kernel `name` (asks the C++ dispatcher)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tfdisc.ops.binary_dense import binary_dense  # pylint: disable=import-outside-toplevel
+
+    x = np.zeros((1, 1), np.int32)
+    with use_kernel(name):
+        try:
+            binary_dense(x, x, k=1, output="int32")
+        except tf.errors.InvalidArgumentError:
+            return False
+    return True
