@@ -1,6 +1,6 @@
 """Builds the tfdisc op library from a source checkout.
 
-    python cc_ops/build.py                 # -> tfdisc/ops/_tfdisc_ops.so
+    python cc_ops/build.py                 # -> tfdisc/ops/_tfdisc_ops-<key>.so
     python cc_ops/build.py --out lib.so    # elsewhere
     python cc_ops/build.py --sanitize --out /tmp/asan/_tfdisc_ops.so
 
@@ -11,7 +11,6 @@ package is found by tfdisc.ops._loader before its build cache.
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 
@@ -29,18 +28,20 @@ def _load_build_module():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None,
-                        help="output path (default: tfdisc/ops/_tfdisc_ops.so)")
+                        help="output path (default: tfdisc/ops/_tfdisc_ops-<key>.so, "
+                        "where tfdisc.ops finds it)")
     parser.add_argument("--sanitize", action="store_true",
                         help="build with -fsanitize=address,undefined")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     build = _load_build_module()
-    out = args.out or os.path.join(ROOT, "tfdisc", "ops", build.LIBRARY_NAME)
+    if args.out is None and args.sanitize:
+        parser.error("--sanitize needs --out (the sanitized library must not "
+                     "replace the one tfdisc.ops loads)")
+    out = args.out or os.path.join(ROOT, "tfdisc", "ops",
+                                   build.library_name(build.build_key(ROOT)))
     build.build_library(out, root=ROOT, sanitize=args.sanitize,
                         verbose=args.verbose)
-    if args.out is None:
-        with open(out + ".json", "w") as f:
-            json.dump({"key": build.build_key(ROOT)}, f)
     print(out)
     return 0
 

@@ -23,6 +23,8 @@ Example:
     True
 """
 
+import tensorflow as _tf
+
 from tfdisc.ops import _loader
 from tfdisc.ops._loader import load as _load
 from tfdisc.ops.binary_conv2d import (
@@ -46,6 +48,13 @@ from tfdisc.ops.kernel_select import (
 )
 
 _load()
+
+# Inference-only ops: differentiating through them is an error in the model,
+# so say "no gradient" explicitly (tape.gradient returns None).
+for _name in ("Tfdisc>Bitpack", "Tfdisc>BinaryDense", "Tfdisc>BinaryConv2D",
+              "Tfdisc>BitpackedMaxPool2D"):
+    _tf.no_gradient(_name)
+del _name
 
 __all__ = [
     "KERNELS",

@@ -46,7 +46,11 @@ SOURCES = (
 BASE_FLAGS = ("-O3", "-fPIC", "-ffp-contract=off", "-Wall", "-Wno-sign-compare")
 SANITIZE_FLAGS = ("-O1", "-g", "-fno-omit-frame-pointer",
                   "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
-LIBRARY_NAME = "_tfdisc_ops.so"
+
+
+def library_name(key):
+    """File name of the library for build `key`."""
+    return f"_tfdisc_ops-{key}.so"
 
 
 def source_root():
@@ -136,7 +140,7 @@ def build_library(out_path, *, root=None, sanitize=False, jobs=None,
         jobs = jobs or max(1, os.cpu_count() or 1)
         with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
             objects = list(pool.map(compile_one, SOURCES))
-        tmp_lib = os.path.join(tmp, LIBRARY_NAME)
+        tmp_lib = os.path.join(tmp, os.path.basename(out_path))
         cmd = [cxx, "-shared", *flags, *objects, "-o", tmp_lib, *link_flags]
         if verbose:
             print(" ".join(cmd), flush=True)
