@@ -1,0 +1,127 @@
+"""mnist binary: smoke test on real data, adversarial training, transfer, masking, flag errors."""
+import json
+import os
+
+import pytest
+import tensorflow as tf
+from absl import flags
+from absl.testing import flagsaver
+
+from tfdisc import models
+from tfdisc.experiments import common, mnist
+
+KEYS = ("dataset", "model", "precision", "bits", "epochs", "seed", "attack", "gradient",
+        "adv_train", "clean_accuracy", "adversarial_accuracy", "train_seconds")
+TINY = dict(model="fcn2", width=32, epochs=1, batch_size=64, eval_batch_size=128, verbose="0",
+            epsilons=["0.1", "0.2", "0.3"], save_model=False)
+
+
+def run(**kwargs):
+    with flagsaver.flagsaver(**{**TINY, **kwargs}):
+        mnist.main(["mnist"])
+    with open(os.path.join(kwargs["output_dir"], "results.json")) as f:
+        return json.load(f)
+
+
+def test_binary_2b_one_short_epoch_on_real_data(mnist_dir, tmp_path):
+    rec = run(precision="binary", bits=2, data_dir=mnist_dir, output_dir=str(tmp_path),
+              width=64, learning_rate=0.01, train_limit=4096, test_limit=256, attack=["fgsm", "pgd"], pgd_steps=3)
+    assert all(k in rec for k in KEYS)
+    assert (rec["dataset"], rec["precision"], rec["bits"], rec["attack"]) == (
+        "mnist", "binary", 2, "fgsm")
+    assert rec["gradient"] == "straight_through" and rec["adv_train"] is False
+    assert set(rec["adversarial_accuracy"]) == {"0.1", "0.2", "0.3"}
+    assert rec["clean_accuracy"] > 0.5
+    pgd = rec["attacks"]["pgd"]
+    assert pgd["steps"] == 3 and pgd["gradient"] == "straight_through" and pgd["examples"] == 256
+    for key in ("0.1", "0.2", "0.3"):
+        assert 0.0 <= pgd["adversarial_accuracy"][key] <= rec["clean_accuracy"]
+    assert os.path.isfile(tmp_path / "flags.json")
+    assert "fgsm" in common.format_table(rec) and "pgd" in common.format_table(rec)
+
+
+def test_adv_train_transfer_and_saved_model(synthetic_mnist, tmp_path):
+    source = str(tmp_path / "source")
+    run(data_dir=synthetic_mnist, output_dir=source, save_model=True)
+    assert os.path.isfile(os.path.join(source, "model.keras"))
+    rec = run(precision="xnor", bits=2, adv_train=True, data_dir=synthetic_mnist,
+              output_dir=str(tmp_path / "target"), transfer_from=source, attack=["pgd"],
+              pgd_steps=2, pgd_step_size="1/10")
+    assert rec["adv_train"] is True
+    assert rec["adv_train_params"] == {"method": "rfgsm", "eps": 0.3, "alpha": 0.15,
+                                       "adv_ratio": 0.5, "gradient": "straight_through"}
+    assert rec["attack_params"]["step_size"] == pytest.approx(0.1)
+    t = rec["transfer"]
+    assert t["source_model"] == "fcn2_full_8b" and t["source_gradient"] == "straight_through"
+    assert set(t["adversarial_accuracy"]) == {"0.1", "0.2", "0.3"}
+
+
+def test_gradient_none_is_checked_with_straight_through(synthetic_mnist, tmp_path):
+    rec = run(bits=2, gradient="none", data_dir=synthetic_mnist, output_dir=str(tmp_path))
+    assert rec["gradient"] == "none"
+    assert rec["attacks"]["fgsm"]["zero_gradient_fraction"] == 1.0
+    check = rec["straight_through_check"]["fgsm"]
+    assert check["gradient"] == "straight_through" and check["zero_gradient_fraction"] < 1.0
+
+
+def test_transfer_source_with_other_input_shape(synthetic_mnist, tmp_path):
+    other = models.build("fcn2", input_shape=(32, 32, 3), width=8)
+    path = str(tmp_path / "cifar_model.keras")
+    other.save(path)
+    with pytest.raises(flags.ValidationError, match="shape"):
+        run(data_dir=synthetic_mnist, output_dir=str(tmp_path / "out"), transfer_from=path)
+    with pytest.raises(flags.ValidationError, match="no saved model"):
+        run(data_dir=synthetic_mnist, output_dir=str(tmp_path / "out"),
+            transfer_from=str(tmp_path / "missing"))
+
+
+class TestFlags:
+    @pytest.mark.parametrize("text, value", [("0.1", 0.1), ("8/255", 8 / 255), (" 16/255 ", 16 / 255),
+                                             ("0", 0.0)])
+    def test_parse_epsilon(self, text, value):
+        assert common.parse_epsilon(text) == pytest.approx(value)
+
+    @pytest.mark.parametrize("text", ["-0.1", "abc", "1/0", "-8/255"])
+    def test_parse_epsilon_errors(self, text):
+        with pytest.raises(ValueError):
+            common.parse_epsilon(text)
+
+    def test_epsilon_key(self):
+        assert common.epsilon_key(8 / 255) == "0.03137255"
+        assert common.epsilon_key(0.1) == "0.1"
+
+    @pytest.mark.parametrize("name, value", [
+        ("attack", ["cw"]), ("attack", ["fgsm", "deepfool"]), ("epsilons", ["-0.1"]),
+        ("epsilons", ["8/"]), ("pgd_steps", 0), ("pgd_step_size", "0"), ("train_eps", "-1"),
+        ("adv_ratio", 1.5)])
+    def test_bad_flag_values(self, name, value):
+        with pytest.raises(flags.IllegalFlagValueError):
+            with flagsaver.flagsaver(**{name: value}):
+                pass
+
+    def test_train_eps_defaults(self):
+        with flagsaver.flagsaver(train_eps=None):
+            assert common.train_eps("mnist") == 0.3
+            assert common.train_eps("cifar10") == pytest.approx(8 / 255)
+        with flagsaver.flagsaver(train_eps="4/255"):
+            assert common.train_eps("cifar10") == pytest.approx(4 / 255)
+
+    def test_stray_arguments(self, tmp_path):
+        from absl import app  # pylint: disable=import-outside-toplevel
+        with flagsaver.flagsaver(output_dir=str(tmp_path)):
+            with pytest.raises(app.UsageError):
+                mnist.main(["mnist", "extra"])
+
+    def test_binary_conflicts_with_precision(self, synthetic_mnist, tmp_path):
+        with flagsaver.flagsaver(**TINY, binary=True, precision="xnor", data_dir=synthetic_mnist,
+                                 output_dir=str(tmp_path)):
+            flags.FLAGS["precision"].present = 1
+            try:
+                with pytest.raises(flags.ValidationError, match="conflicts"):
+                    mnist.main(["mnist"])
+            finally:
+                flags.FLAGS["precision"].present = 0
+
+
+def test_tf_is_legacy_keras():
+    assert tf.keras.__name__.startswith("tf_keras") or "tf_keras" in tf.keras.__file__

@@ -1,0 +1,597 @@
+r"""Gathers every results.json into the paper's Tables I–VI, draws the ε–accuracy figures.
+
+  python -m tfdisc.experiments.report --results_dir=experiments/results \
+      --out=experiments/REPORT.md
+
+Each table sets tfdisc's numbers (FGSM and, where run, PGD; gradient through
+the input quantizer as recorded) beside the paper's (``tables.json``, FGSM
+white-box). Every row states model, precision, input bits, attack, ε (column
+headers), gradient, training schedule and data. Runs made with the quantizer's
+zero gradient (``gradient=none``) never enter the tables: they appear only in
+the gradient-masking section, next to a straight-through attack on the same
+weights. PNG figures (Figs. 4, 5, 7, 8 style, and Fig. 6 if an
+``activations.json`` is found) are written to --plots_dir.
+"""
+import fractions
+import json
+import os
+import shutil
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("results_dir", "experiments/results", "Directory searched (recursively) for "
+                    "results.json and activations.json files.")
+flags.DEFINE_string("out", "experiments/REPORT.md", "Markdown report to write.")
+flags.DEFINE_string("plots_dir", None, "Where PNG figures go; default OUT's directory/plots.")
+flags.DEFINE_string("paper_tables", None, "The paper's tables.json; default "
+                    "../shared/paper/tables.json next to the repository, if present.")
+
+_DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
+                  "imagenet2012": "ImageNet", "fashion_mnist": "Fashion-MNIST"}
+_PRECISION_NAMES = {"full": "Full", "binary": "BNN", "xnor": "XNOR"}
+_REQUIRED = ("dataset", "model", "precision", "bits", "clean_accuracy", "adversarial_accuracy")
+# A claim "holds" when adversarial accuracy stays within this many points of clean.
+NEAR_CLEAN_POINTS = 5.0
+
+
+def eps_value(key):
+    return float(fractions.Fraction(str(key)))
+
+
+def eps_key(value):
+    return f"{value:.7g}"
+
+
+def eps_label(value, dataset):
+    if dataset in ("mnist", "fashion_mnist"):
+        return f"{value:g}"
+    return f"{round(value * 255):g}/255"
+
+
+# ------------------------------------------------------------------ loading
+
+def load_results(results_dir):
+    """Every valid results.json under ``results_dir`` (with its path in ``_path``)."""
+    records = []
+    for root, _, files in sorted(os.walk(results_dir)):
+        if "results.json" not in files:
+            continue
+        path = os.path.join(root, "results.json")
+        try:
+            with open(path) as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not all(k in rec for k in _REQUIRED):
+            continue
+        rec["_path"] = os.path.relpath(path, results_dir)
+        rec.setdefault("attacks", {rec.get("attack", "fgsm"): {
+            "name": rec.get("attack", "fgsm"), "gradient": rec.get("gradient"),
+            "clean_accuracy": rec["clean_accuracy"],
+            "adversarial_accuracy": rec["adversarial_accuracy"],
+            "examples": rec.get("data", {}).get("test_examples")}})
+        records.append(rec)
+    return records
+
+
+def load_activations(results_dir):
+    found = []
+    for root, _, files in sorted(os.walk(results_dir)):
+        if "activations.json" in files:
+            with open(os.path.join(root, "activations.json")) as f:
+                found.append((root, json.load(f)))
+    return found
+
+
+def default_paper_tables():
+    here = os.path.dirname(os.path.abspath(__file__))
+    repo = os.path.dirname(os.path.dirname(here))
+    path = os.path.join(os.path.dirname(repo), "shared", "paper", "tables.json")
+    return path if os.path.isfile(path) else None
+
+
+# ------------------------------------------------------------------ selection
+
+def _quality(rec):
+    return (len(rec.get("attacks") or {}), rec.get("data", {}).get("test_examples") or 0,
+            rec.get("epochs") or 0, rec.get("_path"))
+
+
+def honest(rec):
+    """Only runs attacked with a gradient through the quantizer enter the tables."""
+    return rec.get("gradient") in ("straight_through", None)
+
+
+def select(records, **criteria):
+    """Best record per (model, precision, bits) matching ``criteria`` (adv_train, dataset...)."""
+    best = {}
+    for rec in records:
+        if not honest(rec) or rec.get("transfer_only"):
+            continue
+        if any(rec.get(k, False if k == "adv_train" else None) != v for k, v in criteria.items()):
+            continue
+        key = (rec["model"], rec["precision"], rec["bits"])
+        if key not in best or _quality(rec) > _quality(best[key]):
+            best[key] = rec
+    return best
+
+
+def acc(rec, attack, key):
+    """Accuracy (percent) of ``rec`` under ``attack`` at ε ``key`` ('0' = clean), or None."""
+    a = (rec.get("attacks") or {}).get(attack)
+    if a is None:
+        return None
+    if key in ("0", 0, 0.0):
+        return 100.0 * a.get("clean_accuracy", rec["clean_accuracy"])
+    value = a["adversarial_accuracy"].get(eps_key(eps_value(key)))
+    return None if value is None else 100.0 * value
+
+
+def fmt(value):
+    return "–" if value is None else f"{value:.1f}"
+
+
+def describe(rec):
+    """Model, precision, bits, gradient, schedule and data of a run, for a table row."""
+    d = rec.get("data", {})
+    src = d.get("source", "?")
+    adv = rec.get("adv_train_params")
+    sched = f"{rec.get('epochs')} ep, width {rec.get('width')}"
+    if d.get("train_examples"):
+        sched += f", {d['train_examples']} train"
+    if adv:
+        sched += f", R-FGSM ε={eps_label(adv['eps'], rec['dataset'])} α=ε/2 mix {adv['adv_ratio']:g}"
+    attacks = rec.get("attacks") or {}
+    examples = {a.get("examples") for a in attacks.values()}
+    test = "/".join(str(e) for e in sorted(x for x in examples if x)) or d.get("test_examples")
+    pgd = attacks.get("pgd")
+    pgd_txt = (f"; PGD {pgd.get('steps')} steps, step {pgd.get('step_size')}, random start"
+               if pgd else "")
+    return (f"{rec['model']} {rec['precision']} {rec['bits']}b; grad {rec.get('gradient')}; "
+            f"{sched}; {_DATASET_NAMES.get(rec['dataset'], rec['dataset'])} ({src}), "
+            f"test {test}{pgd_txt}; `{rec['_path']}`")
+
+
+# ------------------------------------------------------------------ tables
+
+def paper_row(paper, table, part, name):
+    t = paper.get(table, {}) if paper else {}
+    rows = t.get(part, []) if part else t.get("rows", [])
+    for row in rows:
+        if row["name"] == name:
+            return row.get("accuracy_percent", {})
+    return None
+
+
+def cell_name(rec):
+    return f"{_PRECISION_NAMES.get(rec['precision'], rec['precision'])}-{rec['bits']}b"
+
+
+def comparison_table(rows, epsilons, dataset):
+    """Markdown table: per ε, ours FGSM | ours PGD | paper (FGSM)."""
+    header = ["Cell", "Clean (ours)", "Clean (paper)"]
+    for e in epsilons:
+        lab = eps_label(eps_value(e), dataset)
+        header += [f"ε={lab} FGSM", f"ε={lab} PGD", f"ε={lab} paper"]
+    header.append("Model, precision, bits, gradient, schedule, data")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, rec, paper in rows:
+        cells = [name]
+        cells.append(fmt(acc(rec, "fgsm", "0") if rec else None) if rec else "not run")
+        cells.append(fmt(paper.get("0")) if paper else "–")
+        for e in epsilons:
+            pv = None
+            if paper:
+                for k, v in paper.items():
+                    if k != "0" and abs(eps_value(k) - eps_value(e)) < 1e-6:
+                        pv = v
+            cells += [fmt(acc(rec, "fgsm", e)) if rec else "–",
+                      fmt(acc(rec, "pgd", e)) if rec else "–", fmt(pv)]
+        cells.append(describe(rec) if rec else "no run committed")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+MNIST_EPS = ["0.1", "0.2", "0.3"]
+CIFAR_EPS = ["8/255", "16/255", "32/255"]
+
+
+def _grid(best, precisions, bits_list, model=None):
+    out = []
+    for prec in precisions:
+        for bits in bits_list:
+            recs = [r for (m, p, b), r in sorted(best.items())
+                    if p == prec and b == bits and (model is None or m == model)]
+            out.append((prec, bits, recs))
+    return out
+
+
+def section_tables(records, paper):
+    parts = []
+    eps_of = {"mnist": MNIST_EPS, "cifar10": CIFAR_EPS}
+
+    # Table I
+    best = select(records, dataset="cifar10", adv_train=False, precision="full")
+    lines = ["| Input bits | Clean (ours) | Clean (paper, AlexNet 20 ep) | Model, precision, "
+             "bits, gradient, schedule, data |", "|---|---|---|---|"]
+    paper_i = {r["name"]: r["clean_accuracy_percent"] for r in
+               (paper or {}).get("table_I", {}).get("rows", [])}
+    for bits in (2, 3, 4, 8):
+        recs = [r for (m, p, b), r in sorted(best.items()) if b == bits]
+        for rec in recs or [None]:
+            lines.append(f"| {bits}b | {fmt(acc(rec, 'fgsm', '0')) if rec else 'not run'} | "
+                         f"{fmt(paper_i.get(f'{bits}b'))} | "
+                         f"{describe(rec) if rec else 'no run committed'} |")
+    parts.append("## Table I — CIFAR10 clean accuracy vs input bits (full precision)\n\n"
+                 + "\n".join(lines))
+
+    # Table II: adversarial training, full precision, 2b vs 8b
+    text = ["## Table II — R-FGSM adversarial training, full precision, 2b vs 8b input"]
+    for dataset, part in (("mnist", "mnist"), ("cifar10", "cifar10")):
+        best = select(records, dataset=dataset, adv_train=True, precision="full")
+        rows = []
+        for bits in (2, 8):
+            for rec in [r for (m, p, b), r in sorted(best.items()) if b == bits] or [None]:
+                rows.append((f"Full-{bits}b adv" + (f" ({rec['model']})" if rec else ""), rec,
+                             paper_row(paper, "table_II", part, f"{bits}b")))
+        text.append(f"### {_DATASET_NAMES[dataset]}\n\n"
+                    + comparison_table(rows, eps_of[dataset], dataset))
+    parts.append("\n\n".join(text))
+
+    # Table III: adversarial training, BNN vs full, 8b
+    text = ["## Table III — R-FGSM adversarial training, BNN vs full precision, 8b input"]
+    for dataset, part in (("mnist", "mnist_fcn1"), ("cifar10", "cifar10")):
+        best = select(records, dataset=dataset, adv_train=True, bits=8)
+        rows = []
+        for prec, pname in (("binary", "BNN"), ("full", "Full")):
+            for rec in [r for (m, p, b), r in sorted(best.items()) if p == prec] or [None]:
+                rows.append((f"{pname}-8b adv" + (f" ({rec['model']})" if rec else ""), rec,
+                             paper_row(paper, "table_III", part, pname)))
+        text.append(f"### {_DATASET_NAMES[dataset]} (paper: "
+                    f"{'FCN1' if dataset == 'mnist' else 'AlexNet'})\n\n"
+                    + comparison_table(rows, eps_of[dataset], dataset))
+    parts.append("\n\n".join(text))
+
+    # Tables IV (CIFAR10) and V (MNIST): no adversarial training
+    for table, dataset, title in (
+            ("table_IV", "cifar10", "## Table IV — CIFAR10, no adversarial training, input × "
+                                    "parameter discretization (paper: AlexNet, 40 epochs)"),
+            ("table_V", "mnist", "## Table V — MNIST, no adversarial training (paper: FCN1 "
+                                 "784-6144×4-10, 20 epochs)")):
+        best = select(records, dataset=dataset, adv_train=False)
+        rows = []
+        for prec, pname in (("binary", "BNN"), ("full", "Full")):
+            for bits in (2, 4, 8):
+                recs = [r for (m, p, b), r in sorted(best.items()) if p == prec and b == bits]
+                for rec in recs or [None]:
+                    rows.append((f"{pname}-{bits}b" + (f" ({rec['model']})" if rec else ""), rec,
+                                 paper_row(paper, table, None, f"{pname}-{bits}b")))
+        parts.append(title + "\n\n" + comparison_table(rows, eps_of[dataset], dataset))
+
+    # Table VI
+    text = ["## Table VI — R-FGSM adversarial training with 2b-input BNNs"]
+    for dataset, part in (("mnist", "mnist_fcn1"), ("cifar10", "cifar10")):
+        best = select(records, dataset=dataset, adv_train=True, bits=2, precision="binary")
+        rows = [(f"BNN-2b adv ({rec['model']})", rec, paper_row(paper, "table_VI", part, "BNN-2b"))
+                for rec in best.values()] or [("BNN-2b adv", None,
+                                               paper_row(paper, "table_VI", part, "BNN-2b"))]
+        text.append(f"### {_DATASET_NAMES[dataset]}\n\n"
+                    + comparison_table(rows, eps_of[dataset], dataset))
+    parts.append("\n\n".join(text))
+    return parts
+
+
+def section_other(records):
+    """CIFAR100 / ImageNet (Figs. 7, 8) runs, if any."""
+    lines = []
+    for dataset in ("cifar100", "imagenet2012"):
+        recs = [r for r in records if r["dataset"] == dataset and honest(r)]
+        if not recs:
+            lines.append(f"* {_DATASET_NAMES[dataset]}: no run — the data is not available "
+                         "offline here. The binary "
+                         f"`python -m tfdisc.experiments.{'cifar100' if dataset == 'cifar100' else 'imagenet'}` "
+                         "is exercised by the test suite on small synthetic data in the right "
+                         "format (CIFAR100 python batches / an ImageNet image-folder tree).")
+            continue
+        for rec in recs:
+            eps = sorted(rec["adversarial_accuracy"], key=eps_value)
+            top5 = rec.get("top5")
+            lines.append(f"* {describe(rec)}: clean {fmt(100 * rec['clean_accuracy'])}, "
+                         + ", ".join(f"ε={eps_label(eps_value(k), dataset)}: "
+                                     f"{fmt(100 * rec['adversarial_accuracy'][k])}" for k in eps)
+                         + (f"; top-5 clean {fmt(100 * top5['clean_accuracy'])}" if top5 else ""))
+    return "## CIFAR100 (Fig. 7) and ImageNet (Fig. 8)\n\n" + "\n".join(lines)
+
+
+def section_transfer(records):
+    rows = [r for r in records if r.get("transfer") and honest(r)]
+    if not rows:
+        return "## Black-box transfer\n\nNo transfer run committed."
+    lines = ["| Target | Source | Attack | Clean | " + " | ".join(
+        ["ε (transfer / white-box FGSM / white-box PGD)"]) + " | Target details |",
+             "|---|---|---|---|---|---|"]
+    for rec in sorted(rows, key=lambda r: (r["dataset"], r["_path"])):
+        t = rec["transfer"]
+        cells = []
+        for k in sorted(t["adversarial_accuracy"], key=eps_value):
+            cells.append(f"{eps_label(eps_value(k), rec['dataset'])}: "
+                         f"{fmt(100 * t['adversarial_accuracy'][k])} / {fmt(acc(rec, 'fgsm', k))}"
+                         f" / {fmt(acc(rec, 'pgd', k))}")
+        lines.append(f"| {cell_name(rec)}{' adv' if rec.get('adv_train') else ''} "
+                     f"({rec['model']}) | {t['source_model']} (grad {t['source_gradient']}) | "
+                     f"{t['attack'].upper()} | {fmt(100 * t['clean_accuracy'])} | "
+                     f"{'; '.join(cells)} | {describe(rec)} |")
+    return ("## Black-box transfer (adversarial examples crafted on the source, accuracy of the "
+            "target)\n\n" + "\n".join(lines))
+
+
+def section_masking(records):
+    rows = [r for r in records if not honest(r)]
+    text = ["## Gradient masking check (NOT a defence)",
+            "Runs with `--gradient=none` take the true zero gradient of `floor` in the input "
+            "quantizer, so FGSM/PGD cannot move the input: their \"adversarial accuracy\" is "
+            "an artefact of gradient masking, never robustness, and they are excluded from "
+            "every table above. Each is shown next to the same weights attacked through the "
+            "straight-through (BPDA) gradient."]
+    if not rows:
+        text.append("No such run committed.")
+        return "\n\n".join(text)
+    lines = ["| Run | Attack | ε | Masked (gradient none) | Same weights, straight-through |",
+             "|---|---|---|---|---|"]
+    for rec in rows:
+        check = rec.get("straight_through_check") or {}
+        for name, a in (rec.get("attacks") or {}).items():
+            for k in sorted(a["adversarial_accuracy"], key=eps_value):
+                st = check.get(name, {}).get("adversarial_accuracy", {}).get(k)
+                lines.append(f"| {cell_name(rec)} {rec['model']} `{rec['_path']}` | "
+                             f"{name.upper()} | {eps_label(eps_value(k), rec['dataset'])} | "
+                             f"{fmt(100 * a['adversarial_accuracy'][k])} (zero-gradient "
+                             f"fraction {a.get('zero_gradient_fraction', float('nan')):.2f}) | "
+                             f"{fmt(None if st is None else 100 * st)} |")
+    text.append("\n".join(lines))
+    return "\n\n".join(text)
+
+
+# ------------------------------------------------------------------ claims
+
+def _claims(records):
+    """The paper's claims, checked on our runs under FGSM and PGD."""
+    out = []
+
+    def get(dataset, precision, bits, adv=False):
+        best = select(records, dataset=dataset, adv_train=adv, precision=precision, bits=bits)
+        return sorted(best.values(), key=_quality)[-1] if best else None
+
+    def verdict(value):
+        return "–" if value is None else ("holds" if value else "does not hold")
+
+    for dataset, small, large in (("mnist", ["0.1"], ["0.2", "0.3"]),
+                                  ("cifar10", ["8/255", "16/255"], ["32/255"])):
+        name = _DATASET_NAMES[dataset]
+        for prec in ("full", "binary"):
+            r2, r8 = get(dataset, prec, 2), get(dataset, prec, 8)
+            if r2 is None:
+                continue
+            label = f"{_PRECISION_NAMES[prec]}-2b"
+            for e in small:
+                lab = eps_label(eps_value(e), dataset)
+                row = [f"{name}: {label} (no adv. training) keeps accuracy within "
+                       f"{NEAR_CLEAN_POINTS:g} points of clean at ε={lab}"]
+                for attack in ("fgsm", "pgd"):
+                    a, c = acc(r2, attack, e), acc(r2, attack, "0")
+                    row.append((f"{fmt(a)} vs {fmt(c)}",
+                                None if a is None else c - a <= NEAR_CLEAN_POINTS))
+                out.append(row)
+                if r8 is not None:
+                    row = [f"{name}: {label} is more robust than {_PRECISION_NAMES[prec]}-8b "
+                           f"at ε={lab} (≥10 points)"]
+                    for attack in ("fgsm", "pgd"):
+                        a2, a8 = acc(r2, attack, e), acc(r8, attack, e)
+                        row.append((f"{fmt(a2)} vs {fmt(a8)}", None if None in (a2, a8)
+                                    else a2 - a8 >= 10))
+                    out.append(row)
+        rb, rf = get(dataset, "binary", 8), get(dataset, "full", 8)
+        if rb and rf:
+            for e in small + large:
+                lab = eps_label(eps_value(e), dataset)
+                row = [f"{name}: BNN-8b more robust than Full-8b at ε={lab} (no adv. training)"]
+                for attack in ("fgsm", "pgd"):
+                    ab, af = acc(rb, attack, e), acc(rf, attack, e)
+                    row.append((f"{fmt(ab)} vs {fmt(af)}", None if None in (ab, af) else ab > af))
+                out.append(row)
+        a2, a8 = get(dataset, "full", 2, adv=True), get(dataset, "full", 8, adv=True)
+        if a2 and a8:
+            for e in small + large:
+                lab = eps_label(eps_value(e), dataset)
+                row = [f"{name}: with R-FGSM adv. training, Full-2b beats Full-8b at ε={lab}"]
+                for attack in ("fgsm", "pgd"):
+                    x2, x8 = acc(a2, attack, e), acc(a8, attack, e)
+                    row.append((f"{fmt(x2)} vs {fmt(x8)}", None if None in (x2, x8) else x2 > x8))
+                out.append(row)
+        b2a, b2 = get(dataset, "binary", 2, adv=True), get(dataset, "binary", 2)
+        if b2a and b2:
+            for e in small + large:
+                lab = eps_label(eps_value(e), dataset)
+                row = [f"{name}: BNN-2b without adv. training is within 5 points of BNN-2b "
+                       f"with it at ε={lab} (Tables IV/V vs VI)"]
+                for attack in ("fgsm", "pgd"):
+                    x, y = acc(b2, attack, e), acc(b2a, attack, e)
+                    row.append((f"{fmt(x)} vs {fmt(y)}", None if None in (x, y)
+                                else abs(x - y) <= 5))
+                out.append(row)
+    return out
+
+
+def section_claims(records):
+    rows = _claims(records)
+    if not rows:
+        return "## The paper's claims on this data\n\nNot enough runs to check any claim."
+    lines = ["| Claim | FGSM (ours) | Under FGSM | PGD (ours) | Survives PGD |",
+             "|---|---|---|---|---|"]
+    for claim, (fv, fok), (pv, pok) in rows:
+        lines.append(f"| {claim} | {fv} | {'holds' if fok else ('–' if fok is None else '**no**')}"
+                     f" | {pv} | {'yes' if pok else ('–' if pok is None else '**no**')} |")
+    return ("## The paper's claims on this data (automatic check)\n\n"
+            "Accuracies in percent, ours only, gradient through the quantizer "
+            "(straight-through), attacks as in the tables above.\n\n" + "\n".join(lines))
+
+
+# ------------------------------------------------------------------ figures
+
+def _plot_curves(series, dataset, title, path):
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    if not series:
+        return None
+    scale = 1.0 if dataset in ("mnist", "fashion_mnist") else 255.0
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, rec) in enumerate(series):
+        for attack, style in (("fgsm", "-o"), ("pgd", "--s")):
+            a = (rec.get("attacks") or {}).get(attack)
+            if not a:
+                continue
+            keys = sorted(a["adversarial_accuracy"], key=eps_value)
+            xs = [0.0] + [eps_value(k) * scale for k in keys]
+            ys = [100 * a["clean_accuracy"]] + [100 * a["adversarial_accuracy"][k] for k in keys]
+            ax.plot(xs, ys, style, color=colors[i % len(colors)], markersize=4,
+                    label=f"{label} {attack.upper()}")
+    ax.set_xlabel("ε" if scale == 1.0 else "ε (×1/255)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def figures(records, plots_dir):
+    os.makedirs(plots_dir, exist_ok=True)
+    made = []
+    for dataset in ("mnist", "cifar10", "cifar100", "imagenet2012"):
+        name = _DATASET_NAMES[dataset]
+        best = select(records, dataset=dataset, adv_train=False)
+        if not best:
+            continue
+        # Fig. 4: input bits (full precision).
+        series = [(f"{m} full {b}b", r) for (m, p, b), r in sorted(best.items()) if p == "full"]
+        made.append((f"Fig. 4 style — {name}: input discretization, full precision",
+                     _plot_curves(series, dataset, f"{name}: accuracy vs ε by input bits, full "
+                                  "precision (gradient straight-through)",
+                                  os.path.join(plots_dir, f"fig4_input_bits_{dataset}.png"))))
+        # Fig. 5 / 7 / 8: binary (or xnor) vs full.
+        series = [(f"{m} {p} {b}b", r) for (m, p, b), r in sorted(best.items())
+                  if p != "full" or b in (2, 8)]
+        made.append((f"Fig. 5/7/8 style — {name}: binarized vs full precision",
+                     _plot_curves(series, dataset, f"{name}: BNN/XNOR vs full (gradient "
+                                  "straight-through)",
+                                  os.path.join(plots_dir, f"fig5_precision_{dataset}.png"))))
+        adv = select(records, dataset=dataset, adv_train=True)
+        if adv:
+            series = [(f"{m} {p} {b}b adv", r) for (m, p, b), r in sorted(adv.items())]
+            made.append((f"Adversarial training — {name}",
+                         _plot_curves(series, dataset, f"{name}: R-FGSM adversarially trained "
+                                      "(gradient straight-through)",
+                                      os.path.join(plots_dir, f"adv_train_{dataset}.png"))))
+    return [(t, p) for t, p in made if p]
+
+
+def section_activations(found, plots_dir, out_dir):
+    if not found:
+        return ("## Fig. 6 — activation L1 norms\n\nNo activations.json committed (run "
+                "`python -m tfdisc.experiments.activations`).")
+    text = ["## Fig. 6 — normalized L1 norm of hidden activations, clean vs adversarial"]
+    for root, rec in found:
+        png = os.path.join(root, "activations.png")
+        if os.path.isfile(png):
+            dest = os.path.join(plots_dir, "fig6_activations.png")
+            shutil.copyfile(png, dest)
+            text.append(f"![Fig. 6]({os.path.relpath(dest, out_dir)})")
+        text.append(f"{rec.get('normalization')}; attack {rec.get('attack', '?').upper()}, "
+                    f"gradient {rec.get('gradient')}; data {rec.get('data')}.")
+        lines = ["| Model | Layer | clean mean L1 | " + " | ".join(
+            f"ε={e} mean ± std [p5, p95]" for e in ["0"] + rec.get("epsilons", [])) + " |",
+                 "|---|---|---|" + "---|" * (1 + len(rec.get("epsilons", [])))]
+        for m in rec.get("models", []):
+            for layer, s in m["layers"].items():
+                cells = [f"{v['mean']:.2f} ± {v['std']:.2f} [{v['p5']:.2f}, {v['p95']:.2f}]"
+                         for _, v in s["normalized"].items()]
+                lines.append(f"| {m['label']} (ep {m.get('epochs')}, width {m.get('width')}) | "
+                             f"{layer} | {s['mean_clean_l1']:.1f} | " + " | ".join(cells) + " |")
+        text.append("\n".join(lines))
+    return "\n\n".join(text)
+
+
+def section_runs(records):
+    lines = ["| results.json | dataset | model | precision | bits | adv | attacks | gradient | "
+             "clean | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for rec in sorted(records, key=lambda r: r["_path"]):
+        lines.append(f"| `{rec['_path']}` | {rec['dataset']} | {rec['model']} | "
+                     f"{rec['precision']} | {rec['bits']} | {rec.get('adv_train')} | "
+                     f"{','.join(rec.get('attacks') or {})} | {rec.get('gradient')} | "
+                     f"{fmt(100 * rec['clean_accuracy'])} | `{rec.get('command', '')}` |")
+    return "## All runs\n\n" + "\n".join(lines)
+
+
+def build_report(results_dir, out, plots_dir=None, paper_tables=None, preamble=""):
+    """Writes the markdown report and figures; returns the markdown text."""
+    records = load_results(results_dir)
+    paper = None
+    paper_tables = paper_tables or default_paper_tables()
+    if paper_tables:
+        with open(paper_tables) as f:
+            paper = json.load(f)
+    out_dir = os.path.dirname(os.path.abspath(out))
+    plots_dir = plots_dir or os.path.join(out_dir, "plots")
+    figs = figures(records, plots_dir)
+    parts = [
+        "# tfdisc — reproduction of the paper's tables and figures",
+        "Generated by `python -m tfdisc.experiments.report` from every `results.json` under "
+        f"`{os.path.relpath(os.path.abspath(results_dir), out_dir)}`. Accuracies in percent. "
+        "Ours: white-box L∞ attacks whose gradient goes through the input quantizer "
+        "(straight-through, BPDA) — FGSM (paper eq. 1) and PGD (random start, projected to the "
+        "ε-ball and [0, 1]). The paper's numbers (from `tables.json`) are FGSM only. Runs made "
+        "with the quantizer's zero gradient are excluded from the tables (see the gradient "
+        "masking section). Where a cell has several runs, the one with the most attacks, test "
+        "examples and epochs is shown; all runs are listed at the end.",
+    ]
+    if preamble:
+        parts.append(preamble)
+    parts.append(section_claims(records))
+    parts += section_tables(records, paper)
+    parts.append(section_transfer(records))
+    parts.append(section_masking(records))
+    parts.append(section_other(records))
+    parts.append(section_activations(load_activations(results_dir), plots_dir, out_dir))
+    if figs:
+        parts.append("## Figures\n\n" + "\n\n".join(
+            f"### {title}\n\n![{title}]({os.path.relpath(path, out_dir)})" for title, path in figs))
+    parts.append(section_runs(records))
+    text = "\n\n".join(parts) + "\n"
+    os.makedirs(out_dir, exist_ok=True)
+    with open(out, "w") as f:
+        f.write(text)
+    return text
+
+
+def main(argv):
+    preamble = ""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    notes = os.path.join(os.path.dirname(os.path.abspath(FLAGS.out)), "NOTES.md")
+    if os.path.isfile(notes):  # hand-written setup and closing notes, kept across regenerations
+        with open(notes) as f:
+            preamble = f.read().strip()
+    build_report(FLAGS.results_dir, FLAGS.out, FLAGS.plots_dir, FLAGS.paper_tables, preamble)
+    print(f"Wrote {FLAGS.out}")
+
+
+if __name__ == "__main__":
+    app.run(main)
