@@ -74,6 +74,7 @@ class _PackedLayer(tf.keras.layers.Layer):
 
     def __init__(self, *, word_bits=32, input_packed=False, output="float",
                  activation=None, **kwargs):
+        kwargs.pop("trainable", None)
         super().__init__(trainable=False, **kwargs)
         self.word_bits = int(word_bits)
         self.input_packed = bool(input_packed)
@@ -213,6 +214,7 @@ class PackedMaxPool2D(tf.keras.layers.Layer):
 
     def __init__(self, pool_size, strides, padding, *, word_bits=32, has_or_mask=False,
                  or_mask=None, **kwargs):
+        kwargs.pop("trainable", None)
         super().__init__(trainable=False, **kwargs)
         self.pool_size = tuple(int(v) for v in pool_size)
         self.strides = tuple(int(v) for v in strides)
@@ -307,6 +309,8 @@ def _graph(model):
     config = model.get_config()
     if isinstance(model, tf.keras.Sequential):
         names = [l.name for l in model.layers]
+        if names:
+            producers[names[0]].append("<input>")
         for a, b in zip(names, names[1:]):
             consumers[a].append(b)
             producers[b].append(a)

@@ -1,0 +1,197 @@
+"""tfdisc.convert.to_packed: packed models predict like the larq models."""
+import warnings
+
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfdisc
+from tfdisc import convert
+
+ops = pytest.importorskip("tfdisc.ops", reason="op library unavailable", exc_type=ImportError)
+
+
+def randomize_batch_norms(model, seed=0, negative_gamma=False):
+    """Random moving statistics (and gamma/beta), so that folding is tested
+    on non-trivial values; optionally some negative gammas."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            values = {}
+            for w in layer.weights:
+                name = w.name.split("/")[-1].split(":")[0]
+                v = rng.standard_normal(w.shape).astype(np.float32)
+                if name == "moving_variance":
+                    v = np.abs(v) + 0.5
+                elif name == "moving_mean":
+                    v = v * 5
+                elif name == "gamma" and not negative_gamma:
+                    v = np.abs(v) + 0.1
+                values[w.name] = v
+            layer.set_weights([values[w.name] for w in layer.weights])
+
+
+def assert_same_predictions(model, packed, x, exact):
+    want = model(x, training=False).numpy()
+    got = packed(x).numpy()
+    np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
+    if exact:
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
+
+
+ZOO = [
+    ("fcn1", dict(width=96, depth=4), True),
+    ("fcn2", dict(width=70, depth=3), True),
+    ("alexnet_cifar", dict(width=16, depth=2, input_shape=(16, 16, 3)), False),
+    ("resnet20", dict(width=8, input_shape=(16, 16, 3)), False),
+]
+
+
+class TestZoo:
+    @pytest.mark.parametrize("precision", ["binary", "xnor"])
+    @pytest.mark.parametrize("name, kwargs, exact", ZOO, ids=[z[0] for z in ZOO])
+    def test_predicts_like_larq(self, name, kwargs, exact, precision):
+        model = tfdisc.models.build(name, precision=precision, **kwargs)
+        randomize_batch_norms(model, seed=len(name))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # every binary layer converts
+            packed = convert.to_packed(model)
+        report = packed.packing_report
+        n_quant = sum(isinstance(l, (lq.layers.QuantDense, lq.layers.QuantConv2D))
+                      for l in model.layers)
+        assert len(report.packed_layers) == n_quant > 0
+        assert not report.float_layers
+        assert len(report.folded_batch_norms) == n_quant
+        if name != "resnet20":
+            # Every binary layer but the last feeds another binary layer.
+            assert len(report.bitpacked_outputs) == n_quant - 1
+        assert report.packed_bytes < report.float_bytes
+        assert report.binary_float_bytes / report.binary_packed_bytes > 10
+        x = np.random.default_rng(1).random((24, *model.input_shape[1:])).astype(np.float32)
+        assert_same_predictions(model, packed, x, exact=exact and precision == "binary")
+
+    def test_done_means_fcn1(self):
+        # The issue's "done" model, at its real width but depth 2 to stay fast.
+        model = tfdisc.models.build("fcn1", precision="binary", depth=2)
+        randomize_batch_norms(model)
+        packed = convert.to_packed(model)
+        x = np.random.default_rng(2).random((8, 28, 28, 1)).astype(np.float32)
+        assert_same_predictions(model, packed, x, exact=True)
+
+    def test_word_bits_64_and_options(self):
+        model = tfdisc.models.build("alexnet_cifar", precision="binary", width=32, depth=1,
+                                    input_shape=(8, 8, 3))
+        randomize_batch_norms(model, negative_gamma=True)
+        x = np.random.default_rng(3).random((6, 8, 8, 3)).astype(np.float32)
+        for kwargs in (dict(word_bits=64), dict(bitpacked_outputs=False),
+                       dict(fold_batch_norm=False)):
+            packed = convert.to_packed(model, **kwargs)
+            assert_same_predictions(model, packed, x, exact=False)
+        assert not convert.to_packed(model, fold_batch_norm=False).packing_report \
+            .folded_batch_norms
+        assert not convert.to_packed(model, bitpacked_outputs=False).packing_report \
+            .bitpacked_outputs
+
+    def test_bad_arguments(self):
+        model = tfdisc.models.build("fcn2", precision="binary", width=8, depth=2)
+        with pytest.raises(ValueError, match="word_bits"):
+            convert.to_packed(model, word_bits=16)
+        with pytest.raises(ValueError, match="model"):
+            convert.to_packed(lambda x: x)
+
+
+def _quant_conv(filters, kernel, **kwargs):
+    kwargs.setdefault("input_quantizer", "ste_sign")
+    kwargs.setdefault("kernel_quantizer", "ste_sign")
+    kwargs.setdefault("use_bias", False)
+    kwargs.setdefault("kernel_constraint", "weight_clip")
+    return lq.layers.QuantConv2D(filters, kernel, **kwargs)
+
+
+class TestCustomModels:
+    @pytest.mark.parametrize("pad_values", [0.0, 1.0, -1.0])
+    @pytest.mark.parametrize("strides", [1, 2])
+    @pytest.mark.parametrize("padding", ["same", "valid"])
+    def test_sequential_conv_padding(self, pad_values, strides, padding):
+        model = tf.keras.Sequential([
+            tf.keras.layers.InputLayer((13, 14, 5)),
+            _quant_conv(33, 3, padding=padding, strides=strides, pad_values=pad_values),
+            tf.keras.layers.BatchNormalization(),
+            _quant_conv(64, 5, padding=padding, pad_values=pad_values, use_bias=True),
+            tf.keras.layers.BatchNormalization(),
+            _quant_conv(7, 1),
+            tf.keras.layers.GlobalAveragePooling2D(),
+        ])
+        randomize_batch_norms(model, negative_gamma=True)
+        packed = convert.to_packed(model)
+        assert len(packed.packing_report.packed_layers) == 3
+        x = np.random.default_rng(0).standard_normal((4, 13, 14, 5)).astype(np.float32)
+        assert_same_predictions(model, packed, x, exact=False)
+
+    @pytest.mark.parametrize("negative_gamma", [False, True])
+    def test_functional_pool_then_bn_uses_packed_pool(self, negative_gamma):
+        inputs = tf.keras.Input((8, 8, 3))
+        x = _quant_conv(64, 3, padding="same", pad_values=1.0)(inputs)
+        x = tf.keras.layers.MaxPool2D(2)(x)
+        x = tf.keras.layers.BatchNormalization()(x)
+        x = _quant_conv(32, 3, padding="same", pad_values=1.0)(x)
+        x = tf.keras.layers.BatchNormalization()(x)
+        x = tf.keras.layers.MaxPool2D(2, strides=1, padding="same")(x)
+        x = tf.keras.layers.Flatten()(x)
+        x = lq.layers.QuantDense(10, input_quantizer="ste_sign", kernel_quantizer="ste_sign")(x)
+        model = tf.keras.Model(inputs, x)
+        randomize_batch_norms(model, seed=4, negative_gamma=negative_gamma)
+        packed = convert.to_packed(model)
+        report = packed.packing_report
+        assert len(report.bitpacked_outputs) == 2
+        assert sum(isinstance(l, convert.PackedMaxPool2D) for l in packed.layers) == 2
+        x = np.random.default_rng(1).standard_normal((5, 8, 8, 3)).astype(np.float32)
+        assert_same_predictions(model, packed, x, exact=False)
+
+    def test_flatten_with_padding_bits_stays_float_input(self):
+        inputs = tf.keras.Input((4, 4, 3))
+        x = _quant_conv(20, 3, padding="same", pad_values=1.0)(inputs)  # 20 % 32 != 0
+        x = tf.keras.layers.BatchNormalization()(x)
+        x = tf.keras.layers.Flatten()(x)
+        x = lq.layers.QuantDense(6, input_quantizer="ste_sign", kernel_quantizer="ste_sign")(x)
+        model = tf.keras.Model(inputs, x)
+        randomize_batch_norms(model)
+        packed = convert.to_packed(model)
+        assert not packed.packing_report.bitpacked_outputs
+        x = np.random.default_rng(1).standard_normal((5, 4, 4, 3)).astype(np.float32)
+        assert_same_predictions(model, packed, x, exact=False)
+
+    def test_unsupported_layers_stay_float_with_warning(self):
+        inputs = tf.keras.Input((20,))
+        x = lq.layers.QuantDense(16, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                                 activation="relu", name="relu_dense")(inputs)
+        x = lq.layers.QuantDense(16, input_quantizer="ste_heaviside",
+                                 kernel_quantizer="ste_sign", name="heaviside_dense")(x)
+        x = lq.layers.QuantDense(8, input_quantizer=None, kernel_quantizer="ste_sign",
+                                 name="float_input_dense")(x)
+        model = tf.keras.Model(inputs, x)
+        with pytest.warns(UserWarning, match="heaviside_dense"):
+            packed = convert.to_packed(model)
+        report = packed.packing_report
+        assert report.packed_layers == ("relu_dense",)
+        assert {name for name, _ in report.float_layers} == {"heaviside_dense",
+                                                             "float_input_dense"}
+        assert not report.folded_batch_norms  # relu prevents folding
+        x = np.random.default_rng(1).standard_normal((7, 20)).astype(np.float32)
+        assert_same_predictions(model, packed, x, exact=True)
+        assert "heaviside_dense" in report.summary()
+
+    def test_packed_layer_config_round_trip(self):
+        model = tfdisc.models.build("fcn2", precision="binary", width=40, depth=2)
+        packed = convert.to_packed(model)
+        layer = next(l for l in packed.layers if isinstance(l, convert.PackedBinaryDense))
+        clone = convert.PackedBinaryDense.from_config(layer.get_config())
+        clone.build(layer.input_shape)
+        clone.set_weights(layer.get_weights())
+        x = np.random.default_rng(0).standard_normal((3, layer.k)).astype(np.float32)
+        if layer.input_packed:
+            x = ops.bitpack(x).numpy()
+        np.testing.assert_array_equal(clone(x).numpy(), layer(x).numpy())
