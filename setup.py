@@ -37,7 +37,62 @@ EXTRAS_REQUIRE = {
 }
 
 # --- op library build (cc_ops) ----------------------------------------------
-CMDCLASS = {}
+# Owned by cc_ops (issue 4); see cc_ops/README.md "Build".
+import importlib.util  # noqa: E402  pylint: disable=wrong-import-position
+import shutil  # noqa: E402  pylint: disable=wrong-import-position
+
+from setuptools.command.build_py import build_py as _build_py  # noqa: E402
+
+
+def _ops_build_module():
+    """tfdisc/ops/_build.py, loaded by path (it imports only the stdlib)."""
+    spec = importlib.util.spec_from_file_location(
+        "_tfdisc_ops_build", os.path.join(HERE, "tfdisc", "ops", "_build.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class BuildPyWithOps(_build_py):
+    """Ships the C++ sources with the package and prebuilds the op library.
+
+    The sources go to ``tfdisc/ops/_src/cc_ops`` so that an installed tfdisc
+    can compile the library on first use (tfdisc/ops/_loader.py). When
+    TensorFlow is importable here (``pip install --no-build-isolation``,
+    ``python setup.py build``) the library is compiled now, next to the
+    package; otherwise (pip's isolated build env) that is deferred to the
+    first ``import tfdisc.ops``. A failed build never fails the install.
+    """
+
+    def run(self):
+        super().run()
+        editable = getattr(self, "editable_mode", False)
+        if editable:
+            root, target = HERE, os.path.join(HERE, "tfdisc", "ops")
+        else:
+            root = os.path.join(self.build_lib, "tfdisc", "ops", "_src")
+            shutil.rmtree(root, ignore_errors=True)
+            shutil.copytree(os.path.join(HERE, "cc_ops"), os.path.join(root, "cc_ops"),
+                            ignore=shutil.ignore_patterns("tests", "*.py", "*.sh", "*.md",
+                                                          "BUILD", "__pycache__"))
+            target = os.path.join(self.build_lib, "tfdisc", "ops")
+        try:
+            import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        except ImportError:
+            print("tfdisc: TensorFlow not importable at build time; the op library "
+                  "will be compiled on first `import tfdisc.ops`.")
+            return
+        build = _ops_build_module()
+        try:
+            path = os.path.join(target, build.library_name(build.build_key(root)))
+            build.build_library(path, root=root)
+            print(f"tfdisc: built {path}")
+        except Exception as e:  # pylint: disable=broad-except
+            print(f"tfdisc: op library not prebuilt ({e}); it will be compiled on "
+                  "first `import tfdisc.ops`.")
+
+
+CMDCLASS = {"build_py": BuildPyWithOps}
 # --- end of op library build -------------------------------------------------
 
 setuptools.setup(
