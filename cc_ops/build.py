@@ -10,9 +10,12 @@ package is found by tfdisc.ops._loader before its build cache.
 """
 
 import argparse
+import glob
 import importlib.util
 import os
 import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,6 +45,10 @@ def main(argv=None):
                                    build.library_name(build.build_key(ROOT)))
     build.build_library(out, root=ROOT, sanitize=args.sanitize,
                         verbose=args.verbose)
+    if args.out is None:
+        for stale in glob.glob(os.path.join(os.path.dirname(out), "_tfdisc_ops-*.so")):
+            if stale != out:
+                os.remove(stale)
     print(out)
     return 0
 

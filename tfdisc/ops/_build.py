@@ -36,14 +36,17 @@ SOURCES = (
     "cc_ops/kernels/binary_dense_op.cc",
     "cc_ops/kernels/binary_conv2d_op.cc",
     "cc_ops/kernels/bitpacked_max_pool_op.cc",
+    "cc_ops/kernels/roofline_op.cc",
     "cc_ops/ops/bitpack_op.cc",
     "cc_ops/ops/binary_dense_op.cc",
     "cc_ops/ops/binary_conv2d_op.cc",
+    "cc_ops/ops/bitpacked_max_pool_op.cc",
 )
 
 # -ffp-contract=off: the output transform must round like TensorFlow's
 # separate multiply and add (see cc_ops/core/output_transform.h).
-BASE_FLAGS = ("-O3", "-fPIC", "-ffp-contract=off", "-Wall", "-Wno-sign-compare")
+BASE_FLAGS = ("-O3", "-fPIC", "-ffp-contract=off", "-Wall", "-Wno-sign-compare",
+              "-Wno-deprecated-declarations")
 SANITIZE_FLAGS = ("-O1", "-g", "-fno-omit-frame-pointer",
                   "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
 
@@ -122,7 +125,7 @@ def build_library(out_path, *, root=None, sanitize=False, jobs=None,
     compile_flags, link_flags = tf_flags()
     flags = list(SANITIZE_FLAGS if sanitize else BASE_FLAGS)
     if sanitize:
-        flags += ["-fPIC", "-ffp-contract=off"]
+        flags += ["-fPIC", "-ffp-contract=off", "-Wno-deprecated-declarations"]
     out_dir = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:

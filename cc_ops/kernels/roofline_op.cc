@@ -1,0 +1,73 @@
+// Tfdisc>XorPopcountRoofline: benchmark-only op. Each of `threads` workers of
+// the intra-op pool runs the selected kernel's XOR+popcount loop over one
+// pair of L1-resident rows of `words` 32-bit words, `iters` times
+// (core::XorPopcountRoofline). The caller times the op; the achieved rate
+// threads * iters * words * 32 / time is the binary-MAC ceiling that
+// tfdisc.benchmarks.ops compares the real kernels against.
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "cc_ops/core/bgemm/kernels.h"
+#include "cc_ops/kernels/common.h"
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tfdisc {
+namespace kernels {
+
+class XorPopcountRooflineOp : public tf::OpKernel {
+ public:
+  explicit XorPopcountRooflineOp(tf::OpKernelConstruction* ctx)
+      : tf::OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("words", &words_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("iters", &iters_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
+    OP_REQUIRES(ctx, words_ >= 64 && words_ % 64 == 0,
+                tf::errors::InvalidArgument("words must be a positive multiple of 64"));
+    OP_REQUIRES(ctx, iters_ >= 1 && threads_ >= 1,
+                tf::errors::InvalidArgument("iters and threads must be >= 1"));
+  }
+
+  void Compute(tf::OpKernelContext* ctx) override {
+    core::KernelType type;
+    if (!GetKernelType(ctx, &type)) return;
+    std::atomic<std::int64_t> total{0};
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    const std::int64_t words = words_, iters = iters_;
+    // One unit of work per thread; cost large so each unit gets a thread.
+    workers->ParallelFor(threads_, /*cost_per_unit=*/1LL << 40,
+                         [&](std::int64_t begin, std::int64_t end) {
+      std::vector<core::TWord> a(words), b(words);
+      for (std::int64_t i = 0; i < words; ++i) {
+        a[i] = static_cast<core::TWord>(i * 2654435761u);
+        b[i] = static_cast<core::TWord>(i * 40503u + 7);
+      }
+      for (std::int64_t t = begin; t < end; ++t)
+        total += core::XorPopcountRoofline(type, a.data(), b.data(), words, iters);
+    });
+    tf::Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {}, &out));
+    out->scalar<tf::int64>()() = total.load();
+  }
+
+ private:
+  tf::int64 words_ = 0, iters_ = 0, threads_ = 1;
+};
+
+REGISTER_OP("Tfdisc>XorPopcountRoofline")
+    .Output("popcount: int64")
+    .Attr("words: int")
+    .Attr("iters: int")
+    .Attr("threads: int = 1")
+    .SetIsStateful()  // never constant-fold or deduplicate a benchmark
+    .SetShapeFn(::tensorflow::shape_inference::ScalarShape)
+    .Doc("Benchmark only: XOR+popcount roofline loop (see roofline_op.cc).");
+
+REGISTER_KERNEL_BUILDER(Name("Tfdisc>XorPopcountRoofline").Device(tf::DEVICE_CPU),
+                        XorPopcountRooflineOp);
+
+}  // namespace kernels
+}  // namespace tfdisc
