@@ -40,8 +40,12 @@ inline void BinaryDense(const BDenseArgs& args, PopcountGemmFn gemm,
       (args.n + kDenseColBlock - 1) / kDenseColBlock;
   const std::int64_t element_size =
       args.transform.kind == OutputKind::kBitpacked ? sizeof(TWord) : 4;
-  const std::int64_t cost =
-      kDenseRowBlock * kDenseColBlock * (args.words + 4);
+  // Rough cycles per block (tensorflow::Shard splits work only when the total
+  // is worth waking another thread): a SIMD kernel handles about eight
+  // 32-bit word pairs per cycle, plus the output transform.
+  const std::int64_t rows = std::min(kDenseRowBlock, args.m);
+  const std::int64_t cols = std::min(kDenseColBlock, args.n);
+  const std::int64_t cost = rows * cols * (args.words / 8 + 4);
   parallel_for(row_blocks * col_blocks, cost, [&](std::int64_t begin,
                                                   std::int64_t end) {
     std::vector<std::int32_t> tmp(kDenseRowBlock * kDenseColBlock);

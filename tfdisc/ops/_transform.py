@@ -10,10 +10,18 @@ def check_output(output):
         raise ValueError(f"`output` must be one of {OUTPUTS}, got {output!r}.")
 
 
+_EMPTY = []
+
+
 def vector(v):
-    """None -> empty float32 vector (the ops' "absent" marker)."""
+    """None -> empty float32 vector (the ops' "absent" marker), created once."""
     if v is None:
-        return np.zeros([0], np.float32)
+        if not _EMPTY:
+            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+            with tf.init_scope():
+                _EMPTY.append(tf.zeros([0], tf.float32))
+        return _EMPTY[0]
     return v
 
 

@@ -34,13 +34,13 @@ def binary_dense(x, weights, k, *, multiplier=None, bias=None, output="float",
     x = tf.convert_to_tensor(x)
     weights = tf.convert_to_tensor(weights)
     out_type, bitpacked = _transform.op_output_args(output, word_bits, x.dtype)
-    lead = tf.shape(x)[:-1]
-    flat = tf.reshape(x, [-1, tf.shape(x)[-1]]) if x.shape.rank != 2 else x
+    reshape = x.shape.rank != 2
+    flat = tf.reshape(x, [-1, tf.shape(x)[-1]]) if reshape else x
     y = _loader.load().tfdisc_binary_dense(
         flat, weights, _transform.vector(multiplier), _transform.vector(bias),
         k=int(k), out_type=out_type, bitpacked_output=bitpacked)
-    if x.shape.rank != 2:
-        y = tf.reshape(y, tf.concat([lead, tf.shape(y)[-1:]], 0))
+    if reshape:
+        y = tf.reshape(y, tf.concat([tf.shape(x)[:-1], tf.shape(y)[-1:]], 0))
     return y
 
 

@@ -70,8 +70,9 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
   const std::int64_t element_size =
       transform.kind == OutputKind::kBitpacked ? sizeof(TWord) : 4;
   const std::int64_t blocks = (pixels + kConvPixelBlock - 1) / kConvPixelBlock;
+  // Rough cycles per block, as in bdense.h, plus the patch gather.
   const std::int64_t cost =
-      kConvPixelBlock * p.out_channels * (row_words + 4);
+      std::min(kConvPixelBlock, pixels) * (p.out_channels * (row_words / 8 + 4) + row_words);
 
   parallel_for(blocks, cost, [&](std::int64_t begin, std::int64_t end) {
     std::vector<TWord> patches(direct ? 0 : kConvPixelBlock * row_words);

@@ -1,0 +1,1 @@
+"""Benchmarks (``python -m tfdisc.benchmarks.ops``); never imported by tfdisc."""
