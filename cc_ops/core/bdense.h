@@ -50,7 +50,10 @@ inline void BinaryDense(const BDenseArgs& args, PopcountGemmFn gemm,
                                                   std::int64_t end) {
     std::vector<std::int32_t> tmp(kDenseRowBlock * kDenseColBlock);
     for (std::int64_t task = begin; task < end; ++task) {
-      const std::int64_t rb = task / col_blocks, cb = task % col_blocks;
+      // Column-block major: consecutive tasks of one thread reuse the same
+      // weight block (kept in L1/L2) across all row blocks, and the packed
+      // input (batch x words, small) stays in L2.
+      const std::int64_t cb = task / row_blocks, rb = task % row_blocks;
       const std::int64_t i0 = rb * kDenseRowBlock, j0 = cb * kDenseColBlock;
       const std::int64_t mi = std::min(kDenseRowBlock, args.m - i0);
       const std::int64_t nj = std::min(kDenseColBlock, args.n - j0);

@@ -1,9 +1,9 @@
 // Tfdisc>XorPopcountRoofline: benchmark-only op. Each of `threads` workers of
-// the intra-op pool runs the selected kernel's XOR+popcount loop over one
-// pair of L1-resident rows of `words` 32-bit words, `iters` times
-// (core::XorPopcountRoofline). The caller times the op; the achieved rate
-// threads * iters * words * 32 / time is the binary-MAC ceiling that
-// tfdisc.benchmarks.ops compares the real kernels against.
+// the intra-op pool runs the selected kernel's register-tile XOR+popcount
+// loop over L1-resident rows of `words` 32-bit words, `iters` times
+// (core::XorPopcountRoofline), and the op returns the total number of binary
+// MACs performed. The caller times the op; MACs / time is the binary-MAC
+// ceiling that tfdisc.benchmarks.ops compares the real kernels against.
 #include <atomic>
 #include <cstdint>
 #include <vector>
@@ -58,7 +58,7 @@ class XorPopcountRooflineOp : public tf::OpKernel {
 };
 
 REGISTER_OP("Tfdisc>XorPopcountRoofline")
-    .Output("popcount: int64")
+    .Output("binary_macs: int64")
     .Attr("words: int")
     .Attr("iters: int")
     .Attr("threads: int = 1")

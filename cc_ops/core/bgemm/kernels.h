@@ -51,8 +51,10 @@ void PopcountGemmAvx512(const TWord* a, std::int64_t lda, const TWord* b,
 void BitpackFloatPortable(const float* x, std::int64_t k, TWord* out);
 void BitpackFloatAvx512(const float* x, std::int64_t k, TWord* out);
 
-// Sum over `iters` passes of popcount(a XOR b) for one pair of `words`-word
-// rows kept in L1: the XOR+popcount roofline the benchmark compares with.
+// XOR+popcount roofline: `iters` passes of the kernel's register tile over
+// L1-resident rows a, b of `words` words (a multiple of 64), so that the loop
+// is bound by XOR/popcount/add throughput, not by memory. Returns the number
+// of binary multiply-accumulates performed (the benchmark divides by time).
 std::int64_t XorPopcountRoofline(KernelType type, const TWord* a,
                                  const TWord* b, std::int64_t words,
                                  std::int64_t iters);
