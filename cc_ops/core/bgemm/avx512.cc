@@ -13,6 +13,9 @@
 #if defined(__x86_64__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vpopcntdq")
+// GCC 12 warns inside its own _mm512_reduce_add_epi64 (uninitialized
+// _mm512_undefined_epi32 operand); a false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace tfdisc {
 namespace core {
