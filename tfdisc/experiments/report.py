@@ -293,7 +293,9 @@ def section_other(records):
                          "offline here. The binary "
                          f"`python -m tfdisc.experiments.{'cifar100' if dataset == 'cifar100' else 'imagenet'}` "
                          "is exercised by the test suite on small synthetic data in the right "
-                         "format (CIFAR100 python batches / an ImageNet image-folder tree).")
+                         "format (" + ("CIFAR100 python batches" if dataset == "cifar100"
+                                       else "an ImageNet image-folder tree, top-1 and top-5")
+                         + ").")
             continue
         for rec in recs:
             eps = sorted(rec["adversarial_accuracy"], key=eps_value)
