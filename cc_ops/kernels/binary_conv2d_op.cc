@@ -116,7 +116,8 @@ class BinaryConv2DOp : public tf::OpKernel {
     } else {
       core::BConv2DOptimized(p, Words(input), Words(filter), transform,
                              out_data, out_stride, core::GetPopcountGemm(type),
-                             MakeParallelFor(ctx));
+                             MakeParallelFor(ctx),
+                             core::GetPopcountGemmTransposed(type));
     }
   }
 

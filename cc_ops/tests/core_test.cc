@@ -104,6 +104,18 @@ void TestGemm(const std::vector<KernelType>& kernels) {
       CHECK(got == want, "gemm %s m=%d n=%d words=%ld", KernelName(t), m, n,
             static_cast<long>(words));
       ++cases;
+      PopcountGemmTransposedFn gemm_t = GetPopcountGemmTransposed(t);
+      if (gemm_t != nullptr) {
+        const std::int64_t ldbt = (n + 63) / 64 * 64;
+        std::vector<TWord> bt(words * ldbt, 0);
+        for (int j = 0; j < n; ++j)
+          for (std::int64_t w = 0; w < words; ++w) bt[w * ldbt + j] = b[j * ldb + w];
+        std::fill(got.begin(), got.end(), -1);
+        gemm_t(a.data(), lda, bt.data(), ldbt, m, n, words, got.data(), n);
+        CHECK(got == want, "transposed gemm %s m=%d n=%d words=%ld", KernelName(t), m,
+              n, static_cast<long>(words));
+        ++cases;
+      }
     }
   }
   std::printf("gemm: %d kernel cases\n", cases);
@@ -207,12 +219,18 @@ void TestConv(const std::vector<KernelType>& kernels) {
     std::vector<char> want(bytes, 0), got(bytes, 0);
     BConv2DReference(p, in.data(), filter.data(), transform, want.data(), stride);
     for (KernelType t : kernels) {
-      std::fill(got.begin(), got.end(), 0);
-      BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), stride,
-                       GetPopcountGemm(t), SerialFor);
-      CHECK(got == want, "conv %s trial %d (pad %d, %s)", KernelName(t), trial,
-            p.pad_value, same ? "SAME" : "VALID");
-      ++cases;
+      for (PopcountGemmTransposedFn gemm_t : {PopcountGemmTransposedFn{nullptr},
+                                              GetPopcountGemmTransposed(t)}) {
+        if (gemm_t == nullptr && GetPopcountGemmTransposed(t) != nullptr && trial % 2)
+          continue;  // row-major path of such kernels: every other trial
+        std::fill(got.begin(), got.end(), 0);
+        BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), stride,
+                         GetPopcountGemm(t), SerialFor, gemm_t);
+        CHECK(got == want, "conv %s%s trial %d (pad %d, %s)", KernelName(t),
+              gemm_t ? " transposed" : "", trial, p.pad_value, same ? "SAME" : "VALID");
+        ++cases;
+        if (gemm_t == nullptr && GetPopcountGemmTransposed(t) == nullptr) break;
+      }
     }
   }
   std::printf("conv: %d kernel cases\n", cases);

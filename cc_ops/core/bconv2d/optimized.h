@@ -41,11 +41,15 @@ inline void CopyWords(TWord* dst, const TWord* src, std::int64_t n) {
 }
 constexpr std::int64_t kConvChannelBlock = 64;  // multiple of 64, see dense
 
+// Rows shorter than this use the transposed kernel when there is one.
+constexpr std::int64_t kTransposedMaxWords = 128;
+
 inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
                              const TWord* filter,
                              const OutputTransform& transform, void* output,
                              std::int64_t out_stride, PopcountGemmFn gemm,
-                             const ParallelFor& parallel_for) {
+                             const ParallelFor& parallel_for,
+                             PopcountGemmTransposedFn gemm_t = nullptr) {
   const std::int64_t pixels = p.batch * p.out_h * p.out_w;
   if (pixels == 0 || p.out_channels == 0) return;
   const std::int64_t taps = p.filter_h * p.filter_w;
@@ -72,6 +76,17 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
   }
   const bool direct = taps == 1 && p.stride_h == 1 && p.stride_w == 1 &&
                       !has_padding;
+  // Transposed filter [row_words][ldbt] for the vertical kernel, columns
+  // padded with zeros to a multiple of 64.
+  std::vector<TWord> filter_t;
+  std::int64_t ldbt = 0;
+  if (gemm_t != nullptr && row_words < kTransposedMaxWords) {
+    ldbt = (p.out_channels + 63) / 64 * 64;
+    filter_t.assign(row_words * ldbt, 0);
+    for (std::int64_t o = 0; o < p.out_channels; ++o)
+      for (std::int64_t w = 0; w < row_words; ++w)
+        filter_t[w * ldbt + o] = filter[o * row_words + w];
+  }
   const std::int64_t element_size =
       transform.kind == OutputKind::kBitpacked ? sizeof(TWord) : 4;
   const std::int64_t blocks = (pixels + kConvPixelBlock - 1) / kConvPixelBlock;
@@ -133,8 +148,13 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
       }
       for (std::int64_t o0 = 0; o0 < p.out_channels; o0 += kConvChannelBlock) {
         const std::int64_t no = std::min(kConvChannelBlock, p.out_channels - o0);
-        gemm(a, lda, filter + o0 * row_words, row_words, static_cast<int>(nq),
-             static_cast<int>(no), row_words, tmp.data(), kConvChannelBlock);
+        if (!filter_t.empty()) {
+          gemm_t(a, lda, filter_t.data() + o0, ldbt, static_cast<int>(nq),
+                 static_cast<int>(no), row_words, tmp.data(), kConvChannelBlock);
+        } else {
+          gemm(a, lda, filter + o0 * row_words, row_words, static_cast<int>(nq),
+               static_cast<int>(no), row_words, tmp.data(), kConvChannelBlock);
+        }
         for (std::int64_t q = 0; q < nq; ++q) {
           std::int32_t* dot = tmp.data() + q * kConvChannelBlock;
           for (std::int64_t j = 0; j < no; ++j) dot[j] = k_total - 2 * dot[j];

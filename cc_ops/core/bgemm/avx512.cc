@@ -138,6 +138,56 @@ void PopcountGemmAvx512(const TWord* a, std::int64_t lda, const TWord* b,
   }
 }
 
+namespace {
+
+// MR rows of a against 64 columns (4 vectors of 16 int32 lanes) of bt.
+template <int MR>
+inline void TransposedTile(const TWord* a, std::int64_t lda, const TWord* bt,
+                           std::int64_t ldbt, int n, std::int64_t words,
+                           std::int32_t* p, std::int64_t ldp) {
+  __m512i acc[MR][4];
+  for (int i = 0; i < MR; ++i)
+    for (int c = 0; c < 4; ++c) acc[i][c] = _mm512_setzero_si512();
+  for (std::int64_t w = 0; w < words; ++w) {
+    const TWord* row = bt + w * ldbt;
+    __m512i bv[4];
+    for (int c = 0; c < 4; ++c) bv[c] = _mm512_loadu_si512(row + 16 * c);
+    for (int i = 0; i < MR; ++i) {
+      const __m512i av = _mm512_set1_epi32(static_cast<int>(a[i * lda + w]));
+      for (int c = 0; c < 4; ++c)
+        acc[i][c] = _mm512_add_epi32(
+            acc[i][c], _mm512_popcnt_epi32(_mm512_xor_si512(av, bv[c])));
+    }
+  }
+  for (int c = 0; c < 4; ++c) {
+    const int left = n - 16 * c;
+    if (left <= 0) break;
+    const __mmask16 mask =
+        left >= 16 ? static_cast<__mmask16>(0xffff)
+                   : static_cast<__mmask16>((1u << left) - 1u);
+    for (int i = 0; i < MR; ++i)
+      _mm512_mask_storeu_epi32(p + i * ldp + 16 * c, mask, acc[i][c]);
+  }
+}
+
+}  // namespace
+
+void PopcountGemmTransposedAvx512(const TWord* a, std::int64_t lda,
+                                  const TWord* bt, std::int64_t ldbt, int m,
+                                  int n, std::int64_t words, std::int32_t* p,
+                                  std::int64_t ldp) {
+  for (int j = 0; j < n; j += 64) {
+    const int nj = n - j < 64 ? n - j : 64;
+    int i = 0;
+    for (; i + 4 <= m; i += 4)
+      TransposedTile<4>(a + i * lda, lda, bt + j, ldbt, nj, words,
+                        p + i * ldp + j, ldp);
+    for (; i < m; ++i)
+      TransposedTile<1>(a + i * lda, lda, bt + j, ldbt, nj, words,
+                        p + i * ldp + j, ldp);
+  }
+}
+
 void BitpackFloatAvx512(const float* x, std::int64_t k, TWord* out) {
   const __m512 zero = _mm512_setzero_ps();
   std::int64_t w = 0;

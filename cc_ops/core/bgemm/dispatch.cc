@@ -91,6 +91,14 @@ PopcountGemmFn GetPopcountGemm(KernelType type) {
   }
 }
 
+PopcountGemmTransposedFn GetPopcountGemmTransposed(KernelType type) {
+#if defined(__x86_64__)
+  if (type == KernelType::kAvx512) return &PopcountGemmTransposedAvx512;
+#endif
+  (void)type;
+  return nullptr;
+}
+
 BitpackFloatFn GetBitpackFloat(KernelType type) {
 #if defined(__x86_64__)
   if (type == KernelType::kAvx512) return &BitpackFloatAvx512;

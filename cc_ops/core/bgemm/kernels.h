@@ -26,6 +26,19 @@ using PopcountGemmFn = void (*)(const TWord* a, std::int64_t lda,
                                 std::int64_t words, std::int32_t* p,
                                 std::int64_t ldp);
 
+// "Vertical" popcount-GEMM for short rows: the same result as
+// PopcountGemmFn, but with b given transposed, bt[w * ldbt + j] = b_j[w],
+// where ldbt is a multiple of 64 and columns n..ldbt-1 are readable (zero).
+// Each 32-bit word of a_i is broadcast against 16 columns at once, so the
+// vector lanes run over output channels: no horizontal reduction and no
+// partial-vector tail along K, which is what limits the row-major kernels
+// when rows are only a few vectors long (3x3 convolutions over 128
+// channels: 36 words). Null when the ISA has no such kernel.
+using PopcountGemmTransposedFn = void (*)(const TWord* a, std::int64_t lda,
+                                          const TWord* bt, std::int64_t ldbt,
+                                          int m, int n, std::int64_t words,
+                                          std::int32_t* p, std::int64_t ldp);
+
 // Packs `k` float values into PackedWords32(k, 32) words (bit = x < 0).
 using BitpackFloatFn = void (*)(const float* x, std::int64_t k, TWord* out);
 
@@ -48,6 +61,11 @@ void PopcountGemmAvx512(const TWord* a, std::int64_t lda, const TWord* b,
                         std::int64_t ldb, int m, int n, std::int64_t words,
                         std::int32_t* p, std::int64_t ldp);
 
+void PopcountGemmTransposedAvx512(const TWord* a, std::int64_t lda,
+                                  const TWord* bt, std::int64_t ldbt, int m,
+                                  int n, std::int64_t words, std::int32_t* p,
+                                  std::int64_t ldp);
+
 void BitpackFloatPortable(const float* x, std::int64_t k, TWord* out);
 void BitpackFloatAvx512(const float* x, std::int64_t k, TWord* out);
 
@@ -69,6 +87,7 @@ bool KernelSupported(KernelType type);
 bool SelectKernel(KernelType* type, std::string* error);
 
 PopcountGemmFn GetPopcountGemm(KernelType type);
+PopcountGemmTransposedFn GetPopcountGemmTransposed(KernelType type);
 BitpackFloatFn GetBitpackFloat(KernelType type);
 const char* KernelName(KernelType type);
 
