@@ -149,6 +149,10 @@ def describe(rec):
     pgd = attacks.get("pgd")
     pgd_txt = (f"; PGD {pgd.get('steps')} steps, step {pgd.get('step_size')}, random start"
                if pgd else "")
+    fgsm = attacks.get("fgsm")
+    if pgd and fgsm and pgd.get("examples") != fgsm.get("examples"):
+        pgd_txt += (f" on the first {pgd.get('examples')} test images (their clean accuracy "
+                    f"{fmt(100 * pgd['clean_accuracy'])})")
     return (f"{rec['model']} {rec['precision']} {rec['bits']}b; grad {rec.get('gradient')}; "
             f"{sched}; {_DATASET_NAMES.get(rec['dataset'], rec['dataset'])} ({src}), "
             f"test {test}{pgd_txt}; `{rec['_path']}`")
