@@ -125,3 +125,18 @@ class TestFlags:
 
 def test_tf_is_legacy_keras():
     assert tf.keras.__name__.startswith("tf_keras") or "tf_keras" in tf.keras.__file__
+
+
+def test_init_from_re_evaluates_a_saved_model(synthetic_mnist, tmp_path):
+    source = str(tmp_path / "source")
+    first = run(bits=2, data_dir=synthetic_mnist, output_dir=source, save_model=True)
+    again = run(bits=2, epochs=0, gradient="none", init_from=source, data_dir=synthetic_mnist,
+                output_dir=str(tmp_path / "again"))
+    assert again["clean_accuracy"] == first["clean_accuracy"]
+    assert again["init_from"] == source and again["schedule"].startswith("weights from")
+    # Same weights: the straight-through check reproduces the first run's FGSM numbers.
+    assert again["straight_through_check"]["fgsm"]["adversarial_accuracy"] == \
+        first["adversarial_accuracy"]
+    with pytest.raises(flags.ValidationError, match="does not match"):
+        run(bits=2, epochs=0, width=16, init_from=source, data_dir=synthetic_mnist,
+            output_dir=str(tmp_path / "bad"))

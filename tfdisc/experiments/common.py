@@ -62,6 +62,10 @@ flags.DEFINE_string("transfer_from", None,
                     "holding model.keras) whose adversarial examples are evaluated on the "
                     "trained model too (results.json 'transfer').")
 flags.DEFINE_bool("save_model", True, "Save the trained model as OUTPUT_DIR/model.keras.")
+flags.DEFINE_string("init_from", None,
+                    "Start from the weights of a saved model of the same architecture (a .keras "
+                    "file or a directory holding model.keras); with --epochs=0 this re-evaluates "
+                    "a trained model, e.g. under another --gradient or --attack.")
 flags.DEFINE_enum("gradient", "straight_through", list(quantize.GRADIENTS),
                   "Gradient of the input quantizer seen by the attacker: straight_through "
                   "(BPDA, the honest white-box setting) or none (true zero gradient of floor: "
@@ -210,12 +214,12 @@ def train_eps(dataset):
     return training.DEFAULT_TRAIN_EPS.get(dataset, 8 / 255)
 
 
-def load_source_model(path):
-    """Loads a saved transfer source model (``.keras`` file or a directory holding model.keras)."""
+def load_source_model(path, flag="transfer_from"):
+    """Loads a saved model (``.keras`` file or a directory holding model.keras)."""
     if os.path.isdir(path):
         path = os.path.join(path, "model.keras")
     if not os.path.exists(path):
-        raise flags.ValidationError(f"--transfer_from: no saved model at {path!r}.")
+        raise flags.ValidationError(f"--{flag}: no saved model at {path!r}.")
     return tf.keras.models.load_model(path, compile=False)
 
 
@@ -286,6 +290,13 @@ def run(argv, *, dataset, top_k=(1,)):
         raise flags.ValidationError(
             f"--transfer_from model takes inputs of shape {source.input_shape[1:]} but "
             f"{FLAGS.model} on {dataset} takes {model.input_shape[1:]}.")
+    if FLAGS.init_from:
+        init = load_source_model(FLAGS.init_from, "init_from")
+        try:
+            model.set_weights(init.get_weights())
+        except ValueError as e:
+            raise flags.ValidationError(
+                f"--init_from model {init.name} does not match {model.name}: {e}") from None
     trainer = model
     adv_params = None
     if FLAGS.adv_train:
@@ -351,13 +362,15 @@ def run(argv, *, dataset, top_k=(1,)):
         "attacks": attacks,
         "transfer": transfer,
         "straight_through_check": masked_check,
+        "init_from": FLAGS.init_from,
         "train_seconds": round(train_seconds, 2),
         "eval_seconds": round(eval_seconds, 2),
         "batch_size": FLAGS.batch_size,
         "learning_rate": FLAGS.learning_rate,
         "width": width,
         "depth": depth,
-        "schedule": (f"{FLAGS.epochs} epochs, Adam lr {FLAGS.learning_rate:g} cosine-decayed, "
+        "schedule": (f"weights from {FLAGS.init_from}, then " if FLAGS.init_from else "") + (
+                     f"{FLAGS.epochs} epochs, Adam lr {FLAGS.learning_rate:g} cosine-decayed, "
                      f"batch {FLAGS.batch_size}, width {width}, depth {depth}, "
                      f"{len(y_train)} training examples"
                      + (f", R-FGSM adversarial training eps {adv_params['eps']:.4g} "
