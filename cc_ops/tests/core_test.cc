@@ -225,7 +225,8 @@ void TestConv(const std::vector<KernelType>& kernels) {
           continue;  // row-major path of such kernels: every other trial
         std::fill(got.begin(), got.end(), 0);
         BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), stride,
-                         GetPopcountGemm(t), SerialFor, gemm_t);
+                         GetPopcountGemm(t), SerialFor, gemm_t,
+                         /*min_transposed_pixels=*/0);
         CHECK(got == want, "conv %s%s trial %d (pad %d, %s)", KernelName(t),
               gemm_t ? " transposed" : "", trial, p.pad_value, same ? "SAME" : "VALID");
         ++cases;

@@ -83,6 +83,22 @@ class TestBinaryConv2D:
         np.testing.assert_array_equal(
             got.numpy(), float_conv_of_signs(x, f, (1, 1), "SAME", 0).astype(np.int32))
 
+    @pytest.mark.parametrize("pad_value", [-1, 0, 1])
+    @pytest.mark.parametrize("channels, out_channels", [(33, 70), (65, 16), (128, 130)])
+    def test_many_pixels_short_rows(self, kernel, channels, out_channels, pad_value):
+        # >= 256 output pixels and short patch rows: the AVX-512 kernel takes
+        # its transposed (channel-vectorized) path here.
+        rng = np.random.default_rng(channels + pad_value)
+        x = rng.standard_normal((4, 9, 9, channels)).astype(np.float32)
+        f = rng.standard_normal((3, 3, channels, out_channels)).astype(np.float32)
+        px = ops.bitpack(x).numpy()
+        pf = ops.pack_conv_filter(f)
+        got = ops.binary_conv2d(px, pf, channels, padding="SAME", pad_value=pad_value,
+                                output="int32")
+        want = ops.binary_conv2d_reference(px, pf, channels, padding="SAME",
+                                           pad_value=pad_value, output="int32")
+        np.testing.assert_array_equal(got.numpy(), want)
+
     def test_tf_function_shape_inference(self):
         pf = ops.pack_conv_filter(np.ones((3, 3, 40, 8), np.float32))
         fn = tf.function(lambda v: ops.binary_conv2d(v, pf, 40, strides=2, padding="SAME"))

@@ -43,13 +43,16 @@ constexpr std::int64_t kConvChannelBlock = 64;  // multiple of 64, see dense
 
 // Rows shorter than this use the transposed kernel when there is one.
 constexpr std::int64_t kTransposedMaxWords = 128;
+constexpr std::int64_t kTransposedMinPixels = 256;
 
 inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
                              const TWord* filter,
                              const OutputTransform& transform, void* output,
                              std::int64_t out_stride, PopcountGemmFn gemm,
                              const ParallelFor& parallel_for,
-                             PopcountGemmTransposedFn gemm_t = nullptr) {
+                             PopcountGemmTransposedFn gemm_t = nullptr,
+                             std::int64_t min_transposed_pixels =
+                                 kTransposedMinPixels) {
   const std::int64_t pixels = p.batch * p.out_h * p.out_w;
   if (pixels == 0 || p.out_channels == 0) return;
   const std::int64_t taps = p.filter_h * p.filter_w;
@@ -80,7 +83,11 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
   // padded with zeros to a multiple of 64.
   std::vector<TWord> filter_t;
   std::int64_t ldbt = 0;
-  if (gemm_t != nullptr && row_words < kTransposedMaxWords) {
+  // The transposition costs out_channels * row_words word moves per call,
+  // about what 16 output pixels cost in the kernel, so it is only worth it
+  // when there are many pixels (batch-1 8x8 layers stay row-major).
+  if (gemm_t != nullptr && row_words < kTransposedMaxWords &&
+      pixels >= min_transposed_pixels) {
     ldbt = (p.out_channels + 63) / 64 * 64;
     filter_t.assign(row_words * ldbt, 0);
     for (std::int64_t o = 0; o < p.out_channels; ++o)
