@@ -40,6 +40,9 @@ struct OutputTransform {
   OutputKind kind = OutputKind::kInt32;
   const float* multiplier = nullptr;  // [channels] or nullptr.
   const float* bias = nullptr;        // [channels] or nullptr.
+  // Packs floats into sign bits (bit = v < 0); the dispatch picks the
+  // vectorized one. nullptr: the scalar loop below.
+  void (*pack)(const float* x, std::int64_t k, TWord* out) = nullptr;
 
   inline float Value(std::int32_t dot, std::int64_t j) const {
     float v = static_cast<float>(dot);
@@ -66,6 +69,18 @@ struct OutputTransform {
       }
       case OutputKind::kBitpacked: {
         TWord* out = static_cast<TWord*>(row) + j0 / kWordBits;
+        if (pack != nullptr) {
+          // Transform 64 channels into a float buffer (a vectorizable loop),
+          // then pack them with compare-to-mask; same bits as below.
+          float values[64];
+          for (std::int64_t c0 = 0; c0 < count; c0 += 64) {
+            const std::int64_t n = count - c0 < 64 ? count - c0 : 64;
+            for (std::int64_t j = 0; j < n; ++j)
+              values[j] = Value(dot[c0 + j], j0 + c0 + j);
+            pack(values, n, out + c0 / kWordBits);
+          }
+          break;
+        }
         const std::int64_t words = PackedWords(count, kWordBits);
         for (std::int64_t w = 0; w < words; ++w) {
           TWord bits = 0;

@@ -110,6 +110,7 @@ class BinaryConv2DOp : public tf::OpKernel {
                    : p.out_channels;
     core::KernelType type;
     if (!GetKernelType(ctx, &type)) return;
+    transform.pack = core::GetBitpackFloat(type);
     if (type == core::KernelType::kReference) {
       core::BConv2DReference(p, Words(input), Words(filter), transform,
                              out_data, out_stride);

@@ -57,6 +57,7 @@ class BinaryDenseOp : public tf::OpKernel {
     }
     core::KernelType type;
     if (!GetKernelType(ctx, &type)) return;
+    args.transform.pack = core::GetBitpackFloat(type);
     args.x = Words(x);
     args.w = Words(w);
     args.m = m;

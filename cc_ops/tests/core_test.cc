@@ -149,6 +149,9 @@ void TestDense(const std::vector<KernelType>& kernels) {
       args.transform.bias = bias.data();
     }
     args.out_stride = kind == 2 ? PackedWords32(args.n, 32) : args.n;
+    // Every other trial packs through the dispatched (vectorized) packer.
+    if (trial % 2 && KernelSupported(KernelType::kAvx512))
+      args.transform.pack = GetBitpackFloat(KernelType::kAvx512);
     std::vector<char> want, got;
     for (std::size_t ki = 0; ki < kernels.size(); ++ki) {
       std::vector<char>& buf = ki == 0 ? want : got;
@@ -218,6 +221,8 @@ void TestConv(const std::vector<KernelType>& kernels) {
     const std::size_t bytes = p.batch * p.out_h * p.out_w * stride * 4;
     std::vector<char> want(bytes, 0), got(bytes, 0);
     BConv2DReference(p, in.data(), filter.data(), transform, want.data(), stride);
+    if (trial % 2 && KernelSupported(KernelType::kAvx512))
+      transform.pack = GetBitpackFloat(KernelType::kAvx512);
     for (KernelType t : kernels) {
       for (PopcountGemmTransposedFn gemm_t : {PopcountGemmTransposedFn{nullptr},
                                               GetPopcountGemmTransposed(t)}) {
