@@ -399,13 +399,25 @@ def _claims(records):
                                     else a2 - a8 >= 10))
                     out.append(row)
         rb, rf = get(dataset, "binary", 8), get(dataset, "full", 8)
-        if rb and rf:
-            for e in small + large:
-                lab = eps_label(eps_value(e), dataset)
-                row = [f"{name}: BNN-8b more robust than Full-8b at ε={lab} (no adv. training)"]
+        if rb and rf and dataset == "cifar10":
+            for e in ("1/255", "2/255"):
+                row = [f"{name}: BNN-8b stays closer to its clean accuracy than Full-8b at "
+                       f"ε={e} (Fig. 5a; drop from clean in points)"]
                 for attack in ("fgsm", "pgd"):
                     ab, af = acc(rb, attack, e), acc(rf, attack, e)
-                    row.append((f"{fmt(ab)} vs {fmt(af)}", None if None in (ab, af) else ab > af))
+                    if None in (ab, af):
+                        row.append(("–", None))
+                        continue
+                    db, df = acc(rb, attack, "0") - ab, acc(rf, attack, "0") - af
+                    row.append((f"{db:.1f} vs {df:.1f}", db < df))
+                out.append(row)
+        if rb and rf and dataset == "mnist":
+            for e in large:
+                row = [f"{name}: Full-8b is more robust than BNN-8b at ε={e} (Fig. 5b, FCN2: "
+                       "BNNs of small capacity are not more robust)"]
+                for attack in ("fgsm", "pgd"):
+                    ab, af = acc(rb, attack, e), acc(rf, attack, e)
+                    row.append((f"{fmt(af)} vs {fmt(ab)}", None if None in (ab, af) else af > ab))
                 out.append(row)
         a2, a8 = get(dataset, "full", 2, adv=True), get(dataset, "full", 8, adv=True)
         if a2 and a8:
@@ -418,7 +430,7 @@ def _claims(records):
                 out.append(row)
         b2a, b2 = get(dataset, "binary", 2, adv=True), get(dataset, "binary", 2)
         if b2a and b2:
-            for e in small + large:
+            for e in small:
                 lab = eps_label(eps_value(e), dataset)
                 row = [f"{name}: BNN-2b without adv. training is within 5 points of BNN-2b "
                        f"with it at ε={lab} (Tables IV/V vs VI)"]
