@@ -43,6 +43,7 @@ class TestFailures:
 
     def test_loader_turns_build_failure_into_import_error(self, tmp_path, monkeypatch):
         root = _copy_sources(tmp_path)  # new key: nothing prebuilt anywhere
+        monkeypatch.delenv("TFDISC_OPS_LIBRARY", raising=False)
         monkeypatch.setattr(_build, "source_root", lambda: root)
         monkeypatch.setenv("TFDISC_CACHE_DIR", str(tmp_path / "cache"))
         monkeypatch.setenv("HOME", str(tmp_path / "home"))
