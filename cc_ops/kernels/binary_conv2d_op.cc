@@ -1,6 +1,8 @@
 // Tfdisc>BinaryConv2D: binary NHWC convolution on channel-packed operands.
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -115,14 +117,53 @@ class BinaryConv2DOp : public tf::OpKernel {
       core::BConv2DReference(p, Words(input), Words(filter), transform,
                              out_data, out_stride);
     } else {
+      core::PopcountGemmTransposedFn gemm_t = core::GetPopcountGemmTransposed(type);
+      std::shared_ptr<const TransposedFilter> cached;
+      if (gemm_t != nullptr &&
+          p.filter_h * p.filter_w * p.words < core::kTransposedMaxWords) {
+        cached = GetTransposedFilter(filter, p);
+      }
       core::BConv2DOptimized(p, Words(input), Words(filter), transform,
                              out_data, out_stride, core::GetPopcountGemm(type),
-                             MakeParallelFor(ctx),
-                             core::GetPopcountGemmTransposed(type));
+                             MakeParallelFor(ctx), gemm_t,
+                             core::kTransposedMinPixels,
+                             cached ? cached->transposed.data() : nullptr);
     }
   }
 
  private:
+  // The filter in the transposed kernel's layout, kept across calls: in a
+  // converted model the filter is a constant, and transposing it on every
+  // call would cost as much as ~16 output pixels. The cache is checked
+  // against a full copy of the filter words (exact, no hashing), so a
+  // changed filter is always re-transposed.
+  struct TransposedFilter {
+    std::vector<core::TWord> original;
+    std::vector<core::TWord> transposed;
+  };
+
+  std::shared_ptr<const TransposedFilter> GetTransposedFilter(
+      const tf::Tensor& filter, const core::BConv2DParams& p) {
+    const core::TWord* words = Words(filter);
+    const std::size_t n = filter.tensor_data().size() / sizeof(core::TWord);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cache_ && cache_->original.size() == n &&
+          std::memcmp(cache_->original.data(), words, n * sizeof(core::TWord)) == 0) {
+        return cache_;
+      }
+    }
+    auto entry = std::make_shared<TransposedFilter>();
+    entry->original.assign(words, words + n);
+    core::TransposeFilter(words, p.out_channels, p.filter_h * p.filter_w * p.words,
+                          &entry->transposed);
+    std::lock_guard<std::mutex> lock(mu_);
+    cache_ = entry;
+    return entry;
+  }
+
+  std::mutex mu_;
+  std::shared_ptr<const TransposedFilter> cache_;
   tf::int64 channels_ = 0;
   int stride_h_ = 1, stride_w_ = 1, dilation_h_ = 1, dilation_w_ = 1;
   bool same_ = false;

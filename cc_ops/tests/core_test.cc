@@ -235,6 +235,18 @@ void TestConv(const std::vector<KernelType>& kernels) {
         CHECK(got == want, "conv %s%s trial %d (pad %d, %s)", KernelName(t),
               gemm_t ? " transposed" : "", trial, p.pad_value, same ? "SAME" : "VALID");
         ++cases;
+        if (gemm_t != nullptr && taps * p.words < kTransposedMaxWords) {
+          // With a caller-provided (cached) transposed filter.
+          std::vector<TWord> filter_t;
+          TransposeFilter(filter.data(), p.out_channels, taps * p.words, &filter_t);
+          std::fill(got.begin(), got.end(), 0);
+          BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), stride,
+                           GetPopcountGemm(t), SerialFor, gemm_t, kTransposedMinPixels,
+                           filter_t.data());
+          CHECK(got == want, "conv %s given transposed filter, trial %d", KernelName(t),
+                trial);
+          ++cases;
+        }
         if (gemm_t == nullptr && GetPopcountGemmTransposed(t) == nullptr) break;
       }
     }

@@ -99,6 +99,18 @@ class TestBinaryConv2D:
                                            pad_value=pad_value, output="int32")
         np.testing.assert_array_equal(got.numpy(), want)
 
+    def test_filter_cache_follows_filter_changes(self, kernel):
+        # The kernel caches a transposed copy of the filter across calls; a
+        # different filter of the same shape must not hit the stale copy.
+        rng = np.random.default_rng(11)
+        px = ops.bitpack(rng.standard_normal((1, 6, 6, 64)).astype(np.float32)).numpy()
+        filters = [ops.pack_conv_filter(rng.standard_normal((3, 3, 64, 20)).astype(np.float32))
+                   for _ in range(2)]
+        for pf in (filters[0], filters[1], filters[0]):
+            got = ops.binary_conv2d(px, pf, 64, padding="SAME", output="int32")
+            want = ops.binary_conv2d_reference(px, pf, 64, padding="SAME", output="int32")
+            np.testing.assert_array_equal(got.numpy(), want)
+
     def test_tf_function_shape_inference(self):
         pf = ops.pack_conv_filter(np.ones((3, 3, 40, 8), np.float32))
         fn = tf.function(lambda v: ops.binary_conv2d(v, pf, 40, strides=2, padding="SAME"))

@@ -41,6 +41,19 @@ inline void CopyWords(TWord* dst, const TWord* src, std::int64_t n) {
 }
 constexpr std::int64_t kConvChannelBlock = 64;  // multiple of 64, see dense
 
+// Filter rows [out_channels][row_words] -> [row_words][ldbt] with
+// ldbt = out_channels rounded up to 64 and zero padding: the layout of the
+// transposed kernel. Returns ldbt.
+inline std::int64_t TransposeFilter(const TWord* filter, std::int64_t out_channels,
+                                    std::int64_t row_words, std::vector<TWord>* out) {
+  const std::int64_t ldbt = (out_channels + 63) / 64 * 64;
+  out->assign(row_words * ldbt, 0);
+  for (std::int64_t o = 0; o < out_channels; ++o)
+    for (std::int64_t w = 0; w < row_words; ++w)
+      (*out)[w * ldbt + o] = filter[o * row_words + w];
+  return ldbt;
+}
+
 // Rows shorter than this use the transposed kernel when there is one.
 constexpr std::int64_t kTransposedMaxWords = 128;
 constexpr std::int64_t kTransposedMinPixels = 256;
@@ -52,7 +65,8 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
                              const ParallelFor& parallel_for,
                              PopcountGemmTransposedFn gemm_t = nullptr,
                              std::int64_t min_transposed_pixels =
-                                 kTransposedMinPixels) {
+                                 kTransposedMinPixels,
+                             const TWord* filter_t_given = nullptr) {
   const std::int64_t pixels = p.batch * p.out_h * p.out_w;
   if (pixels == 0 || p.out_channels == 0) return;
   const std::int64_t taps = p.filter_h * p.filter_w;
@@ -79,20 +93,21 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
   }
   const bool direct = taps == 1 && p.stride_h == 1 && p.stride_w == 1 &&
                       !has_padding;
-  // Transposed filter [row_words][ldbt] for the vertical kernel, columns
-  // padded with zeros to a multiple of 64.
-  std::vector<TWord> filter_t;
-  std::int64_t ldbt = 0;
-  // The transposition costs out_channels * row_words word moves per call,
-  // about what 16 output pixels cost in the kernel, so it is only worth it
-  // when there are many pixels (batch-1 8x8 layers stay row-major).
-  if (gemm_t != nullptr && row_words < kTransposedMaxWords &&
-      pixels >= min_transposed_pixels) {
-    ldbt = (p.out_channels + 63) / 64 * 64;
-    filter_t.assign(row_words * ldbt, 0);
-    for (std::int64_t o = 0; o < p.out_channels; ++o)
-      for (std::int64_t w = 0; w < row_words; ++w)
-        filter_t[w * ldbt + o] = filter[o * row_words + w];
+  // Transposed filter [row_words][ldbt] for the vertical kernel (see
+  // TransposeFilter), either given by the caller (cached across calls) or
+  // built here. Building costs out_channels * row_words word moves, about
+  // what 16 output pixels cost in the kernel, so without a cached copy it is
+  // only done when there are many pixels.
+  std::vector<TWord> filter_t_local;
+  const TWord* filter_t = nullptr;
+  const std::int64_t ldbt = (p.out_channels + 63) / 64 * 64;
+  if (gemm_t != nullptr && row_words < kTransposedMaxWords) {
+    if (filter_t_given != nullptr) {
+      filter_t = filter_t_given;
+    } else if (pixels >= min_transposed_pixels) {
+      TransposeFilter(filter, p.out_channels, row_words, &filter_t_local);
+      filter_t = filter_t_local.data();
+    }
   }
   const std::int64_t element_size =
       transform.kind == OutputKind::kBitpacked ? sizeof(TWord) : 4;
@@ -155,8 +170,8 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
       }
       for (std::int64_t o0 = 0; o0 < p.out_channels; o0 += kConvChannelBlock) {
         const std::int64_t no = std::min(kConvChannelBlock, p.out_channels - o0);
-        if (!filter_t.empty()) {
-          gemm_t(a, lda, filter_t.data() + o0, ldbt, static_cast<int>(nq),
+        if (filter_t != nullptr) {
+          gemm_t(a, lda, filter_t + o0, ldbt, static_cast<int>(nq),
                  static_cast<int>(no), row_words, tmp.data(), kConvChannelBlock);
         } else {
           gemm(a, lda, filter + o0 * row_words, row_words, static_cast<int>(nq),
