@@ -116,9 +116,10 @@ def environment(report):
     report(f"cpu: {cpu}; logical cores: {os.cpu_count()}; "
            f"load average before run: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     supported = [k for k in ops.KERNELS[1:] if ops.kernel_supported(k)]
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or "default"
     report(f"python {platform.python_version()}, tensorflow {tf.__version__}; "
            f"tfdisc kernel: {ops.current_kernel()} (supported: {', '.join(supported)}); "
-           f"intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}")
+           f"intra-op threads: {threads}")
     report(f"command: python -m tfdisc.benchmarks.ops {' '.join(sys.argv[1:])}")
 
 
@@ -217,8 +218,9 @@ def conv(report, quick, rounds, min_round_s, ceiling):
             }, rounds, min_round_s)
             macs = batch * h * w_ * c * o * 9
             rate = macs / times["packed"]
+            speedup = times["conv2d"] / times["packed"]
             report(f"  N={batch:2d} {h}x{w_}x{c}->{o}: conv2d {_fmt_ms(times['conv2d'])} "
-                   f"| packed {_fmt_ms(times['packed'])} ({times['conv2d'] / times['packed']:5.1f}x,"
+                   f"| packed {_fmt_ms(times['packed'])} ({speedup:5.1f}x,"
                    f" {100 * rate / ceiling:5.1f}% of roofline) | bits out "
                    f"{_fmt_ms(times['bits'])} ({times['conv2d'] / times['bits']:5.1f}x)")
     report()
@@ -227,10 +229,9 @@ def conv(report, quick, rounds, min_round_s, ceiling):
 def _lce_predictor(model, report):
     """A batch-1 predict function on larq-compute-engine, or None."""
     try:
-        import larq_compute_engine as lce  # pylint: disable=import-outside-toplevel
-        from larq_compute_engine.tflite.python.interpreter import (  # pylint: disable=import-outside-toplevel
-            Interpreter,
-        )
+        # pylint: disable=import-outside-toplevel
+        import larq_compute_engine as lce
+        from larq_compute_engine.tflite.python.interpreter import Interpreter
     except ImportError:
         report("    (larq-compute-engine not installed: pip install tfdisc[lce])")
         return None
