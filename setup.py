@@ -72,6 +72,13 @@ class BuildPyWithOps(_build_py):
         else:
             root = os.path.join(self.build_lib, "tfdisc", "ops", "_src")
             shutil.rmtree(root, ignore_errors=True)
+            # A library built in the source tree must not ride along as
+            # package data: only one built below, for this TensorFlow, ships.
+            import glob  # pylint: disable=import-outside-toplevel
+
+            for stale in glob.glob(os.path.join(self.build_lib, "tfdisc", "ops",
+                                                "_tfdisc_ops-*.so")):
+                os.remove(stale)
             shutil.copytree(os.path.join(HERE, "cc_ops"), os.path.join(root, "cc_ops"),
                             ignore=shutil.ignore_patterns("tests", "*.py", "*.sh", "*.md",
                                                           "BUILD", "__pycache__"))
