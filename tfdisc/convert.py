@@ -417,7 +417,8 @@ def _plan(model, word_bits, fold_bn=True, fuse_sign=True):
                 if isinstance(layer, lq.layers.QuantDense) and rank != 2:
                     return False
                 continue
-            if isinstance(layer, tf.keras.layers.Flatten) and rank == 4:
+            if (isinstance(layer, tf.keras.layers.Flatten) and rank == 4
+                    and getattr(layer, "data_format", "channels_last") == "channels_last"):
                 # A Flatten of packed NHWC is the packed flat row only when
                 # no padding bits sit between pixels.
                 if channels % word_bits or c in outputs or not consumers[c]:
