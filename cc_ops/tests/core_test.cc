@@ -42,7 +42,8 @@ int g_checks = 0;
 std::vector<KernelType> SupportedKernels() {
   std::vector<KernelType> out;
   for (KernelType t : {KernelType::kReference, KernelType::kPortable,
-                       KernelType::kAvx2, KernelType::kAvx512}) {
+                       KernelType::kAvx2, KernelType::kAvx512Bw,
+                       KernelType::kAvx512}) {
     if (KernelSupported(t)) out.push_back(t);
     else std::printf("skipping kernel %s: not supported by this CPU\n", KernelName(t));
   }

@@ -187,6 +187,24 @@ def dense(report, quick, rounds, min_round_s, ceiling):
         if target:
             line += f"   [target >= {target:.0f}x: {'met' if ratio >= target else 'MISSED'}]"
         report(line)
+    # Each forced kernel on the first shape: what users without AVX-512
+    # VPOPCNTDQ (or without AVX2) get.
+    m, k, n = shapes[0]
+    x = tf.constant(rng.standard_normal((m, k)).astype(np.float32))
+    w = tf.constant(rng.standard_normal((k, n)).astype(np.float32))
+    px = ops.bitpack(x)
+    pw = tf.constant(ops.pack_dense_weights(w.numpy()))
+    candidates = {"matmul": lambda: _sync(tf.linalg.matmul(x, w))}
+    for name in ("avx512", "avx512bw", "avx2", "portable"):
+        if ops.kernel_supported(name):
+            def run(name=name):
+                with ops.use_kernel(name):
+                    return _sync(ops.binary_dense(px, pw, k))
+            candidates[name] = run
+    times = compare(candidates, max(3, rounds // 3), min_round_s)
+    report(f"  per kernel at {m}x{k}x{n}: " + " | ".join(
+        f"{name} {_fmt_ms(t).strip()} ({times['matmul'] / t:.1f}x matmul)"
+        for name, t in times.items() if name != "matmul"))
     report()
 
 

@@ -10,7 +10,8 @@ Importing this module loads (building on first use if needed) the op
 library and raises ``ImportError`` naming the cause if that fails; the rest
 of tfdisc does not import it.
 
-Kernel selection: ``TFDISC_OPS_KERNEL=auto|reference|portable|avx2|avx512``,
+Kernel selection:
+``TFDISC_OPS_KERNEL=auto|reference|portable|avx2|avx512bw|avx512``,
 read by the C++ ops on every call; ``use_kernel(name)`` sets it temporarily.
 
 Example:

@@ -32,6 +32,7 @@ SOURCES = (
     "cc_ops/core/bgemm/portable.cc",
     "cc_ops/core/bgemm/avx2.cc",
     "cc_ops/core/bgemm/avx512.cc",
+    "cc_ops/core/bgemm/avx512bw.cc",
     "cc_ops/kernels/bitpack_op.cc",
     "cc_ops/kernels/binary_dense_op.cc",
     "cc_ops/kernels/binary_conv2d_op.cc",

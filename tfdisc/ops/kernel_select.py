@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-KERNELS = ("auto", "reference", "portable", "avx2", "avx512")
+KERNELS = ("auto", "reference", "portable", "avx2", "avx512bw", "avx512")
 ENV_VAR = "TFDISC_OPS_KERNEL"
 
 

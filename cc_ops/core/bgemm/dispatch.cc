@@ -13,6 +13,8 @@ std::int64_t XorPopcountRooflineAvx512(const TWord* a, const TWord* b,
                                        std::int64_t words, std::int64_t iters);
 std::int64_t XorPopcountRooflineAvx2(const TWord* a, const TWord* b,
                                      std::int64_t words, std::int64_t iters);
+std::int64_t XorPopcountRooflineAvx512Bw(const TWord* a, const TWord* b,
+                                         std::int64_t words, std::int64_t iters);
 #endif
 
 bool KernelSupported(KernelType type) {
@@ -23,6 +25,9 @@ bool KernelSupported(KernelType type) {
 #if defined(__x86_64__)
     case KernelType::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    case KernelType::kAvx512Bw:
+      return __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512bw");
     case KernelType::kAvx512:
       return __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512vpopcntdq");
@@ -40,6 +45,8 @@ const char* KernelName(KernelType type) {
       return "portable";
     case KernelType::kAvx2:
       return "avx2";
+    case KernelType::kAvx512Bw:
+      return "avx512bw";
     case KernelType::kAvx512:
       return "avx512";
   }
@@ -51,6 +58,8 @@ bool SelectKernel(KernelType* type, std::string* error) {
   if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) {
     if (KernelSupported(KernelType::kAvx512)) {
       *type = KernelType::kAvx512;
+    } else if (KernelSupported(KernelType::kAvx512Bw)) {
+      *type = KernelType::kAvx512Bw;
     } else if (KernelSupported(KernelType::kAvx2)) {
       *type = KernelType::kAvx2;
     } else {
@@ -59,7 +68,8 @@ bool SelectKernel(KernelType* type, std::string* error) {
     return true;
   }
   for (KernelType t : {KernelType::kReference, KernelType::kPortable,
-                       KernelType::kAvx2, KernelType::kAvx512}) {
+                       KernelType::kAvx2, KernelType::kAvx512Bw,
+                       KernelType::kAvx512}) {
     if (std::strcmp(env, KernelName(t)) == 0) {
       if (!KernelSupported(t)) {
         *error = std::string("TFDISC_OPS_KERNEL=") + env +
@@ -71,7 +81,7 @@ bool SelectKernel(KernelType* type, std::string* error) {
     }
   }
   *error = std::string("TFDISC_OPS_KERNEL must be one of auto, reference, "
-                       "portable, avx2, avx512; got '") +
+                       "portable, avx2, avx512bw, avx512; got '") +
            env + "'";
   return false;
 }
@@ -81,6 +91,8 @@ PopcountGemmFn GetPopcountGemm(KernelType type) {
 #if defined(__x86_64__)
     case KernelType::kAvx512:
       return &PopcountGemmAvx512;
+    case KernelType::kAvx512Bw:
+      return &PopcountGemmAvx512Bw;
     case KernelType::kAvx2:
       return &PopcountGemmAvx2;
 #endif
@@ -113,6 +125,8 @@ std::int64_t XorPopcountRoofline(KernelType type, const TWord* a,
 #if defined(__x86_64__)
   if (type == KernelType::kAvx512)
     return XorPopcountRooflineAvx512(a, b, words, iters);
+  if (type == KernelType::kAvx512Bw)
+    return XorPopcountRooflineAvx512Bw(a, b, words, iters);
   if (type == KernelType::kAvx2)
     return XorPopcountRooflineAvx2(a, b, words, iters);
 #endif

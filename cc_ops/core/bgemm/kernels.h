@@ -42,7 +42,7 @@ using PopcountGemmTransposedFn = void (*)(const TWord* a, std::int64_t lda,
 // Packs `k` float values into PackedWords32(k, 32) words (bit = x < 0).
 using BitpackFloatFn = void (*)(const float* x, std::int64_t k, TWord* out);
 
-enum class KernelType { kReference, kPortable, kAvx2, kAvx512 };
+enum class KernelType { kReference, kPortable, kAvx2, kAvx512Bw, kAvx512 };
 
 // Straightforward loops; the oracle the optimized kernels are tested against.
 void PopcountGemmReference(const TWord* a, std::int64_t lda, const TWord* b,
@@ -56,6 +56,10 @@ void PopcountGemmPortable(const TWord* a, std::int64_t lda, const TWord* b,
 void PopcountGemmAvx2(const TWord* a, std::int64_t lda, const TWord* b,
                       std::int64_t ldb, int m, int n, std::int64_t words,
                       std::int32_t* p, std::int64_t ldp);
+// AVX-512F + BW without VPOPCNTDQ: the AVX2 method on 512-bit vectors.
+void PopcountGemmAvx512Bw(const TWord* a, std::int64_t lda, const TWord* b,
+                          std::int64_t ldb, int m, int n, std::int64_t words,
+                          std::int32_t* p, std::int64_t ldp);
 // AVX-512F + VPOPCNTDQ: vpopcntq on 512-bit vectors, 4x4 register tile.
 void PopcountGemmAvx512(const TWord* a, std::int64_t lda, const TWord* b,
                         std::int64_t ldb, int m, int n, std::int64_t words,
@@ -80,7 +84,8 @@ std::int64_t XorPopcountRoofline(KernelType type, const TWord* a,
 // Whether the running CPU can execute kernel `type`.
 bool KernelSupported(KernelType type);
 
-// The kernel to use: TFDISC_OPS_KERNEL=auto|reference|portable|avx2|avx512
+// The kernel to use:
+// TFDISC_OPS_KERNEL=auto|reference|portable|avx2|avx512bw|avx512
 // if set (an unsupported or unknown request is an error reported through
 // `error`), else the fastest supported one. Evaluated on every call so that
 // tests can switch kernels by changing the environment variable.
