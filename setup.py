@@ -102,8 +102,16 @@ class BuildPyWithOps(_build_py):
 CMDCLASS = {"build_py": BuildPyWithOps}
 # --- end of op library build -------------------------------------------------
 
+class _Distribution(setuptools.Distribution):
+    """Platform-specific wheels: a wheel may carry the compiled op library."""
+
+    def has_ext_modules(self):
+        return True
+
+
 setuptools.setup(
     name="tfdisc",
+    distclass=_Distribution,
     version=_version(),
     description=(
         "Discretization defences against adversarial examples for TensorFlow: "
