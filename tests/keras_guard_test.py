@@ -54,3 +54,12 @@ def test_tensorflow_imported_with_legacy_keras_is_fine():
                         "print(tf.keras.layers.Layer.__module__)", TF_USE_LEGACY_KERAS="1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("tf_keras")
+
+
+def test_lazy_submodules_do_not_load_the_op_library_on_import():
+    result = run_python("import sys, tfdisc\n"
+                        "assert 'tfdisc.ops' not in sys.modules\n"
+                        "assert callable(tfdisc.convert.to_packed)\n"
+                        "print(tfdisc.training.__name__)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "tfdisc.training"

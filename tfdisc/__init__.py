@@ -11,6 +11,19 @@ ensure_legacy_keras()
 from tfdisc import attacks, data, evaluate, layers, models, quantize  # noqa: E402
 from tfdisc._version import __version__  # noqa: E402
 
+# Loaded on first attribute access: tfdisc.ops builds/loads the C++ library,
+# and nothing else in tfdisc needs it.
+_LAZY_SUBMODULES = ("convert", "ops", "training")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib  # pylint: disable=import-outside-toplevel
+
+        return importlib.import_module(f"tfdisc.{name}")
+    raise AttributeError(f"module 'tfdisc' has no attribute {name!r}")
+
+
 __all__ = [
     "Keras3Error",
     "__version__",
