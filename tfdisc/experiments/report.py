@@ -139,6 +139,9 @@ def describe(rec):
     src = d.get("source", "?")
     adv = rec.get("adv_train_params")
     sched = f"{rec.get('epochs')} ep, width {rec.get('width')}"
+    if rec.get("init_from"):
+        sched = (f"evaluation only, weights of `{os.path.basename(str(rec['init_from']).rstrip('/'))}`"
+                 f", width {rec.get('width')}")
     if d.get("train_examples"):
         sched += f", {d['train_examples']} train"
     if adv:
