@@ -22,26 +22,11 @@ class BinaryConv2DOp : public tf::OpKernel {
     OP_REQUIRES(ctx, channels_ >= 1,
                 tf::errors::InvalidArgument("channels_in must be >= 1, got ",
                                             channels_));
-    std::vector<tf::int32> strides, dilations;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("strides", &strides));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilations", &dilations));
-    OP_REQUIRES(ctx, strides.size() == 2 && strides[0] >= 1 && strides[1] >= 1,
-                tf::errors::InvalidArgument(
-                    "strides must be a list of 2 integers >= 1 [h, w]"));
-    OP_REQUIRES(
-        ctx, dilations.size() == 2 && dilations[0] >= 1 && dilations[1] >= 1,
-        tf::errors::InvalidArgument(
-            "dilations must be a list of 2 integers >= 1 [h, w]"));
-    stride_h_ = strides[0];
-    stride_w_ = strides[1];
-    dilation_h_ = dilations[0];
-    dilation_w_ = dilations[1];
-    std::string padding;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
-    OP_REQUIRES(ctx, padding == "SAME" || padding == "VALID",
-                tf::errors::InvalidArgument(
-                    "padding must be 'SAME' or 'VALID', got '", padding, "'"));
-    same_ = padding == "SAME";
+    OP_REQUIRES_OK(ctx,
+                   ReadHeightWidthAttr(ctx, "strides", &stride_h_, &stride_w_));
+    OP_REQUIRES_OK(ctx, ReadHeightWidthAttr(ctx, "dilations", &dilation_h_,
+                                            &dilation_w_));
+    OP_REQUIRES_OK(ctx, ReadPaddingAttr(ctx, &same_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &pad_value_));
     OP_REQUIRES(ctx, pad_value_ >= -1 && pad_value_ <= 1,
                 tf::errors::InvalidArgument(
@@ -165,7 +150,7 @@ class BinaryConv2DOp : public tf::OpKernel {
   std::mutex mu_;
   std::shared_ptr<const TransposedFilter> cache_;
   tf::int64 channels_ = 0;
-  int stride_h_ = 1, stride_w_ = 1, dilation_h_ = 1, dilation_w_ = 1;
+  std::int64_t stride_h_ = 1, stride_w_ = 1, dilation_h_ = 1, dilation_w_ = 1;
   bool same_ = false;
   int pad_value_ = 0;
   tf::DataType out_type_ = tf::DT_FLOAT;

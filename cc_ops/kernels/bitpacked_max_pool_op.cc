@@ -23,25 +23,11 @@ class BitpackedMaxPool2DOp : public tf::OpKernel {
  public:
   explicit BitpackedMaxPool2DOp(tf::OpKernelConstruction* ctx)
       : tf::OpKernel(ctx) {
-    std::vector<tf::int32> ksize, strides;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("ksize", &ksize));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("strides", &strides));
-    OP_REQUIRES(ctx, ksize.size() == 2 && ksize[0] >= 1 && ksize[1] >= 1,
-                tf::errors::InvalidArgument(
-                    "ksize must be a list of 2 integers >= 1 [h, w]"));
-    OP_REQUIRES(ctx, strides.size() == 2 && strides[0] >= 1 && strides[1] >= 1,
-                tf::errors::InvalidArgument(
-                    "strides must be a list of 2 integers >= 1 [h, w]"));
-    params_.filter_h = ksize[0];
-    params_.filter_w = ksize[1];
-    params_.stride_h = strides[0];
-    params_.stride_w = strides[1];
-    std::string padding;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
-    OP_REQUIRES(ctx, padding == "SAME" || padding == "VALID",
-                tf::errors::InvalidArgument(
-                    "padding must be 'SAME' or 'VALID', got '", padding, "'"));
-    same_ = padding == "SAME";
+    OP_REQUIRES_OK(ctx, ReadHeightWidthAttr(ctx, "ksize", &params_.filter_h,
+                                            &params_.filter_w));
+    OP_REQUIRES_OK(ctx, ReadHeightWidthAttr(ctx, "strides", &params_.stride_h,
+                                            &params_.stride_w));
+    OP_REQUIRES_OK(ctx, ReadPaddingAttr(ctx, &same_));
     tf::DataType packed_type;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("Tpacked", &packed_type));
     word_bits_ = WordBits(packed_type);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "cc_ops/core/bgemm/kernels.h"
 #include "cc_ops/core/output_transform.h"
@@ -43,6 +44,35 @@ inline bool GetKernelType(tf::OpKernelContext* ctx, core::KernelType* type) {
     return false;
   }
   return true;
+}
+
+// Reads a window attribute (`strides`, `dilations`, `ksize`): a list of two
+// integers >= 1, [h, w].
+inline absl::Status ReadHeightWidthAttr(tf::OpKernelConstruction* ctx,
+                                        const char* name, std::int64_t* h,
+                                        std::int64_t* w) {
+  std::vector<tf::int32> values;
+  TF_RETURN_IF_ERROR(ctx->GetAttr(name, &values));
+  if (values.size() != 2 || values[0] < 1 || values[1] < 1) {
+    return tf::errors::InvalidArgument(
+        name, " must be a list of 2 integers >= 1 [h, w]");
+  }
+  *h = values[0];
+  *w = values[1];
+  return absl::OkStatus();
+}
+
+// Reads the `padding` attribute: true for "SAME", false for "VALID".
+inline absl::Status ReadPaddingAttr(tf::OpKernelConstruction* ctx,
+                                    bool* same) {
+  std::string padding;
+  TF_RETURN_IF_ERROR(ctx->GetAttr("padding", &padding));
+  if (padding != "SAME" && padding != "VALID") {
+    return tf::errors::InvalidArgument(
+        "padding must be 'SAME' or 'VALID', got '", padding, "'");
+  }
+  *same = padding == "SAME";
+  return absl::OkStatus();
 }
 
 // Reads the `out_type` / `bitpacked_output` attributes shared by the
