@@ -161,8 +161,8 @@ def _unpickle(path):
         raise DataError(f"Corrupt CIFAR python batch {path}: {e}.") from e
 
 
-def _cifar_python(directory, split, coarse_key):
-    if coarse_key is None:  # CIFAR10
+def _cifar_python(directory, split, cifar100):
+    if not cifar100:
         names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         label_key = b"labels"
     else:
@@ -254,8 +254,8 @@ def _folder_entries(root, split):
     return entries
 
 
-def _load_folder(root, split, dataset, shape):
-    entries = _folder_entries(root, split)
+def _load_folder(entries, root, split, dataset, shape):
+    """Decodes the ``(class, path)`` entries of ``_folder_entries(root, split)``."""
     if not entries:
         raise DataError(f"No images under {root}/{split}/<class>/ (expected *.png or *.jpg).")
     classes = _class_order([c for c, _ in entries], dataset)
@@ -366,27 +366,22 @@ def _local_arrays(directory, name, split):
             if os.path.isdir(py_dir):
                 files = [os.path.join(py_dir, f) for f in sorted(os.listdir(py_dir))]
                 return _cached("cifar-py", name, split, files,
-                               lambda: _cifar_python(py_dir, split, "coarse" if c100 else None))
+                               lambda: _cifar_python(py_dir, split, c100))
             bin_dir = os.path.join(d, "cifar-100-binary" if c100 else "cifar-10-batches-bin")
             if os.path.isdir(bin_dir):
                 files = [os.path.join(bin_dir, f) for f in sorted(os.listdir(bin_dir))]
                 return _cached("cifar-bin", name, split, files,
                                lambda: _cifar_binary(bin_dir, split, c100))
-        if _folder_entries(d, split) is not None:
-            root = d
-            return _load_folder_cached(root, split, name, shape)
+        entries = _folder_entries(d, split)
+        if entries is not None:
+            return _cached("folder", name, split, [p for _, p in entries],
+                           lambda: _load_folder(entries, d, split, name, shape))
         archives = sorted(f for f in os.listdir(d) if f.lower().endswith(_ARCHIVE_EXTENSIONS))
         if archives:
             archive = os.path.join(d, archives[0])
             return _cached("tar", name, split, [archive],
                            lambda: _load_archive(archive, split, name, shape))
     return None
-
-
-def _load_folder_cached(root, split, name, shape):
-    entries = _folder_entries(root, split) or []
-    return _cached("folder", name, split, [p for _, p in entries],
-                   lambda: _load_folder(root, split, name, shape))
 
 
 def _tfds_arrays(name, split):
