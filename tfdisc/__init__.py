@@ -7,6 +7,10 @@ from tfdisc._keras_guard import Keras3Error, ensure_legacy_keras
 
 ensure_legacy_keras()
 
+from tfdisc import _startup  # noqa: E402  pylint: disable=wrong-import-position
+
+_startup.import_tensorflow()  # quiet start-up lines under `python -m tfdisc.…` only
+
 # pylint: disable=wrong-import-position
 from tfdisc import attacks, data, evaluate, layers, models, quantize  # noqa: E402
 from tfdisc._version import __version__  # noqa: E402

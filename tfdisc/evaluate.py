@@ -5,16 +5,27 @@ Every sweep takes the attack gradient through the model's input quantizer
 ``quantizer_gradient(model)`` names the mode so results can record it, and
 ``attack_record`` describes an attack's parameters for ``results.json``.
 """
+import numbers
+
 import numpy as np
 import tensorflow as tf
 
 from tfdisc import attacks as attacks_lib
 
-__all__ = ["ATTACKS", "accuracy", "attack_record", "quantizer_gradient", "robustness", "sweep",
-           "transfer"]
+__all__ = ["accuracy", "attack_params", "attack_record", "quantizer_gradient", "robustness",
+           "straight_through_twin", "sweep", "transfer"]
 
-ATTACKS = ("fgsm", "pgd", "rfgsm")
-DEFAULT_PGD_STEPS = 20
+DEFAULT_PGD_STEPS = attacks_lib.get("pgd").params["steps"]
+
+# Older keyword names of the sweeps, mapped to the attack's own parameter names.
+_LEGACY_PARAMS = {"pgd_steps": ("pgd", "steps"), "pgd_step_size": ("pgd", "step_size"),
+                  "random_start": ("pgd", "random_start"), "rfgsm_alpha": ("rfgsm", "alpha")}
+
+
+def __getattr__(name):
+    if name == "ATTACKS":  # the registry is the source of truth; kept for old callers
+        return attacks_lib.available()
+    raise AttributeError(f"module 'tfdisc.evaluate' has no attribute {name!r}")
 
 
 def quantizer_gradient(model):
@@ -28,18 +39,19 @@ def quantizer_gradient(model):
 
 
 def _check_epsilons(epsilons):
+    """A sorted list of distinct ε ≥ 0 from a number or an iterable of numbers."""
+    if isinstance(epsilons, (str, bytes)):
+        raise ValueError(f"`epsilons` must be a number or a list of numbers, got the string "
+                         f"{epsilons!r}; parse it first (e.g. [0.1, 8 / 255]).")
+    if isinstance(epsilons, numbers.Real) or (
+            isinstance(epsilons, np.ndarray) and epsilons.ndim == 0):
+        epsilons = [float(epsilons)]
     try:
         values = [attacks_lib.check_eps(e, "epsilons") for e in epsilons]
     except TypeError:
         raise ValueError(f"`epsilons` must be a list of non-negative numbers, got {epsilons!r}.") \
             from None
     return sorted(set(values))
-
-
-def _check_attack(attack):
-    if attack not in ATTACKS:
-        raise ValueError(f"Unknown attack {attack!r}; available: {', '.join(ATTACKS)}.")
-    return attack
 
 
 def _check_top_k(top_k, num_classes):
@@ -52,22 +64,38 @@ def _check_top_k(top_k, num_classes):
     return ks
 
 
-def attack_record(attack, model, *, pgd_steps=DEFAULT_PGD_STEPS, pgd_step_size=None,
-                  random_start=True, rfgsm_alpha=None):
+def attack_params(attack, params):
+    """The parameters of ``attack`` in ``params``, old sweep keyword names translated.
+
+    Old names (``pgd_steps``, ``pgd_step_size``, ``random_start``,
+    ``rfgsm_alpha``) that belong to another attack are dropped, so one set of
+    keywords can serve a list of attacks; any other unknown name is an error.
+    """
+    attack = attacks_lib.get(attack)
+    out = {}
+    for key, value in params.items():
+        if key in _LEGACY_PARAMS:
+            owner, key = _LEGACY_PARAMS[key]
+            if owner != attack.name:
+                continue
+        out[key] = value
+    return attack.check_params(**out)
+
+
+def attack_record(attack, model, **params):
     """A JSON-able description of an attack as a sweep runs it.
 
     ``gradient`` is the quantizer gradient mode of ``model`` (the model the
     attack differentiates): ``straight_through`` is the honest white-box
-    setting; ``none`` only shows gradient masking.
+    setting; ``none`` only shows gradient masking. Gradient-free attacks
+    record ``gradient: "not used"``.
     """
-    _check_attack(attack)
-    record = {"name": attack, "norm": "linf", "gradient": quantizer_gradient(model),
+    attack = attacks_lib.get(attack)
+    params = attack_params(attack.name, params)
+    record = {"name": attack.name, "norm": "linf",
+              "gradient": quantizer_gradient(model) if attack.uses_gradient else "not used",
               "loss": "sparse softmax cross-entropy, true labels"}
-    if attack == "pgd":
-        record.update(steps=pgd_steps, random_start=bool(random_start),
-                      step_size=("2.5*eps/steps" if pgd_step_size is None else pgd_step_size))
-    if attack == "rfgsm":
-        record.update(alpha="eps/2" if rfgsm_alpha is None else rfgsm_alpha)
+    record.update(attack.describe(params))
     return record
 
 
@@ -76,38 +104,36 @@ def accuracy(model, dataset):
     return robustness(model, dataset, [0.0])[0.0]
 
 
-def robustness(model, dataset, epsilons, attack="fgsm", *, clip=(0.0, 1.0),
-               pgd_steps=DEFAULT_PGD_STEPS, pgd_step_size=None, random_start=True,
-               rfgsm_alpha=None):
+def robustness(model, dataset, epsilons, attack="fgsm", *, clip=(0.0, 1.0), **params):
     """Top-1 accuracy on clean and attacked inputs for every ε.
 
     FGSM: the gradient is computed once per batch and reused for every ε.
-    PGD and R-FGSM run once per ε and batch.
+    Other attacks run once per ε and batch.
 
     Args:
       model: Keras model returning logits.
-      dataset: iterable of (images, int labels) batches, e.g. ``tfdisc.data.load``.
-      epsilons: iterable of ε ≥ 0; 0 (clean) is always included.
-      attack: ``"fgsm"``, ``"pgd"`` or ``"rfgsm"``.
-      clip: valid input range.
-      pgd_steps: PGD iterations (≥ 1).
-      pgd_step_size: PGD step; default ``2.5·ε/steps`` for each ε.
-      random_start: PGD starts at a random point of the ε-ball.
-      rfgsm_alpha: R-FGSM random step; default ``ε/2``.
+      dataset: iterable of (images, labels) batches, e.g. ``tfdisc.data.load``;
+        labels as ``tfdisc.attacks.check_labels`` accepts them.
+      epsilons: ε ≥ 0, a number or a list; 0 (clean) is always included.
+      attack: a name of ``tfdisc.attacks.available()`` (``"fgsm"``, ``"pgd"``,
+        ``"rfgsm"``, ...).
+      clip: valid input range (images outside it are rejected).
+      **params: the attack's parameters (``tfdisc.attacks.get(name).params``,
+        e.g. ``steps``, ``step_size``, ``random_start`` for PGD, ``alpha`` for
+        R-FGSM); the older names ``pgd_steps``, ``pgd_step_size`` and
+        ``rfgsm_alpha`` are accepted.
 
     Returns:
       ``{eps: accuracy}`` (floats, accuracies in [0, 1]), including ``0.0``.
 
     Raises:
-      ValueError: unknown attack, negative ε, steps < 1, empty dataset.
+      ValueError: unknown attack or parameter, negative ε, bad labels, images
+        outside ``clip``, empty dataset.
 
     Example:
-      >>> robustness(model, ds_test, [0.1, 0.3], attack="pgd", pgd_steps=40)
+      >>> robustness(model, ds_test, [0.1, 0.3], attack="pgd", steps=40)
     """
-    result = sweep(model, dataset, epsilons, attack, clip=clip, pgd_steps=pgd_steps,
-                   pgd_step_size=pgd_step_size, random_start=random_start,
-                   rfgsm_alpha=rfgsm_alpha)
-    return result["top1"]
+    return sweep(model, dataset, epsilons, attack, clip=clip, **params)["top1"]
 
 
 def transfer(source_model, target_model, dataset, epsilons, attack="fgsm", **kwargs):
@@ -134,8 +160,7 @@ def transfer(source_model, target_model, dataset, epsilons, attack="fgsm", **kwa
 
 
 def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0),
-          pgd_steps=DEFAULT_PGD_STEPS, pgd_step_size=None, random_start=True, rfgsm_alpha=None,
-          attack_model=None):
+          attack_model=None, **params):
     """The general ε sweep behind ``robustness`` and ``transfer``.
 
     Args:
@@ -150,47 +175,32 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
       it means gradient masking (e.g. ``gradient="none"``): such accuracies are
       not robustness.
     """
-    _check_attack(attack)
-    eps_list = _check_epsilons(list(epsilons) + [0.0])
-    pgd_steps = attacks_lib._check_steps(pgd_steps)  # pylint: disable=protected-access
-    if pgd_step_size is not None:
-        pgd_step_size = attacks_lib._check_step_size(pgd_step_size)  # pylint: disable=protected-access
-    clip = attacks_lib._check_clip(clip)  # pylint: disable=protected-access
+    attack = attacks_lib.get(attack)
+    params = attack_params(attack.name, params)
+    eps_list = _check_epsilons(list(_check_epsilons(epsilons)) + [0.0])
+    clip = attacks_lib.check_clip(clip)
     attack_model = model if attack_model is None else attack_model
     num_classes = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     ks = _check_top_k(top_k, num_classes)
-    if rfgsm_alpha is not None:  # used as min(alpha, eps) for each eps
-        rfgsm_alpha = attacks_lib.check_eps(rfgsm_alpha, "rfgsm_alpha")
     ks_tensor = tf.constant(ks, tf.int32)
     correct = np.zeros((len(eps_list), len(ks)), np.int64)
     zero_grad = 0
     total = 0
     for x, y in dataset:
-        x = tf.convert_to_tensor(x, tf.float32)
-        x, y = attacks_lib._check_inputs(model, x, y)  # pylint: disable=protected-access
-        grad, _ = attacks_lib._loss_gradient_graph(attack_model, x, y)  # pylint: disable=protected-access
+        x = attacks_lib.check_images(tf.convert_to_tensor(x, tf.float32), clip,
+                                     model.input_shape)
+        y = attacks_lib.check_labels(y, num_classes, x.shape[0])
+        grad, _ = attacks_lib.loss_gradient(attack_model, x, y)
         zero_grad += int(tf.reduce_sum(tf.cast(
             tf.reduce_all(tf.equal(tf.reshape(grad, [tf.shape(grad)[0], -1]), 0.0), axis=1),
             tf.int64)))
-        if attack == "fgsm":
+        if attack.reuses_gradient:
             correct += _fgsm_correct(model, x, y, tf.sign(grad),
                                      tf.constant(eps_list, tf.float32), ks_tensor, clip).numpy()
         else:
             for i, eps in enumerate(eps_list):
-                if eps == 0.0:
-                    x_adv = x
-                elif attack == "pgd":
-                    step = (attacks_lib.default_step_size(eps, pgd_steps)
-                            if pgd_step_size is None else pgd_step_size)
-                    x_adv = attacks_lib._pgd_graph(  # pylint: disable=protected-access
-                        attack_model, x, y, tf.constant(eps, tf.float32),
-                        tf.constant(step, tf.float32), tf.constant(pgd_steps), bool(random_start),
-                        clip)
-                else:
-                    alpha = eps / 2.0 if rfgsm_alpha is None else min(rfgsm_alpha, eps)
-                    x_adv = attacks_lib._rfgsm_graph(  # pylint: disable=protected-access
-                        attack_model, x, y, tf.constant(eps, tf.float32),
-                        tf.constant(alpha, tf.float32), clip)
+                x_adv = x if eps == 0.0 else attack.graph(attack_model, x, y, eps, clip,
+                                                          **params)
                 correct[i] += _correct(model, x_adv, y, ks_tensor).numpy()
         total += int(y.shape[0])
     if total == 0:
@@ -214,9 +224,27 @@ def _correct(model, x, y, ks):
 @tf.function(reduce_retracing=True)
 def _fgsm_correct(model, x, y, direction, eps_tensor, ks, clip):
     def correct_at(eps):
-        x_adv = x + eps * direction
-        if clip is not None:
-            x_adv = tf.clip_by_value(x_adv, clip[0], clip[1])
-        return _correct(model, x_adv, y, ks)
+        return _correct(model, attacks_lib.perturb(x, direction, eps, clip), y, ks)
 
     return tf.map_fn(correct_at, eps_tensor, fn_output_signature=tf.int64)
+
+
+def straight_through_twin(model):
+    """A copy of ``model`` sharing its weights whose input quantizer is straight-through.
+
+    For a model built with ``gradient="none"`` (true zero gradient of floor,
+    which only masks gradients) this is what an honest white-box attacker
+    differentiates: ``sweep(model, ..., attack_model=straight_through_twin(model))``
+    measures the real robustness of the same weights.
+    """
+    from tfdisc.layers import BitDepthQuantization  # pylint: disable=import-outside-toplevel
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, BitDepthQuantization):
+            config["gradient"] = "straight_through"
+        return layer.__class__.from_config(config)
+
+    twin = tf.keras.models.clone_model(model, clone_function=clone)
+    twin.set_weights(model.get_weights())
+    return twin

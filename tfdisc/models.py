@@ -16,6 +16,8 @@ Precisions:
 As in BNN practice the first layer (on the quantized image) and the last
 (logits) layer stay full precision.
 """
+import numbers
+
 import larq as lq
 import tensorflow as tf
 
@@ -81,9 +83,11 @@ class _Blocks:
 
 
 def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
+    """``value`` as an int; any integral type (numpy's included) is accepted."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r} "
+                         f"({type(value).__name__}).")
+    return int(value)
 
 
 def _fcn(inputs, blocks, num_classes, width, depth):
@@ -257,12 +261,22 @@ def build(name, *, precision="full", input_bits=8, num_classes=None, input_shape
     width = _check_positive_int(s["width"] if width is None else width, "width")
     depth = _check_positive_int(s["depth"] if depth is None else depth, "depth")
     input_shape = s["input_shape"] if input_shape is None else tuple(input_shape)
-    if len(input_shape) != 3 or not all(isinstance(d, int) and d > 0 for d in input_shape):
+    if len(input_shape) != 3 or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
+            for d in input_shape):
         raise ValueError(
             f"`input_shape` must be (height, width, channels) of positive ints, got {input_shape!r}."
         )
+    input_shape = tuple(int(d) for d in input_shape)
     inputs = tf.keras.Input(shape=input_shape, name="image")
     x = tfdisc_layers.BitDepthQuantization(input_bits, gradient=gradient,
                                            name="input_quantization")(inputs)
-    outputs = _REGISTRY[name].builder(x, _Blocks(precision), num_classes, width, depth)
+    try:
+        outputs = _REGISTRY[name].builder(x, _Blocks(precision), num_classes, width, depth)
+    except ValueError as e:
+        if "Negative dimension size" not in str(e):
+            raise
+        raise ValueError(
+            f"`input_shape` {input_shape} is too small for {name}: its pooling/strided layers "
+            f"shrink the image below 1 pixel (default input_shape {s['input_shape']}).") from None
     return tf.keras.Model(inputs, outputs, name=f"{name}_{precision}_{input_bits}b")

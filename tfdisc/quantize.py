@@ -9,6 +9,7 @@ For an 8-bit intensity ``I`` and ``bits`` = δ, eq. 2 of the paper reads::
 values in the same scale as its input. Note that for δ = 8 (s = 1) eq. 2 maps
 ``I`` to ``I + 0.5``, so the largest output is 255.5/255 of the range.
 """
+import math
 import numbers
 
 import tensorflow as tf
@@ -50,6 +51,8 @@ def check_value_range(value_range):
         raise ValueError(
             f"`value_range` must be a pair (low, high) of numbers, got {value_range!r}."
         ) from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"`value_range` must be finite, got {value_range!r}.")
     if not high > low:
         raise ValueError(f"`value_range` must have low < high, got {value_range!r}.")
     return (low, high)
@@ -60,8 +63,9 @@ def bit_depth(x, bits, *, value_range=(0.0, 1.0), gradient="straight_through"):
 
     Args:
       x: Tensor of images. Floats are read on the scale of ``value_range``
-        (clipped to it); integers (e.g. uint8 images) are read as 8-bit
-        intensities 0–255.
+        (clipped to it, so ±inf land on the top and bottom levels; NaN pixels
+        are read as ``value_range[0]`` and so land on the lowest level);
+        integers (e.g. uint8 images) are read as 8-bit intensities 0–255.
       bits: Integer δ in [1, 8].
       value_range: ``(low, high)`` of float inputs and of the output.
       gradient: ``"straight_through"`` (default) passes the incoming gradient
@@ -75,8 +79,8 @@ def bit_depth(x, bits, *, value_range=(0.0, 1.0), gradient="straight_through"):
       ``x``, on the scale of ``value_range``.
 
     Raises:
-      ValueError: ``bits`` not an integer in [1, 8], bad ``value_range`` or
-        ``gradient``.
+      ValueError: ``bits`` not an integer in [1, 8], bad or non-finite
+        ``value_range``, or bad ``gradient``.
       TypeError: ``x`` is not numeric.
 
     References:
@@ -99,6 +103,8 @@ def bit_depth(x, bits, *, value_range=(0.0, 1.0), gradient="straight_through"):
         return quantized / 255.0 * (high - low) + low
     if not x.dtype.is_floating:
         raise TypeError(f"`x` must be a numeric image tensor, got dtype {x.dtype.name}.")
+    # NaN != NaN: a NaN pixel is read as `low` (lowest level), never propagated.
+    x = tf.where(tf.equal(x, x), x, tf.cast(low, x.dtype))
     clipped = tf.clip_by_value(x, tf.cast(low, x.dtype), tf.cast(high, x.dtype))
     intensity = (clipped - low) * (255.0 / (high - low))
     bin_index = tf.floor((intensity + _EDGE_TOLERANCE) / step)

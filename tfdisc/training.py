@@ -26,11 +26,18 @@ import tensorflow as tf
 
 from tfdisc import attacks as attacks_lib
 
-__all__ = ["AdversarialTraining", "DEFAULT_TRAIN_EPS"]
+__all__ = ["AdversarialTraining", "DEFAULT_TRAIN_EPS", "adversarial_eps"]
 
 # Paper sec. IV: ε used to make training adversaries.
 DEFAULT_TRAIN_EPS = {"mnist": 0.3, "fashion_mnist": 0.3, "cifar10": 8 / 255, "cifar100": 8 / 255,
                      "imagenet2012": 8 / 255}
+
+
+def adversarial_eps(dataset, eps=None):
+    """``eps`` if given, else the paper's training ε for ``dataset`` (8/255 if unknown)."""
+    if eps is not None:
+        return attacks_lib.check_eps(eps, "train_eps")
+    return DEFAULT_TRAIN_EPS.get(dataset, 8 / 255)
 
 
 def _check_ratio(adv_ratio):
@@ -62,7 +69,8 @@ class AdversarialTraining(tf.keras.Model):
         self.eps = attacks_lib.check_eps(eps)
         self.alpha = attacks_lib.check_alpha(alpha, self.eps)
         self.adv_ratio = _check_ratio(adv_ratio)
-        self.clip = attacks_lib._check_clip(clip)  # pylint: disable=protected-access
+        self.clip = attacks_lib.check_clip(clip)
+        self._attack = attacks_lib.get("rfgsm")
 
     def call(self, inputs, training=None):
         return self.inner(inputs, training=training)
@@ -75,8 +83,7 @@ class AdversarialTraining(tf.keras.Model):
         y = tf.convert_to_tensor(y)
         n = tf.shape(x)[0]
         k = tf.cast(tf.round(self.adv_ratio * tf.cast(n, tf.float32)), tf.int32)
-        x_adv = attacks_lib._rfgsm(  # pylint: disable=protected-access
-            self.inner, x[:k], y[:k], self.eps, self.alpha, self.clip)
+        x_adv = self._attack.fn(self.inner, x[:k], y[:k], self.eps, self.clip, alpha=self.alpha)
         return tf.stop_gradient(tf.concat([x_adv, x[k:]], axis=0))
 
     def train_step(self, data):

@@ -133,10 +133,67 @@ def test_init_from_re_evaluates_a_saved_model(synthetic_mnist, tmp_path):
     again = run(bits=2, epochs=0, gradient="none", init_from=source, data_dir=synthetic_mnist,
                 output_dir=str(tmp_path / "again"))
     assert again["clean_accuracy"] == first["clean_accuracy"]
-    assert again["init_from"] == source and again["schedule"].startswith("weights from")
+    # Paths are recorded relative to the run's own directory (never a machine's absolute path).
+    assert again["init_from"] == "../source" and again["schedule"].startswith("weights from")
+    assert str(tmp_path) not in json.dumps({k: v for k, v in again.items() if k != "command"})
     # Same weights: the straight-through check reproduces the first run's FGSM numbers.
     assert again["straight_through_check"]["fgsm"]["adversarial_accuracy"] == \
         first["adversarial_accuracy"]
     with pytest.raises(flags.ValidationError, match="does not match"):
         run(bits=2, epochs=0, width=16, init_from=source, data_dir=synthetic_mnist,
             output_dir=str(tmp_path / "bad"))
+
+
+class TestOutputDirectory:
+    def test_refuses_a_directory_holding_a_run(self, synthetic_mnist, tmp_path):
+        run(bits=2, data_dir=synthetic_mnist, output_dir=str(tmp_path), save_model=True)
+        before = open(tmp_path / "results.json").read()
+        with pytest.raises(flags.ValidationError, match="already holds a run.*--overwrite"):
+            run(bits=4, data_dir=synthetic_mnist, output_dir=str(tmp_path))
+        # Nothing of the refused run was written beside the old one.
+        assert open(tmp_path / "results.json").read() == before
+        with open(tmp_path / "flags.json") as f:
+            assert json.load(f)["bits"] == 2
+
+    def test_overwrite_replaces_every_old_file(self, synthetic_mnist, tmp_path):
+        run(bits=2, data_dir=synthetic_mnist, output_dir=str(tmp_path), save_model=True)
+        rec = run(bits=4, data_dir=synthetic_mnist, output_dir=str(tmp_path), overwrite=True)
+        assert rec["bits"] == 4
+        assert not os.path.exists(tmp_path / "model.keras")  # the bits-2 model is gone
+        with open(tmp_path / "flags.json") as f:
+            assert json.load(f)["bits"] == 4
+
+    def test_unwritable_output_dir(self, synthetic_mnist, tmp_path):
+        (tmp_path / "a_file").write_text("x")
+        with pytest.raises(flags.ValidationError, match="cannot be written|not a directory"):
+            run(data_dir=synthetic_mnist, output_dir=str(tmp_path / "a_file" / "out"))
+
+    def test_default_output_dir_is_fresh_per_run(self, synthetic_mnist, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        with flagsaver.flagsaver(**TINY, data_dir=synthetic_mnist, output_dir=None):
+            first = mnist.main(["mnist"])
+            second = mnist.main(["mnist"])
+        assert first is None and second is None  # app.run-style main
+        assert os.path.isfile(tmp_path / "runs" / "mnist_fcn2_full_8b" / "results.json")
+        assert os.path.isfile(tmp_path / "runs" / "mnist_fcn2_full_8b_1" / "results.json")
+
+
+class TestRejectedRuns:
+    def test_epochs_zero_needs_init_from(self, synthetic_mnist, tmp_path):
+        with pytest.raises(flags.ValidationError, match="untrained"):
+            run(epochs=0, data_dir=synthetic_mnist, output_dir=str(tmp_path))
+        assert not os.listdir(tmp_path)
+
+    @pytest.mark.parametrize("name", ["train_limit", "test_limit", "pgd_test_limit"])
+    @pytest.mark.parametrize("value", [0, -1])
+    def test_bad_limits(self, name, value):
+        with pytest.raises(flags.IllegalFlagValueError, match=name):
+            with flagsaver.flagsaver(**{name: value}):
+                pass
+
+    def test_init_from_a_file_that_is_no_model(self, synthetic_mnist, tmp_path):
+        bogus = tmp_path / "model.keras"
+        bogus.write_bytes(b"not a model")
+        with pytest.raises(flags.ValidationError, match="not a loadable Keras model"):
+            run(epochs=0, init_from=str(bogus), data_dir=synthetic_mnist,
+                output_dir=str(tmp_path / "out"))

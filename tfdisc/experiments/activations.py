@@ -21,6 +21,7 @@ straight-through). Writes ``activations.json`` and ``activations.png``.
   python -m tfdisc.experiments.activations --model_dirs=/runs/fcn2_full_8b,/runs/fcn2_binary_8b \
       --data_dir=../shared/datasets/mnist --output_dir=/tmp/act
 """
+import dataclasses
 import json
 import os
 
@@ -30,7 +31,8 @@ from tfdisc.experiments import common  # defines the shared flags; selects legac
 import numpy as np  # noqa: E402  pylint: disable=wrong-import-order
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-order
 
-from tfdisc import attacks, data as data_lib, evaluate, models  # noqa: E402
+from tfdisc import activations as activations_lib  # noqa: E402
+from tfdisc import data as data_lib, evaluate, pipeline, results  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -43,71 +45,21 @@ flags.DEFINE_list("layers", "dense_in,dense_1", "Layers whose outputs are analys
 DEFAULTS = dict(epsilons=["0.1", "0.3"], test_limit=1000, bits=8)
 
 
-def _train(name, precision, x_train, y_train):
-    tf.keras.utils.set_random_seed(FLAGS.seed)
-    shape, classes = data_lib.info("mnist")
-    model = models.build(name, precision=precision, input_bits=FLAGS.bits, num_classes=classes,
-                         input_shape=shape, width=FLAGS.width, depth=FLAGS.depth,
-                         gradient=FLAGS.gradient)
-    train = data_lib.from_arrays(x_train, y_train, batch_size=FLAGS.batch_size, shuffle=True,
-                                 seed=FLAGS.seed)
-    common.compile_model(model, int(train.cardinality().numpy()) * FLAGS.epochs)
-    if FLAGS.epochs:
-        model.fit(train, epochs=FLAGS.epochs, verbose=2)
-    return model, {"model": name, "precision": precision, "bits": FLAGS.bits,
-                   "epochs": FLAGS.epochs, "width": FLAGS.width or models.spec(name)["width"],
+def _train(cfg, x_train, y_train):
+    tf.keras.utils.set_random_seed(cfg.seed)
+    model = pipeline.build_model(cfg)
+    pipeline.train(model, cfg, x_train, y_train)
+    return model, {"model": cfg.model, "precision": cfg.precision, "bits": cfg.bits,
+                   "epochs": cfg.epochs, "width": cfg.model_width,
                    "source": "trained by this run"}
 
 
 def _load(directory):
-    model = tf.keras.models.load_model(os.path.join(directory, "model.keras"), compile=False)
+    model = pipeline.load_model(directory, "--model_dirs")
     with open(os.path.join(directory, "results.json")) as f:
         rec = json.load(f)
     return model, {k: rec.get(k) for k in ("model", "precision", "bits", "epochs", "width",
                                           "adv_train")} | {"source": directory}
-
-
-def _perturb(model, x, y, eps):
-    name = FLAGS.attack[0]
-    if eps == 0.0:
-        return x
-    if name == "fgsm":
-        return attacks.fgsm(model, x, y, eps)
-    if name == "rfgsm":
-        return attacks.rfgsm(model, x, y, eps)
-    step = common.attack_kwargs()["pgd_step_size"] or attacks.default_step_size(
-        eps, FLAGS.pgd_steps)
-    return attacks.pgd(model, x, y, eps, step_size=step, steps=FLAGS.pgd_steps)
-
-
-def analyse(model, x, y, epsilons, layer_names):
-    """{layer: {eps key: per-example L1 norms (np.ndarray)}} of the named layers' outputs."""
-    missing = [n for n in layer_names if n not in [l.name for l in model.layers]]
-    if missing:
-        raise ValueError(f"Model {model.name} has no layer(s) {missing}; layers: "
-                         f"{[l.name for l in model.layers]}.")
-    probe = tf.keras.Model(model.inputs, [model.get_layer(n).output for n in layer_names])
-    norms = {n: {} for n in layer_names}
-    for eps in [0.0] + sorted(e for e in set(epsilons) if e > 0):
-        per_layer = {n: [] for n in layer_names}
-        for start in range(0, len(y), FLAGS.eval_batch_size):
-            xb = tf.constant(x[start:start + FLAGS.eval_batch_size])
-            yb = y[start:start + FLAGS.eval_batch_size]
-            outs = probe(_perturb(model, xb, yb, eps), training=False)
-            outs = outs if isinstance(outs, (list, tuple)) else [outs]
-            for n, out in zip(layer_names, outs):
-                per_layer[n].append(tf.reduce_sum(
-                    tf.abs(tf.reshape(out, [tf.shape(out)[0], -1])), axis=1).numpy())
-        for n in layer_names:
-            norms[n][common.epsilon_key(eps)] = np.concatenate(per_layer[n])
-    return norms
-
-
-def _summary(values, scale):
-    v = values / scale
-    return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
-            "p5": float(np.percentile(v, 5)), "median": float(np.median(v)),
-            "p95": float(np.percentile(v, 95)), "max": float(v.max())}
 
 
 def plot(entries, layer_names, path):
@@ -147,52 +99,51 @@ def run(argv):
     """Trains or loads the models, analyses them, writes activations.json/.png; returns the record."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    epsilons = [common.parse_epsilon(e) for e in FLAGS.epsilons]
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    x_test, y_test = data_lib.load_arrays("mnist", "test", data_dir=FLAGS.data_dir)
-    x_test = (x_test[:FLAGS.test_limit].astype(np.float32) / 255.0)
-    y_test = y_test[:FLAGS.test_limit]
+    cfg = common.config("mnist")
+    attack = cfg.attacks[0]
+    out = FLAGS.output_dir or "runs/mnist_activations"
+    os.makedirs(out, exist_ok=True)
+    x_test, y_test = data_lib.load_arrays("mnist", "test", data_dir=cfg.data_dir)
+    x_test = (x_test[:cfg.test_limit].astype(np.float32) / 255.0)
+    y_test = y_test[:cfg.test_limit]
     loaded = []
     if FLAGS.model_dirs:
         loaded = [_load(d) for d in FLAGS.model_dirs]
     else:
-        x_train, y_train = data_lib.load_arrays("mnist", "train", data_dir=FLAGS.data_dir)
-        x_train, y_train = x_train[:FLAGS.train_limit], y_train[:FLAGS.train_limit]
+        x_train, y_train = data_lib.load_arrays("mnist", "train", data_dir=cfg.data_dir)
+        x_train, y_train = x_train[:cfg.train_limit], y_train[:cfg.train_limit]
         for name in FLAGS.models:
             for precision in FLAGS.precisions:
-                loaded.append(_train(name, precision, x_train, y_train))
+                loaded.append(_train(dataclasses.replace(cfg, model=name, precision=precision),
+                                     x_train, y_train))
     entries, report = [], []
     for model, meta in loaded:
         meta["gradient"] = evaluate.quantizer_gradient(model)
-        norms = analyse(model, x_test, y_test, epsilons, FLAGS.layers)
+        norms = activations_lib.layer_norms(
+            model, x_test, y_test, cfg.epsilons, FLAGS.layers, attack=attack,
+            batch_size=cfg.eval_batch_size, **evaluate.attack_params(
+                attack, cfg.attack_params.get(attack, {})))
         label = f"{meta['model']} {meta['precision']} {meta['bits']}b"
-        entry = {"label": label, "normalized": {}}
-        stats = {}
-        for layer, by_eps in norms.items():
-            scale = float(by_eps["0"].mean()) or 1.0
-            entry["normalized"][layer] = {k: v / scale for k, v in by_eps.items()}
-            stats[layer] = {"mean_clean_l1": scale,
-                            "normalized": {k: _summary(v, scale) for k, v in by_eps.items()}}
-        entries.append(entry)
+        normalized, stats = activations_lib.normalized_stats(norms)
+        entries.append({"label": label, "normalized": normalized})
         report.append({**meta, "label": label, "layers": stats})
         logging.info("%s: %s", label, {l: {k: round(s["std"], 3) for k, s in
                                            v["normalized"].items()} for l, v in stats.items()})
     record = {
         "figure": "paper Fig. 6",
-        "attack": FLAGS.attack[0],
+        "attack": attack,
         "gradient": sorted({m["gradient"] or "n/a" for m in report}),
         "normalization": "per-example L1 norm of the layer's pre-activation output divided by "
                          "the model's mean clean L1 norm",
-        "data": {"source": FLAGS.data_dir or "tensorflow-datasets",
-                 "test_examples": int(len(y_test))},
-        "epsilons": [common.epsilon_key(e) for e in epsilons],
+        "data": {"source": results.portable_path(cfg.data_dir, out)
+                 or "tensorflow-datasets", "test_examples": int(len(y_test))},
+        "epsilons": [results.epsilon_key(e) for e in cfg.epsilons],
         "models": report,
         "command": common.command_line(),
     }
-    with open(os.path.join(FLAGS.output_dir, "activations.json"), "w") as f:
-        json.dump(record, f, indent=1)
-    plot(entries, FLAGS.layers, os.path.join(FLAGS.output_dir, "activations.png"))
-    logging.info("Wrote %s", FLAGS.output_dir)
+    results.write_json(os.path.join(out, "activations.json"), record)
+    plot(entries, FLAGS.layers, os.path.join(out, "activations.png"))
+    logging.info("Wrote %s", out)
     return record
 
 

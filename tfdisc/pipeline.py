@@ -1,0 +1,412 @@
+"""One experiment run as a sequence of library calls: build → train → evaluate → record.
+
+``Config`` is a plain, validated description of a run (what the experiment
+binaries' flags turn into, and what a keras-tuner ``build(hp)`` or a script can
+make directly). Each step is a public function of its own; ``run`` chains them
+and writes ``results.json`` (schema: ``tfdisc.results``) and the model into an
+output directory::
+
+    cfg = tfdisc.pipeline.Config(dataset="mnist", model="fcn2", precision="binary",
+                                 bits=2, epochs=1, data_dir="../shared/datasets/mnist")
+    record = tfdisc.pipeline.run(cfg, "out/fcn2_binary_2b")
+"""
+import dataclasses
+import os
+import shutil
+import time
+from typing import Optional, Tuple
+
+import tensorflow as tf
+
+from tfdisc import attacks as attacks_lib
+from tfdisc import data as data_lib
+from tfdisc import evaluate, models, quantize, results, training
+from tfdisc._version import __version__
+
+__all__ = ["Config", "OUTPUT_FILES", "OutputDirError", "build_model", "compile_model",
+           "evaluate_attacks", "load_data", "load_model", "masking_check", "prepare_output_dir",
+           "record", "run", "train", "transfer_check"]
+
+# What a run writes into its output directory (cleared by ``prepare_output_dir(overwrite=True)``).
+OUTPUT_FILES = ("results.json", "flags.json", "model.keras", "logs")
+
+
+class OutputDirError(ValueError):
+    """The output directory cannot be used (not writable, or holds an earlier run)."""
+
+
+def _positive_or_none(value, name):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything one run needs. Defaults are the MNIST binary's.
+
+    ``attack_params`` maps an attack name to its parameters (see
+    ``tfdisc.attacks.get(name).params``), e.g. ``{"pgd": {"steps": 7}}``.
+    ``attack_limits`` maps an attack name to the number of test examples it
+    runs on (e.g. PGD on the first 1000 only).
+    """
+
+    dataset: str
+    model: str = "fcn2"
+    precision: str = "full"
+    bits: int = 8
+    width: Optional[int] = None
+    depth: Optional[int] = None
+    gradient: str = "straight_through"
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    seed: int = 0
+    train_limit: Optional[int] = None
+    test_limit: Optional[int] = None
+    data_dir: Optional[str] = None
+    epsilons: Tuple[float, ...] = (0.1, 0.2, 0.3)
+    attacks: Tuple[str, ...] = ("fgsm",)
+    attack_params: dict = dataclasses.field(default_factory=dict)
+    attack_limits: dict = dataclasses.field(default_factory=dict)
+    eval_batch_size: int = 500
+    top_k: Tuple[int, ...] = (1,)
+    adv_train: bool = False
+    train_eps: Optional[float] = None
+    adv_ratio: float = 0.5
+    init_from: Optional[str] = None
+    transfer_from: Optional[str] = None
+    save_model: bool = True
+    verbose: object = "auto"
+
+    def __post_init__(self):
+        data_lib.info(self.dataset)
+        models.spec(self.model)
+        if self.precision not in models.PRECISIONS:
+            raise ValueError(f"`precision` must be one of {models.PRECISIONS}, got "
+                             f"{self.precision!r}.")
+        quantize.check_bits(self.bits)
+        quantize.check_gradient(self.gradient)
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"`epochs` must be an integer ≥ 0, got {self.epochs!r}.")
+        if self.epochs == 0 and not self.init_from:
+            raise ValueError("`epochs` is 0 but no `init_from` model is given: that would "
+                             "evaluate an untrained model. Train (epochs ≥ 1) or pass a trained "
+                             "model to re-evaluate.")
+        for name in ("batch_size", "eval_batch_size"):
+            if _positive_or_none(getattr(self, name), name) is None:
+                raise ValueError(f"`{name}` must be a positive integer, got None.")
+        for name in ("train_limit", "test_limit", "width", "depth"):
+            _positive_or_none(getattr(self, name), name)
+        if not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate!r}.")
+        if not self.attacks:
+            raise ValueError("`attacks` must name at least one attack.")
+        for name in self.attacks:
+            attacks_lib.get(name).check_params(**self.attack_params.get(name, {}))
+        for name, limit in self.attack_limits.items():
+            attacks_lib.get(name)
+            _positive_or_none(limit, f"attack_limits[{name!r}]")
+        for eps in self.epsilons:
+            attacks_lib.check_eps(eps, "epsilons")
+        if self.train_eps is not None:
+            attacks_lib.check_eps(self.train_eps, "train_eps")
+        if not 0.0 <= self.adv_ratio <= 1.0:
+            raise ValueError(f"`adv_ratio` must be in [0, 1], got {self.adv_ratio!r}.")
+
+    @property
+    def model_width(self):
+        return self.width or models.spec(self.model)["width"]
+
+    @property
+    def model_depth(self):
+        return self.depth or models.spec(self.model)["depth"]
+
+    @property
+    def adversarial_eps(self):
+        """R-FGSM ε of adversarial training: ``train_eps`` or the paper's default."""
+        return training.adversarial_eps(self.dataset, self.train_eps)
+
+    def default_output_dir(self, root="runs"):
+        """``runs/<dataset>_<model>_<precision>_<bits>b``, readable and per configuration."""
+        suffix = "_advtrain" if self.adv_train else ""
+        return os.path.join(root, f"{self.dataset}_{self.model}_{self.precision}_{self.bits}b"
+                                  f"{suffix}")
+
+
+# ----------------------------------------------------------------- output directory
+
+def prepare_output_dir(path, *, overwrite=False, unique=False):
+    """Creates ``path`` for a new run and returns it.
+
+    A directory that already holds a run's files (``OUTPUT_FILES``) is refused,
+    so a new run never leaves an old ``results.json`` or model beside its own
+    files. ``overwrite=True`` removes those files first; ``unique=True`` picks
+    the first free ``path_1``, ``path_2``, ... instead (for default paths).
+
+    Raises:
+      OutputDirError: the directory holds an earlier run (and neither option
+        is given), or it cannot be created or written.
+    """
+    def taken(p):
+        return os.path.isdir(p) and any(os.path.exists(os.path.join(p, f)) for f in OUTPUT_FILES)
+
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputDirError(f"Output directory {path!r} exists and is not a directory.")
+    if taken(path):
+        if unique:
+            i = 1
+            while taken(f"{path}_{i}") or (os.path.exists(f"{path}_{i}")
+                                           and not os.path.isdir(f"{path}_{i}")):
+                i += 1
+            path = f"{path}_{i}"
+        elif overwrite:
+            for name in OUTPUT_FILES:
+                target = os.path.join(path, name)
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                elif os.path.exists(target):
+                    os.remove(target)
+        else:
+            raise OutputDirError(
+                f"Output directory {path!r} already holds a run "
+                f"({', '.join(f for f in OUTPUT_FILES if os.path.exists(os.path.join(path, f)))})"
+                "; choose another directory, or pass --overwrite to replace it.")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write_test.{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise OutputDirError(f"Output directory {path!r} cannot be written: "
+                             f"{e.strerror or e}.") from None
+    return path
+
+
+# ----------------------------------------------------------------- steps
+
+def load_model(path, what="model"):
+    """Loads a saved Keras model (a ``.keras``/``.h5`` file or a directory holding model.keras).
+
+    Raises:
+      ValueError: nothing at ``path``, or a file that is not a saved model.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.keras")
+    if not os.path.exists(path):
+        raise ValueError(f"{what}: no saved model at {path!r}.")
+    try:
+        return tf.keras.models.load_model(path, compile=False)
+    except Exception as e:  # Keras/h5py/zipfile raise many types for a non-model file
+        raise ValueError(f"{what}: {path!r} is not a loadable Keras model "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") \
+            from None
+
+
+def load_data(cfg):
+    """``(x_train, y_train, x_test, y_test)`` uint8/int64 arrays, limits applied."""
+    x_train, y_train = data_lib.load_arrays(cfg.dataset, "train", data_dir=cfg.data_dir)
+    x_test, y_test = data_lib.load_arrays(cfg.dataset, "test", data_dir=cfg.data_dir)
+    x_train, y_train = x_train[:cfg.train_limit], y_train[:cfg.train_limit]
+    x_test, y_test = x_test[:cfg.test_limit], y_test[:cfg.test_limit]
+    for split, y in (("train", y_train), ("test", y_test)):
+        if len(y) == 0:
+            raise ValueError(f"The {cfg.dataset} {split} split has no examples.")
+    return x_train, y_train, x_test, y_test
+
+
+def build_model(cfg, gradient=None):
+    """The zoo model of ``cfg`` (optionally with another quantizer gradient)."""
+    shape, classes = data_lib.info(cfg.dataset)
+    return models.build(cfg.model, precision=cfg.precision, input_bits=cfg.bits,
+                        num_classes=classes, input_shape=shape, width=cfg.width,
+                        depth=cfg.depth, gradient=gradient or cfg.gradient)
+
+
+def init_weights(model, cfg):
+    """Copies the weights of ``cfg.init_from`` into ``model``."""
+    init = load_model(cfg.init_from, "init_from")
+    try:
+        model.set_weights(init.get_weights())
+    except ValueError as e:
+        raise ValueError(f"init_from model {init.name} does not match {model.name}: {e}") \
+            from None
+
+
+def compile_model(model, steps, learning_rate):
+    """Adam with a cosine-decayed learning rate, sparse cross-entropy on logits."""
+    schedule = tf.keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(schedule),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def train(model, cfg, x_train, y_train, callbacks=()):
+    """Trains ``model`` (adversarially if ``cfg.adv_train``); returns (seconds, adv params)."""
+    train_ds = data_lib.from_arrays(x_train, y_train, batch_size=cfg.batch_size, shuffle=True,
+                                    seed=cfg.seed)
+    trainer, adv_params = model, None
+    if cfg.adv_train:
+        trainer = training.AdversarialTraining(model, cfg.adversarial_eps,
+                                               adv_ratio=cfg.adv_ratio)
+        adv_params = trainer.describe()
+    compile_model(trainer, int(train_ds.cardinality().numpy()) * cfg.epochs, cfg.learning_rate)
+    start = time.time()
+    if cfg.epochs:
+        verbose = cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose)
+        trainer.fit(train_ds, epochs=cfg.epochs, callbacks=list(callbacks), verbose=verbose)
+    return time.time() - start, adv_params
+
+
+def evaluate_attacks(model, cfg, x_test, y_test, *, attack_model=None, top_k=None,
+                     attacks=None):
+    """Runs every attack of ``cfg`` on the test arrays; returns ``{name: attacks entry}``."""
+    top_k = cfg.top_k if top_k is None else top_k
+    entries = {}
+    for name in attacks or cfg.attacks:
+        limit = cfg.attack_limits.get(name)
+        params = cfg.attack_params.get(name, {})
+        test = data_lib.from_arrays(x_test[:limit], y_test[:limit],
+                                    batch_size=cfg.eval_batch_size)
+        result = evaluate.sweep(model, test, cfg.epsilons, name, top_k=top_k,
+                                attack_model=attack_model, **params)
+        entries[name] = results.attack_entry(
+            evaluate.attack_record(name, attack_model or model, **params), result,
+            cfg.epsilons, top_k)
+    return entries
+
+
+def transfer_check(model, source, source_path, cfg, x_test, y_test, output_dir):
+    """Black-box transfer from ``source`` with the primary attack; the ``transfer`` block."""
+    t = evaluate_attacks(model, cfg, x_test, y_test, attack_model=source, top_k=(1,),
+                         attacks=cfg.attacks[:1])[cfg.attacks[0]]
+    return {
+        "source": results.portable_path(source_path, output_dir),
+        "source_model": source.name,
+        "source_gradient": evaluate.quantizer_gradient(source),
+        "attack": cfg.attacks[0],
+        "attack_params": {k: v for k, v in t.items() if k not in (
+            "adversarial_accuracy", "clean_accuracy", "examples", "zero_gradient_fraction")},
+        "examples": t["examples"],
+        "clean_accuracy": t["clean_accuracy"],
+        "adversarial_accuracy": t["adversarial_accuracy"],
+    }
+
+
+def masking_check(model, cfg, x_test, y_test):
+    """For a ``gradient="none"`` model: the same weights attacked straight-through.
+
+    The zero gradient of floor only masks gradients; this records what a real
+    attacker gets. Returns None for straight-through models.
+    """
+    if evaluate.quantizer_gradient(model) != "none":
+        return None
+    twin = evaluate.straight_through_twin(model)
+    return evaluate_attacks(twin, cfg, x_test, y_test, top_k=(1,))
+
+
+def record(cfg, model, entries, *, output_dir, train_seconds, eval_seconds, adv_params,
+           transfer, masked, command, train_examples, test_examples):
+    """The results.json record of a finished run (see ``tfdisc.results``)."""
+    primary = entries[cfg.attacks[0]]
+    width, depth = cfg.model_width, cfg.model_depth
+    init_from = results.portable_path(cfg.init_from, output_dir)
+    data_source = cfg.data_dir or os.environ.get("TFDISC_DATA_DIR")
+    rec = {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "precision": cfg.precision,
+        "bits": cfg.bits,
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "attack": cfg.attacks[0],
+        "attack_params": {k: v for k, v in primary.items() if k not in (
+            "adversarial_accuracy", "clean_accuracy", "top5")},
+        "gradient": evaluate.quantizer_gradient(model),
+        "adv_train": bool(cfg.adv_train),
+        "adv_train_params": adv_params,
+        "clean_accuracy": primary["clean_accuracy"],
+        "adversarial_accuracy": primary["adversarial_accuracy"],
+        "attacks": entries,
+        "transfer": transfer,
+        "straight_through_check": masked,
+        "init_from": init_from,
+        "train_seconds": round(train_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "width": width,
+        "depth": depth,
+        "schedule": (f"weights from {init_from}, then " if cfg.init_from else "") + (
+            f"{cfg.epochs} epochs, Adam lr {cfg.learning_rate:g} cosine-decayed, "
+            f"batch {cfg.batch_size}, width {width}, depth {depth}, "
+            f"{train_examples} training examples"
+            + (f", R-FGSM adversarial training eps {adv_params['eps']:.4g} "
+               f"alpha {adv_params['alpha']:.4g} mix {adv_params['adv_ratio']:g}"
+               if adv_params else "")),
+        "data": {
+            "source": results.portable_path(data_source, output_dir) or "tensorflow-datasets",
+            "train_examples": int(train_examples),
+            "test_examples": int(test_examples),
+        },
+        "command": command,
+        "tfdisc_version": __version__,
+    }
+    if 5 in cfg.top_k:
+        rec["top5"] = primary["top5"]
+    return rec
+
+
+def save_model(model, output_dir):
+    """Saves ``model`` as ``output_dir/model.keras`` atomically."""
+    path = os.path.join(output_dir, "model.keras")
+    tmp = os.path.join(output_dir, f".model.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def run(cfg, output_dir, *, command=None, callbacks=None):
+    """Builds, trains, evaluates and records one run; returns the results record.
+
+    ``output_dir`` must exist (see ``prepare_output_dir``). Writes
+    ``results.json`` (atomically, last of all but the model) and, if
+    ``cfg.save_model``, ``model.keras``. ``callbacks`` default to a TensorBoard
+    log under ``output_dir/logs``.
+    """
+    tf.keras.utils.set_random_seed(cfg.seed)
+    source = load_model(cfg.transfer_from, "transfer_from") if cfg.transfer_from else None
+    x_train, y_train, x_test, y_test = load_data(cfg)
+    model = build_model(cfg)
+    if source is not None and tuple(source.input_shape[1:]) != tuple(model.input_shape[1:]):
+        raise ValueError(
+            f"transfer_from model takes inputs of shape {source.input_shape[1:]} but "
+            f"{cfg.model} on {cfg.dataset} takes {model.input_shape[1:]}.")
+    if cfg.init_from:
+        init_weights(model, cfg)
+    if callbacks is None:
+        callbacks = [tf.keras.callbacks.TensorBoard(log_dir=os.path.join(output_dir, "logs"))]
+    train_seconds, adv_params = train(model, cfg, x_train, y_train, callbacks)
+
+    start = time.time()
+    entries = evaluate_attacks(model, cfg, x_test, y_test)
+    transfer = (transfer_check(model, source, cfg.transfer_from, cfg, x_test, y_test,
+                               output_dir) if source is not None else None)
+    masked = masking_check(model, cfg, x_test, y_test)
+    eval_seconds = time.time() - start
+
+    rec = record(cfg, model, entries, output_dir=output_dir, train_seconds=train_seconds,
+                 eval_seconds=eval_seconds, adv_params=adv_params, transfer=transfer,
+                 masked=masked, command=command, train_examples=len(y_train),
+                 test_examples=len(y_test))
+    results.write_json(os.path.join(output_dir, "results.json"), rec)
+    if cfg.save_model:
+        save_model(model, output_dir)
+    return rec
