@@ -12,12 +12,13 @@ the gradient-masking section, next to a straight-through attack on the same
 weights. PNG figures (Figs. 4, 5, 7, 8 style, and Fig. 6 if an
 ``activations.json`` is found) are written to --plots_dir.
 """
-import fractions
 import json
 import os
 import shutil
 
 from absl import app, flags
+
+from tfdisc import results
 
 FLAGS = flags.FLAGS
 
@@ -31,17 +32,12 @@ flags.DEFINE_string("paper_tables", None, "The paper's tables.json; default "
 _DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
                   "imagenet2012": "ImageNet", "fashion_mnist": "Fashion-MNIST"}
 _PRECISION_NAMES = {"full": "Full", "binary": "BNN", "xnor": "XNOR"}
-_REQUIRED = ("dataset", "model", "precision", "bits", "clean_accuracy", "adversarial_accuracy")
 # A claim "holds" when adversarial accuracy stays within this many points of clean.
 NEAR_CLEAN_POINTS = 5.0
 
 
-def eps_value(key):
-    return float(fractions.Fraction(str(key)))
-
-
-def eps_key(value):
-    return f"{value:.7g}"
+eps_value = results.parse_epsilon
+eps_key = results.epsilon_key
 
 
 def eps_label(value, dataset):
@@ -52,28 +48,7 @@ def eps_label(value, dataset):
 
 # ------------------------------------------------------------------ loading
 
-def load_results(results_dir):
-    """Every valid results.json under ``results_dir`` (with its path in ``_path``)."""
-    records = []
-    for root, _, files in sorted(os.walk(results_dir)):
-        if "results.json" not in files:
-            continue
-        path = os.path.join(root, "results.json")
-        try:
-            with open(path) as f:
-                rec = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if not all(k in rec for k in _REQUIRED):
-            continue
-        rec["_path"] = os.path.relpath(path, results_dir)
-        rec.setdefault("attacks", {rec.get("attack", "fgsm"): {
-            "name": rec.get("attack", "fgsm"), "gradient": rec.get("gradient"),
-            "clean_accuracy": rec["clean_accuracy"],
-            "adversarial_accuracy": rec["adversarial_accuracy"],
-            "examples": rec.get("data", {}).get("test_examples")}})
-        records.append(rec)
-    return records
+load_results = results.load
 
 
 def load_activations(results_dir):
