@@ -6,7 +6,7 @@
 # Usage: experiments/scripts/cifar10.sh [RUNS_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-RUNS=${1:-/work/runs}/cifar10
+RUNS=${1:-runs}/cifar10
 DATA=${DATA:-../shared/datasets/cifar10}
 RESULTS=experiments/results/cifar10
 COMMON="--model=alexnet_cifar --width=32 --epochs=5 --data_dir=$DATA --verbose=2 --pgd_steps=7 --pgd_test_limit=1000"

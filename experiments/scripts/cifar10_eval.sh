@@ -5,7 +5,7 @@
 # 2) black-box transfer: examples crafted on the full-8b model, evaluated on full-2b and BNN-2b.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-RUNS=${1:-/work/runs}/cifar10
+RUNS=${1:-runs}/cifar10
 DATA=${DATA:-../shared/datasets/cifar10}
 RESULTS=experiments/results/cifar10
 COMMON="--model=alexnet_cifar --width=32 --epochs=0 --data_dir=$DATA --verbose=2 --pgd_steps=7 --pgd_test_limit=1000 --save_model=false"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # MNIST reproduction runs of issue 3 (FCN2, 10 epochs as in the paper's Figs. 4b/5b).
-# Usage: experiments/scripts/mnist.sh [RUNS_DIR]   (models and logs go to RUNS_DIR, default /work/runs)
+# Usage: experiments/scripts/mnist.sh [RUNS_DIR]   (models and logs go to RUNS_DIR, default runs/)
 # results.json/flags.json are copied into experiments/results/mnist/fcn2/<run>/.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-RUNS=${1:-/work/runs}/mnist
+RUNS=${1:-runs}/mnist
 DATA=${DATA:-../shared/datasets/mnist}
 RESULTS=experiments/results/mnist
 COMMON="--model=fcn2 --epochs=10 --data_dir=$DATA --attack=fgsm,pgd --pgd_steps=20 --verbose=2"
