@@ -32,7 +32,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=7"],
+    "test": ["pytest>=7", "hypothesis>=6"],
     "lce": ["larq-compute-engine>=0.16,<0.17"],
 }
 

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tfdisc import attacks, evaluate, models
-from tests.attacks_test import CLASSES, SHAPE, small_model, synthetic
+from tests.testing_utils import CLASSES, SHAPE, small_model, synthetic
 
 
 @pytest.fixture(scope="module")

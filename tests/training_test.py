@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tfdisc import models, training
-from tests.attacks_test import CLASSES, SHAPE, synthetic
+from tests.testing_utils import CLASSES, SHAPE, synthetic
 
 
 def build(precision="full", bits=2):
