@@ -16,10 +16,10 @@ models of different scale compare). Adversarial inputs come from the first
 straight-through). Writes ``activations.json`` and ``activations.png``.
 
   python -m tfdisc.experiments.activations --models=fcn2 --precisions=full,binary \
-      --epsilons=0.1,0.3 --epochs=10 --data_dir=../shared/datasets/mnist --output_dir=/tmp/act
+      --epsilons=0.1,0.3 --epochs=10 --data_dir=../shared/datasets/mnist
   # or reuse trained models (directories with model.keras and results.json):
   python -m tfdisc.experiments.activations --model_dirs=/runs/fcn2_full_8b,/runs/fcn2_binary_8b \
-      --data_dir=../shared/datasets/mnist --output_dir=/tmp/act
+      --data_dir=../shared/datasets/mnist
 """
 import dataclasses
 import json

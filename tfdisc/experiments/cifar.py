@@ -5,11 +5,11 @@ Paper Tables I–IV and Figs. 4a/5a use the BinaryNet-style AlexNet
 
   # Table IV cell BNN-2b with FGSM and PGD columns
   python -m tfdisc.experiments.cifar --binary --bits=2 --epochs=40 --attack=fgsm,pgd \
-      --data_dir=../shared/datasets/cifar10 --output_dir=/tmp/cifar_bnn_2b
+      --data_dir=../shared/datasets/cifar10
 
   # Table II cell: R-FGSM adversarial training (ε = 8/255), full precision, 2-bit input
   python -m tfdisc.experiments.cifar --bits=2 --adv_train --epochs=20 \
-      --data_dir=../shared/datasets/cifar10 --output_dir=/tmp/cifar_full_2b_adv
+      --data_dir=../shared/datasets/cifar10
 
 ε defaults to 1, 2, 4, 8, 16, 32 /255 (fractions like 8/255 are accepted);
 --train_eps defaults to 8/255.

@@ -6,7 +6,7 @@ here; pass --data_dir to a directory with ``cifar-100-python/`` (or binary
 batches, or an image-folder tree), or let tensorflow-datasets download it.
 
   python -m tfdisc.experiments.cifar100 --bits=2 --epochs=164 --attack=fgsm,pgd \
-      --data_dir=/data/cifar100 --output_dir=/tmp/cifar100_xnor_2b
+      --data_dir=/data/cifar100
 """
 from absl import app
 

@@ -7,7 +7,7 @@ tensorflow-datasets prepare ``imagenet2012`` (manual download). results.json
 adds ``top5`` (clean and per-ε top-5 accuracy) to the usual top-1 keys.
 
   python -m tfdisc.experiments.imagenet --bits=2 --epochs=50 \
-      --data_dir=/data/imagenet --output_dir=/tmp/imagenet_xnor_2b
+      --data_dir=/data/imagenet
 """
 from absl import app
 

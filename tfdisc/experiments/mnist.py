@@ -3,7 +3,7 @@ r"""MNIST: train a zoo model with discretized inputs, evaluate an FGSM sweep.
 Example (paper Table V style, FCN2 BNN with 2-bit inputs):
 
   python -m tfdisc.experiments.mnist --model=fcn2 --bits=2 --binary --epochs=10 \
-      --data_dir=../shared/datasets/mnist --output_dir=/tmp/mnist_fcn2_bnn_2b
+      --data_dir=../shared/datasets/mnist
 """
 from absl import app
 
