@@ -6,6 +6,16 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tfdisc  # noqa: E402,F401  pylint: disable=wrong-import-position
+import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
+
+# Two virtual CPUs, so `distribute_scope` can mirror over two replicas on a one-CPU host. This must
+# happen before TensorFlow initialises its devices (the first op), i.e. here, at collection time.
+try:
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+except RuntimeError:  # devices already initialised (e.g. another conftest ran ops first)
+    pass
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATASETS = os.environ.get(
@@ -41,3 +51,25 @@ def _test_cache_dir(tmp_path_factory):
         os.environ.pop("TFDISC_CACHE_DIR", None)
     else:
         os.environ["TFDISC_CACHE_DIR"] = old
+
+
+@pytest.fixture(params=["no_strategy", "mirrored"])
+def distribute_scope(request):
+    """Runs the test body without a strategy and under a MirroredStrategy over two virtual CPUs.
+
+    As larq's conftest does: build, compile and fit inside the fixture's scope. Yields the
+    strategy (None without one).
+    """
+    if request.param == "no_strategy":
+        yield None
+        return
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) < 2:
+        pytest.skip("two virtual CPUs could not be configured")
+    # Reduction to one device, not the default collectives: with collectives, a later test's
+    # MirroredStrategy in the same process failed ("Shape mismatch in the collective instance"),
+    # while each test passed alone. Multi-worker collectives are tested in their own processes.
+    strategy = tf.distribute.MirroredStrategy([d.name for d in cpus[:2]],
+                                              cross_device_ops=tf.distribute.ReductionToOneDevice())
+    with strategy.scope():
+        yield strategy

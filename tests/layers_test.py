@@ -84,3 +84,14 @@ def test_bad_bits(bits):
 def test_bad_gradient():
     with pytest.raises(ValueError, match="gradient"):
         BitDepthQuantization(2, gradient="ste")
+
+
+def test_in_a_model_trained_under_a_strategy(distribute_scope):
+    model = tfdisc.models.build("fcn2", precision="binary", input_bits=2, input_shape=(6, 6, 1),
+                                num_classes=3, width=8, depth=2)
+    model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.RandomState(0).uniform(size=(32, 6, 6, 1)).astype("float32")
+    y = np.arange(32) % 3
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=1, verbose=0)
+    layer = model.get_layer("input_quantization")
+    np.testing.assert_array_equal(layer(x).numpy(), tfdisc.quantize.bit_depth(x, 2).numpy())

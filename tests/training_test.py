@@ -62,3 +62,17 @@ def test_eps_and_alpha_defaults():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         training.AdversarialTraining(build(), **kwargs)
+
+
+@pytest.mark.parametrize("precision", ["full", "binary"])
+def test_adversarial_training_under_a_strategy(precision, distribute_scope):
+    model = build(precision)
+    trainer = compiled(training.AdversarialTraining(model, 0.3))
+    x, y = synthetic(64, seed=4)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    history = trainer.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(32), epochs=1,
+                          verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert all(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+    if distribute_scope is not None:
+        assert distribute_scope.num_replicas_in_sync == 2
