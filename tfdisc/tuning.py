@@ -33,6 +33,7 @@ Rerunning a search on the same directory resumes it (keras-tuner's reload):
 finished trials are not repeated, a trial that was running is retried.
 """
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -252,6 +253,8 @@ class _LeasedOracle:
         self.last_activity = time.monotonic()
         self.stop_reason = None
         self.stop_requested = False
+        self.progress = None  # chief: callable(line) for every ended trial
+        self.record_dir = None  # where workers write TRIAL_RECORD files
 
     def _touch(self, trial_id=None, tuner_id=None):
         now = time.monotonic()
@@ -320,6 +323,9 @@ class _LeasedOracle:
         self._touch()
         super().end_trial(trial)
         self._last_seen.pop(trial.trial_id, None)
+        if self.progress:
+            self.progress(progress_line(self.trials[trial.trial_id], read_trial_record(
+                self.record_dir, trial.trial_id) if self.record_dir else None))
         failures = 0
         for trial_id in self.end_order:
             t = self.trials[trial_id]
@@ -334,6 +340,29 @@ class _LeasedOracle:
     def finished(self):
         """The chief may stop serving: trials stopped, none running or waiting for a retry."""
         return not self.ongoing_trials and not self._retry_queue and not self.tuner_ids
+
+
+class _ResumableGrid:
+    """keras-tuner 1.4.8's GridSearchOracle does not save where it is in the grid.
+
+    Its ``_ordered_ids``/``_populate_next`` are not part of its state, so a
+    reloaded grid search stops at once. They follow from the trials (the grid
+    order of their values), so they are rebuilt after a reload.
+    """
+
+    def reload(self):
+        super().reload()
+        from keras_tuner.src.tuners import gridsearch  # pylint: disable=import-outside-toplevel
+
+        def cmp(a, b):
+            return self._compare(self.trials[a].hyperparameters.values,
+                                 self.trials[b].hyperparameters.values)
+
+        order = sorted(self.trials, key=functools.cmp_to_key(cmp))
+        self._ordered_ids = gridsearch.LinkedList()
+        for trial_id in order:
+            self._ordered_ids.insert(trial_id)
+        self._populate_next = list(order)
 
 
 def is_skipped(trial):
@@ -363,7 +392,8 @@ def make_oracle(tuner, space, *, max_trials=None, max_epochs=None, factor=3, see
     if tuner == "hyperband" and (not max_epochs or max_epochs < 2):
         raise ValueError("The hyperband tuner needs `epochs` (its max_epochs) ≥ 2.")
     base = _ORACLES[tuner]
-    cls = type(f"Leased{base.__name__}", (_LeasedOracle, base), {})
+    mixins = (_LeasedOracle, _ResumableGrid) if tuner == "grid" else (_LeasedOracle,)
+    cls = type(f"Leased{base.__name__}", mixins + (base,), {})
     kwargs = dict(objective=kt.Objective(OBJECTIVE, "max"), hyperparameters=space.hyperparameters(),
                   allow_new_entries=False, tune_new_entries=False, seed=seed or None,
                   max_retries_per_trial=max_retries_per_trial,

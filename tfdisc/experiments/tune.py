@@ -7,12 +7,12 @@ The test set (--attack, --epsilons, --test_limit, --pgd_test_limit) is only
 used for the trials reported at the end (--report: best, pareto or all).
 
   python -m tfdisc.experiments.tune --model=fcn2 --tuner=random --max_trials=8 \
-      --widths=64..1024*2 --depths=2,3,4 --input_bits=8,2 --precisions=full,binary \
+      --width_space=64..1024*2 --depth_space=2,3,4 --bits_space=8,2 --precision_space=full,binary \
       --epochs=2 --data_dir=../shared/datasets/mnist --output_dir=runs/tune_fcn2
 
   # the capacity grid of issue 10 (reduced schedule)
-  python -m tfdisc.experiments.tune --tuner=grid --widths=150,300,600 --depths=4 \
-      --input_bits=8,2 --precisions=full,binary --report=all ...
+  python -m tfdisc.experiments.tune --tuner=grid --width_space=150,300,600 --depth_space=4 \
+      --bits_space=8,2 --precision_space=full,binary --report=all ...
 
 Rerunning the same command on the same --output_dir resumes the search;
 --stop_after=N stops this process after N trials. --overwrite starts over.
@@ -48,11 +48,11 @@ flags.DEFINE_integer("max_trials", 10, "Trials of the random/Bayesian search (gr
                      "cap, the grid is exhausted otherwise; Hyperband: unused).")
 flags.DEFINE_integer("hyperband_factor", 3, "Hyperband reduction factor (--epochs is its "
                      "max_epochs).")
-flags.DEFINE_string("widths", "150,300,600", "Width choices (150,300,600) or a range "
+flags.DEFINE_string("width_space", "150,300,600", "Width choices (150,300,600) or a range "
                     "LOW..HIGH, LOW..HIGH/STEP, LOW..HIGH*FACTOR (log).")
-flags.DEFINE_string("depths", "4", "Depth choices or range, as --widths.")
-flags.DEFINE_string("input_bits", "8", "Input bit-depth choices or range, in 1..8.")
-flags.DEFINE_list("precisions", "full,binary", "Precision choices (full, binary, xnor).")
+flags.DEFINE_string("depth_space", "4", "Depth choices or range, as --width_space.")
+flags.DEFINE_string("bits_space", "8", "Input bit-depth choices or range, in 1..8.")
+flags.DEFINE_list("precision_space", "full,binary", "Precision choices (full, binary, xnor).")
 flags.DEFINE_enum("objective_attack", "pgd", ["pgd", "fgsm"],
                   "Attack of the objective (gradient through the quantizer, straight-through).")
 flags.DEFINE_string("objective_eps", "0.1", "ε of the objective (fractions like 8/255 accepted).")
@@ -84,8 +84,8 @@ flags.DEFINE_float("timeout_seconds", 600.0, "Bound of every distributed wait (g
                    "a worker waiting for a trial, a chief nobody calls).")
 
 # Flags of the single-run binaries that a search sets per trial or does not use.
-_NOT_FOR_TUNE = {"width": "--widths", "depth": "--depths", "bits": "--input_bits",
-                 "precision": "--precisions", "binary": "--precisions", "adv_train": None,
+_NOT_FOR_TUNE = {"width": "--width_space", "depth": "--depth_space", "bits": "--bits_space",
+                 "precision": "--precision_space", "binary": "--precision_space", "adv_train": None,
                  "train_eps": None, "adv_ratio": None, "init_from": None,
                  "transfer_from": None, "gradient": None, "save_model": None}
 
@@ -101,8 +101,8 @@ def settings():
                 f"--{name} does not apply to a search" + (f"; use {instead}." if instead
                                                           else "."))
     try:
-        space = tuning.Space(width=FLAGS.widths, depth=FLAGS.depths, bits=FLAGS.input_bits,
-                             precision=tuple(FLAGS.precisions))
+        space = tuning.Space(width=FLAGS.width_space, depth=FLAGS.depth_space, bits=FLAGS.bits_space,
+                             precision=tuple(FLAGS.precision_space))
         cfg = common.config(FLAGS.dataset or models.spec(FLAGS.model)["dataset"])
         pgd = cfg.attack_params.get("pgd", {})
         objective = tuning.Objective(
