@@ -25,6 +25,10 @@ INSTALL_REQUIRES = [
     "larq>=0.13.3,<0.15",
     "tensorflow-datasets>=4.9,<4.10",
     "keras-tuner>=1.4,<1.5",
+    # keras-tuner's BayesianOptimization (tfdisc.tuning); grpcio (distributed search)
+    # comes with keras-tuner.
+    "scipy>=1.10",
+    "scikit-learn>=1.3",
     "absl-py>=1.0",
     "numpy>=1.23,<2.3",
     "pillow>=9",

@@ -307,6 +307,8 @@ def run_search(settings, *, progress=print):
         project_name=PROJECT, overwrite=False)
     start = time.time()
     if dist.is_chief:
+        tuner.oracle.verbose = 0
+        tuner.oracle.progress, tuner.oracle.record_dir = progress, settings.project_dir
         tuner.save()
         progress(f"chief: serving the {settings.tuner} oracle on "
                  f"{dist.oracle_ip}:{dist.oracle_port}")
