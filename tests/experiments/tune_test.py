@@ -4,6 +4,7 @@ Real processes on 127.0.0.1 with free ports, a tiny search on a real MNIST
 slice; every process runs under a subprocess timeout, so nothing can hang.
 """
 import json
+import re
 import os
 import signal
 import socket
@@ -83,18 +84,39 @@ def trial_lines(text, status="completed"):
             l.split()[2] == status]
 
 
-def test_flags_reject_bad_input(tmp_path):
-    for extra, message in ((["--width=100"], "--width does not apply to a search; use "
-                                             "--width_space"),
-                           (["--width_space=abc"], "comma-separated list of positive"),
-                           (["--tuner_id=worker0"], "together"),
-                           (["--objective_eps=0"], "objective_eps")):
-        result = subprocess.run([sys.executable] + tiny_args(tmp_path / "o", *extra),
-                                cwd=REPO_ROOT, env=env(), capture_output=True, text=True,
-                                timeout=TIMEOUT, check=False)
-        assert result.returncode != 0
-        assert message in result.stderr, (extra, result.stderr[-2000:])
-        assert not os.path.exists(tmp_path / "o" / "trials.json")
+@pytest.mark.parametrize("flag_values,message", [
+    ({"width": "100"}, "--width does not apply to a search; use --width_space"),
+    ({"adv_train": "true"}, "--adv_train does not apply to a search"),
+    ({"width_space": "abc"}, "comma-separated list of positive"),
+    ({"bits_space": "2,9"}, "bits"),
+    ({"tuner_id": "worker0"}, "together"),
+    ({"objective_eps": "0"}, "objective_eps"),
+    ({"tuner": "random", "max_trials": "0"}, "max_trials"),
+])
+def test_flags_reject_bad_input(flag_values, message):
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+
+    from tfdisc.experiments import tune  # pylint: disable=import-outside-toplevel
+
+    with flagsaver.as_parsed(**flag_values):
+        with pytest.raises(flags.ValidationError, match=re.escape(message)):
+            tune.settings()
+
+
+def test_flags_describe_the_search():
+    from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+
+    from tfdisc.experiments import tune  # pylint: disable=import-outside-toplevel
+
+    with flagsaver.as_parsed(width_space="64..256*2", bits_space="8,2", tuner="grid",
+                             objective_attack="fgsm", objective_eps="8/255",
+                             max_binary_macs="1000", data_dir=MNIST):
+        s = tune.settings()
+    assert s.space.width.values() == [64, 128, 256] and s.space.bits == (8, 2)
+    assert s.max_trials is None  # grid: exhausted unless --max_trials is given
+    assert s.objective.attack == "fgsm" and s.objective.eps == pytest.approx(8 / 255)
+    assert s.max_binary_macs == 1000 and s.base.dataset == "mnist"
 
 
 def test_chief_and_two_workers_complete_every_trial_once(tmp_path):

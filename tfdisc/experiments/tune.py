@@ -44,8 +44,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", None, sorted(data.DATASETS), "Dataset; default the model's own "
                   "(mnist for fcn1/fcn2).")
 flags.DEFINE_enum("tuner", "random", list(tuning.TUNERS), "keras-tuner search algorithm.")
-flags.DEFINE_integer("max_trials", 10, "Trials of the random/Bayesian search (grid: optional "
-                     "cap, the grid is exhausted otherwise; Hyperband: unused).")
+flags.DEFINE_integer("max_trials", 10, "Trials of the random/Bayesian search (grid: a cap only "
+                     "if given, the grid is exhausted otherwise; Hyperband: unused).")
 flags.DEFINE_integer("hyperband_factor", 3, "Hyperband reduction factor (--epochs is its "
                      "max_epochs).")
 flags.DEFINE_string("width_space", "150,300,600", "Width choices (150,300,600) or a range "
@@ -114,7 +114,9 @@ def settings():
             "runs", f"tune_{cfg.dataset}_{cfg.model}_{FLAGS.tuner}")
         return tuning_results.SearchSettings(
             base=cfg, space=space, objective=objective, output_dir=output_dir,
-            tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
+            tuner=FLAGS.tuner,
+            max_trials=(FLAGS.max_trials if FLAGS["max_trials"].present or
+                        FLAGS.tuner in ("random", "bayesian") else None),
             hyperband_factor=FLAGS.hyperband_factor,
             validation_examples=FLAGS.validation_examples,
             max_binary_macs=FLAGS.max_binary_macs, max_packed_bytes=FLAGS.max_packed_bytes,
