@@ -17,7 +17,8 @@ from tfdisc._version import __version__  # noqa: E402
 
 # Loaded on first attribute access: tfdisc.ops builds/loads the C++ library,
 # and nothing else in tfdisc needs it.
-_LAZY_SUBMODULES = ("convert", "ops", "training", "tuning", "tuning_results")
+_LAZY_SUBMODULES = ("convert", "ops", "training", "tuning", "tuning_oracle",
+                    "tuning_results")
 
 
 def __getattr__(name):

@@ -21,7 +21,7 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Optional, Tuple
+from typing import Optional
 
 from tfdisc import pipeline, results, tuning
 from tfdisc._version import __version__

@@ -23,9 +23,12 @@ a shared --output_dir): one chief and any number of workers, selected by
 KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT (a tuner id
 containing "chief" serves the oracle and writes the results):
 
-  python -m tfdisc.experiments.tune ... --tuner_id=chief --oracle_ip=127.0.0.1 --oracle_port=8000 &
-  python -m tfdisc.experiments.tune ... --tuner_id=worker0 --oracle_ip=127.0.0.1 --oracle_port=8000 &
-  python -m tfdisc.experiments.tune ... --tuner_id=worker1 --oracle_ip=127.0.0.1 --oracle_port=8000
+  python -m tfdisc.experiments.tune ... --tuner_id=chief --oracle_ip=127.0.0.1 \
+      --oracle_port=8000 &
+  python -m tfdisc.experiments.tune ... --tuner_id=worker0 --oracle_ip=127.0.0.1 \
+      --oracle_port=8000 &
+  python -m tfdisc.experiments.tune ... --tuner_id=worker1 --oracle_ip=127.0.0.1 \
+      --oracle_port=8000
 
 A worker silent for --lease_seconds (killed, hung) loses its trial, which is
 retried (--max_retries_per_trial) or marked failed; no wait lasts longer than
@@ -101,8 +104,8 @@ def settings():
                 f"--{name} does not apply to a search" + (f"; use {instead}." if instead
                                                           else "."))
     try:
-        space = tuning.Space(width=FLAGS.width_space, depth=FLAGS.depth_space, bits=FLAGS.bits_space,
-                             precision=tuple(FLAGS.precision_space))
+        space = tuning.Space(width=FLAGS.width_space, depth=FLAGS.depth_space,
+                             bits=FLAGS.bits_space, precision=tuple(FLAGS.precision_space))
         cfg = common.config(FLAGS.dataset or models.spec(FLAGS.model)["dataset"])
         pgd = cfg.attack_params.get("pgd", {})
         objective = tuning.Objective(
