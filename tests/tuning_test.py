@@ -176,8 +176,7 @@ def test_grid_search_records_trials_budget_front_and_best(tmp_path):
     assert best_model.count_params() == best["params"]
     logs = os.listdir(os.path.join(out, "logs"))
     assert {f"trial_{r['trial_id']}" for r in done} <= set(logs)
-    assert all("/" not in str(r.get("model_file", "x/")) or not os.path.isabs(r["model_file"])
-               for r in done)
+    assert all(not os.path.isabs(r["model_file"]) for r in done)  # portable paths
 
 
 @needs_mnist
@@ -196,14 +195,15 @@ def test_stop_after_then_rerun_resumes_without_repeating(tmp_path):
     summary = tuning_results.run_search(s, progress=second.append)  # the same command again
     ran_second = [l.split()[1] for l in second if l.startswith("trial ")]
     assert len(ran_second) == 2 and not set(ran_second) & done_first
-    assert summary["search_finished"] or len(ran_second) == 2
     assert sorted(r["status"] for r in summary["trials"]) == ["completed"] * 4
     for t, stamp in stamps.items():  # finished trials were not rerun
         assert os.path.getmtime(os.path.join(s.project_dir, f"trial_{t}", "model.keras")) \
             == stamp
     third = []
-    tuning_results.run_search(dataclasses.replace(s, stop_after=None), progress=third.append)
+    summary = tuning_results.run_search(dataclasses.replace(s, stop_after=None),
+                                        progress=third.append)
     assert not [l for l in third if l.startswith("trial ")]  # nothing left to run
+    assert summary["search_finished"] and len(summary["trials"]) == 4
 
 
 @needs_mnist

@@ -76,12 +76,13 @@ class SearchSettings:
         if self.capacity not in CAPACITY_AXES:
             raise ValueError(f"`capacity` must be one of {tuple(CAPACITY_AXES)}, got "
                              f"{self.capacity!r}.")
-        for name in ("max_trials", "stop_after", "max_binary_macs", "max_packed_bytes"):
+        for name, minimum in (("max_trials", 1), ("stop_after", 1), ("max_binary_macs", 0),
+                              ("max_packed_bytes", 0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < (0 if name.startswith("max_b") or
-                                                  name.startswith("max_p") else 1)):
-                raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+                                      or value < minimum):
+                raise ValueError(f"`{name}` must be an integer ≥ {minimum} or None, got "
+                                 f"{value!r}.")
         if self.hyperband_factor < 2:
             raise ValueError(f"`hyperband_factor` must be ≥ 2, got {self.hyperband_factor}.")
         for name in ("lease_seconds", "heartbeat_seconds", "timeout_seconds", "poll_seconds"):
