@@ -135,7 +135,10 @@ def settings():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    s = settings()
+    try:
+        s = settings()
+    except flags.ValidationError as e:
+        raise app.UsageError(str(e)) from None
     if FLAGS.overwrite and not s.distributed.enabled and os.path.isdir(s.project_dir):
         shutil.rmtree(s.project_dir)
     try:
