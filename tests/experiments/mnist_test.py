@@ -148,7 +148,7 @@ class TestOutputDirectory:
     def test_refuses_a_directory_holding_a_run(self, synthetic_mnist, tmp_path):
         run(bits=2, data_dir=synthetic_mnist, output_dir=str(tmp_path), save_model=True)
         before = open(tmp_path / "results.json").read()
-        with pytest.raises(flags.ValidationError, match="already holds a run.*--overwrite"):
+        with pytest.raises(flags.ValidationError, match="already holds a finished run.*--overwrite"):
             run(bits=4, data_dir=synthetic_mnist, output_dir=str(tmp_path))
         # Nothing of the refused run was written beside the old one.
         assert open(tmp_path / "results.json").read() == before
