@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tfdisc import data
+from tfdisc import data, data_formats
 
 
 # ------------------------------------------------------------- synthetic writers
@@ -213,7 +213,7 @@ class TestFormats:
         def fail(*args, **kwargs):
             raise AssertionError("decoded again instead of using the cache")
 
-        monkeypatch.setattr(data, "_load_folder", fail)
+        monkeypatch.setattr(data_formats, "read_image_folder", fail)
         second = data.load_arrays("cifar10", "train", data_dir=str(tmp_path))
         np.testing.assert_array_equal(first[0], second[0])
 
@@ -432,7 +432,7 @@ class TestClassMap:
                 os.remove(tmp_path / "train" / f / g)
             os.rmdir(tmp_path / "train" / f)
         os.rmdir(tmp_path / "train")
-        with pytest.raises(data.DataError, match="no train split .* holds 2 classes, not the 100"):
+        with pytest.raises(data.DataError, match="no train split .* holds 2 classes, not the dataset.s 100"):
             data.load_arrays("cifar100", "test", data_dir=str(tmp_path))
 
 
