@@ -67,7 +67,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdisc import data_formats
-from tfdisc.data_formats import DataError, read_idx
+from tfdisc.data_formats import DataError, read_idx  # noqa: F401 (public here too)
 
 __all__ = ["DATASETS", "SPLIT_SIZES", "DataError", "from_arrays", "info", "load", "load_arrays",
            "read_idx", "to_float"]
@@ -162,7 +162,8 @@ def _cache_key(kind, name, split, sources):
 
 def _cached(kind, name, split, sources, loader):
     """``loader() -> (x, y[, class names])`` through the .npz cache; returns a 3-tuple."""
-    path = os.path.join(_cache_dir(), f"{name}-{split}-{_cache_key(kind, name, split, sources)}.npz")
+    key = _cache_key(kind, name, split, sources)
+    path = os.path.join(_cache_dir(), f"{name}-{split}-{key}.npz")
     if os.path.isfile(path):
         try:
             with np.load(path, allow_pickle=False) as cached:
