@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from typing import Optional, Tuple
 
 import tensorflow as tf
@@ -230,18 +231,26 @@ def prepare_output_dir(path, *, overwrite=False, unique=False, config=None):
 # ----------------------------------------------------------------- steps
 
 def load_model(path, what="model"):
-    """Loads a saved Keras model (a ``.keras``/``.h5`` file or a directory holding model.keras).
+    """Loads a saved ``.keras`` model (a file, or a directory holding model.keras).
+
+    Only the ``.keras`` zip format is read, in Keras's safe mode: legacy
+    ``.h5`` and SavedModel files can carry Python code (e.g. a ``Lambda``
+    layer) that loading would run.
 
     Raises:
-      ValueError: nothing at ``path``, or a file that is not a saved model.
+      ValueError: nothing at ``path``, another format, or a file that is not a
+        loadable model.
     """
     if os.path.isdir(path):
         path = os.path.join(path, "model.keras")
     if not os.path.exists(path):
         raise ValueError(f"{what}: no saved model at {path!r}.")
+    if not path.endswith(".keras") or not zipfile.is_zipfile(path):
+        raise ValueError(f"{what}: {path!r} is not a .keras model file; only the .keras format "
+                         "is loaded (.h5 and SavedModel files can run code when loaded).")
     try:
-        return tf.keras.models.load_model(path, compile=False)
-    except Exception as e:  # Keras/h5py/zipfile raise many types for a non-model file
+        return tf.keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # Keras raises many types for a bad file
         raise ValueError(f"{what}: {path!r} is not a loadable Keras model "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") \
             from None
