@@ -71,7 +71,8 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
   if (pixels == 0 || p.out_channels == 0) return;
   const std::int64_t taps = p.filter_h * p.filter_w;
   const std::int64_t row_words = taps * p.words;
-  const std::int32_t k_total = static_cast<std::int32_t>(taps * p.channels);
+  // taps * channels <= kMaxDotBits (the op checks DotBitsWithinLimit).
+  const std::int64_t k_total = taps * p.channels;
 
   std::vector<TWord> pad_pattern(p.words, 0);
   if (p.pad_value < 0) MinusOnesPattern(p.channels, p.words, pad_pattern.data());
@@ -86,9 +87,9 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
     for (std::int64_t o = 0; o < p.out_channels; ++o)
       for (std::int64_t t = 0; t < taps; ++t) {
         const TWord* w = filter + (o * taps + t) * p.words;
-        std::int32_t pc = 0;
+        std::int64_t pc = 0;
         for (std::int64_t i = 0; i < p.words; ++i) pc += PopcountPortable(w[i]);
-        tap_sums[o * taps + t] = static_cast<std::int32_t>(p.channels) - 2 * pc;
+        tap_sums[o * taps + t] = DotFromPopcount(p.channels, pc);
       }
   }
   const bool direct = taps == 1 && p.stride_h == 1 && p.stride_w == 1 &&
@@ -179,7 +180,8 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
         }
         for (std::int64_t q = 0; q < nq; ++q) {
           std::int32_t* dot = tmp.data() + q * kConvChannelBlock;
-          for (std::int64_t j = 0; j < no; ++j) dot[j] = k_total - 2 * dot[j];
+          for (std::int64_t j = 0; j < no; ++j)
+            dot[j] = DotFromPopcount(k_total, dot[j]);
           if (!direct && !tap_sums.empty()) {
             for (std::int64_t e = oob_begin[q]; e < oob_begin[q + 1]; ++e) {
               const std::int32_t t = oob_taps[e];

@@ -39,7 +39,8 @@ using PopcountGemmTransposedFn = void (*)(const TWord* a, std::int64_t lda,
                                           int m, int n, std::int64_t words,
                                           std::int32_t* p, std::int64_t ldp);
 
-// Packs `k` float values into PackedWords32(k, 32) words (bit = x < 0).
+// Packs `k` float values into PackedWords32(k, 32) words
+// (bit = PacksAsMinusOne(x), core/types.h).
 using BitpackFloatFn = void (*)(const float* x, std::int64_t k, TWord* out);
 
 enum class KernelType { kReference, kPortable, kAvx2, kAvx512Bw, kAvx512 };

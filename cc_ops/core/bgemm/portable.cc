@@ -67,14 +67,14 @@ void BitpackFloatPortable(const float* x, std::int64_t k, TWord* out) {
   for (std::int64_t w = 0; w < full; ++w) {
     TWord bits = 0;
     const float* xw = x + w * kWordBits;
-    for (int b = 0; b < kWordBits; ++b) bits |= TWord(xw[b] < 0.0f) << b;
+    for (int b = 0; b < kWordBits; ++b) bits |= TWord(PacksAsMinusOne(xw[b])) << b;
     out[w] = bits;
   }
   const std::int64_t rest = k - full * kWordBits;
   if (rest > 0) {
     TWord bits = 0;
     const float* xw = x + full * kWordBits;
-    for (int b = 0; b < rest; ++b) bits |= TWord(xw[b] < 0.0f) << b;
+    for (int b = 0; b < rest; ++b) bits |= TWord(PacksAsMinusOne(xw[b])) << b;
     out[full] = bits;
   }
 }
