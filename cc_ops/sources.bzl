@@ -19,6 +19,7 @@ BGEMM_SRCS = [
     "core/bgemm/avx2.cc",
     "core/bgemm/avx512.cc",
     "core/bgemm/avx512bw.cc",
+    "core/bgemm/neon.cc",
 ]
 
 # TensorFlow OpKernels and op registrations.

@@ -49,7 +49,7 @@ std::vector<KernelType> SupportedKernels() {
   std::vector<KernelType> out;
   for (KernelType t : {KernelType::kReference, KernelType::kPortable,
                        KernelType::kAvx2, KernelType::kAvx512Bw,
-                       KernelType::kAvx512}) {
+                       KernelType::kAvx512, KernelType::kNeon}) {
     if (KernelSupported(t)) out.push_back(t);
     else std::printf("skipping kernel %s: not supported by this CPU\n", KernelName(t));
   }
@@ -68,6 +68,9 @@ void TestBitpack() {
     for (BitpackFloatFn fn : {GetBitpackFloat(KernelType::kPortable),
                               KernelSupported(KernelType::kAvx512)
                                   ? GetBitpackFloat(KernelType::kAvx512)
+                                  : GetBitpackFloat(KernelType::kPortable),
+                              KernelSupported(KernelType::kAvx2)
+                                  ? GetBitpackFloat(KernelType::kAvx2)
                                   : GetBitpackFloat(KernelType::kPortable)}) {
       std::vector<TWord> out(words, 0xdeadbeef);
       fn(x.data(), k, out.data());
@@ -92,7 +95,9 @@ void TestGemm(const std::vector<KernelType>& kernels) {
   int cases = 0;
   for (int trial = 0; trial < 300; ++trial) {
     const int m = 1 + rng() % 13, n = 1 + rng() % 21;
-    const std::int64_t words = 1 + rng() % 70;
+    // Every fourth trial: long rows (the Harley-Seal path of avx2 from 128
+    // words, whole 128-word blocks plus a remainder).
+    const std::int64_t words = trial % 4 == 0 ? 100 + rng() % 300 : 1 + rng() % 70;
     const std::int64_t lda = words + rng() % 3, ldb = words + rng() % 3;
     std::vector<TWord> a(m * lda), b(n * ldb);
     for (auto& v : a) v = rng();
@@ -159,6 +164,8 @@ void TestDense(const std::vector<KernelType>& kernels) {
     // Every other trial packs through the dispatched (vectorized) packer.
     if (trial % 2 && KernelSupported(KernelType::kAvx512))
       args.transform.pack = GetBitpackFloat(KernelType::kAvx512);
+    if (trial % 4 == 3 && KernelSupported(KernelType::kAvx2))
+      args.transform.pack = GetBitpackFloat(KernelType::kAvx2);
     std::vector<char> want, got;
     for (std::size_t ki = 0; ki < kernels.size(); ++ki) {
       std::vector<char>& buf = ki == 0 ? want : got;
@@ -230,6 +237,8 @@ void TestConv(const std::vector<KernelType>& kernels) {
     BConv2DReference(p, in.data(), filter.data(), transform, want.data(), stride);
     if (trial % 2 && KernelSupported(KernelType::kAvx512))
       transform.pack = GetBitpackFloat(KernelType::kAvx512);
+    if (trial % 4 == 3 && KernelSupported(KernelType::kAvx2))
+      transform.pack = GetBitpackFloat(KernelType::kAvx2);
     for (KernelType t : kernels) {
       for (PopcountGemmTransposedFn gemm_t : {PopcountGemmTransposedFn{nullptr},
                                               GetPopcountGemmTransposed(t)}) {
@@ -285,6 +294,7 @@ void TestBitpackSpecialValues() {
 #endif
     std::vector<KernelType> packers = {KernelType::kPortable};
     if (KernelSupported(KernelType::kAvx512)) packers.push_back(KernelType::kAvx512);
+    if (KernelSupported(KernelType::kAvx2)) packers.push_back(KernelType::kAvx2);
     for (KernelType t : packers) {
       std::vector<TWord> out(1, 0xdeadbeef);
       GetBitpackFloat(t)(fx, 7, out.data());

@@ -157,3 +157,20 @@ class TestBinaryDenseErrors:
         with pytest.raises(ValueError, match="name"):
             with ops.use_kernel("sse"):
                 pass
+
+
+class TestSelectedKernel:
+    def test_names_the_forced_kernel(self, kernel):
+        assert ops.selected_kernel() == kernel
+
+    def test_auto_resolves_to_the_best_supported(self):
+        with ops.use_kernel("auto"):
+            selected = ops.selected_kernel()
+        order = ("neon", "avx512", "avx512bw", "avx2", "portable")
+        assert selected == next(k for k in order if ops.kernel_supported(k))
+
+    def test_bad_request(self):
+        with ops.use_kernel("auto"):
+            os.environ["TFDISC_OPS_KERNEL"] = "bogus"
+            with pytest.raises(tf.errors.InvalidArgumentError, match="TFDISC_OPS_KERNEL"):
+                ops.selected_kernel()

@@ -4,14 +4,14 @@
 // own code only (standard headers are included before it), so the rest of the
 // library is built for baseline x86-64 and this code runs only when
 // SelectKernel() has seen the CPU report both features.
-#include <immintrin.h>
-
 #include <cstdint>
 #include <limits>
 
 #include "cc_ops/core/bgemm/kernels.h"
 
 #if defined(__x86_64__)
+#include <immintrin.h>
+
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vpopcntdq")
 // GCC 12 warns inside its own _mm512_reduce_add_epi64 (uninitialized
