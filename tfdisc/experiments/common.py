@@ -137,14 +137,6 @@ flags.register_validator("width", lambda v: v is None or v >= 1, message="--widt
 flags.register_validator("depth", lambda v: v is None or v >= 1, message="--depth must be ≥ 1.")
 
 
-def _valid_epsilon(text):
-    try:
-        parse_epsilon(text)
-    except ValueError:
-        return False
-    return True
-
-
 def set_defaults(**defaults):
     """Per-binary flag defaults, e.g. ``set_defaults(model="alexnet_cifar")``."""
     for name, value in defaults.items():
