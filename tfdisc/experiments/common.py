@@ -62,6 +62,11 @@ flags.DEFINE_string("transfer_from", None,
                     "holding model.keras) whose adversarial examples are evaluated on the "
                     "trained model too (results.json 'transfer').")
 flags.DEFINE_bool("save_model", True, "Save the trained model as OUTPUT_DIR/model.keras.")
+flags.DEFINE_list("export", [], "Export the trained model into OUTPUT_DIR/export in these "
+                  "formats of tfdisc.export (saved_model, packed_saved_model, tflite, lce).")
+flags.register_validator("export", lambda v: not v or all(
+    f in ("saved_model", "packed_saved_model", "tflite", "lce") for f in v),
+    "--export: formats are saved_model, packed_saved_model, tflite, lce")
 flags.DEFINE_string("init_from", None,
                     "Start from the weights of a saved model of the same architecture (a .keras "
                     "file or a directory holding model.keras); with --epochs=0 this re-evaluates "
@@ -393,4 +398,6 @@ def run(argv, *, dataset, top_k=(1,)):
     table = format_table(record)
     print(table)
     logging.info("Wrote %s", os.path.join(out, "results.json"))
+    if FLAGS.export:  # tfdisc.export: one artifact per format under OUTPUT_DIR/export
+        tfdisc.export.export(model, os.path.join(out, "export"), FLAGS.export)
     return record

@@ -224,9 +224,14 @@ def _tflite_bytes(model, caller):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
     try:
-        return converter.convert()
+        data = converter.convert()
     except Exception as e:  # pylint: disable=broad-except
         raise _lite_converter_error(caller, model, e) from e
+    custom = sorted(op for op in lite_ops(data) if not op.isupper())
+    if custom:
+        raise _lite_converter_error(
+            caller, model, f"ops outside the TFLite builtins: {', '.join(custom)}")
+    return data
 
 
 def tflite(model, path, *, input_dtype="float32"):
@@ -327,13 +332,16 @@ def artifact_bytes(path):
 
 
 def lite_ops(path):
-    """``{op name: count}`` of a TFLite flatbuffer (builtin names, or the custom
-    code such as ``LceBconv2d`` for LCE's ops)."""
+    """``{op name: count}`` of a TFLite flatbuffer (a path or its bytes): builtin
+    names (upper case), or the custom code such as ``LceBconv2d`` for LCE's ops."""
     # pylint: disable=import-outside-toplevel
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
-    lite_model = flatbuffer_utils.read_model(path)
+    if isinstance(path, (bytes, bytearray)):
+        lite_model = flatbuffer_utils.convert_bytearray_to_object(bytearray(path))
+    else:
+        lite_model = flatbuffer_utils.read_model(path)
     builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     codes = [c.customCode.decode() if c.customCode
              else builtin[max(c.builtinCode, c.deprecatedBuiltinCode)]
