@@ -1,0 +1,97 @@
+"""Where does LCE disagree with larq on a random alexnet_cifar BNN-2b?
+
+Issue 9 reports 30/32 argmax agreement for LCE 0.16 on a random (untrained)
+alexnet_cifar BNN-2b and 32 random inputs. This script rebuilds that case
+(default width 128, random uniform images) and separates the candidate causes:
+
+* ties: in an untrained model every batch norm is the identity up to
+  1/sqrt(1 + eps), so a binary layer's pre-sign value is 0 exactly when its
+  integer dot product is 0 (even K = 9 * C). larq maps sign(0) to +1; any
+  float rounding of 0 before the sign (a folded BN computing 0 * m + b with
+  b = -0.0 or a tiny nonzero) flips that bit. We count exact zeros.
+* batch-norm folding: the same model with random "trained-looking" BN
+  statistics (thresholds away from integers) — no exact ties possible.
+* padding: the same comparison on a model whose binary convs all see
+  padding (pad_values=1, "same") vs the first model; LCE's one-padding is
+  exact, so padding alone should give agreement.
+
+Usage: python experiments/export/investigate_lce.py --output=experiments/export/lce_investigation.json
+"""
+import json
+import os
+import sys
+import tempfile
+
+from absl import app, flags
+
+import tfdisc  # noqa: F401
+import numpy as np
+import tensorflow as tf
+import larq as lq
+
+from tfdisc import export
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output", None, "JSON file for the findings.")
+flags.DEFINE_integer("n", 32, "Random inputs.")
+flags.DEFINE_integer("width", 128, "alexnet_cifar width (default 128 as in the reported case).")
+
+
+def randomize_bn(model, seed):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            ws = []
+            for w in layer.weights:
+                name = w.name.split("/")[-1].split(":")[0]
+                v = rng.standard_normal(w.shape).astype(np.float32)
+                ws.append(np.abs(v) + 0.5 if name == "moving_variance" else v)
+            layer.set_weights(ws)
+
+
+def pre_sign_zeros(model, x):
+    """Fraction of exact zeros in the inputs of every binary layer."""
+    quant = [l for l in model.layers if isinstance(l, (lq.layers.QuantConv2D, lq.layers.QuantDense))]
+    probe = tf.keras.Model(model.inputs, [l.input for l in quant])
+    outs = probe(x, training=False)
+    return {l.name: float(np.mean(o.numpy() == 0)) for l, o in zip(quant, outs)}
+
+
+def compare(model, x, tmp):
+    path = export.lce(model, os.path.join(tmp, f"{model.name}.tflite"))
+    got = export.predictor(path)(x)
+    want = model(x, training=False).numpy()
+    top2 = np.sort(want, axis=-1)[:, -2:]
+    agree = got.argmax(-1) == want.argmax(-1)
+    return {
+        "agreement": f"{int(agree.sum())}/{len(x)}",
+        "max_abs_logit_diff": float(np.abs(got - want).max()),
+        "samples_with_logit_diff_over_1e-3": int((np.abs(got - want).max(-1) > 1e-3).sum()),
+        "keras_top2_margin_of_disagreeing": [float(m) for m in (top2[:, 1] - top2[:, 0])[~agree]],
+        "keras_median_top2_margin": float(np.median(top2[:, 1] - top2[:, 0])),
+    }
+
+
+def main(argv):
+    del argv
+    rng = np.random.default_rng(0)
+    x = rng.random((FLAGS.n, 32, 32, 3)).astype(np.float32)
+    findings = {"n_inputs": FLAGS.n, "width": FLAGS.width, "cases": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in ("untrained_bn", "random_bn_stats"):
+            tf.keras.utils.set_random_seed(1)
+            model = tfdisc.models.build("alexnet_cifar", precision="binary", input_bits=2,
+                                        width=FLAGS.width)
+            if case == "random_bn_stats":
+                randomize_bn(model, seed=3)
+            result = compare(model, x, tmp)
+            result["exact_zero_fraction_at_binary_inputs"] = pre_sign_zeros(model, x)
+            findings["cases"][case] = result
+            print(case, json.dumps(result, indent=1), flush=True)
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as f:
+            json.dump(findings, f, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)
