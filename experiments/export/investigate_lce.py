@@ -15,7 +15,7 @@ alexnet_cifar BNN-2b and 32 random inputs. This script rebuilds that case
   padding (pad_values=1, "same") vs the first model; LCE's one-padding is
   exact, so padding alone should give agreement.
 
-Usage: python experiments/export/investigate_lce.py --output=experiments/export/lce_investigation.json
+Usage: python experiments/export/investigate_lce.py --output=experiments/export/results/lce_investigation.json
 """
 import json
 import os
@@ -35,6 +35,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "JSON file for the findings.")
 flags.DEFINE_integer("n", 32, "Random inputs.")
 flags.DEFINE_integer("width", 128, "alexnet_cifar width (default 128 as in the reported case).")
+flags.DEFINE_integer("seeds", 4, "Random models (weight seeds) of the untrained case.")
 
 
 def randomize_bn(model, seed):
@@ -57,8 +58,15 @@ def pre_sign_zeros(model, x):
     return {l.name: float(np.mean(o.numpy() == 0)) for l, o in zip(quant, outs)}
 
 
-def compare(model, x, tmp):
-    path = export.lce(model, os.path.join(tmp, f"{model.name}.tflite"))
+def compare(model, x, tmp, raw=False):
+    path = os.path.join(tmp, f"{model.name}.tflite")
+    if raw:  # larq-compute-engine directly: dense layers stay float
+        import larq_compute_engine as lce  # pylint: disable=import-outside-toplevel
+
+        with open(path, "wb") as f:
+            f.write(lce.convert_keras_model(model))
+    else:
+        export.lce(model, path)
     got = export.predictor(path)(x)
     want = model(x, training=False).numpy()
     top2 = np.sort(want, axis=-1)[:, -2:]
@@ -75,19 +83,27 @@ def compare(model, x, tmp):
 def main(argv):
     del argv
     rng = np.random.default_rng(0)
-    x = rng.random((FLAGS.n, 32, 32, 3)).astype(np.float32)
+    inputs = {"uniform": rng.random((FLAGS.n, 32, 32, 3)).astype(np.float32),
+              "normal": rng.standard_normal((FLAGS.n, 32, 32, 3)).astype(np.float32)}
     findings = {"n_inputs": FLAGS.n, "width": FLAGS.width, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for case in ("untrained_bn", "random_bn_stats"):
-            tf.keras.utils.set_random_seed(1)
-            model = tfdisc.models.build("alexnet_cifar", precision="binary", input_bits=2,
-                                        width=FLAGS.width)
-            if case == "random_bn_stats":
-                randomize_bn(model, seed=3)
-            result = compare(model, x, tmp)
-            result["exact_zero_fraction_at_binary_inputs"] = pre_sign_zeros(model, x)
-            findings["cases"][case] = result
-            print(case, json.dumps(result, indent=1), flush=True)
+        for seed in range(FLAGS.seeds):
+            for case in ("untrained_bn", "random_bn_stats"):
+                if case == "random_bn_stats" and seed:
+                    continue
+                tf.keras.utils.set_random_seed(seed)
+                model = tfdisc.models.build("alexnet_cifar", precision="binary", input_bits=2,
+                                            width=FLAGS.width)
+                if case == "random_bn_stats":
+                    randomize_bn(model, seed=3)
+                for kind, x in inputs.items():
+                    key = f"{case}/seed{seed}/{kind}_inputs"
+                    result = compare(model, x, tmp)
+                    result["exact_zero_fraction_at_binary_inputs"] = pre_sign_zeros(model, x)
+                    if kind == "uniform" and case == "untrained_bn":
+                        result["raw_lce_dense_float"] = compare(model, x, tmp, raw=True)
+                    findings["cases"][key] = result
+                    print(key, json.dumps(result), flush=True)
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(findings, f, indent=1)

@@ -36,7 +36,10 @@ flags.DEFINE_string("model_dir", None, "Run directory holding model.keras and fl
 flags.DEFINE_enum("dataset", None, ["mnist", "cifar10"], "Test set.")
 flags.DEFINE_string("data_dir", None, "Local data directory.")
 flags.DEFINE_string("name", None, "Result name (experiments/export/results/NAME.json).")
-flags.DEFINE_integer("n", 1000, "Test images (the first N of the test split).")
+flags.DEFINE_integer("n", 1000, "Test images: N drawn without replacement from the test split "
+                     "(numpy default_rng(--sample_seed)); the CIFAR10 archive is sorted by class, "
+                     "so the first N would be one class.")
+flags.DEFINE_integer("sample_seed", 0, "Seed of the test-image sample.")
 flags.DEFINE_string("eps", "0.1", "L-inf budget of FGSM and PGD (fractions like 8/255 ok).")
 flags.DEFINE_integer("pgd_steps", 20, "PGD steps.")
 flags.DEFINE_integer("latency_runs", 200, "Batch-1 runs per format for the median latency.")
@@ -74,8 +77,9 @@ def batch1_latency_ms(fmt, path, model, image, runs):
                 interpreter.set_tensor(inp, image)
                 interpreter.invoke()
                 return interpreter.get_tensor(out)
-        else:  # LCE testing.Interpreter: one image per predict call
-            run = lambda: interpreter.predict(image)  # noqa: E731
+        else:  # LCE testing.Interpreter: its C++ interpreter, one image per call
+            inner = interpreter.interpreter
+            run = lambda: inner.predict([image])  # noqa: E731
     for _ in range(10):
         run()
     times = []
@@ -93,8 +97,10 @@ def main(argv):
     with open(os.path.join(FLAGS.model_dir, "flags.json")) as f:
         run_flags = json.load(f)
     x_u8, y = data.load_arrays(FLAGS.dataset, "test", data_dir=FLAGS.data_dir)
-    x = (x_u8[:FLAGS.n].astype(np.float32) / 255.0)
-    y = y[:FLAGS.n].astype(np.int64)
+    index = np.sort(np.random.default_rng(FLAGS.sample_seed).choice(len(y), FLAGS.n,
+                                                                     replace=False))
+    x = x_u8[index].astype(np.float32) / 255.0
+    y = y[index].astype(np.int64)
 
     want = model.predict(x, batch_size=250, verbose=0)
     adv = {
@@ -161,7 +167,9 @@ def main(argv):
         "run_flags": {k: run_flags.get(k) for k in ("model", "precision", "binary", "bits",
                                                      "epochs", "width", "depth", "seed")},
         "data": {"dataset": FLAGS.dataset, "split": "test", "examples": int(len(y)),
-                 "which": f"first {len(y)} of the test split"},
+                 "which": f"{len(y)} drawn without replacement, numpy default_rng("
+                          f"{FLAGS.sample_seed}).choice",
+                 "labels_per_class": np.bincount(y).tolist()},
         "attack": {"fgsm": {"eps": FLAGS.eps},
                    "pgd": {"eps": FLAGS.eps, "steps": FLAGS.pgd_steps,
                            "step_size": attacks.default_step_size(eps, FLAGS.pgd_steps),
@@ -174,7 +182,8 @@ def main(argv):
         "versions": {"tensorflow": tf.__version__, "tfdisc": tfdisc.__version__},
         "formats": rows,
         "command": "python experiments/export/verify.py " + " ".join(
-            f"--{k}={FLAGS[k].value}" for k in ("model_dir", "dataset", "n", "eps", "name")),
+            f"--{k}={FLAGS[k].value}" for k in ("model_dir", "dataset", "n", "sample_seed", "eps",
+                                             "name")),
     }
     record["command"] = record["command"].replace(FLAGS.model_dir, "RUN_DIR")
     out = os.path.join(REPO, "experiments", "export", "results", f"{FLAGS.name}.json")
