@@ -111,3 +111,20 @@ def main(argv):
 
 if __name__ == "__main__":
     app.run(main)
+
+
+def near_ties(model, x, disagreeing):
+    """Smallest |pre-sign value| per binary layer input: disagreeing samples vs the rest."""
+    quant = [l for l in model.layers
+             if isinstance(l, (lq.layers.QuantConv2D, lq.layers.QuantDense))]
+    probe = tf.keras.Model(model.inputs, [l.input for l in quant])
+    outs = probe(x, training=False)
+    report = {}
+    for layer, out in zip(quant, outs):
+        a = np.abs(out.numpy()).reshape(len(x), -1).min(axis=1)
+        report[layer.name] = {
+            "disagreeing": [float(a[i]) for i in disagreeing],
+            "others_median": float(np.median(np.delete(a, disagreeing))),
+            "others_min": float(np.delete(a, disagreeing).min()),
+        }
+    return report

@@ -100,6 +100,7 @@ def _conv_from_dense(dense):
     config = dict(
         input_quantizer=dense.input_quantizer,
         kernel_quantizer=dense.kernel_quantizer,
+        kernel_constraint=dense.kernel_constraint,
         use_bias=dense.use_bias,
         activation=dense.activation,
         padding="valid",
