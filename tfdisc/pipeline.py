@@ -76,6 +76,7 @@ class Config:
     connect_timeout: float = 120.0
     backup: bool = True
     backup_dir: Optional[str] = None
+    export: Tuple[str, ...] = ()
 
     def __post_init__(self):
         data_lib.info(self.dataset)
@@ -114,12 +115,16 @@ class Config:
         if self.distribute not in distribution.KINDS:
             raise ValueError(f"`distribute` must be one of {distribution.KINDS}, got "
                              f"{self.distribute!r}.")
+        if self.export:
+            from tfdisc import export as export_lib  # pylint: disable=import-outside-toplevel
+
+            export_lib.parse_formats(self.export)
         if not self.connect_timeout > 0:
             raise ValueError(f"`connect_timeout` must be > 0 seconds, got {self.connect_timeout!r}.")
 
     def identity(self):
         """What must match for a run to resume another's backup (JSON-able)."""
-        ignored = ("verbose", "connect_timeout", "backup_dir")
+        ignored = ("verbose", "connect_timeout", "backup_dir", "export")
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
 
     @property
@@ -339,7 +344,8 @@ def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
     to a TensorBoard log under ``output_dir/logs``. Under a multi-worker
     ``strategy`` (default: ``make_strategy(cfg.distribute)``) only the chief
     writes into ``output_dir``; the other workers write to scratch directories
-    under it and return their (identical) record.
+    under it and return their (identical) record. ``cfg.export`` formats are
+    exported into ``output_dir/export`` (see ``tfdisc.export``).
     """
     if strategy is None and cfg.distribute != "none":
         strategy = distribution.make_strategy(cfg.distribute,
@@ -380,7 +386,20 @@ def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
                  masked=masked, command=command, train_examples=len(y_train),
                  test_examples=len(y_test), strategy=strategy,
                  resumed_from_epoch=resume_log.resumed_from_epoch if resume_log else None)
+    if cfg.export and distribution.is_chief():
+        rec["export"] = export(model, write_dir, cfg.export)
     results.write_json(os.path.join(write_dir, "results.json"), rec)
     if cfg.save_model:
         save_model(model, write_dir)
     return rec
+
+
+def export(model, output_dir, formats):
+    """Exports ``model`` into ``output_dir/export`` (``tfdisc.export``); ``{format: path}``.
+
+    Paths are relative to ``output_dir``.
+    """
+    from tfdisc import export as export_lib  # pylint: disable=import-outside-toplevel
+
+    paths = export_lib.export(model, os.path.join(output_dir, "export"), formats)
+    return {fmt: results.portable_path(path, output_dir) for fmt, path in paths.items()}

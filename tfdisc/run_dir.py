@@ -17,7 +17,7 @@ __all__ = ["OUTPUT_FILES", "OutputDirError", "load_model", "prepare_output_dir",
 
 # What a run writes into its output directory (cleared by ``prepare_output_dir(overwrite=True)``).
 OUTPUT_FILES = ("results.json", "flags.json", "config.json", "model.keras", "logs", "backup",
-                "workers")
+                "workers", "export")
 # A directory holding one of these holds a finished run; others may belong to a resumable one.
 _FINISHED_FILES = ("results.json", "model.keras")
 

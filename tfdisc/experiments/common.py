@@ -67,6 +67,11 @@ flags.DEFINE_string("transfer_from", None,
                     "holding model.keras) whose adversarial examples are evaluated on the "
                     "trained model too (results.json 'transfer').")
 flags.DEFINE_bool("save_model", True, "Save the trained model as OUTPUT_DIR/model.keras.")
+flags.DEFINE_list("export", [], "Export the trained model into OUTPUT_DIR/export in these "
+                  "formats of tfdisc.export (saved_model, packed_saved_model, tflite, lce).")
+flags.register_validator("export", lambda v: not v or all(
+    f in ("saved_model", "packed_saved_model", "tflite", "lce") for f in v),
+    "--export: formats are saved_model, packed_saved_model, tflite, lce")
 flags.DEFINE_string("init_from", None,
                     "Start from the weights of a saved model of the same architecture (a .keras "
                     "file or a directory holding model.keras); with --epochs=0 this re-evaluates "
@@ -180,7 +185,7 @@ def config(dataset, *, top_k=(1,)):
         adv_ratio=FLAGS.adv_ratio, init_from=FLAGS.init_from,
         transfer_from=FLAGS.transfer_from, save_model=FLAGS.save_model, verbose=FLAGS.verbose,
         distribute=FLAGS.distribute, connect_timeout=FLAGS.connect_timeout, backup=FLAGS.backup,
-        backup_dir=FLAGS.backup_dir)
+        backup_dir=FLAGS.backup_dir, export=tuple(FLAGS.export))
     try:
         return pipeline.Config(**kwargs)
     except ValueError as e:
@@ -260,4 +265,6 @@ def run(argv, *, dataset, top_k=(1,)):
         print(f"Resumed after epoch {record['resumed']['from_epoch']} from the backup.")
     print(f"Wrote {os.path.join(out, 'results.json')}"
           + (f" and {os.path.join(out, 'model.keras')}" if cfg.save_model else ""))
+    for fmt, path in (record.get("export") or {}).items():
+        print(f"Exported {fmt}: {os.path.join(out, path)}")
     return record
