@@ -183,7 +183,7 @@ def _forced(name, fn):
     return run
 
 
-def roofline(report, quick, kernels):
+def roofline(report, quick, kernels, rounds, min_round_s):
     """Binary MAC/s of each kernel's XOR+popcount tile, per thread count.
 
     Returns {kernel: ceiling}, the ceiling being the larger of cores x the
@@ -210,9 +210,11 @@ def roofline(report, quick, kernels):
 
             run = _forced(kernel, run)
             macs = int(run().numpy())
-            # Many short rounds: on a shared machine the median of short
-            # rounds is the least disturbed figure.
-            t = compare({"roofline": run}, 5 if quick else 31, 0.0)["roofline"]
+            # Timed like every op below (same rounds and round length), so
+            # that on a shared machine the roofline and the ops see the same
+            # kind of interference and "% of roofline" compares like with
+            # like. cc_ops/bench/run.sh gives undisturbed one-thread figures.
+            t = compare({"roofline": run}, rounds, min_round_s)["roofline"]
             rates[threads] = macs / t
         ceilings[kernel] = max(rates[1] * cores, max(rates.values()))
         report(f"  {kernel:9s}: " + " | ".join(
@@ -458,7 +460,7 @@ def main(argv):
     summary = {}
     ceilings = None
     if {"roofline", "dense", "conv"} & set(FLAGS.sections):
-        ceilings = roofline(report, FLAGS.quick, kernels)
+        ceilings = roofline(report, FLAGS.quick, kernels, rounds, min_round_s)
     if "dense" in FLAGS.sections:
         dense(report, FLAGS.quick, rounds, min_round_s, ceilings, kernels, summary)
     if "conv" in FLAGS.sections:

@@ -79,12 +79,14 @@ def source_root():
 
 
 def all_source_files(root):
-    """Every file that affects the build (sources and headers), sorted."""
+    """Every file that affects the build (sources, headers, the source list;
+    not the standalone tests and benchmark mains), sorted."""
     files = []
     for dirpath, _, names in os.walk(os.path.join(root, "cc_ops")):
         for name in names:
+            rel_dir = os.path.relpath(dirpath, os.path.join(root, "cc_ops"))
             if (name.endswith((".cc", ".h")) or name == "sources.bzl") and \
-                    "/tests" not in dirpath:
+                    rel_dir.split(os.sep)[0] not in ("tests", "bench"):
                 files.append(os.path.relpath(os.path.join(dirpath, name), root))
     return sorted(files)
 
