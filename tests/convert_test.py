@@ -195,3 +195,18 @@ class TestCustomModels:
         if layer.input_packed:
             x = ops.bitpack(x).numpy()
         np.testing.assert_array_equal(clone(x).numpy(), layer(x).numpy())
+
+
+def test_keras3_model_is_named_in_the_error():
+    """Issue 7 item 15: a Keras 3 model gets our error, not a raw one."""
+    import keras  # pylint: disable=import-outside-toplevel
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="Keras 3 model.*tf-keras"):
+        convert.to_packed(model)
+
+
+def test_packed_layers_are_registered_by_import_tfdisc():
+    """Issue 7 item 14: saved packed models deserialize after `import tfdisc` alone."""
+    for cls in convert.PACKED_LAYERS:
+        assert tf.keras.utils.get_registered_object(f"tfdisc>{cls.__name__}") is cls

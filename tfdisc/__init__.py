@@ -15,10 +15,14 @@ _startup.import_tensorflow()  # quiet start-up lines under `python -m tfdisc.…
 from tfdisc import attacks, data, evaluate, layers, models, quantize  # noqa: E402
 from tfdisc._version import __version__  # noqa: E402
 
+# Registers every tfdisc Keras layer, the packed ones included, so that saved
+# models load after `import tfdisc`; tfdisc.convert loads the op library only
+# when a packed layer first runs.
+from tfdisc import convert  # noqa: E402
+
 # Loaded on first attribute access: tfdisc.ops builds/loads the C++ library,
 # and nothing else in tfdisc needs it.
-_LAZY_SUBMODULES = ("convert", "ops", "training", "tuning", "tuning_oracle",
-                    "tuning_results")
+_LAZY_SUBMODULES = ("export", "ops", "training", "tuning", "tuning_oracle", "tuning_results")
 
 
 def __getattr__(name):
@@ -33,6 +37,7 @@ __all__ = [
     "Keras3Error",
     "__version__",
     "attacks",
+    "convert",
     "data",
     "evaluate",
     "layers",

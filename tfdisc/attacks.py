@@ -21,7 +21,7 @@ import tensorflow as tf
 
 __all__ = ["Attack", "available", "check_alpha", "check_clip", "check_eps", "check_images",
            "check_labels", "check_step_size", "check_steps", "default_step_size", "fgsm", "get",
-           "loss_gradient", "perturb", "pgd", "project", "random_sign", "register", "rfgsm",
+           "input_gradient", "loss_gradient", "perturb", "pgd", "project", "random_sign", "register", "rfgsm",
            "sign_step"]
 
 
@@ -163,6 +163,14 @@ def loss_gradient(model, x, y):
 
 @tf.function(reduce_retracing=True)
 def _loss_gradient_graph(model, x, y):
+    return _loss_gradient(model, x, y)
+
+
+def input_gradient(model, x, y):
+    """Graph-safe ``(∇x L, per-example loss)`` on already-checked inputs (no checks, no tf.function).
+
+    For use inside ``tf.function``s and ``strategy.run`` replica functions.
+    """
     return _loss_gradient(model, x, y)
 
 

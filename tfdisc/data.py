@@ -16,30 +16,65 @@ sub-directory named after the dataset, e.g. ``$TFDISC_DATA_DIR/mnist``):
 * An image-folder tree ``train|test/<class>/*.{png,jpg,jpeg}`` (``val`` is
   accepted for ``test``), or a ``.tar.gz``/``.tgz``/``.tar`` archive of one.
 
-Decoded arrays are cached as ``.npz`` under ``TFDISC_CACHE_DIR`` (default
-``~/.cache/tfdisc``), keyed by the source files' paths, sizes and mtimes.
-"""
-import gzip
-import hashlib
-import io
-import os
-import pickle
-import struct
-import tarfile
+The readers of these formats, and their checks, are in ``tfdisc.data_formats``.
 
+Labels of an image-folder dataset come from ONE class map per dataset, the
+same for every split: the sorted class directories of the ``train`` split
+(empty class directories count), or, for ``cifar10`` when every class name is
+a CIFAR10 class name, the official CIFAR10 order (airplane=0 ... truck=9).
+A ``test`` split may lack classes; a class it holds that the map does not
+know is an error. A tree without ``train/`` can be read only if its split
+holds every class of the dataset.
+
+What ``load_arrays`` (and so ``load``) rejects, with a ``DataError`` that
+names the file:
+
+* a corrupt or truncated ``.gz`` file (IDX or ``.tar.gz``);
+* an IDX file whose header does not match its size, or whose image and
+  label counts differ;
+* a CIFAR python batch that is corrupt, truncated, not a CIFAR batch, holds
+  a different number of images and labels, or refers to anything but plain
+  data and numpy arrays (batches are read with a restricted unpickler:
+  nothing in the file is executed, a module it names is never imported);
+* CIFAR binary batches whose size is not a whole number of records, or
+  CIFAR10 batch files of different sizes (the official ones hold 10000
+  records each, so one cut at a record boundary is caught);
+* a tar archive that ends without its end-of-archive block (cut at a member
+  boundary), has a corrupt header, or whose gzip stream fails its CRC or
+  length check, even after the images it needs were read;
+* an image that cannot be decoded; a split that holds a class the class map
+  does not know; a split without any example; labels outside
+  ``[0, num_classes)``.
+
+``from_arrays`` (and so ``load``) raises ``ValueError`` for no examples (e.g.
+a slice ``x[:0]``), ``x`` and ``y`` of different lengths, and a bad
+``batch_size`` or ``limit``.
+
+Counts are logged (absl INFO) per class for every local load, with a warning
+when a split's size differs from the official one in ``SPLIT_SIZES`` (a subset
+is legitimate, e.g. the small synthetic sets of the tests, so this is not an
+error) or when a class of the map has no example in the split.
+
+Decoded arrays are cached as ``.npz`` under ``TFDISC_CACHE_DIR`` (default
+``~/.cache/tfdisc``), keyed by the source files' paths, sizes and mtimes, and
+read back with ``allow_pickle=False``.
+"""
+import hashlib
+import os
+
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["DATASETS", "DataError", "from_arrays", "info", "load", "load_arrays", "read_idx", "to_float"]
+from tfdisc import data_formats
+from tfdisc.data_formats import DataError, read_idx  # noqa: F401 (public here too)
 
-_CACHE_VERSION = 1
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+__all__ = ["DATASETS", "SPLIT_SIZES", "DataError", "from_arrays", "info", "load", "load_arrays",
+           "read_idx", "to_float"]
+
+_CACHE_VERSION = 2
 _ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".tar")
 _SPLITS = ("train", "test")
-
-
-class DataError(ValueError):
-    """Missing, corrupt or unrecognised dataset files."""
 
 
 _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -52,6 +87,15 @@ DATASETS = {
     "cifar10": ((32, 32, 3), 10, "cifar10", "test"),
     "cifar100": ((32, 32, 3), 100, "cifar100", "test"),
     "imagenet2012": ((224, 224, 3), 1000, "imagenet2012", "validation"),
+}
+
+# name -> {split: number of examples of the official split}
+SPLIT_SIZES = {
+    "mnist": {"train": 60000, "test": 10000},
+    "fashion_mnist": {"train": 60000, "test": 10000},
+    "cifar10": {"train": 50000, "test": 10000},
+    "cifar100": {"train": 50000, "test": 10000},
+    "imagenet2012": {"train": 1281167, "test": 50000},
 }
 
 _EXPECTED_LAYOUT = {
@@ -84,41 +128,7 @@ def _check_split(split):
         raise ValueError(f"`split` must be one of {_SPLITS}, got {split!r}.")
 
 
-# ---------------------------------------------------------------- IDX (MNIST)
-
-def _open_maybe_gz(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    if path.endswith(".gz"):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise DataError(f"Corrupt gzip file {path}: {e}.") from e
-    return raw
-
-
-def read_idx(path):
-    """Reads an IDX file (optionally gzip-compressed) into a numpy array."""
-    raw = _open_maybe_gz(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path} is not an IDX file (bad magic number).")
-    type_code, ndim = raw[2], raw[3]
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if type_code not in dtypes or ndim == 0:
-        raise DataError(f"{path} is not an IDX file (type 0x{type_code:02x}, {ndim} dims).")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated (header).")
-    shape = struct.unpack(">" + "I" * ndim, raw[4:header])
-    dtype = np.dtype(dtypes[type_code])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(
-            f"{path} is truncated or corrupt: header says shape {shape} ({expected} bytes), "
-            f"found {len(raw) - header} bytes."
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-
+# ---------------------------------------------------------------- local files
 
 def _find_file(directory, names):
     for name in names:
@@ -134,172 +144,6 @@ def _mnist_sources(directory, split):
     images = _find_file(directory, [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"])
     labels = _find_file(directory, [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels.idx1-ubyte"])
     return images, labels
-
-
-def _load_mnist(images_path, labels_path):
-    images = read_idx(images_path)
-    labels = read_idx(labels_path)
-    if images.ndim != 3 or labels.ndim != 1:
-        raise DataError(
-            f"MNIST-format files must hold images of rank 3 and labels of rank 1; got "
-            f"{images.shape} in {images_path} and {labels.shape} in {labels_path}."
-        )
-    if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels."
-        )
-    return images[..., None].astype(np.uint8), labels.astype(np.int64)
-
-
-# ---------------------------------------------------------------- CIFAR batches
-
-def _unpickle(path):
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise DataError(f"Corrupt CIFAR python batch {path}: {e}.") from e
-
-
-def _cifar_python(directory, split, cifar100):
-    if not cifar100:
-        names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        label_key = b"labels"
-    else:
-        names = [split]
-        label_key = b"fine_labels"
-    paths = [os.path.join(directory, n) for n in names]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise DataError(f"Missing CIFAR python batch files: {', '.join(missing)}.")
-    xs, ys = [], []
-    for path in paths:
-        batch = _unpickle(path)
-        if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
-            raise DataError(f"{path} is not a CIFAR python batch (keys data/{label_key.decode()}).")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        if data.ndim != 2 or data.shape[1] != 3072:
-            raise DataError(f"{path}: expected data of shape (N, 3072), got {data.shape}.")
-        xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        ys.append(np.asarray(batch[label_key], dtype=np.int64))
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-def _cifar_binary(directory, split, cifar100):
-    if cifar100:
-        names = ["train.bin"] if split == "train" else ["test.bin"]
-        label_bytes, label_index = 2, 1
-    else:
-        names = ([f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
-                 else ["test_batch.bin"])
-        label_bytes, label_index = 1, 0
-    record = label_bytes + 3072
-    xs, ys = [], []
-    for name in names:
-        path = os.path.join(directory, name)
-        if not os.path.isfile(path):
-            raise DataError(f"Missing CIFAR binary batch file {path}.")
-        raw = np.fromfile(path, dtype=np.uint8)
-        if raw.size == 0 or raw.size % record:
-            raise DataError(f"{path} is truncated or corrupt: {raw.size} bytes is not a multiple "
-                            f"of the {record}-byte record.")
-        raw = raw.reshape(-1, record)
-        ys.append(raw[:, label_index].astype(np.int64))
-        xs.append(raw[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-# ---------------------------------------------------------------- image folders
-
-def _decode_image(data, where, shape):
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("L" if shape[-1] == 1 else "RGB")
-            if image.size != (shape[1], shape[0]):
-                image = image.resize((shape[1], shape[0]), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-    except Exception as e:  # PIL raises many types for bad data
-        raise DataError(f"Cannot decode image {where}: {e}.") from e
-    return array.reshape(shape)
-
-
-def _class_order(names, dataset):
-    names = sorted(set(names))
-    if dataset == "cifar10" and set(names) == set(_CIFAR10_CLASSES):
-        return list(_CIFAR10_CLASSES)
-    return names
-
-
-def _split_dir_names(split):
-    return ("train",) if split == "train" else ("test", "val", "validation")
-
-
-def _folder_entries(root, split):
-    for split_name in _split_dir_names(split):
-        split_dir = os.path.join(root, split_name)
-        if os.path.isdir(split_dir):
-            break
-    else:
-        return None
-    entries = []
-    for cls in sorted(os.listdir(split_dir)):
-        cls_dir = os.path.join(split_dir, cls)
-        if not os.path.isdir(cls_dir):
-            continue
-        for fname in sorted(os.listdir(cls_dir)):
-            if fname.lower().endswith(_IMAGE_EXTENSIONS):
-                entries.append((cls, os.path.join(cls_dir, fname)))
-    return entries
-
-
-def _load_folder(entries, root, split, dataset, shape):
-    """Decodes the ``(class, path)`` entries of ``_folder_entries(root, split)``."""
-    if not entries:
-        raise DataError(f"No images under {root}/{split}/<class>/ (expected *.png or *.jpg).")
-    classes = _class_order([c for c, _ in entries], dataset)
-    index = {c: i for i, c in enumerate(classes)}
-    xs = np.empty((len(entries),) + shape, np.uint8)
-    ys = np.empty(len(entries), np.int64)
-    for i, (cls, path) in enumerate(entries):
-        with open(path, "rb") as f:
-            xs[i] = _decode_image(f.read(), path, shape)
-        ys[i] = index[cls]
-    return xs, ys
-
-
-def _load_archive(path, split, dataset, shape):
-    """Reads ``[prefix/]split/<class>/<image>`` members of a tar archive."""
-    wanted = _split_dir_names(split)
-    items = []
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                if not member.isfile() or not member.name.lower().endswith(_IMAGE_EXTENSIONS):
-                    continue
-                parts = member.name.replace("\\", "/").split("/")
-                if len(parts) < 3 or parts[-3] not in wanted:
-                    continue
-                data = tar.extractfile(member).read()
-                items.append((parts[-2], member.name, data))
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"Corrupt or unreadable archive {path}: {e}.") from e
-    if not items:
-        raise DataError(
-            f"Archive {path} has no images at {wanted[0]}/<class>/*.png|jpg "
-            f"(expected layout: {_EXPECTED_LAYOUT.get(dataset, 'train|test/<class>/<image>')})."
-        )
-    items.sort(key=lambda item: item[1])
-    classes = _class_order([c for c, _, _ in items], dataset)
-    index = {c: i for i, c in enumerate(classes)}
-    xs = np.empty((len(items),) + shape, np.uint8)
-    ys = np.empty(len(items), np.int64)
-    for i, (cls, name, data) in enumerate(items):
-        xs[i] = _decode_image(data, f"{path}:{name}", shape)
-        ys[i] = index[cls]
-    return xs, ys
-
 
 # ---------------------------------------------------------------- cache
 
@@ -317,22 +161,27 @@ def _cache_key(kind, name, split, sources):
 
 
 def _cached(kind, name, split, sources, loader):
-    path = os.path.join(_cache_dir(), f"{name}-{split}-{_cache_key(kind, name, split, sources)}.npz")
+    """``loader() -> (x, y[, class names])`` through the .npz cache; returns a 3-tuple."""
+    key = _cache_key(kind, name, split, sources)
+    path = os.path.join(_cache_dir(), f"{name}-{split}-{key}.npz")
     if os.path.isfile(path):
         try:
-            with np.load(path) as cached:
-                return cached["x"], cached["y"]
+            with np.load(path, allow_pickle=False) as cached:
+                classes = cached["classes"].tolist() if "classes" in cached else None
+                return cached["x"], cached["y"], classes
         except Exception:  # a corrupt cache entry is rebuilt
             pass
-    x, y = loader()
+    x, y, *rest = loader()
+    classes = rest[0] if rest else None
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, x=x, y=y)
+        extra = {} if classes is None else {"classes": np.array(classes, dtype=str)}
+        np.savez(tmp, x=x, y=y, **extra)
         os.replace(tmp, path)
     except OSError:  # read-only home: work without a cache
         pass
-    return x, y
+    return x, y, classes
 
 
 # ---------------------------------------------------------------- dispatch
@@ -345,8 +194,9 @@ def _candidate_dirs(directory, name):
 
 
 def _local_arrays(directory, name, split):
-    """Arrays from a local directory, or None if it holds nothing for ``name``."""
-    shape = DATASETS[name][0]
+    """``(x, y, class names or None, source)`` from a local directory, or None."""
+    shape, num_classes = DATASETS[name][:2]
+    official = _CIFAR10_CLASSES if name == "cifar10" else None
     for d in _candidate_dirs(directory, name):
         if name in ("mnist", "fashion_mnist"):
             images, labels = _mnist_sources(d, split)
@@ -358,29 +208,32 @@ def _local_arrays(directory, name, split):
                         f"{_EXPECTED_LAYOUT[name]}."
                     )
                 return _cached("idx", name, split, [images, labels],
-                               lambda: _load_mnist(images, labels))
+                               lambda: data_formats.read_mnist(images, labels)) + (images,)
             continue
         if name in ("cifar10", "cifar100"):
             c100 = name == "cifar100"
-            py_dir = os.path.join(d, "cifar-100-python" if c100 else "cifar-10-batches-py")
-            if os.path.isdir(py_dir):
-                files = [os.path.join(py_dir, f) for f in sorted(os.listdir(py_dir))]
-                return _cached("cifar-py", name, split, files,
-                               lambda: _cifar_python(py_dir, split, c100))
-            bin_dir = os.path.join(d, "cifar-100-binary" if c100 else "cifar-10-batches-bin")
-            if os.path.isdir(bin_dir):
-                files = [os.path.join(bin_dir, f) for f in sorted(os.listdir(bin_dir))]
-                return _cached("cifar-bin", name, split, files,
-                               lambda: _cifar_binary(bin_dir, split, c100))
-        entries = _folder_entries(d, split)
-        if entries is not None:
-            return _cached("folder", name, split, [p for _, p in entries],
-                           lambda: _load_folder(entries, d, split, name, shape))
+            for sub, reader in (("cifar-100-python" if c100 else "cifar-10-batches-py",
+                                 data_formats.read_cifar_python),
+                                ("cifar-100-binary" if c100 else "cifar-10-batches-bin",
+                                 data_formats.read_cifar_binary)):
+                batches = os.path.join(d, sub)
+                if os.path.isdir(batches):
+                    files = [os.path.join(batches, f) for f in sorted(os.listdir(batches))]
+                    return _cached(sub, name, split, files,
+                                   lambda: reader(batches, split, c100)) + (batches,)
+        listing = data_formats.list_image_folder(d, split, num_classes=num_classes,
+                                                 official=official)
+        if listing is not None:
+            classes, entries = listing
+            return _cached(f"folder|{'/'.join(classes)}", name, split, [p for _, p in entries],
+                           lambda: data_formats.read_image_folder(entries, shape) + (classes,)
+                           ) + (d,)
         archives = sorted(f for f in os.listdir(d) if f.lower().endswith(_ARCHIVE_EXTENSIONS))
         if archives:
             archive = os.path.join(d, archives[0])
-            return _cached("tar", name, split, [archive],
-                           lambda: _load_archive(archive, split, name, shape))
+            return _cached("tar", name, split, [archive], lambda: data_formats.read_image_archive(
+                archive, split, shape=shape, num_classes=num_classes, official=official)
+                           ) + (archive,)
     return None
 
 
@@ -402,14 +255,39 @@ def _tfds_arrays(name, split):
     return np.asarray(x, np.uint8), np.asarray(y, np.int64)
 
 
+def _report_counts(name, split, y, classes, source):
+    """Logs the examples per class; warns on an unofficial split size or an empty class."""
+    num_classes = len(classes) if classes else DATASETS[name][1]
+    counts = np.bincount(y, minlength=num_classes)
+    labels = classes or [str(i) for i in range(num_classes)]
+    if len(counts) <= 20:
+        per_class = ", ".join(f"{c} {n}" for c, n in zip(labels, counts))
+    else:
+        lo, hi = int(np.argmin(counts)), int(np.argmax(counts))
+        per_class = f"fewest {labels[lo]} {counts[lo]}, most {labels[hi]} {counts[hi]}"
+    logging.info("%s %s from %s: %d examples, %d classes (%s).", name, split, source, len(y),
+                 num_classes, per_class)
+    expected = SPLIT_SIZES[name][split]
+    if len(y) != expected:
+        logging.warning("%s %s from %s holds %d examples; the official split has %d (fine for a "
+                        "subset, otherwise the copy is incomplete).", name, split, source, len(y),
+                        expected)
+    empty = [c for c, n in zip(labels, counts) if n == 0]
+    if empty:
+        logging.warning("%s %s from %s has no example of %d classes: %s.", name, split, source,
+                        len(empty), ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else ""))
+
+
 def load_arrays(name, split, *, data_dir=None):
     """Loads a whole split as numpy arrays ``(uint8 images NHWC, int64 labels)``.
 
     Raises:
       ValueError: unknown dataset or split.
       DataError: a named or configured data directory that does not exist or
-        holds missing, corrupt or unrecognised files; or no local copy and
-        tensorflow-datasets cannot provide the data.
+        holds missing, corrupt, truncated or unrecognised files, an empty
+        split, or labels outside ``[0, num_classes)`` (module doc: "What
+        ``load_arrays`` rejects"); or no local copy and tensorflow-datasets
+        cannot provide the data.
     """
     _check_name(name)
     _check_split(split)
@@ -423,12 +301,16 @@ def load_arrays(name, split, *, data_dir=None):
         if arrays is None:
             raise DataError(f"{source} {directory!r} holds no {name} data; expected "
                             f"{_EXPECTED_LAYOUT[name]}.")
+        x, y, classes, source = arrays
     else:
-        arrays = _tfds_arrays(name, split)
-    x, y = arrays
+        (x, y), classes, source = _tfds_arrays(name, split), None, "tensorflow-datasets"
+    if len(y) == 0:
+        raise DataError(f"The {name} {split} split from {source} holds no examples.")
     num_classes = DATASETS[name][1]
-    if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        raise DataError(f"{name} labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}].")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"{name} labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}] "
+                        f"in {source}.")
+    _report_counts(name, split, y, classes, source)
     return x, y
 
 
@@ -456,6 +338,10 @@ def load(name, split, *, data_dir=None, batch_size=128, shuffle=None, seed=0, li
     Returns:
       ``tf.data.Dataset`` of (float32 image in [0, 1] of shape HWC, int64 label).
 
+    Raises:
+      ValueError: unknown dataset or split, bad ``batch_size`` or ``limit``.
+      DataError: as ``load_arrays``.
+
     Example:
       >>> ds = load("mnist", "test", data_dir="../shared/datasets/mnist", limit=256)
     """
@@ -465,7 +351,12 @@ def load(name, split, *, data_dir=None, batch_size=128, shuffle=None, seed=0, li
 
 
 def from_arrays(x, y, *, batch_size=128, shuffle=False, seed=0, limit=None, drop_remainder=False):
-    """``tf.data`` pipeline over uint8 image and label arrays, as ``load`` builds it."""
+    """``tf.data`` pipeline over uint8 image and label arrays, as ``load`` builds it.
+
+    Raises:
+      ValueError: bad ``batch_size`` or ``limit``, ``x`` and ``y`` of different
+        lengths, or no examples (e.g. an empty slice of a split).
+    """
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"`limit` must be a positive integer or None, got {limit!r}.")
@@ -473,6 +364,11 @@ def from_arrays(x, y, *, batch_size=128, shuffle=False, seed=0, limit=None, drop
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                    or batch_size < 1):
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if len(x) != len(y):
+        raise ValueError(f"`x` holds {len(x)} examples but `y` holds {len(y)} labels.")
+    if len(y) == 0:
+        raise ValueError(f"No examples to build a dataset from: `x` has shape {np.shape(x)} "
+                         f"(an empty split, or a slice such as x[:0] or x[:-n] of a short one).")
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(min(len(y), 60000), seed=seed, reshuffle_each_iteration=True)

@@ -160,12 +160,16 @@ def transfer(source_model, target_model, dataset, epsilons, attack="fgsm", **kwa
 
 
 def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0),
-          attack_model=None, **params):
+          attack_model=None, strategy=None, **params):
     """The general ε sweep behind ``robustness`` and ``transfer``.
 
     Args:
       top_k: int or tuple of ints; top-k accuracies to measure (e.g. ``(1, 5)``).
       attack_model: model that crafts the examples (default ``model``: white-box).
+      strategy: a ``tf.distribute`` strategy whose scope holds the models: every
+        batch is split across its replicas (and workers), each attacks and
+        counts its share, and the counts are summed across all of them. Give
+        every worker the same (unsharded) dataset of global batches.
       Other arguments as ``robustness``.
 
     Returns:
@@ -182,6 +186,9 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
     attack_model = model if attack_model is None else attack_model
     num_classes = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     ks = _check_top_k(top_k, num_classes)
+    if strategy is not None:
+        return _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack,
+                                  params, clip, ks, num_classes)
     ks_tensor = tf.constant(ks, tf.int32)
     correct = np.zeros((len(eps_list), len(ks)), np.int64)
     zero_grad = 0
@@ -203,13 +210,59 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
                                                           **params)
                 correct[i] += _correct(model, x_adv, y, ks_tensor).numpy()
         total += int(y.shape[0])
+    return _result(correct, zero_grad, total, eps_list, ks)
+
+
+def _result(correct, zero_grad, total, eps_list, ks):
     if total == 0:
         raise ValueError("`dataset` yielded no examples.")
     result = {f"top{k}": {e: float(c) / total for e, c in zip(eps_list, correct[:, j])}
               for j, k in enumerate(ks)}
-    result["examples"] = total
-    result["zero_gradient_fraction"] = zero_grad / total
+    result["examples"] = int(total)
+    result["zero_gradient_fraction"] = float(zero_grad) / total
     return result
+
+
+def _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack, params, clip,
+                       ks, num_classes):
+    # Check every batch eagerly first (cheap: no model), then attack in the replicas.
+    for x, y in dataset:
+        x = attacks_lib.check_images(tf.convert_to_tensor(x, tf.float32), clip,
+                                     model.input_shape)
+        attacks_lib.check_labels(y, num_classes, x.shape[0])
+    kwargs = [attack.resolve(eps, params) for eps in eps_list]
+
+    def replica_counts(x, y):
+        x = tf.cast(x, tf.float32)
+        y = tf.cast(tf.reshape(y, [-1]) if y.shape.rank == 2 and y.dtype.is_integer
+                    else (tf.argmax(y, -1) if y.shape.rank == 2 else y), tf.int64)
+        grad, _ = attacks_lib.input_gradient(attack_model, x, y)
+        flat = tf.reshape(grad, [tf.shape(grad)[0], -1])
+        zero = tf.reduce_sum(tf.cast(tf.reduce_all(tf.equal(flat, 0.0), axis=1), tf.int64))
+        counts = []
+        for eps, kw in zip(eps_list, kwargs):
+            if eps == 0.0:
+                x_adv = x
+            elif attack.reuses_gradient:
+                x_adv = attacks_lib.perturb(x, grad, eps, clip)
+            else:
+                x_adv = attack.fn(attack_model, x, y, tf.constant(eps, tf.float32), clip, **kw)
+            counts.append(_correct.python_function(model, x_adv, y, tf.constant(ks, tf.int32)))
+        return tf.stack(counts), zero, tf.cast(tf.shape(y)[0], tf.int64)
+
+    @tf.function
+    def step(x, y):
+        per_replica = strategy.run(replica_counts, args=(x, y))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]
+
+    correct = np.zeros((len(eps_list), len(ks)), np.int64)
+    zero_grad = total = 0
+    for x, y in strategy.experimental_distribute_dataset(dataset):
+        c, z, n = step(x, y)
+        correct += c.numpy()
+        zero_grad += int(z)
+        total += int(n)
+    return _result(correct, zero_grad, total, eps_list, ks)
 
 
 @tf.function(reduce_retracing=True)

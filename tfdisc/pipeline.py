@@ -10,9 +10,9 @@ output directory::
                                  bits=2, epochs=1, data_dir="../shared/datasets/mnist")
     record = tfdisc.pipeline.run(cfg, "out/fcn2_binary_2b")
 """
+import contextlib
 import dataclasses
 import os
-import shutil
 import time
 from typing import Optional, Tuple
 
@@ -20,20 +20,14 @@ import tensorflow as tf
 
 from tfdisc import attacks as attacks_lib
 from tfdisc import data as data_lib
-from tfdisc import evaluate, models, quantize, results, training
+from tfdisc import distribution, evaluate, models, quantize, results, training
+from tfdisc.run_dir import (OUTPUT_FILES, OutputDirError, load_model, prepare_output_dir,
+                            save_model)
 from tfdisc._version import __version__
 
 __all__ = ["Config", "OUTPUT_FILES", "OutputDirError", "build_model", "compile_model",
            "evaluate_attacks", "load_data", "load_model", "masking_check", "prepare_output_dir",
            "record", "run", "train", "transfer_check"]
-
-# What a run writes into its output directory (cleared by ``prepare_output_dir(overwrite=True)``).
-OUTPUT_FILES = ("results.json", "flags.json", "model.keras", "logs")
-
-
-class OutputDirError(ValueError):
-    """The output directory cannot be used (not writable, or holds an earlier run)."""
-
 
 def _positive_or_none(value, name):
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -78,6 +72,11 @@ class Config:
     transfer_from: Optional[str] = None
     save_model: bool = True
     verbose: object = "auto"
+    distribute: str = "none"
+    connect_timeout: float = 120.0
+    backup: bool = True
+    backup_dir: Optional[str] = None
+    export: Tuple[str, ...] = ()
 
     def __post_init__(self):
         data_lib.info(self.dataset)
@@ -113,6 +112,20 @@ class Config:
             attacks_lib.check_eps(self.train_eps, "train_eps")
         if not 0.0 <= self.adv_ratio <= 1.0:
             raise ValueError(f"`adv_ratio` must be in [0, 1], got {self.adv_ratio!r}.")
+        if self.distribute not in distribution.KINDS:
+            raise ValueError(f"`distribute` must be one of {distribution.KINDS}, got "
+                             f"{self.distribute!r}.")
+        if self.export:
+            from tfdisc import export as export_lib  # pylint: disable=import-outside-toplevel
+
+            export_lib.parse_formats(self.export)
+        if not self.connect_timeout > 0:
+            raise ValueError(f"`connect_timeout` must be > 0 seconds, got {self.connect_timeout!r}.")
+
+    def identity(self):
+        """What must match for a run to resume another's backup (JSON-able)."""
+        ignored = ("verbose", "connect_timeout", "backup_dir", "export")
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
 
     @property
     def model_width(self):
@@ -134,75 +147,7 @@ class Config:
                                   f"{suffix}")
 
 
-# ----------------------------------------------------------------- output directory
-
-def prepare_output_dir(path, *, overwrite=False, unique=False):
-    """Creates ``path`` for a new run and returns it.
-
-    A directory that already holds a run's files (``OUTPUT_FILES``) is refused,
-    so a new run never leaves an old ``results.json`` or model beside its own
-    files. ``overwrite=True`` removes those files first; ``unique=True`` picks
-    the first free ``path_1``, ``path_2``, ... instead (for default paths).
-
-    Raises:
-      OutputDirError: the directory holds an earlier run (and neither option
-        is given), or it cannot be created or written.
-    """
-    def taken(p):
-        return os.path.isdir(p) and any(os.path.exists(os.path.join(p, f)) for f in OUTPUT_FILES)
-
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise OutputDirError(f"Output directory {path!r} exists and is not a directory.")
-    if taken(path):
-        if unique:
-            i = 1
-            while taken(f"{path}_{i}") or (os.path.exists(f"{path}_{i}")
-                                           and not os.path.isdir(f"{path}_{i}")):
-                i += 1
-            path = f"{path}_{i}"
-        elif overwrite:
-            for name in OUTPUT_FILES:
-                target = os.path.join(path, name)
-                if os.path.isdir(target):
-                    shutil.rmtree(target)
-                elif os.path.exists(target):
-                    os.remove(target)
-        else:
-            raise OutputDirError(
-                f"Output directory {path!r} already holds a run "
-                f"({', '.join(f for f in OUTPUT_FILES if os.path.exists(os.path.join(path, f)))})"
-                "; choose another directory, or pass --overwrite to replace it.")
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".write_test.{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise OutputDirError(f"Output directory {path!r} cannot be written: "
-                             f"{e.strerror or e}.") from None
-    return path
-
-
 # ----------------------------------------------------------------- steps
-
-def load_model(path, what="model"):
-    """Loads a saved Keras model (a ``.keras``/``.h5`` file or a directory holding model.keras).
-
-    Raises:
-      ValueError: nothing at ``path``, or a file that is not a saved model.
-    """
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.keras")
-    if not os.path.exists(path):
-        raise ValueError(f"{what}: no saved model at {path!r}.")
-    try:
-        return tf.keras.models.load_model(path, compile=False)
-    except Exception as e:  # Keras/h5py/zipfile raise many types for a non-model file
-        raise ValueError(f"{what}: {path!r} is not a loadable Keras model "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") \
-            from None
-
 
 def load_data(cfg):
     """``(x_train, y_train, x_test, y_test)`` uint8/int64 arrays, limits applied."""
@@ -244,16 +189,29 @@ def compile_model(model, steps, learning_rate):
     )
 
 
-def train(model, cfg, x_train, y_train, callbacks=()):
-    """Trains ``model`` (adversarially if ``cfg.adv_train``); returns (seconds, adv params)."""
-    train_ds = data_lib.from_arrays(x_train, y_train, batch_size=cfg.batch_size, shuffle=True,
-                                    seed=cfg.seed)
+def global_batch(batch_size, strategy=None):
+    """The global batch: ``batch_size`` per replica times the replicas in sync."""
+    return batch_size * (strategy.num_replicas_in_sync if strategy is not None else 1)
+
+
+def train(model, cfg, x_train, y_train, callbacks=(), strategy=None):
+    """Trains ``model`` (adversarially if ``cfg.adv_train``); returns (seconds, adv params).
+
+    Under ``strategy`` (whose scope must hold ``model``), ``cfg.batch_size`` is
+    per replica and every step takes a global batch across all replicas;
+    Keras shards the data per worker.
+    """
+    train_ds = data_lib.from_arrays(x_train, y_train,
+                                    batch_size=global_batch(cfg.batch_size, strategy),
+                                    shuffle=True, seed=cfg.seed)
     trainer, adv_params = model, None
-    if cfg.adv_train:
-        trainer = training.AdversarialTraining(model, cfg.adversarial_eps,
-                                               adv_ratio=cfg.adv_ratio)
-        adv_params = trainer.describe()
-    compile_model(trainer, int(train_ds.cardinality().numpy()) * cfg.epochs, cfg.learning_rate)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        if cfg.adv_train:
+            trainer = training.AdversarialTraining(model, cfg.adversarial_eps,
+                                                   adv_ratio=cfg.adv_ratio)
+            adv_params = trainer.describe()
+        compile_model(trainer, int(train_ds.cardinality().numpy()) * cfg.epochs,
+                      cfg.learning_rate)
     start = time.time()
     if cfg.epochs:
         verbose = cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose)
@@ -262,27 +220,30 @@ def train(model, cfg, x_train, y_train, callbacks=()):
 
 
 def evaluate_attacks(model, cfg, x_test, y_test, *, attack_model=None, top_k=None,
-                     attacks=None):
-    """Runs every attack of ``cfg`` on the test arrays; returns ``{name: attacks entry}``."""
+                     attacks=None, strategy=None):
+    """Runs every attack of ``cfg`` on the test arrays; returns ``{name: attacks entry}``.
+
+    Under ``strategy`` every batch is split across its replicas and workers.
+    """
     top_k = cfg.top_k if top_k is None else top_k
     entries = {}
     for name in attacks or cfg.attacks:
         limit = cfg.attack_limits.get(name)
         params = cfg.attack_params.get(name, {})
         test = data_lib.from_arrays(x_test[:limit], y_test[:limit],
-                                    batch_size=cfg.eval_batch_size)
+                                    batch_size=global_batch(cfg.eval_batch_size, strategy))
         result = evaluate.sweep(model, test, cfg.epsilons, name, top_k=top_k,
-                                attack_model=attack_model, **params)
+                                attack_model=attack_model, strategy=strategy, **params)
         entries[name] = results.attack_entry(
             evaluate.attack_record(name, attack_model or model, **params), result,
             cfg.epsilons, top_k)
     return entries
 
 
-def transfer_check(model, source, source_path, cfg, x_test, y_test, output_dir):
+def transfer_check(model, source, source_path, cfg, x_test, y_test, output_dir, strategy=None):
     """Black-box transfer from ``source`` with the primary attack; the ``transfer`` block."""
     t = evaluate_attacks(model, cfg, x_test, y_test, attack_model=source, top_k=(1,),
-                         attacks=cfg.attacks[:1])[cfg.attacks[0]]
+                         attacks=cfg.attacks[:1], strategy=strategy)[cfg.attacks[0]]
     return {
         "source": results.portable_path(source_path, output_dir),
         "source_model": source.name,
@@ -296,7 +257,7 @@ def transfer_check(model, source, source_path, cfg, x_test, y_test, output_dir):
     }
 
 
-def masking_check(model, cfg, x_test, y_test):
+def masking_check(model, cfg, x_test, y_test, strategy=None):
     """For a ``gradient="none"`` model: the same weights attacked straight-through.
 
     The zero gradient of floor only masks gradients; this records what a real
@@ -304,12 +265,14 @@ def masking_check(model, cfg, x_test, y_test):
     """
     if evaluate.quantizer_gradient(model) != "none":
         return None
-    twin = evaluate.straight_through_twin(model)
-    return evaluate_attacks(twin, cfg, x_test, y_test, top_k=(1,))
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        twin = evaluate.straight_through_twin(model)
+    return evaluate_attacks(twin, cfg, x_test, y_test, top_k=(1,), strategy=strategy)
 
 
 def record(cfg, model, entries, *, output_dir, train_seconds, eval_seconds, adv_params,
-           transfer, masked, command, train_examples, test_examples):
+           transfer, masked, command, train_examples, test_examples, strategy=None,
+           resumed_from_epoch=None):
     """The results.json record of a finished run (see ``tfdisc.results``)."""
     primary = entries[cfg.attacks[0]]
     width, depth = cfg.model_width, cfg.model_depth
@@ -352,6 +315,16 @@ def record(cfg, model, entries, *, output_dir, train_seconds, eval_seconds, adv_
             "train_examples": int(train_examples),
             "test_examples": int(test_examples),
         },
+        "distribution": {
+            "strategy": cfg.distribute,
+            "workers": distribution.num_workers() if cfg.distribute == "multi_worker" else 1,
+            "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
+            "batch_size_per_replica": cfg.batch_size,
+            "global_batch_size": global_batch(cfg.batch_size, strategy),
+        },
+        "resumed": ({"from_epoch": resumed_from_epoch,
+                     "note": f"resumed from the backup after epoch {resumed_from_epoch}"}
+                    if resumed_from_epoch else None),
         "command": command,
         "tfdisc_version": __version__,
     }
@@ -360,53 +333,73 @@ def record(cfg, model, entries, *, output_dir, train_seconds, eval_seconds, adv_
     return rec
 
 
-def save_model(model, output_dir):
-    """Saves ``model`` as ``output_dir/model.keras`` atomically."""
-    path = os.path.join(output_dir, "model.keras")
-    tmp = os.path.join(output_dir, f".model.{os.getpid()}.tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def run(cfg, output_dir, *, command=None, callbacks=None):
+def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
     """Builds, trains, evaluates and records one run; returns the results record.
 
     ``output_dir`` must exist (see ``prepare_output_dir``). Writes
-    ``results.json`` (atomically, last of all but the model) and, if
-    ``cfg.save_model``, ``model.keras``. ``callbacks`` default to a TensorBoard
-    log under ``output_dir/logs``.
+    ``results.json`` (atomically) and, if ``cfg.save_model``, ``model.keras``;
+    with ``cfg.backup``, Keras ``BackupAndRestore`` keeps the training state in
+    ``cfg.backup_dir`` (default ``output_dir/backup``) so that the same call
+    after a kill resumes from the last finished epoch. ``callbacks`` default
+    to a TensorBoard log under ``output_dir/logs``. Under a multi-worker
+    ``strategy`` (default: ``make_strategy(cfg.distribute)``) only the chief
+    writes into ``output_dir``; the other workers write to scratch directories
+    under it and return their (identical) record. ``cfg.export`` formats are
+    exported into ``output_dir/export`` (see ``tfdisc.export``).
     """
+    if strategy is None and cfg.distribute != "none":
+        strategy = distribution.make_strategy(cfg.distribute,
+                                              connect_timeout=cfg.connect_timeout)
+    write_dir = distribution.worker_dir(output_dir)
+    os.makedirs(write_dir, exist_ok=True)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     tf.keras.utils.set_random_seed(cfg.seed)
     source = load_model(cfg.transfer_from, "transfer_from") if cfg.transfer_from else None
     x_train, y_train, x_test, y_test = load_data(cfg)
-    model = build_model(cfg)
+    with scope:
+        model = build_model(cfg)
+        if cfg.init_from:
+            init_weights(model, cfg)
     if source is not None and tuple(source.input_shape[1:]) != tuple(model.input_shape[1:]):
         raise ValueError(
             f"transfer_from model takes inputs of shape {source.input_shape[1:]} but "
             f"{cfg.model} on {cfg.dataset} takes {model.input_shape[1:]}.")
-    if cfg.init_from:
-        init_weights(model, cfg)
     if callbacks is None:
-        callbacks = [tf.keras.callbacks.TensorBoard(log_dir=os.path.join(output_dir, "logs"))]
-    train_seconds, adv_params = train(model, cfg, x_train, y_train, callbacks)
+        callbacks = [tf.keras.callbacks.TensorBoard(log_dir=os.path.join(write_dir, "logs"))]
+    resume_log = None
+    if cfg.backup and cfg.epochs:
+        backup = distribution.backup_callbacks(cfg.backup_dir
+                                               or os.path.join(output_dir, "backup"))
+        resume_log = backup[-1]
+        callbacks = list(callbacks) + backup
+    train_seconds, adv_params = train(model, cfg, x_train, y_train, callbacks, strategy)
 
     start = time.time()
-    entries = evaluate_attacks(model, cfg, x_test, y_test)
+    entries = evaluate_attacks(model, cfg, x_test, y_test, strategy=strategy)
     transfer = (transfer_check(model, source, cfg.transfer_from, cfg, x_test, y_test,
-                               output_dir) if source is not None else None)
-    masked = masking_check(model, cfg, x_test, y_test)
+                               output_dir, strategy) if source is not None else None)
+    masked = masking_check(model, cfg, x_test, y_test, strategy)
     eval_seconds = time.time() - start
 
     rec = record(cfg, model, entries, output_dir=output_dir, train_seconds=train_seconds,
                  eval_seconds=eval_seconds, adv_params=adv_params, transfer=transfer,
                  masked=masked, command=command, train_examples=len(y_train),
-                 test_examples=len(y_test))
-    results.write_json(os.path.join(output_dir, "results.json"), rec)
+                 test_examples=len(y_test), strategy=strategy,
+                 resumed_from_epoch=resume_log.resumed_from_epoch if resume_log else None)
+    if cfg.export and distribution.is_chief():
+        rec["export"] = export(model, write_dir, cfg.export)
+    results.write_json(os.path.join(write_dir, "results.json"), rec)
     if cfg.save_model:
-        save_model(model, output_dir)
+        save_model(model, write_dir)
     return rec
+
+
+def export(model, output_dir, formats):
+    """Exports ``model`` into ``output_dir/export`` (``tfdisc.export``); ``{format: path}``.
+
+    Paths are relative to ``output_dir``.
+    """
+    from tfdisc import export as export_lib  # pylint: disable=import-outside-toplevel
+
+    paths = export_lib.export(model, os.path.join(output_dir, "export"), formats)
+    return {fmt: results.portable_path(path, output_dir) for fmt, path in paths.items()}

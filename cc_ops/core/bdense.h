@@ -19,7 +19,7 @@ struct BDenseArgs {
   const TWord* x = nullptr;  // [m, words]
   const TWord* w = nullptr;  // [n, words] (one packed row per output unit)
   std::int64_t m = 0, n = 0, words = 0;
-  std::int64_t k = 0;  // number of real (unpadded) bits per row
+  std::int64_t k = 0;  // real (unpadded) bits per row, <= kMaxDotBits
   OutputTransform transform;
   void* out = nullptr;  // [m, out_stride] of int32 / float / TWord
   std::int64_t out_stride = 0;  // in output elements (TWord for bitpacked)
@@ -63,7 +63,7 @@ inline void BinaryDense(const BDenseArgs& args, PopcountGemmFn gemm,
       for (std::int64_t i = 0; i < mi; ++i) {
         std::int32_t* dot = tmp.data() + i * kDenseColBlock;
         for (std::int64_t j = 0; j < nj; ++j)
-          dot[j] = static_cast<std::int32_t>(args.k) - 2 * dot[j];
+          dot[j] = DotFromPopcount(args.k, dot[j]);
         char* row = static_cast<char*>(args.out) +
                     (i0 + i) * args.out_stride * element_size;
         args.transform.WriteRow(dot, j0, nj, row);

@@ -3,25 +3,42 @@
 #define TFDISC_CC_OPS_CORE_BITPACK_H_
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cc_ops/core/types.h"
 
 namespace tfdisc {
 namespace core {
 
-// Packs x[0..k) into `out_words` 32-bit words: bit = (x < 0), so 0 and -0
-// pack as +1 like larq's sign; NaN packs as +1. Words past
-// PackedWords32(k, 32) (the zero high half of a 64-bit word) are zeroed.
+// The bit of one value of any input type (core/types.h): integers x < 0;
+// double as PacksAsMinusOne(double); every other floating type (float,
+// half, bfloat16) compared in float32 arithmetic, as TensorFlow computes
+// sign() of it: a bfloat16 subnormal is a float32 subnormal and packs as +1,
+// while a half subnormal is a normal float32 and packs as -1 (as larq's
+// ste_sign gives on half input).
+template <typename T>
+inline bool PacksAsMinusOneAny(T x) {
+  if constexpr (std::is_integral<T>::value) {
+    return x < T(0);
+  } else if constexpr (std::is_same<T, double>::value) {
+    return PacksAsMinusOne(x);
+  } else {
+    return PacksAsMinusOne(static_cast<float>(x));
+  }
+}
+
+// Packs x[0..k) into `out_words` 32-bit words, bit = PacksAsMinusOneAny(x).
+// Words past PackedWords32(k, 32) (the zero high half of a 64-bit word) are
+// zeroed.
 template <typename T>
 void BitpackRow(const T* x, std::int64_t k, std::int64_t out_words,
                 TWord* out) {
-  const T zero = static_cast<T>(0);
   std::int64_t w = 0;
   for (; w * kWordBits < k; ++w) {
     TWord bits = 0;
     const std::int64_t end = (w + 1) * kWordBits < k ? (w + 1) * kWordBits : k;
     for (std::int64_t i = w * kWordBits; i < end; ++i) {
-      bits |= TWord(x[i] < zero) << (i % kWordBits);
+      bits |= TWord(PacksAsMinusOneAny(x[i])) << (i % kWordBits);
     }
     out[w] = bits;
   }

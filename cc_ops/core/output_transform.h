@@ -18,7 +18,8 @@
 //               once (the library is built with -ffp-contract=off so the
 //               compiler does not fuse them into an FMA, which would round
 //               differently from TensorFlow's separate multiply and add).
-//   kBitpacked  out bit j = (float(dot) * multiplier[j] + bias[j] < 0), i.e.
+//   kBitpacked  out bit j = (float(dot) * multiplier[j] + bias[j] < 0) with
+//               subnormals as 0 (PacksAsMinusOne, core/types.h), i.e.
 //               sign() of the kFloat value packed with the convention of
 //               core/types.h. Because the comparison is made on exactly the
 //               kFloat value, packing the kFloat output gives the same bits,
@@ -40,7 +41,7 @@ struct OutputTransform {
   OutputKind kind = OutputKind::kInt32;
   const float* multiplier = nullptr;  // [channels] or nullptr.
   const float* bias = nullptr;        // [channels] or nullptr.
-  // Packs floats into sign bits (bit = v < 0); the dispatch picks the
+  // Packs floats into sign bits (PacksAsMinusOne); the dispatch picks the
   // vectorized one. nullptr: the scalar loop below.
   void (*pack)(const float* x, std::int64_t k, TWord* out) = nullptr;
 
@@ -87,7 +88,7 @@ struct OutputTransform {
           const std::int64_t end =
               (w + 1) * kWordBits < count ? (w + 1) * kWordBits : count;
           for (std::int64_t j = w * kWordBits; j < end; ++j) {
-            bits |= TWord(Value(dot[j], j0 + j) < 0.0f) << (j % kWordBits);
+            bits |= TWord(PacksAsMinusOne(Value(dot[j], j0 + j))) << (j % kWordBits);
           }
           out[w] = bits;
         }

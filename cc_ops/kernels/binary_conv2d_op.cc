@@ -22,6 +22,11 @@ class BinaryConv2DOp : public tf::OpKernel {
     OP_REQUIRES(ctx, channels_ >= 1,
                 tf::errors::InvalidArgument("channels_in must be >= 1, got ",
                                             channels_));
+    OP_REQUIRES(ctx, channels_ <= core::kMaxDotBits,
+                tf::errors::InvalidArgument(
+                    "binary_conv2d: channels_in must be <= 2^31 - 1 = ",
+                    core::kMaxDotBits, " (dot products are int32), got ",
+                    channels_));
     OP_REQUIRES_OK(ctx,
                    ReadHeightWidthAttr(ctx, "strides", &stride_h_, &stride_w_));
     OP_REQUIRES_OK(ctx, ReadHeightWidthAttr(ctx, "dilations", &dilation_h_,
@@ -48,6 +53,15 @@ class BinaryConv2DOp : public tf::OpKernel {
                 tf::errors::InvalidArgument(
                     "binary_conv2d: packed filter must be rank 4 [out, h, w, "
                     "words], got shape ", filter.shape().DebugString()));
+    // Before any size check that would need a real tensor of that size.
+    OP_REQUIRES(ctx,
+                core::DotBitsWithinLimit(channels_, filter.dim_size(1),
+                                         filter.dim_size(2)),
+                tf::errors::InvalidArgument(
+                    "binary_conv2d: channels_in * filter height * filter width "
+                    "must be <= 2^31 - 1 = ", core::kMaxDotBits,
+                    " (dot products are int32), got ", channels_, " * ",
+                    filter.dim_size(1), " * ", filter.dim_size(2)));
     const std::int64_t words = core::PackedWords(channels_, word_bits_);
     OP_REQUIRES(ctx, input.dim_size(3) == words,
                 tf::errors::InvalidArgument(

@@ -15,6 +15,10 @@ class BinaryDenseOp : public tf::OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("k", &k_));
     OP_REQUIRES(ctx, k_ >= 1,
                 tf::errors::InvalidArgument("k must be >= 1, got ", k_));
+    OP_REQUIRES(ctx, k_ <= core::kMaxDotBits,
+                tf::errors::InvalidArgument(
+                    "binary_dense: k must be <= 2^31 - 1 = ", core::kMaxDotBits,
+                    " (dot products are int32), got ", k_));
     OP_REQUIRES_OK(ctx, ReadOutputAttrs(ctx, &out_type_, &bitpacked_));
     tf::DataType packed_type;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("Tpacked", &packed_type));

@@ -69,5 +69,29 @@ REGISTER_OP("Tfdisc>XorPopcountRoofline")
 REGISTER_KERNEL_BUILDER(Name("Tfdisc>XorPopcountRoofline").Device(tf::DEVICE_CPU),
                         XorPopcountRooflineOp);
 
+// Tfdisc>SelectedKernel: the name of the kernel the ops would run now
+// (TFDISC_OPS_KERNEL, or what `auto` resolves to on this CPU), so that the
+// benchmark can say which kernel produced each figure.
+class SelectedKernelOp : public tf::OpKernel {
+ public:
+  using tf::OpKernel::OpKernel;
+  void Compute(tf::OpKernelContext* ctx) override {
+    core::KernelType type;
+    if (!GetKernelType(ctx, &type)) return;
+    tf::Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {}, &out));
+    out->scalar<tf::tstring>()() = core::KernelName(type);
+  }
+};
+
+REGISTER_OP("Tfdisc>SelectedKernel")
+    .Output("name: string")
+    .SetIsStateful()  // depends on the environment
+    .SetShapeFn(::tensorflow::shape_inference::ScalarShape)
+    .Doc("The kernel the binary ops run now (see roofline_op.cc).");
+
+REGISTER_KERNEL_BUILDER(Name("Tfdisc>SelectedKernel").Device(tf::DEVICE_CPU),
+                        SelectedKernelOp);
+
 }  // namespace kernels
 }  // namespace tfdisc

@@ -8,9 +8,11 @@
 //     sizes, strides, dilations, SAME/VALID, pad values -1/0/+1 and all
 //     output transforms, with the exact buffers the ops use (so an
 //     out-of-bounds read or write is reported by ASan).
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +22,10 @@
 #include "cc_ops/core/bdense.h"
 #include "cc_ops/core/bgemm/kernels.h"
 #include "cc_ops/core/bitpack.h"
+
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 using namespace tfdisc::core;  // NOLINT
 
@@ -43,7 +49,7 @@ std::vector<KernelType> SupportedKernels() {
   std::vector<KernelType> out;
   for (KernelType t : {KernelType::kReference, KernelType::kPortable,
                        KernelType::kAvx2, KernelType::kAvx512Bw,
-                       KernelType::kAvx512}) {
+                       KernelType::kAvx512, KernelType::kNeon}) {
     if (KernelSupported(t)) out.push_back(t);
     else std::printf("skipping kernel %s: not supported by this CPU\n", KernelName(t));
   }
@@ -62,6 +68,9 @@ void TestBitpack() {
     for (BitpackFloatFn fn : {GetBitpackFloat(KernelType::kPortable),
                               KernelSupported(KernelType::kAvx512)
                                   ? GetBitpackFloat(KernelType::kAvx512)
+                                  : GetBitpackFloat(KernelType::kPortable),
+                              KernelSupported(KernelType::kAvx2)
+                                  ? GetBitpackFloat(KernelType::kAvx2)
                                   : GetBitpackFloat(KernelType::kPortable)}) {
       std::vector<TWord> out(words, 0xdeadbeef);
       fn(x.data(), k, out.data());
@@ -86,7 +95,9 @@ void TestGemm(const std::vector<KernelType>& kernels) {
   int cases = 0;
   for (int trial = 0; trial < 300; ++trial) {
     const int m = 1 + rng() % 13, n = 1 + rng() % 21;
-    const std::int64_t words = 1 + rng() % 70;
+    // Every fourth trial: long rows (the Harley-Seal path of avx2 from 128
+    // words, whole 128-word blocks plus a remainder).
+    const std::int64_t words = trial % 4 == 0 ? 100 + rng() % 300 : 1 + rng() % 70;
     const std::int64_t lda = words + rng() % 3, ldb = words + rng() % 3;
     std::vector<TWord> a(m * lda), b(n * ldb);
     for (auto& v : a) v = rng();
@@ -153,6 +164,8 @@ void TestDense(const std::vector<KernelType>& kernels) {
     // Every other trial packs through the dispatched (vectorized) packer.
     if (trial % 2 && KernelSupported(KernelType::kAvx512))
       args.transform.pack = GetBitpackFloat(KernelType::kAvx512);
+    if (trial % 4 == 3 && KernelSupported(KernelType::kAvx2))
+      args.transform.pack = GetBitpackFloat(KernelType::kAvx2);
     std::vector<char> want, got;
     for (std::size_t ki = 0; ki < kernels.size(); ++ki) {
       std::vector<char>& buf = ki == 0 ? want : got;
@@ -224,6 +237,8 @@ void TestConv(const std::vector<KernelType>& kernels) {
     BConv2DReference(p, in.data(), filter.data(), transform, want.data(), stride);
     if (trial % 2 && KernelSupported(KernelType::kAvx512))
       transform.pack = GetBitpackFloat(KernelType::kAvx512);
+    if (trial % 4 == 3 && KernelSupported(KernelType::kAvx2))
+      transform.pack = GetBitpackFloat(KernelType::kAvx2);
     for (KernelType t : kernels) {
       for (PopcountGemmTransposedFn gemm_t : {PopcountGemmTransposedFn{nullptr},
                                               GetPopcountGemmTransposed(t)}) {
@@ -255,14 +270,143 @@ void TestConv(const std::vector<KernelType>& kernels) {
   std::printf("conv: %d kernel cases\n", cases);
 }
 
+// Subnormals, -0.0, NaN (issue 7 item 12): a negative float32/float64
+// subnormal packs as +1 (as larq's sign under TensorFlow's flush-to-zero), a
+// half-precision-range value is not special; the same bits with the
+// thread's denormals-are-zero mode on and off.
+void TestBitpackSpecialValues() {
+  const float sub = -std::numeric_limits<float>::denorm_min() * 1000.0f;
+  const float fx[] = {sub, -std::numeric_limits<float>::min(), -0.0f,
+                      std::numeric_limits<float>::quiet_NaN(),
+                      -std::numeric_limits<float>::infinity(), -1e-30f, 0.0f};
+  const TWord want = 0b0110010;  // -FLT_MIN, -inf, -1e-30
+  const double dsub = -std::numeric_limits<double>::denorm_min() * 1000.0;
+  const double dx[] = {dsub, -std::numeric_limits<double>::min(), -0.0,
+                       std::numeric_limits<double>::quiet_NaN(),
+                       -std::numeric_limits<double>::infinity(), -1e-300, 0.0};
+#if defined(__x86_64__)
+  const unsigned saved = _mm_getcsr();
+  for (unsigned mode : {saved & ~0x8040u, saved | 0x8040u}) {  // FTZ | DAZ
+    _mm_setcsr(mode);
+#else
+  {
+    const unsigned mode = 0;
+#endif
+    std::vector<KernelType> packers = {KernelType::kPortable};
+    if (KernelSupported(KernelType::kAvx512)) packers.push_back(KernelType::kAvx512);
+    if (KernelSupported(KernelType::kAvx2)) packers.push_back(KernelType::kAvx2);
+    for (KernelType t : packers) {
+      std::vector<TWord> out(1, 0xdeadbeef);
+      GetBitpackFloat(t)(fx, 7, out.data());
+      CHECK(out[0] == want, "BitpackFloat %s special values (mxcsr %x): %x",
+            KernelName(t), mode, out[0]);
+    }
+    std::vector<TWord> out(2, 0xdeadbeef);
+    BitpackRow<float>(fx, 7, 2, out.data());
+    CHECK(out[0] == want && out[1] == 0, "BitpackRow<float> special values: %x", out[0]);
+    BitpackRow<double>(dx, 7, 2, out.data());
+    CHECK(out[0] == want && out[1] == 0, "BitpackRow<double> special values: %x", out[0]);
+    OutputTransform transform;
+    transform.kind = OutputKind::kBitpacked;
+    const float mult[] = {sub, 1.0f};  // dot 1 * subnormal stays subnormal
+    transform.multiplier = mult;
+    const std::int32_t dot[] = {1, -1};
+    TWord word = 0xdeadbeef;
+    transform.WriteRow(dot, 0, 2, &word);
+    CHECK(word == 0b10, "output transform subnormal: %x", word);
+  }
+#if defined(__x86_64__)
+  _mm_setcsr(saved);
+#endif
+}
+
+// Dot products at the int32 limit (issue 7: K >= 2^31 used to wrap to
+// -2.1e9). Buffers stay one word long: k is passed separately from the row
+// length, so the arithmetic is exercised without gigabytes of input.
+void TestDotLimits(const std::vector<KernelType>& kernels) {
+  const std::int64_t kmax = kMaxDotBits;
+  CHECK(kmax == 2147483647, "kMaxDotBits");
+  CHECK(DotFromPopcount(kmax, 0) == 2147483647, "dot(kmax, 0)");
+  CHECK(DotFromPopcount(kmax, kmax) == -2147483647, "dot(kmax, kmax)");
+  CHECK(DotFromPopcount(kmax, std::int64_t{1} << 30) == -1, "dot(kmax, 2^30)");
+  CHECK(DotBitsWithinLimit(kmax, 1, 1), "limit kmax");
+  CHECK(!DotBitsWithinLimit(kmax + 1, 1, 1), "limit kmax + 1");
+  CHECK(DotBitsWithinLimit((std::int64_t{1} << 30) - 1, 1, 2), "limit (2^30-1)*2");
+  CHECK(!DotBitsWithinLimit(std::int64_t{1} << 30, 1, 2), "limit 2^30*2");
+  CHECK(!DotBitsWithinLimit(std::int64_t{1} << 30, 2, 1), "limit 2^30*2 (h)");
+  CHECK(!DotBitsWithinLimit(1, std::int64_t{1} << 40, std::int64_t{1} << 40),
+        "limit with taps overflowing int64");
+  CHECK(!DotBitsWithinLimit(INT64_MAX, INT64_MAX, INT64_MAX), "limit int64 max");
+  CHECK(!DotBitsWithinLimit(-1, 1, 1), "limit negative");
+
+  for (KernelType t : kernels) {
+    // Dense, k = 2^31 - 1 over one word: x == w gives +k, x = ~w gives k - 64.
+    std::vector<TWord> x = {0u, ~TWord{0}}, w = {0u};
+    for (int kind = 0; kind < 2; ++kind) {
+      BDenseArgs args;
+      args.x = x.data();
+      args.w = w.data();
+      args.m = 2;
+      args.n = 1;
+      args.words = 1;
+      args.k = kmax;
+      args.transform.kind = kind == 0 ? OutputKind::kInt32 : OutputKind::kFloat;
+      args.out_stride = 1;
+      std::vector<std::int32_t> out(2, 0);
+      args.out = out.data();
+      BinaryDense(args, GetPopcountGemm(t), SerialFor);
+      if (kind == 0) {
+        CHECK(out[0] == 2147483647 && out[1] == 2147483647 - 64,
+              "dense k=2^31-1 %s int32: %d %d", KernelName(t), out[0], out[1]);
+      } else {
+        float f[2];
+        std::memcpy(f, out.data(), sizeof(f));
+        CHECK(f[0] == 2147483647.0f && f[1] == static_cast<float>(2147483647 - 64),
+              "dense k=2^31-1 %s float: %g %g", KernelName(t), f[0], f[1]);
+      }
+    }
+    // Conv, 1x2 filter over channels = 2^30 - 1 (k_total = 2^31 - 2), one
+    // word per pixel, a 1x1 image with SAME zero padding: tap 1 lies outside,
+    // so the result is the in-image tap alone, +channels; and VALID over a
+    // 1x2 image: +k_total.
+    for (bool same : {true, false}) {
+      BConv2DParams p;
+      p.batch = 1;
+      p.in_h = 1;
+      p.in_w = same ? 1 : 2;
+      p.channels = (std::int64_t{1} << 30) - 1;
+      p.words = 1;
+      p.out_channels = 1;
+      p.filter_h = 1;
+      p.filter_w = 2;
+      p.pad_value = 0;
+      std::string error;
+      CHECK(ComputeConvGeometry(same, &p, &error), "limit conv geometry");
+      CHECK(DotBitsWithinLimit(p.channels, p.filter_h, p.filter_w), "conv limit");
+      std::vector<TWord> in(p.in_w, 0), filter(2, 0);
+      OutputTransform transform;
+      transform.kind = OutputKind::kInt32;
+      std::int32_t want = 0, got = 0;
+      BConv2DReference(p, in.data(), filter.data(), transform, &want, 1);
+      BConv2DOptimized(p, in.data(), filter.data(), transform, &got, 1,
+                       GetPopcountGemm(t), SerialFor);
+      const std::int32_t expect = same ? (1 << 30) - 1 : 2147483646;
+      CHECK(want == expect && got == expect, "conv k=2^31-2 %s %s: ref %d got %d",
+            KernelName(t), same ? "SAME" : "VALID", want, got);
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
   const std::vector<KernelType> kernels = SupportedKernels();
   TestBitpack();
+  TestBitpackSpecialValues();
   TestGemm(kernels);
   TestDense(kernels);
   TestConv(kernels);
+  TestDotLimits(kernels);
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

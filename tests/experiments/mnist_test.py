@@ -148,7 +148,7 @@ class TestOutputDirectory:
     def test_refuses_a_directory_holding_a_run(self, synthetic_mnist, tmp_path):
         run(bits=2, data_dir=synthetic_mnist, output_dir=str(tmp_path), save_model=True)
         before = open(tmp_path / "results.json").read()
-        with pytest.raises(flags.ValidationError, match="already holds a run.*--overwrite"):
+        with pytest.raises(flags.ValidationError, match="already holds a finished run.*--overwrite"):
             run(bits=4, data_dir=synthetic_mnist, output_dir=str(tmp_path))
         # Nothing of the refused run was written beside the old one.
         assert open(tmp_path / "results.json").read() == before
@@ -194,6 +194,20 @@ class TestRejectedRuns:
     def test_init_from_a_file_that_is_no_model(self, synthetic_mnist, tmp_path):
         bogus = tmp_path / "model.keras"
         bogus.write_bytes(b"not a model")
-        with pytest.raises(flags.ValidationError, match="not a loadable Keras model"):
+        with pytest.raises(flags.ValidationError, match="not a .keras model file"):
             run(epochs=0, init_from=str(bogus), data_dir=synthetic_mnist,
                 output_dir=str(tmp_path / "out"))
+
+    def test_h5_models_are_not_loaded(self, synthetic_mnist, tmp_path):
+        """A legacy .h5 file can run code when loaded (a Lambda layer): refused, nothing runs."""
+        marker = tmp_path / "ran"
+        inputs = tf.keras.Input((28, 28, 1))
+        outputs = tf.keras.layers.Lambda(
+            lambda x, m=str(marker): (open(m, "w").close(), x)[1])(inputs)
+        path = tmp_path / "evil.h5"
+        tf.keras.Model(inputs, outputs).save(path)
+        marker.unlink(missing_ok=True)
+        with pytest.raises(flags.ValidationError, match="only the .keras format"):
+            run(epochs=0, init_from=str(path), data_dir=synthetic_mnist,
+                output_dir=str(tmp_path / "out"))
+        assert not marker.exists()

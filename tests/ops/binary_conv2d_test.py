@@ -162,6 +162,23 @@ class TestBinaryConv2DErrors:
             ops.binary_conv2d(np.zeros((1, 4, 4, 2), np.float32),
                               np.zeros((3, 3, 3, 2), np.float32), 40)
 
+    def test_dot_size_limit_is_int32(self):
+        # Issue 7 item 6: channels_in * taps >= 2^31 overflowed the int32 dot
+        # product. Checked before the word counts, so tiny tensors suffice.
+        x = np.zeros((1, 2, 2, 1), np.int32)
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"channels_in must be <= 2\^31 - 1"):
+            ops.binary_conv2d(x, np.zeros((1, 1, 1, 1), np.int32), 2**31)
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"channels_in \* filter height \* filter width must be"
+                                 r" <= 2\^31 - 1 .*1073741824 \* 1 \* 2"):
+            ops.binary_conv2d(x, np.zeros((1, 1, 2, 1), np.int32), 2**30)
+        # At the limit: (2^30 - 1) * 2 taps passes, and 2^30 * 1 tap passes;
+        # each fails only on the (small) word count.
+        for channels, taps in ((2**30 - 1, 2), (2**30, 1)):
+            with pytest.raises(tf.errors.InvalidArgumentError, match="words per input pixel"):
+                ops.binary_conv2d(x, np.zeros((1, 1, taps, 1), np.int32), channels)
+
     def test_bias_length(self):
         with pytest.raises(tf.errors.InvalidArgumentError, match="multiplier and bias"):
             ops.binary_conv2d(*self._args(), bias=np.ones(4, np.float32))

@@ -131,6 +131,17 @@ class TestBinaryDenseErrors:
         with pytest.raises(tf.errors.InvalidArgumentError):
             self._call(np.zeros((2, 0), np.int32), np.zeros((4, 0), np.int32), 0)
 
+    def test_k_limit_is_int32(self):
+        # Issue 7 item 6: k >= 2^31 overflowed the int32 dot product (-2.1e9
+        # instead of +2.1e9). The attribute is checked before any input, so
+        # the boundary is tested without a 256 MiB row.
+        x, w = np.zeros((1, 1), np.int32), np.zeros((1, 1), np.int32)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"k must be <= 2\^31 - 1"):
+            self._call(x, w, 2**31)
+        # 2^31 - 1 passes the limit and fails only on the (small) row length.
+        with pytest.raises(tf.errors.InvalidArgumentError, match="needs 67108864 32-bit words"):
+            self._call(x, w, 2**31 - 1)
+
     def test_bad_output_name(self):
         with pytest.raises(ValueError, match="output"):
             self._call(np.zeros((2, 2), np.int32), np.zeros((4, 2), np.int32), 40,
@@ -146,3 +157,20 @@ class TestBinaryDenseErrors:
         with pytest.raises(ValueError, match="name"):
             with ops.use_kernel("sse"):
                 pass
+
+
+class TestSelectedKernel:
+    def test_names_the_forced_kernel(self, kernel):
+        assert ops.selected_kernel() == kernel
+
+    def test_auto_resolves_to_the_best_supported(self):
+        with ops.use_kernel("auto"):
+            selected = ops.selected_kernel()
+        order = ("neon", "avx512", "avx512bw", "avx2", "portable")
+        assert selected == next(k for k in order if ops.kernel_supported(k))
+
+    def test_bad_request(self):
+        with ops.use_kernel("auto"):
+            os.environ["TFDISC_OPS_KERNEL"] = "bogus"
+            with pytest.raises(tf.errors.InvalidArgumentError, match="TFDISC_OPS_KERNEL"):
+                ops.selected_kernel()

@@ -1,4 +1,6 @@
 """tfdisc.ops.bitpack against its numpy twin and bit by bit."""
+import larq as lq
+import ml_dtypes
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -49,6 +51,31 @@ class TestBitpack:
         x = np.array([[-0.0, np.nan, -np.inf, np.inf, -1e-30]], np.float32)
         got = int(ops.bitpack(x).numpy()[0, 0])
         assert got == 0b10100
+
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, tf.bfloat16])
+    def test_subnormals_zero_and_nan_agree_with_larq_and_reference(self, kernel, dtype):
+        # Issue 7 item 12: the reference packed a negative subnormal as -1.
+        np_dtype = tf.as_dtype(dtype).as_numpy_dtype
+        info = ml_dtypes.finfo(np_dtype)
+        sub = np.asarray(info.smallest_subnormal, np_dtype)
+        values = np.array([-sub, -sub * np.asarray(3, np_dtype), -info.tiny, -0.0, 0.0,
+                           -np.inf, -1.0, 1.0, np.nan], np_dtype)
+        x = np.tile(values, 5)[None, :40]  # two words
+        got = ops.bitpack(x).numpy()
+        np.testing.assert_array_equal(got, ops.bitpack_reference(x))
+        graph = tf.function(ops.bitpack)(tf.constant(x)).numpy()  # executor thread
+        np.testing.assert_array_equal(graph, got)
+        signs = lq.quantizers.ste_sign(tf.constant(x)).numpy().astype(np.float32)
+        finite = ~np.isnan(signs)  # larq's sign(NaN) is NaN; the op packs +1
+        unpacked = ops.unpack_reference(got, x.shape[-1])
+        np.testing.assert_array_equal(unpacked[finite], signs[finite])
+        assert np.all(unpacked[~finite] == 1.0)
+        # -0.0, +-smallest normal and the subnormals, spelled out:
+        bits = ops.bitpack_reference(values[None])[0, 0]
+        subnormal_is_minus_one = dtype == np.float16  # normal in float32
+        expected = [subnormal_is_minus_one] * 2 + [True, False, False, True, True, False,
+                                                   False]
+        assert [bool((int(bits) >> i) & 1) for i in range(9)] == expected
 
     @pytest.mark.parametrize("shape", [(0, 5), (5, 0), (7,), (2, 0, 3), (2, 3, 4, 40)])
     def test_shapes(self, shape):

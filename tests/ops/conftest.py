@@ -3,7 +3,7 @@ import pytest
 
 import tfdisc.ops as ops  # noqa: F401  (builds/loads the library once)
 
-DISPATCH_KERNELS = ("reference", "portable", "avx2", "avx512bw", "avx512")
+DISPATCH_KERNELS = ("reference", "portable", "avx2", "avx512bw", "avx512", "neon")
 
 
 @pytest.fixture(params=DISPATCH_KERNELS)

@@ -11,14 +11,24 @@ medians over rounds are reported together with their ratio. Nothing here is a
 test and nothing asserts a speed; the targets of issue 4 are printed next to
 the measured ratios so a miss is visible.
 
+The header prints the CPU (model, family/model numbers, the SIMD flags the
+kernels care about) and every line names the kernel that produced it
+(``ops.selected_kernel()``): every section runs each supported kernel
+(``--kernels``, default all but ``reference``) side by side, and each kernel's
+rate is also given as a percentage of its **own** roofline, which carries
+across machines (an AVX-512 host can report the AVX2 kernel forced).
+
 Sections:
-  roofline  XOR+popcount micro-kernel on L1-resident rows (1 and all threads):
-            the binary-MAC ceiling of this CPU with the selected kernel.
-  dense     binary_dense vs tf.matmul float32 (M x K x N).
-  conv      binary_conv2d vs tf.nn.conv2d float32 on CIFAR BNN layer shapes.
+  roofline  XOR+popcount micro-kernel on L1-resident rows (1 and all threads),
+            per kernel: the binary-MAC ceiling of this CPU with that kernel.
+  dense     binary_dense (each kernel) vs tf.matmul float32 (M x K x N).
+  conv      binary_conv2d (each kernel) vs tf.nn.conv2d float32 on CIFAR BNN
+            layer shapes, batch 1 and 16.
   e2e       tfdisc.convert.to_packed(model) vs the larq model (both in a
-            tf.function) for fcn1, fcn2, alexnet_cifar; vs the
-            larq-compute-engine interpreter when it is installed.
+            tf.function) for fcn1, fcn2, alexnet_cifar, with the auto kernel
+            and each forced kernel; vs the larq-compute-engine interpreter
+            when it is installed.
+  summary   one table: each kernel's figures against the targets.
 """
 
 import os
@@ -42,15 +52,26 @@ flags.DEFINE_integer("rounds", 9, "Timed rounds per candidate; the median is rep
 flags.DEFINE_float("min_round_ms", 40.0, "Minimum duration of one timed round.")
 flags.DEFINE_string("output", None, "Also write the report to this file.")
 flags.DEFINE_bool("lce", True, "Include larq-compute-engine if it is installed.")
+flags.DEFINE_list("kernels", None,
+                  "Kernels to time (default: every supported one except reference).")
 flags.register_validator("rounds", lambda v: v >= 1, message="--rounds must be >= 1.")
 
+# Issue 4 (auto kernel) and issue 13 (every kernel on a CPU that has it as
+# its best: AVX2-only, NEON; portable: never slower than float).
 TARGETS = {
     ("dense", 256, 4096, 4096): 10.0,
     ("dense", 1, 4096, 4096): 30.0,
     ("e2e", "fcn1", 256): 8.0,
-    ("e2e-conv",): 8.0,
+    ("e2e", "alexnet_cifar", 1): 12.0,
+    ("e2e", "alexnet_cifar", 32): 8.0,
     ("e2e-lce",): 20.0,
 }
+PORTABLE_TARGET = ("dense", 256, 4096, 4096, 1.5)  # portable >= 1.5x tf.matmul
+ROOFLINE_SHARE_TARGET = 50.0  # dense batch 1 and conv, % of own roofline
+KERNEL_ORDER = ("avx512", "avx512bw", "avx2", "neon", "portable")
+
+# Flags of /proc/cpuinfo that decide which kernel can run.
+CPU_FLAGS = ("popcnt", "avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "asimd")
 
 
 class Report:
@@ -100,111 +121,166 @@ def _fmt_ms(seconds):
     return f"{seconds * 1e3:9.3f} ms"
 
 
-def environment(report):
-    import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
-
-    cpu = "unknown"
+def cpu_description():
+    """(model name, 'family F model M', relevant flags) from /proc/cpuinfo."""
+    info = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                if ":" in line:
+                    key, value = (part.strip() for part in line.split(":", 1))
+                    info.setdefault(key, value)
     except OSError:
         pass
+    model = info.get("model name") or info.get("CPU part") or platform.processor() or "unknown"
+    ident = (f"vendor {info.get('vendor_id', info.get('CPU implementer', '?'))}, "
+             f"family {info.get('cpu family', info.get('CPU architecture', '?'))}, "
+             f"model {info.get('model', info.get('CPU part', '?'))}")
+    present = set((info.get("flags") or info.get("Features") or "").split())
+    return model, ident, [flag for flag in CPU_FLAGS if flag in present]
+
+
+def bench_kernels():
+    """The kernels to time: --kernels, or every supported one but reference."""
+    import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
+
+    if FLAGS.kernels:
+        unknown = [k for k in FLAGS.kernels if k not in ops.KERNELS[1:]]
+        if unknown:
+            raise app.UsageError(f"Unknown --kernels {unknown}; choose from {ops.KERNELS[1:]}")
+        missing = [k for k in FLAGS.kernels if not ops.kernel_supported(k)]
+        if missing:
+            raise app.UsageError(f"This CPU does not support --kernels {missing}")
+        return list(FLAGS.kernels)
+    return [k for k in KERNEL_ORDER if ops.kernel_supported(k)]
+
+
+def environment(report):
+    import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
+
+    model, ident, cpu_flags = cpu_description()
     report(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
-    report(f"cpu: {cpu}; logical cores: {os.cpu_count()}; "
+    report(f"cpu: {model} ({ident}, {platform.machine()}); logical cores: {os.cpu_count()}; "
            f"load average before run: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    report(f"cpu flags (of {', '.join(CPU_FLAGS)}): {' '.join(cpu_flags) or 'none'}")
     supported = [k for k in ops.KERNELS[1:] if ops.kernel_supported(k)]
     threads = tf.config.threading.get_intra_op_parallelism_threads() or "default"
+    with ops.use_kernel("auto"):
+        auto = ops.selected_kernel()
     report(f"python {platform.python_version()}, tensorflow {tf.__version__}; "
-           f"tfdisc kernel: {ops.current_kernel()} (supported: {', '.join(supported)}); "
+           f"kernel 'auto' runs {auto} (supported: {', '.join(supported)}); "
            f"intra-op threads: {threads}")
     report(f"command: python -m tfdisc.benchmarks.ops {' '.join(sys.argv[1:])}")
 
 
-def roofline(report, quick):
-    """Binary MAC/s of the XOR+popcount loop, per thread count."""
+def _forced(name, fn):
+    """fn run with kernel `name` forced (TFDISC_OPS_KERNEL is read per call)."""
+    import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
+
+    def run():
+        with ops.use_kernel(name):
+            return fn()
+    return run
+
+
+def roofline(report, quick, kernels, rounds, min_round_s):
+    """Binary MAC/s of each kernel's XOR+popcount tile, per thread count.
+
+    Returns {kernel: ceiling}, the ceiling being the larger of cores x the
+    1-thread rate and the all-thread rate.
+    """
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
     from tfdisc.ops import _loader  # pylint: disable=import-outside-toplevel
 
     lib = _loader.load()
     words = 256  # 8 KiB of rows: L1-resident
-    results = {}
-    report("== roofline: XOR+popcount micro-kernel (rows in L1) ==")
-    for threads in sorted({1, os.cpu_count() or 1}):
-        iters = 10_000 if quick else 100_000
-
-        def run(threads=threads, iters=iters):
-            return lib.tfdisc_xor_popcount_roofline(words=words, iters=iters, threads=threads)
-
-        macs = int(run().numpy())
-        t = compare({"roofline": run}, 3 if quick else 7, 0.0)["roofline"]
-        rate = macs / t
-        results[threads] = rate
-        report(f"  {threads} thread(s), kernel {ops.current_kernel()}: "
-               f"{rate / 1e9:8.1f} G binary MAC/s")
     cores = os.cpu_count() or 1
-    ceiling = max(results[1] * cores, max(results.values()))
-    report(f"  ceiling used below: {ceiling / 1e9:.1f} G binary MAC/s (the larger of "
-           f"{cores} x the 1-thread rate and the all-thread rate; other jobs on the "
-           "machine lower the measured rates, not this ceiling)")
+    ceilings = {}
+    report("== roofline: XOR+popcount micro-kernel of each kernel (rows in L1) ==")
+    for kernel in kernels:
+        rates = {}
+        for threads in sorted({1, cores}):
+            iters = 2_000 if quick else 20_000
+            if kernel == "portable":
+                iters //= 4
+
+            def run(threads=threads, iters=iters):
+                return lib.tfdisc_xor_popcount_roofline(words=words, iters=iters,
+                                                        threads=threads)
+
+            run = _forced(kernel, run)
+            macs = int(run().numpy())
+            # Timed like every op below (same rounds and round length), so
+            # that on a shared machine the roofline and the ops see the same
+            # kind of interference and "% of roofline" compares like with
+            # like. cc_ops/bench/run.sh gives undisturbed one-thread figures.
+            t = compare({"roofline": run}, rounds, min_round_s)["roofline"]
+            rates[threads] = macs / t
+        ceilings[kernel] = max(rates[1] * cores, max(rates.values()))
+        report(f"  {kernel:9s}: " + " | ".join(
+            f"{threads} thread(s) {rate / 1e9:8.1f} G binary MAC/s"
+            for threads, rate in sorted(rates.items()))
+            + f" | ceiling {ceilings[kernel] / 1e9:8.1f}")
+    report(f"  ceiling = larger of {cores} x the 1-thread rate and the all-thread rate "
+           "(other jobs on the machine lower the measured rates, not this ceiling)")
     report()
-    return ceiling
+    return ceilings
 
 
-def dense(report, quick, rounds, min_round_s, ceiling):
+def _target_mark(ratio, target):
+    if target is None:
+        return ""
+    return f" [target >= {target:g}x: {'met' if ratio >= target else 'MISSED'}]"
+
+
+def _share_mark(share):
+    return (f" [>= {ROOFLINE_SHARE_TARGET:.0f}%: "
+            f"{'met' if share >= ROOFLINE_SHARE_TARGET else 'MISSED'}]")
+
+
+def dense(report, quick, rounds, min_round_s, ceilings, kernels, summary):
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
 
     shapes = [(256, 4096, 4096), (1, 4096, 4096), (64, 6144, 6144)]
     if quick:
         shapes = [(32, 512, 512), (1, 512, 512)]
-    report("== dense: binary_dense vs tf.matmul float32 (M x K x N) ==")
-    report("  'packed' takes bit-packed input (the case inside a converted network);")
-    report("  '+bitpack' starts from float input and includes bitpack().")
+    report("== dense: binary_dense (each kernel) vs tf.matmul float32 (M x K x N) ==")
+    report("  packed input (the case inside a converted network); '+bitpack' starts from")
+    report("  float input and includes bitpack() (auto kernel).")
     rng = np.random.default_rng(0)
+    with ops.use_kernel("auto"):
+        auto = ops.selected_kernel()
     for m, k, n in shapes:
         x = tf.constant(rng.standard_normal((m, k)).astype(np.float32))
         w = tf.constant(rng.standard_normal((k, n)).astype(np.float32))
         px = ops.bitpack(x)
         pw = tf.constant(ops.pack_dense_weights(w.numpy()))
-        times = compare({
-            "matmul": lambda: _sync(tf.linalg.matmul(x, w)),
-            "packed": lambda: _sync(ops.binary_dense(px, pw, k)),
-            "+bitpack": lambda: _sync(ops.binary_dense(ops.bitpack(x), pw, k)),
-        }, rounds, min_round_s)
+        candidates = {"matmul": lambda: _sync(tf.linalg.matmul(x, w)),
+                      "+bitpack": _forced(auto, lambda: _sync(
+                          ops.binary_dense(ops.bitpack(x), pw, k)))}
+        for kernel in kernels:
+            candidates[kernel] = _forced(kernel, lambda: _sync(ops.binary_dense(px, pw, k)))
+        # Slow kernels get fewer rounds' worth of calls, not fewer rounds.
+        times = compare(candidates, rounds, min_round_s)
         macs = m * k * n
-        binary_rate = macs / times["packed"]
-        target = TARGETS.get(("dense", m, k, n))
-        ratio = times["matmul"] / times["packed"]
         report(f"  {m}x{k}x{n}: matmul {_fmt_ms(times['matmul'])} "
-               f"({macs / times['matmul'] / 1e9:6.1f} G MAC/s) | packed "
-               f"{_fmt_ms(times['packed'])} ({binary_rate / 1e9:7.1f} G binary MAC/s, "
-               f"{100 * binary_rate / ceiling:5.1f}% of roofline) | +bitpack "
-               f"{_fmt_ms(times['+bitpack'])}")
-        line = f"    speed-up vs matmul: {ratio:6.1f}x packed, " \
-               f"{times['matmul'] / times['+bitpack']:6.1f}x with bitpack"
-        if target:
-            line += f"   [target >= {target:.0f}x: {'met' if ratio >= target else 'MISSED'}]"
-        report(line)
-    # Each forced kernel on the first shape: what users without AVX-512
-    # VPOPCNTDQ (or without AVX2) get.
-    m, k, n = shapes[0]
-    x = tf.constant(rng.standard_normal((m, k)).astype(np.float32))
-    w = tf.constant(rng.standard_normal((k, n)).astype(np.float32))
-    px = ops.bitpack(x)
-    pw = tf.constant(ops.pack_dense_weights(w.numpy()))
-    candidates = {"matmul": lambda: _sync(tf.linalg.matmul(x, w))}
-    for name in ("avx512", "avx512bw", "avx2", "portable"):
-        if ops.kernel_supported(name):
-            def run(name=name):
-                with ops.use_kernel(name):
-                    return _sync(ops.binary_dense(px, pw, k))
-            candidates[name] = run
-    times = compare(candidates, max(3, rounds // 3), min_round_s)
-    report(f"  per kernel at {m}x{k}x{n}: " + " | ".join(
-        f"{name} {_fmt_ms(t).strip()} ({times['matmul'] / t:.1f}x matmul)"
-        for name, t in times.items() if name != "matmul"))
+               f"({macs / times['matmul'] / 1e9:6.1f} G MAC/s) | +bitpack ({auto}) "
+               f"{_fmt_ms(times['+bitpack'])} ({times['matmul'] / times['+bitpack']:5.1f}x)")
+        for kernel in kernels:
+            rate = macs / times[kernel]
+            ratio = times["matmul"] / times[kernel]
+            share = 100 * rate / ceilings[kernel]
+            target = TARGETS.get(("dense", m, k, n))
+            if kernel == "portable":
+                target = PORTABLE_TARGET[-1] if (m, k, n) == PORTABLE_TARGET[1:4] else None
+            line = (f"    kernel {kernel:9s}{' (auto)' if kernel == auto else '       '} "
+                    f"{_fmt_ms(times[kernel])} {ratio:6.1f}x matmul, "
+                    f"{rate / 1e9:7.1f} G binary MAC/s = {share:5.1f}% of its roofline"
+                    + _target_mark(ratio, target))
+            if m == 1 and kernel != "portable":
+                line += _share_mark(share)
+            report(line)
+            summary.setdefault(kernel, {})[f"dense {m}x{k}x{n}"] = (ratio, share, target)
     report()
 
 
@@ -214,14 +290,17 @@ CIFAR_CONV = [  # (H, W, C_in, C_out): BinaryNet CIFAR-10 (alexnet_cifar, width 
 ]
 
 
-def conv(report, quick, rounds, min_round_s, ceiling):
+def conv(report, quick, rounds, min_round_s, ceilings, kernels, summary):
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
 
     shapes = CIFAR_CONV if not quick else [(8, 8, 64, 64)]
     batches = (1, 16) if not quick else (2,)
-    report("== conv: binary_conv2d vs tf.nn.conv2d float32, 3x3 SAME stride 1 ==")
-    report("  packed input, float output; 'bits out' emits packed signs (fused BN+sign).")
+    report("== conv: binary_conv2d (each kernel) vs tf.nn.conv2d float32, 3x3 SAME ==")
+    report("  packed input, float output; 'bits out' (auto kernel) emits packed signs")
+    report("  (fused BN+sign).")
     rng = np.random.default_rng(1)
+    with ops.use_kernel("auto"):
+        auto = ops.selected_kernel()
     for batch in batches:
         for h, w_, c, o in shapes:
             x = tf.constant(np.where(rng.standard_normal((batch, h, w_, c)) < 0, -1.0, 1.0)
@@ -231,21 +310,32 @@ def conv(report, quick, rounds, min_round_s, ceiling):
             pf = tf.constant(ops.pack_conv_filter(f.numpy()))
             mult = tf.constant(rng.random(o).astype(np.float32))
             bias = tf.constant(rng.standard_normal(o).astype(np.float32))
-            times = compare({
+            candidates = {
                 "conv2d": lambda: _sync(tf.nn.conv2d(x, f, 1, "SAME")),
-                "packed": lambda: _sync(ops.binary_conv2d(px, pf, c, padding="SAME",
-                                                          pad_value=1)),
-                "bits": lambda: _sync(ops.binary_conv2d(px, pf, c, padding="SAME",
-                                                        pad_value=1, multiplier=mult,
-                                                        bias=bias, output="bitpacked")),
-            }, rounds, min_round_s)
+                "bits": _forced(auto, lambda: _sync(ops.binary_conv2d(
+                    px, pf, c, padding="SAME", pad_value=1, multiplier=mult, bias=bias,
+                    output="bitpacked"))),
+            }
+            for kernel in kernels:
+                candidates[kernel] = _forced(kernel, lambda: _sync(ops.binary_conv2d(
+                    px, pf, c, padding="SAME", pad_value=1)))
+            times = compare(candidates, rounds, min_round_s)
             macs = batch * h * w_ * c * o * 9
-            rate = macs / times["packed"]
-            speedup = times["conv2d"] / times["packed"]
-            report(f"  N={batch:2d} {h}x{w_}x{c}->{o}: conv2d {_fmt_ms(times['conv2d'])} "
-                   f"| packed {_fmt_ms(times['packed'])} ({speedup:5.1f}x,"
-                   f" {100 * rate / ceiling:5.1f}% of roofline) | bits out "
-                   f"{_fmt_ms(times['bits'])} ({times['conv2d'] / times['bits']:5.1f}x)")
+            report(f"  N={batch:2d} {h}x{w_}x{c}->{o}: conv2d {_fmt_ms(times['conv2d'])} | "
+                   f"bits out ({auto}) {_fmt_ms(times['bits'])} "
+                   f"({times['conv2d'] / times['bits']:5.1f}x)")
+            for kernel in kernels:
+                rate = macs / times[kernel]
+                share = 100 * rate / ceilings[kernel]
+                ratio = times["conv2d"] / times[kernel]
+                line = (f"    kernel {kernel:9s}{' (auto)' if kernel == auto else '       '} "
+                        f"{_fmt_ms(times[kernel])} {ratio:6.1f}x conv2d, "
+                        f"{share:5.1f}% of its roofline")
+                if kernel != "portable":
+                    line += _share_mark(share)
+                report(line)
+                summary.setdefault(kernel, {})[f"conv N={batch} {h}x{w_}x{c}->{o}"] = (
+                    ratio, share, None)
     report()
 
 
@@ -268,7 +358,8 @@ def _lce_predictor(model, report):
     return interpreter.predict
 
 
-def e2e(report, quick, rounds, min_round_s, use_lce):
+def e2e(report, quick, rounds, min_round_s, use_lce, kernels, summary):
+    import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
     from tfdisc import convert  # pylint: disable=import-outside-toplevel
 
     # (name, build kwargs, batches, run LCE). LCE 0.16's converter fails on
@@ -280,7 +371,9 @@ def e2e(report, quick, rounds, min_round_s, use_lce):
         cases = [("fcn2", dict(width=64, depth=2), (8, 1), True),
                  ("alexnet_cifar", dict(width=16, depth=1, input_shape=(16, 16, 3)), (1,),
                   True)]
-    report("== e2e: to_packed(model) vs the larq model, both inside tf.function ==")
+    report("== e2e: to_packed(model) (each kernel) vs the larq model, both in tf.function ==")
+    with ops.use_kernel("auto"):
+        auto = ops.selected_kernel()
     rng = np.random.default_rng(2)
     for name, kwargs, batches, try_lce in cases:
         model = tfdisc.models.build(name, precision="binary", **kwargs)
@@ -297,29 +390,56 @@ def e2e(report, quick, rounds, min_round_s, use_lce):
             report("    (larq-compute-engine not run: its converter fails on this model)")
         for batch in batches:
             x = tf.constant(rng.random((batch, *model.input_shape[1:])).astype(np.float32))
-            agree = float(np.mean(np.argmax(larq_fn(x).numpy(), -1)
-                                  == np.argmax(packed_fn(x).numpy(), -1)))
-            candidates = {"larq": lambda: _sync(larq_fn(x)),
-                          "packed": lambda: _sync(packed_fn(x))}
+            want = np.argmax(larq_fn(x).numpy(), -1)
+            candidates = {"larq": lambda: _sync(larq_fn(x))}
+            agree = {}
+            for kernel in kernels:
+                run = _forced(kernel, lambda: _sync(packed_fn(x)))
+                agree[kernel] = float(np.mean(np.argmax(run(), -1) == want))
+                candidates[kernel] = run
             if lce_predict is not None and batch == 1:
                 xn = x.numpy()
                 candidates["lce"] = lambda: lce_predict(xn)
             times = compare(candidates, rounds, min_round_s)
-            ratio = times["larq"] / times["packed"]
-            line = (f"    batch {batch:3d}: larq {_fmt_ms(times['larq'])} | packed "
-                    f"{_fmt_ms(times['packed'])} | {ratio:6.1f}x larq")
-            target = TARGETS.get(("e2e", name, batch))
-            if name == "alexnet_cifar" and not quick:
-                target = TARGETS[("e2e-conv",)]
-            if target:
-                line += f" [target >= {target:.0f}x: {'met' if ratio >= target else 'MISSED'}]"
+            head = f"    batch {batch:3d}: larq {_fmt_ms(times['larq'])}"
             if "lce" in times:
-                lratio = times["lce"] / times["packed"]
-                line += f" | lce {_fmt_ms(times['lce'])} | {lratio:6.1f}x lce"
-                if name == "alexnet_cifar" and not quick:
-                    target = TARGETS[("e2e-lce",)]
-                    line += f" [target >= {target:.0f}x: {'met' if lratio >= target else 'MISSED'}]"
-            line += f" | argmax agreement {100 * agree:.0f}%"
+                head += f" | lce {_fmt_ms(times['lce'])}"
+            report(head)
+            for kernel in kernels:
+                ratio = times["larq"] / times[kernel]
+                target = None if quick else TARGETS.get(("e2e", name, batch))
+                line = (f"      kernel {kernel:9s}{' (auto)' if kernel == auto else '       '} "
+                        f"{_fmt_ms(times[kernel])} {ratio:6.1f}x larq"
+                        + _target_mark(ratio, target))
+                summary.setdefault(kernel, {})[f"e2e {name} batch {batch} vs larq"] = (
+                    ratio, None, target)
+                if "lce" in times:
+                    lratio = times["lce"] / times[kernel]
+                    ltarget = (TARGETS[("e2e-lce",)]
+                               if name == "alexnet_cifar" and not quick else None)
+                    line += f" | {lratio:6.1f}x lce" + _target_mark(lratio, ltarget)
+                    summary[kernel][f"e2e {name} batch {batch} vs lce"] = (
+                        lratio, None, ltarget)
+                line += f" | argmax agreement {100 * agree[kernel]:.0f}%"
+                report(line)
+    report()
+
+
+def summarize(report, summary):
+    """One table per kernel: every figure, its % of roofline, its target."""
+    report("== summary: per kernel (ratio vs float / larq / lce; % of the kernel's own "
+           "roofline) ==")
+    for kernel, rows in summary.items():
+        report(f"  kernel {kernel}:")
+        for label, (ratio, share, target) in rows.items():
+            line = f"    {label:38s} {ratio:7.1f}x"
+            line += f"  {share:5.1f}% roofline" if share is not None else " " * 17
+            if target is not None:
+                line += f"  target >= {target:g}x: {'met' if ratio >= target else 'MISSED'}"
+            if share is not None and kernel != "portable" and (
+                    label.startswith("conv") or label.startswith("dense 1x")):
+                line += (f"  (>= {ROOFLINE_SHARE_TARGET:.0f}% roofline: "
+                         f"{'met' if share >= ROOFLINE_SHARE_TARGET else 'MISSED'})")
             report(line)
     report()
 
@@ -334,16 +454,20 @@ def main(argv):
     environment(report)
     report()
     rounds = 3 if FLAGS.quick else FLAGS.rounds
+    rounds = min(rounds, FLAGS.rounds)
     min_round_s = FLAGS.min_round_ms / 1e3 / (4 if FLAGS.quick else 1)
-    ceiling = None
-    if "roofline" in FLAGS.sections or "dense" in FLAGS.sections or "conv" in FLAGS.sections:
-        ceiling = roofline(report, FLAGS.quick)
+    kernels = bench_kernels()
+    summary = {}
+    ceilings = None
+    if {"roofline", "dense", "conv"} & set(FLAGS.sections):
+        ceilings = roofline(report, FLAGS.quick, kernels, rounds, min_round_s)
     if "dense" in FLAGS.sections:
-        dense(report, FLAGS.quick, rounds, min_round_s, ceiling)
+        dense(report, FLAGS.quick, rounds, min_round_s, ceilings, kernels, summary)
     if "conv" in FLAGS.sections:
-        conv(report, FLAGS.quick, rounds, min_round_s, ceiling)
+        conv(report, FLAGS.quick, rounds, min_round_s, ceilings, kernels, summary)
     if "e2e" in FLAGS.sections:
-        e2e(report, FLAGS.quick, rounds, min_round_s, FLAGS.lce)
+        e2e(report, FLAGS.quick, rounds, min_round_s, FLAGS.lce, kernels, summary)
+    summarize(report, summary)
     report(f"load average after run: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if FLAGS.output:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)

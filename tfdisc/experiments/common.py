@@ -24,7 +24,7 @@ from absl import app, flags, logging
 import tfdisc  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 
 from tfdisc import attacks as attacks_lib
-from tfdisc import evaluate, models, pipeline, quantize, results, training
+from tfdisc import distribution, evaluate, models, pipeline, quantize, results, training
 
 FLAGS = flags.FLAGS
 
@@ -67,6 +67,11 @@ flags.DEFINE_string("transfer_from", None,
                     "holding model.keras) whose adversarial examples are evaluated on the "
                     "trained model too (results.json 'transfer').")
 flags.DEFINE_bool("save_model", True, "Save the trained model as OUTPUT_DIR/model.keras.")
+flags.DEFINE_list("export", [], "Export the trained model into OUTPUT_DIR/export in these "
+                  "formats of tfdisc.export (saved_model, packed_saved_model, tflite, lce).")
+flags.register_validator("export", lambda v: not v or all(
+    f in ("saved_model", "packed_saved_model", "tflite", "lce") for f in v),
+    "--export: formats are saved_model, packed_saved_model, tflite, lce")
 flags.DEFINE_string("init_from", None,
                     "Start from the weights of a saved model of the same architecture (a .keras "
                     "file or a directory holding model.keras); with --epochs=0 this re-evaluates "
@@ -82,6 +87,16 @@ flags.DEFINE_string("output_dir", None, "Where results.json, flags.json, the mod
                     "<bits>b (with _1, _2, ... if taken). An existing run there is refused "
                     "unless --overwrite.")
 flags.DEFINE_bool("overwrite", False, "Replace the results of an earlier run in --output_dir.")
+flags.DEFINE_enum("distribute", "none", list(distribution.KINDS),
+                  "tf.distribute strategy: none, mirrored (local devices) or multi_worker "
+                  "(MultiWorkerMirroredStrategy, cluster from TF_CONFIG, ring collectives). "
+                  "--batch_size is per replica; results.json records the global batch.")
+flags.DEFINE_float("connect_timeout", 120.0, "Seconds a multi-worker run waits for its peers "
+                   "(and for each collective) before failing with an error.")
+flags.DEFINE_bool("backup", True, "Keep the training state (Keras BackupAndRestore) so that the "
+                  "same command after a kill resumes from the last finished epoch.")
+flags.DEFINE_string("backup_dir", None, "Where the training state is kept; default "
+                    "OUTPUT_DIR/backup (deleted once training finishes).")
 flags.DEFINE_integer("seed", 0, "Random seed (weights, shuffling).")
 flags.DEFINE_integer("width", None, "Model width (see tfdisc.models.build); default per model.")
 flags.DEFINE_integer("depth", None, "Model depth (see tfdisc.models.build); default per model.")
@@ -127,14 +142,6 @@ flags.register_validator("width", lambda v: v is None or v >= 1, message="--widt
 flags.register_validator("depth", lambda v: v is None or v >= 1, message="--depth must be ≥ 1.")
 
 
-def _valid_epsilon(text):
-    try:
-        parse_epsilon(text)
-    except ValueError:
-        return False
-    return True
-
-
 def set_defaults(**defaults):
     """Per-binary flag defaults, e.g. ``set_defaults(model="alexnet_cifar")``."""
     for name, value in defaults.items():
@@ -176,7 +183,9 @@ def config(dataset, *, top_k=(1,)):
         eval_batch_size=FLAGS.eval_batch_size, top_k=tuple(top_k), adv_train=FLAGS.adv_train,
         train_eps=None if FLAGS.train_eps is None else parse_epsilon(FLAGS.train_eps),
         adv_ratio=FLAGS.adv_ratio, init_from=FLAGS.init_from,
-        transfer_from=FLAGS.transfer_from, save_model=FLAGS.save_model, verbose=FLAGS.verbose)
+        transfer_from=FLAGS.transfer_from, save_model=FLAGS.save_model, verbose=FLAGS.verbose,
+        distribute=FLAGS.distribute, connect_timeout=FLAGS.connect_timeout, backup=FLAGS.backup,
+        backup_dir=FLAGS.backup_dir, export=tuple(FLAGS.export))
     try:
         return pipeline.Config(**kwargs)
     except ValueError as e:
@@ -192,11 +201,25 @@ def command_line():
 
 
 def output_dir(cfg):
-    """--output_dir (refused if it holds a run, unless --overwrite), or a fresh default."""
+    """--output_dir (refused if it holds a run, unless --overwrite), or a fresh default.
+
+    An unfinished run of the same configuration is reused, so the same command resumes it.
+    Workers other than the chief only need the directory to exist.
+    """
+    identity = cfg.identity()
     try:
+        if cfg.distribute == "multi_worker":
+            if not FLAGS.output_dir:
+                raise pipeline.OutputDirError("--distribute=multi_worker needs --output_dir "
+                                              "(the same directory for every worker).")
+            if not distribution.is_chief():
+                os.makedirs(FLAGS.output_dir, exist_ok=True)
+                return FLAGS.output_dir
         if FLAGS.output_dir:
-            return pipeline.prepare_output_dir(FLAGS.output_dir, overwrite=FLAGS.overwrite)
-        return pipeline.prepare_output_dir(cfg.default_output_dir(), unique=True)
+            return pipeline.prepare_output_dir(FLAGS.output_dir, overwrite=FLAGS.overwrite,
+                                               config=identity)
+        return pipeline.prepare_output_dir(cfg.default_output_dir(), unique=True,
+                                           config=identity)
     except pipeline.OutputDirError as e:
         raise flags.ValidationError(str(e)) from None
 
@@ -222,8 +245,9 @@ def run(argv, *, dataset, top_k=(1,)):
             except ValueError as e:
                 raise flags.ValidationError(str(e)) from None
     out = output_dir(cfg)
-    results.write_json(os.path.join(out, "flags.json"),
-                       {fl.name: fl.value for fl in FLAGS.get_flags_for_module(__name__)})
+    if distribution.is_chief() or cfg.distribute != "multi_worker":
+        results.write_json(os.path.join(out, "flags.json"),
+                           {fl.name: fl.value for fl in FLAGS.get_flags_for_module(__name__)})
     try:
         record = pipeline.run(cfg, out, command=command_line())
     except ValueError as e:
@@ -235,7 +259,12 @@ def run(argv, *, dataset, top_k=(1,)):
                         "robustness; straight-through attack on the same weights: %s",
                         {k: v["adversarial_accuracy"]
                          for k, v in record["straight_through_check"].items()})
+    out = distribution.worker_dir(out) if cfg.distribute == "multi_worker" else out
     print(results.format_table(record))
+    if record.get("resumed"):
+        print(f"Resumed after epoch {record['resumed']['from_epoch']} from the backup.")
     print(f"Wrote {os.path.join(out, 'results.json')}"
           + (f" and {os.path.join(out, 'model.keras')}" if cfg.save_model else ""))
+    for fmt, path in (record.get("export") or {}).items():
+        print(f"Exported {fmt}: {os.path.join(out, path)}")
     return record

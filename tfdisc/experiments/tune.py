@@ -88,9 +88,13 @@ flags.DEFINE_float("timeout_seconds", 600.0, "Bound of every distributed wait (g
 
 # Flags of the single-run binaries that a search sets per trial or does not use.
 _NOT_FOR_TUNE = {"width": "--width_space", "depth": "--depth_space", "bits": "--bits_space",
-                 "precision": "--precision_space", "binary": "--precision_space", "adv_train": None,
+                 "precision": "--precision_space", "binary": "--precision_space",
+                 "adv_train": None,
                  "train_eps": None, "adv_ratio": None, "init_from": None,
-                 "transfer_from": None, "gradient": None, "save_model": None}
+                 "transfer_from": None, "gradient": None, "save_model": None,
+                 "distribute": "--tuner_id/--oracle_ip/--oracle_port", "connect_timeout": None,
+                 "backup": "a rerun, which resumes the search", "backup_dir": None,
+                 "export": "tfdisc.export on OUTPUT_DIR/model.keras"}
 
 DEFAULTS = dict(model="fcn2", epochs=2, attack=["fgsm", "pgd"], epsilons=["0.1", "0.2", "0.3"],
                 verbose="0")

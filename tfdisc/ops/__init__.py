@@ -11,8 +11,9 @@ library and raises ``ImportError`` naming the cause if that fails; the rest
 of tfdisc does not import it.
 
 Kernel selection:
-``TFDISC_OPS_KERNEL=auto|reference|portable|avx2|avx512bw|avx512``,
-read by the C++ ops on every call; ``use_kernel(name)`` sets it temporarily.
+``TFDISC_OPS_KERNEL=auto|reference|portable|avx2|avx512bw|avx512|neon``,
+read by the C++ ops on every call; ``use_kernel(name)`` sets it temporarily
+and ``selected_kernel()`` names the kernel that runs.
 
 Example:
 
@@ -45,6 +46,7 @@ from tfdisc.ops.kernel_select import (
     KERNELS,
     current_kernel,
     kernel_supported,
+    selected_kernel,
     use_kernel,
 )
 
@@ -71,6 +73,7 @@ __all__ = [
     "kernel_supported",
     "pack_conv_filter",
     "pack_dense_weights",
+    "selected_kernel",
     "unpack_reference",
     "use_kernel",
 ]

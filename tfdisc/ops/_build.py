@@ -16,6 +16,7 @@ This module imports TensorFlow lazily and nothing else from tfdisc, so
 setup.py can load it by file path.
 """
 
+import ast
 import concurrent.futures
 import hashlib
 import os
@@ -25,24 +26,28 @@ import sys
 import sysconfig
 import tempfile
 
-# Sources relative to the directory that contains `cc_ops/`.
-SOURCES = (
-    "cc_ops/core/bgemm/dispatch.cc",
-    "cc_ops/core/bgemm/reference.cc",
-    "cc_ops/core/bgemm/portable.cc",
-    "cc_ops/core/bgemm/avx2.cc",
-    "cc_ops/core/bgemm/avx512.cc",
-    "cc_ops/core/bgemm/avx512bw.cc",
-    "cc_ops/kernels/bitpack_op.cc",
-    "cc_ops/kernels/binary_dense_op.cc",
-    "cc_ops/kernels/binary_conv2d_op.cc",
-    "cc_ops/kernels/bitpacked_max_pool_op.cc",
-    "cc_ops/kernels/roofline_op.cc",
-    "cc_ops/ops/bitpack_op.cc",
-    "cc_ops/ops/binary_dense_op.cc",
-    "cc_ops/ops/binary_conv2d_op.cc",
-    "cc_ops/ops/bitpacked_max_pool_op.cc",
-)
+# The one source list is cc_ops/sources.bzl (also loaded by cc_ops/BUILD).
+SOURCES_FILE = "cc_ops/sources.bzl"
+SOURCE_LISTS = ("BGEMM_SRCS", "TF_OPS_SRCS")
+
+
+def read_sources(root):
+    """Op library sources relative to `root` (the directory containing
+    `cc_ops/`), read from cc_ops/sources.bzl: its list literals are parsed
+    with `ast`, nothing is executed."""
+    path = os.path.join(root, SOURCES_FILE)
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    lists = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            lists[node.targets[0].id] = ast.literal_eval(node.value)
+    missing = [name for name in SOURCE_LISTS if name not in lists]
+    if missing:
+        raise RuntimeError(f"{path} does not define {', '.join(missing)}")
+    return tuple("cc_ops/" + src for name in SOURCE_LISTS for src in lists[name])
+
 
 # -ffp-contract=off: the output transform must round like TensorFlow's
 # separate multiply and add (see cc_ops/core/output_transform.h).
@@ -74,11 +79,14 @@ def source_root():
 
 
 def all_source_files(root):
-    """Every file that affects the build (sources and headers), sorted."""
+    """Every file that affects the build (sources, headers, the source list;
+    not the standalone tests and benchmark mains), sorted."""
     files = []
     for dirpath, _, names in os.walk(os.path.join(root, "cc_ops")):
         for name in names:
-            if name.endswith((".cc", ".h")) and "/tests" not in dirpath:
+            rel_dir = os.path.relpath(dirpath, os.path.join(root, "cc_ops"))
+            if (name.endswith((".cc", ".h")) or name == "sources.bzl") and \
+                    rel_dir.split(os.sep)[0] not in ("tests", "bench"):
                 files.append(os.path.relpath(os.path.join(dirpath, name), root))
     return sorted(files)
 
@@ -148,7 +156,7 @@ def build_library(out_path, *, root=None, sanitize=False, jobs=None,
 
         jobs = jobs or max(1, os.cpu_count() or 1)
         with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            objects = list(pool.map(compile_one, SOURCES))
+            objects = list(pool.map(compile_one, read_sources(root)))
         tmp_lib = os.path.join(tmp, os.path.basename(out_path))
         cmd = [cxx, "-shared", *flags, *objects, "-o", tmp_lib, *link_flags]
         if verbose:

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-KERNELS = ("auto", "reference", "portable", "avx2", "avx512bw", "avx512")
+KERNELS = ("auto", "reference", "portable", "avx2", "avx512bw", "avx512", "neon")
 ENV_VAR = "TFDISC_OPS_KERNEL"
 
 
@@ -32,6 +32,19 @@ def use_kernel(name):
             os.environ.pop(ENV_VAR, None)
         else:
             os.environ[ENV_VAR] = old
+
+
+def selected_kernel():
+    """The kernel the ops run now: the forced one, or what ``auto`` resolves
+    to on this CPU (asks the C++ dispatcher).
+
+    Raises:
+      tf.errors.InvalidArgumentError: TFDISC_OPS_KERNEL names an unknown or
+        unsupported kernel.
+    """
+    from tfdisc.ops import _loader  # pylint: disable=import-outside-toplevel
+
+    return _loader.load().tfdisc_selected_kernel().numpy().decode()
 
 
 def kernel_supported(name):

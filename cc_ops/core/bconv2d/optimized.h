@@ -1,7 +1,8 @@
 // Optimized binary convolution: packed im2col + popcount-GEMM.
 //
 // Work is split into blocks of kConvPixelBlock output pixels (over batch,
-// rows and columns together). For each block the packed patches are gathered
+// rows and columns together), and for small images also into groups of
+// output channels. For each block the packed patches are gathered
 // into a [pixels, taps * words] buffer (a 1x1, stride-1 convolution reads the
 // input in place), multiplied against the OHWI filter with the selected
 // popcount kernel, corrected for zero padding, and written through the
@@ -40,6 +41,8 @@ inline void CopyWords(TWord* dst, const TWord* src, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 constexpr std::int64_t kConvChannelBlock = 64;  // multiple of 64, see dense
+// Below this many pixel blocks, work is also split over output channels.
+constexpr std::int64_t kConvMinPixelBlocks = 8;
 
 // Filter rows [out_channels][row_words] -> [row_words][ldbt] with
 // ldbt = out_channels rounded up to 64 and zero padding: the layout of the
@@ -71,7 +74,8 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
   if (pixels == 0 || p.out_channels == 0) return;
   const std::int64_t taps = p.filter_h * p.filter_w;
   const std::int64_t row_words = taps * p.words;
-  const std::int32_t k_total = static_cast<std::int32_t>(taps * p.channels);
+  // taps * channels <= kMaxDotBits (the op checks DotBitsWithinLimit).
+  const std::int64_t k_total = taps * p.channels;
 
   std::vector<TWord> pad_pattern(p.words, 0);
   if (p.pad_value < 0) MinusOnesPattern(p.channels, p.words, pad_pattern.data());
@@ -86,9 +90,9 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
     for (std::int64_t o = 0; o < p.out_channels; ++o)
       for (std::int64_t t = 0; t < taps; ++t) {
         const TWord* w = filter + (o * taps + t) * p.words;
-        std::int32_t pc = 0;
+        std::int64_t pc = 0;
         for (std::int64_t i = 0; i < p.words; ++i) pc += PopcountPortable(w[i]);
-        tap_sums[o * taps + t] = static_cast<std::int32_t>(p.channels) - 2 * pc;
+        tap_sums[o * taps + t] = DotFromPopcount(p.channels, pc);
       }
   }
   const bool direct = taps == 1 && p.stride_h == 1 && p.stride_w == 1 &&
@@ -112,18 +116,33 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
   const std::int64_t element_size =
       transform.kind == OutputKind::kBitpacked ? sizeof(TWord) : 4;
   const std::int64_t blocks = (pixels + kConvPixelBlock - 1) / kConvPixelBlock;
-  // Rough cycles per block, as in bdense.h, plus the patch gather.
+  // Small images (batch 1, late layers: 8x8 = 2 pixel blocks) leave too few
+  // pixel blocks to feed the threads; then each unit of work is a pixel
+  // block x a group of kConvChannelBlock output channels, and the patch
+  // gather is repeated per group (row_words words per pixel against
+  // 64 * row_words word pairs of popcount: a few percent).
+  const std::int64_t channel_blocks =
+      (p.out_channels + kConvChannelBlock - 1) / kConvChannelBlock;
+  const std::int64_t groups =
+      blocks < kConvMinPixelBlocks ? channel_blocks : 1;
+  const std::int64_t group_channels =
+      (channel_blocks + groups - 1) / groups * kConvChannelBlock;
+  // Rough cycles per unit, as in bdense.h, plus the patch gather.
   const std::int64_t cost =
-      std::min(kConvPixelBlock, pixels) * (p.out_channels * (row_words / 8 + 4) + row_words);
+      std::min(kConvPixelBlock, pixels) *
+      (std::min(group_channels, p.out_channels) * (row_words / 8 + 4) + row_words);
 
-  parallel_for(blocks, cost, [&](std::int64_t begin, std::int64_t end) {
+  parallel_for(blocks * groups, cost, [&](std::int64_t begin, std::int64_t end) {
     std::vector<TWord> patches(direct ? 0 : kConvPixelBlock * row_words);
     std::vector<std::int32_t> tmp(kConvPixelBlock * kConvChannelBlock);
     // Per pixel of the block: list of out-of-image taps (zero padding only).
     std::vector<std::int64_t> oob_begin(kConvPixelBlock + 1);
     std::vector<std::int32_t> oob_taps;
     oob_taps.reserve(kConvPixelBlock * taps);
-    for (std::int64_t blk = begin; blk < end; ++blk) {
+    for (std::int64_t unit = begin; unit < end; ++unit) {
+      const std::int64_t blk = unit / groups;
+      const std::int64_t o_begin = unit % groups * group_channels;
+      const std::int64_t o_end = std::min(o_begin + group_channels, p.out_channels);
       const std::int64_t q0 = blk * kConvPixelBlock;
       const std::int64_t nq = std::min(kConvPixelBlock, pixels - q0);
       const TWord* a = input + q0 * p.words;
@@ -168,8 +187,8 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
         a = patches.data();
         lda = row_words;
       }
-      for (std::int64_t o0 = 0; o0 < p.out_channels; o0 += kConvChannelBlock) {
-        const std::int64_t no = std::min(kConvChannelBlock, p.out_channels - o0);
+      for (std::int64_t o0 = o_begin; o0 < o_end; o0 += kConvChannelBlock) {
+        const std::int64_t no = std::min(kConvChannelBlock, o_end - o0);
         if (filter_t != nullptr) {
           gemm_t(a, lda, filter_t + o0, ldbt, static_cast<int>(nq),
                  static_cast<int>(no), row_words, tmp.data(), kConvChannelBlock);
@@ -179,7 +198,8 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
         }
         for (std::int64_t q = 0; q < nq; ++q) {
           std::int32_t* dot = tmp.data() + q * kConvChannelBlock;
-          for (std::int64_t j = 0; j < no; ++j) dot[j] = k_total - 2 * dot[j];
+          for (std::int64_t j = 0; j < no; ++j)
+            dot[j] = DotFromPopcount(k_total, dot[j]);
           if (!direct && !tap_sums.empty()) {
             for (std::int64_t e = oob_begin[q]; e < oob_begin[q + 1]; ++e) {
               const std::int32_t t = oob_taps[e];

@@ -41,10 +41,10 @@ inline void BConv2DReference(const BConv2DParams& p, const TWord* input,
               const TWord* x =
                   inside ? input + ((b * p.in_h + iy) * p.in_w + ix) * p.words
                          : (p.pad_value > 0 ? zeros.data() : minus_ones.data());
-              std::int32_t pc = 0;
+              std::int64_t pc = 0;
               for (std::int64_t i = 0; i < p.words; ++i)
                 pc += PopcountPortable(x[i] ^ w[i]);
-              dot += static_cast<std::int32_t>(p.channels) - 2 * pc;
+              dot += DotFromPopcount(p.channels, pc);
             }
           dots[o] = dot;
         }

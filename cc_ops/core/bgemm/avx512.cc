@@ -4,13 +4,14 @@
 // own code only (standard headers are included before it), so the rest of the
 // library is built for baseline x86-64 and this code runs only when
 // SelectKernel() has seen the CPU report both features.
-#include <immintrin.h>
-
 #include <cstdint>
+#include <limits>
 
 #include "cc_ops/core/bgemm/kernels.h"
 
 #if defined(__x86_64__)
+#include <immintrin.h>
+
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vpopcntdq")
 // GCC 12 warns inside its own _mm512_reduce_add_epi64 (uninitialized
@@ -189,14 +190,15 @@ void PopcountGemmTransposedAvx512(const TWord* a, std::int64_t lda,
 }
 
 void BitpackFloatAvx512(const float* x, std::int64_t k, TWord* out) {
-  const __m512 zero = _mm512_setzero_ps();
+  // x <= -FLT_MIN: PacksAsMinusOne (core/types.h), independent of DAZ.
+  const __m512 limit = _mm512_set1_ps(-std::numeric_limits<float>::min());
   std::int64_t w = 0;
   for (; (w + 1) * kWordBits <= k; ++w) {
     const float* xw = x + w * kWordBits;
     const __mmask16 lo =
-        _mm512_cmp_ps_mask(_mm512_loadu_ps(xw), zero, _CMP_LT_OQ);
+        _mm512_cmp_ps_mask(_mm512_loadu_ps(xw), limit, _CMP_LE_OQ);
     const __mmask16 hi =
-        _mm512_cmp_ps_mask(_mm512_loadu_ps(xw + 16), zero, _CMP_LT_OQ);
+        _mm512_cmp_ps_mask(_mm512_loadu_ps(xw + 16), limit, _CMP_LE_OQ);
     out[w] = TWord(lo) | (TWord(hi) << 16);
   }
   const std::int64_t rest = k - w * kWordBits;
@@ -206,10 +208,10 @@ void BitpackFloatAvx512(const float* x, std::int64_t k, TWord* out) {
     const int r1 = static_cast<int>(rest) - r0;
     const __mmask16 m0 = static_cast<__mmask16>((1u << r0) - 1u);
     const __mmask16 m1 = static_cast<__mmask16>((1u << r1) - 1u);
-    const __mmask16 lo =
-        _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m0, xw), zero, _CMP_LT_OQ);
-    const __mmask16 hi = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m1, xw + 16),
-                                            zero, _CMP_LT_OQ);
+    const __mmask16 lo = _mm512_mask_cmp_ps_mask(
+        m0, _mm512_maskz_loadu_ps(m0, xw), limit, _CMP_LE_OQ);
+    const __mmask16 hi = _mm512_mask_cmp_ps_mask(
+        m1, _mm512_maskz_loadu_ps(m1, xw + 16), limit, _CMP_LE_OQ);
     out[w] = TWord(lo) | (TWord(hi) << 16);
   }
 }

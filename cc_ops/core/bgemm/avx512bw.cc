@@ -4,13 +4,13 @@
 //
 // AVX-512F/BW are enabled with `#pragma GCC target` for this file's own code
 // only; see avx512.cc for why.
-#include <immintrin.h>
-
 #include <cstdint>
 
 #include "cc_ops/core/bgemm/kernels.h"
 
 #if defined(__x86_64__)
+#include <immintrin.h>
+
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw")
 // GCC 12 warns inside its own _mm512_reduce_add_epi64 (a false positive).

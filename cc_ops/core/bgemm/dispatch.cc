@@ -16,6 +16,10 @@ std::int64_t XorPopcountRooflineAvx2(const TWord* a, const TWord* b,
 std::int64_t XorPopcountRooflineAvx512Bw(const TWord* a, const TWord* b,
                                          std::int64_t words, std::int64_t iters);
 #endif
+#if defined(__aarch64__)
+std::int64_t XorPopcountRooflineNeon(const TWord* a, const TWord* b,
+                                     std::int64_t words, std::int64_t iters);
+#endif
 
 bool KernelSupported(KernelType type) {
   switch (type) {
@@ -31,6 +35,10 @@ bool KernelSupported(KernelType type) {
     case KernelType::kAvx512:
       return __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512vpopcntdq");
+#endif
+#if defined(__aarch64__)
+    case KernelType::kNeon:
+      return true;  // Advanced SIMD is mandatory in AArch64
 #endif
     default:
       return false;
@@ -49,6 +57,8 @@ const char* KernelName(KernelType type) {
       return "avx512bw";
     case KernelType::kAvx512:
       return "avx512";
+    case KernelType::kNeon:
+      return "neon";
   }
   return "unknown";
 }
@@ -56,7 +66,9 @@ const char* KernelName(KernelType type) {
 bool SelectKernel(KernelType* type, std::string* error) {
   const char* env = std::getenv("TFDISC_OPS_KERNEL");
   if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) {
-    if (KernelSupported(KernelType::kAvx512)) {
+    if (KernelSupported(KernelType::kNeon)) {
+      *type = KernelType::kNeon;
+    } else if (KernelSupported(KernelType::kAvx512)) {
       *type = KernelType::kAvx512;
     } else if (KernelSupported(KernelType::kAvx512Bw)) {
       *type = KernelType::kAvx512Bw;
@@ -69,7 +81,7 @@ bool SelectKernel(KernelType* type, std::string* error) {
   }
   for (KernelType t : {KernelType::kReference, KernelType::kPortable,
                        KernelType::kAvx2, KernelType::kAvx512Bw,
-                       KernelType::kAvx512}) {
+                       KernelType::kAvx512, KernelType::kNeon}) {
     if (std::strcmp(env, KernelName(t)) == 0) {
       if (!KernelSupported(t)) {
         *error = std::string("TFDISC_OPS_KERNEL=") + env +
@@ -81,7 +93,7 @@ bool SelectKernel(KernelType* type, std::string* error) {
     }
   }
   *error = std::string("TFDISC_OPS_KERNEL must be one of auto, reference, "
-                       "portable, avx2, avx512bw, avx512; got '") +
+                       "portable, avx2, avx512bw, avx512, neon; got '") +
            env + "'";
   return false;
 }
@@ -95,6 +107,10 @@ PopcountGemmFn GetPopcountGemm(KernelType type) {
       return &PopcountGemmAvx512Bw;
     case KernelType::kAvx2:
       return &PopcountGemmAvx2;
+#endif
+#if defined(__aarch64__)
+    case KernelType::kNeon:
+      return &PopcountGemmNeon;
 #endif
     case KernelType::kPortable:
       return &PopcountGemmPortable;
@@ -114,6 +130,8 @@ PopcountGemmTransposedFn GetPopcountGemmTransposed(KernelType type) {
 BitpackFloatFn GetBitpackFloat(KernelType type) {
 #if defined(__x86_64__)
   if (type == KernelType::kAvx512) return &BitpackFloatAvx512;
+  if (type == KernelType::kAvx512Bw || type == KernelType::kAvx2)
+    return &BitpackFloatAvx2;
 #endif
   (void)type;
   return &BitpackFloatPortable;
@@ -129,6 +147,10 @@ std::int64_t XorPopcountRoofline(KernelType type, const TWord* a,
     return XorPopcountRooflineAvx512Bw(a, b, words, iters);
   if (type == KernelType::kAvx2)
     return XorPopcountRooflineAvx2(a, b, words, iters);
+#endif
+#if defined(__aarch64__)
+  if (type == KernelType::kNeon)
+    return XorPopcountRooflineNeon(a, b, words, iters);
 #endif
   std::int32_t p[4];
   std::int64_t total = 0;

@@ -7,9 +7,11 @@
 // words. The +-1 dot product is then K - 2 * p (see core/types.h).
 //
 // Each ISA kernel lives in its own translation unit (portable.cc, avx2.cc,
-// avx512.cc) and enables its instruction set with `#pragma GCC target`
-// around its own code only, so the library loads and runs on any x86-64 CPU;
-// SelectKernel() only returns a kernel whose features the CPU reports.
+// avx512.cc, avx512bw.cc, neon.cc). The x86 ones enable their instruction set
+// with `#pragma GCC target` around their own code only, so the library loads
+// and runs on any x86-64 CPU; SelectKernel() only returns a kernel whose
+// features the CPU reports. Each file compiles to nothing on the other
+// architecture (#if defined(__x86_64__) / __aarch64__).
 #ifndef TFDISC_CC_OPS_CORE_BGEMM_KERNELS_H_
 #define TFDISC_CC_OPS_CORE_BGEMM_KERNELS_H_
 
@@ -39,10 +41,11 @@ using PopcountGemmTransposedFn = void (*)(const TWord* a, std::int64_t lda,
                                           int m, int n, std::int64_t words,
                                           std::int32_t* p, std::int64_t ldp);
 
-// Packs `k` float values into PackedWords32(k, 32) words (bit = x < 0).
+// Packs `k` float values into PackedWords32(k, 32) words
+// (bit = PacksAsMinusOne(x), core/types.h).
 using BitpackFloatFn = void (*)(const float* x, std::int64_t k, TWord* out);
 
-enum class KernelType { kReference, kPortable, kAvx2, kAvx512Bw, kAvx512 };
+enum class KernelType { kReference, kPortable, kAvx2, kAvx512Bw, kAvx512, kNeon };
 
 // Straightforward loops; the oracle the optimized kernels are tested against.
 void PopcountGemmReference(const TWord* a, std::int64_t lda, const TWord* b,
@@ -65,12 +68,18 @@ void PopcountGemmAvx512(const TWord* a, std::int64_t lda, const TWord* b,
                         std::int64_t ldb, int m, int n, std::int64_t words,
                         std::int32_t* p, std::int64_t ldp);
 
+// AArch64 NEON: vcntq_u8 byte popcounts with pairwise-add widening.
+void PopcountGemmNeon(const TWord* a, std::int64_t lda, const TWord* b,
+                      std::int64_t ldb, int m, int n, std::int64_t words,
+                      std::int32_t* p, std::int64_t ldp);
+
 void PopcountGemmTransposedAvx512(const TWord* a, std::int64_t lda,
                                   const TWord* bt, std::int64_t ldbt, int m,
                                   int n, std::int64_t words, std::int32_t* p,
                                   std::int64_t ldp);
 
 void BitpackFloatPortable(const float* x, std::int64_t k, TWord* out);
+void BitpackFloatAvx2(const float* x, std::int64_t k, TWord* out);
 void BitpackFloatAvx512(const float* x, std::int64_t k, TWord* out);
 
 // XOR+popcount roofline: `iters` passes of the kernel's register tile over
@@ -85,7 +94,7 @@ std::int64_t XorPopcountRoofline(KernelType type, const TWord* a,
 bool KernelSupported(KernelType type);
 
 // The kernel to use:
-// TFDISC_OPS_KERNEL=auto|reference|portable|avx2|avx512bw|avx512
+// TFDISC_OPS_KERNEL=auto|reference|portable|avx2|avx512bw|avx512|neon
 // if set (an unsupported or unknown request is an error reported through
 // `error`), else the fastest supported one. Evaluated on every call so that
 // tests can switch kernels by changing the environment variable.

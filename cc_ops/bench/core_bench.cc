@@ -1,0 +1,134 @@
+// Single-thread benchmark of cc_ops/core (no TensorFlow): for every kernel
+// this CPU supports, the XOR+popcount roofline tile and the dense / conv
+// drivers at the shapes of tfdisc.benchmarks.ops, each as binary MAC/s and
+// as a percentage of the same kernel's roofline measured in the same run.
+//
+// Why beside the TensorFlow benchmark: on a machine shared with other jobs
+// the op timings include waiting for a core. Here every figure is timed
+// over many short repetitions (a few ms each) on one thread, and both the
+// median and the minimum are printed; the minimum estimates the undisturbed
+// speed, the median what a run saw. Built and run by cc_ops/bench/run.sh.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cc_ops/core/bconv2d/optimized.h"
+#include "cc_ops/core/bdense.h"
+#include "cc_ops/core/bgemm/kernels.h"
+
+using namespace tfdisc::core;  // NOLINT
+
+namespace {
+
+struct Timing {
+  double median, min;
+};
+
+// Times fn() `reps` times (each call a few ms at most) after one warm-up.
+template <class F>
+Timing Time(F fn, int reps) {
+  fn();
+  std::vector<double> s;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(s.begin(), s.end());
+  return {s[s.size() / 2], s.front()};
+}
+
+void Fill(std::vector<TWord>* v, std::uint32_t seed) {
+  std::uint32_t x = seed;
+  for (auto& w : *v) {
+    x = x * 1664525u + 1013904223u;
+    w = x;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int reps = argc > 1 ? std::atoi(argv[1]) : 101;
+  std::printf("cc_ops core benchmark, one thread, %d repetitions per figure: "
+              "median (min) G binary MAC/s and %% of the kernel's own roofline "
+              "median (the roofline's median)\n", reps);
+  for (KernelType t : {KernelType::kAvx512, KernelType::kAvx512Bw, KernelType::kAvx2,
+                       KernelType::kNeon, KernelType::kPortable}) {
+    if (!KernelSupported(t)) continue;
+    std::vector<TWord> ra(256), rb(256);
+    Fill(&ra, 1);
+    Fill(&rb, 2);
+    std::int64_t macs = 0;
+    const std::int64_t iters = t == KernelType::kPortable ? 500 : 2000;
+    const Timing roof = Time([&] {
+      macs = XorPopcountRoofline(t, ra.data(), rb.data(), 256, iters);
+    }, reps);
+    const double roof_rate = macs / roof.median;
+    std::printf("\nkernel %s\n  roofline tile (rows in L1): %8.1f (%8.1f) G/s\n",
+                KernelName(t), roof_rate / 1e9, macs / roof.min / 1e9);
+    PopcountGemmFn gemm = GetPopcountGemm(t);
+    PopcountGemmTransposedFn gemm_t = GetPopcountGemmTransposed(t);
+    // Dense: batch 1 (GEMV) over the whole 4096x4096 layer, and one 32x4096
+    // slice of 256x4096x4096 (what one thread's share looks like).
+    for (std::int64_t m : {1, 32}) {
+      BDenseArgs a;
+      a.m = m;
+      a.n = 4096;
+      a.k = 4096;
+      a.words = 128;
+      std::vector<TWord> x(m * 128), w(4096 * 128);
+      Fill(&x, 3);
+      Fill(&w, 4);
+      std::vector<float> out(m * 4096);
+      a.x = x.data();
+      a.w = w.data();
+      a.out = out.data();
+      a.out_stride = 4096;
+      a.transform.kind = OutputKind::kFloat;
+      const Timing tm = Time([&] { BinaryDense(a, gemm, SerialFor); },
+                             m == 1 ? reps : std::max(11, reps / 4));
+      const double ops = static_cast<double>(m) * 4096 * 4096;
+      std::printf("  dense %3ldx4096x4096:          %8.1f (%8.1f) G/s  %5.1f%% of roofline\n",
+                  static_cast<long>(m), ops / tm.median / 1e9, ops / tm.min / 1e9,
+                  100 * ops / tm.median / roof_rate);
+    }
+    const int shapes[][4] = {{32, 32, 128, 128}, {16, 16, 128, 256}, {16, 16, 256, 256},
+                             {8, 8, 256, 512}, {8, 8, 512, 512}};
+    for (const auto& s : shapes) {
+      BConv2DParams p;
+      p.batch = 1;
+      p.in_h = s[0];
+      p.in_w = s[1];
+      p.channels = s[2];
+      p.words = s[2] / 32;
+      p.out_channels = s[3];
+      p.filter_h = p.filter_w = 3;
+      p.pad_value = 1;
+      std::string error;
+      ComputeConvGeometry(true, &p, &error);
+      std::vector<TWord> in(p.in_h * p.in_w * p.words), f(p.out_channels * 9 * p.words);
+      Fill(&in, 5);
+      Fill(&f, 6);
+      std::vector<float> out(p.out_h * p.out_w * p.out_channels);
+      OutputTransform tr;
+      tr.kind = OutputKind::kFloat;
+      std::vector<TWord> filter_t;
+      if (gemm_t != nullptr) TransposeFilter(f.data(), p.out_channels, 9 * p.words, &filter_t);
+      const Timing tm = Time([&] {
+        BConv2DOptimized(p, in.data(), f.data(), tr, out.data(), p.out_channels, gemm,
+                         SerialFor, gemm_t, kTransposedMinPixels,
+                         filter_t.empty() ? nullptr : filter_t.data());
+      }, reps);
+      const double ops = 9.0 * p.out_h * p.out_w * p.channels * p.out_channels;
+      std::printf("  conv N=1 %2dx%2dx%3d->%3d:      %8.1f (%8.1f) G/s  %5.1f%% of roofline\n",
+                  s[0], s[1], s[2], s[3], ops / tm.median / 1e9, ops / tm.min / 1e9,
+                  100 * ops / tm.median / roof_rate);
+    }
+  }
+  return 0;
+}

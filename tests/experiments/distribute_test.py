@@ -1,0 +1,119 @@
+"""Multi-worker training and evaluation on 127.0.0.1, and runs that survive SIGKILL (issue 12)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+TINY = ["--model=fcn2", "--width=64", "--depth=2", "--bits=2", "--eval_batch_size=256",
+        "--attack=fgsm", "--epsilons=0.1", "--verbose=2", "--save_model=false"]
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG",)}
+    env.update(extra)
+    return env
+
+
+def _start(args, **env):
+    return subprocess.Popen([sys.executable, "-m", "tfdisc.experiments.mnist"] + args,
+                            env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _finish(proc, timeout=600):
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"process did not finish within {timeout} s:\n{out[-3000:]}")
+    return proc.returncode, out
+
+
+def _results(directory):
+    with open(os.path.join(directory, "results.json")) as f:
+        return json.load(f)
+
+
+def test_two_workers_train_and_evaluate_like_one_process(mnist_dir, tmp_path):
+    data = [f"--data_dir={mnist_dir}", "--train_limit=4096", "--test_limit=1000", "--epochs=1"]
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    out = str(tmp_path / "multi")
+    workers = [_start(TINY + data + ["--distribute=multi_worker", "--batch_size=32",
+                                     "--connect_timeout=120", f"--output_dir={out}"],
+                      TF_CONFIG=json.dumps({"cluster": cluster,
+                                            "task": {"type": "worker", "index": i}}))
+               for i in range(2)]
+    single = _start(TINY + data + ["--batch_size=64", f"--output_dir={tmp_path / 'single'}"])
+    codes = [_finish(p) for p in workers + [single]]
+    for code, log in codes:
+        assert code == 0, log[-3000:]
+    chief = _results(out)
+    assert chief["distribution"] == {"strategy": "multi_worker", "workers": 2, "replicas": 2,
+                                     "batch_size_per_replica": 32, "global_batch_size": 64}
+    # The other worker wrote only to its scratch directory.
+    assert os.path.isfile(os.path.join(out, "workers", "worker_1", "results.json"))
+    assert not os.path.exists(os.path.join(out, "workers", "worker_0"))
+    assert chief["attacks"]["fgsm"]["examples"] == 1000
+    one = _results(tmp_path / "single")
+    assert one["distribution"]["global_batch_size"] == 64
+    assert abs(chief["clean_accuracy"] - one["clean_accuracy"]) < 0.05, (chief, one)
+
+
+def test_a_worker_without_peers_fails_in_bounded_time(tmp_path):
+    ports = _free_ports(2)
+    start = time.monotonic()
+    proc = _start(TINY + ["--distribute=multi_worker", "--connect_timeout=5", "--epochs=1",
+                          f"--output_dir={tmp_path}"],
+                  TF_CONFIG=json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                        "task": {"type": "worker", "index": 0}}))
+    code, log = _finish(proc, timeout=300)
+    assert code != 0
+    assert f"127.0.0.1:{ports[1]}" in log and "could not form the cluster" in log, log[-3000:]
+    assert time.monotonic() - start < 240
+
+
+def test_sigkill_during_training_then_the_same_command_resumes(mnist_dir, tmp_path):
+    args = TINY + [f"--data_dir={mnist_dir}", "--train_limit=8192", "--test_limit=1000",
+                   "--epochs=4", "--batch_size=64", f"--output_dir={tmp_path / 'run'}"]
+    proc = _start(args)
+    seen = []
+    deadline = time.monotonic() + 600
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("Epoch 3/4"):
+            proc.send_signal(signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "".join(seen)[-3000:]
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
+    assert not os.path.exists(tmp_path / "run" / "results.json")
+
+    code, log = _finish(_start(args))
+    assert code == 0, log[-3000:]
+    assert "Resumed from the backup: continuing at epoch 3." in log
+    assert "Epoch 1/4" not in log and "Epoch 2/4" not in log
+    resumed = _results(tmp_path / "run")
+    assert resumed["resumed"]["from_epoch"] == 2
+
+    code, log = _finish(_start(args[:-1] + [f"--output_dir={tmp_path / 'straight'}"]))
+    assert code == 0, log[-3000:]
+    straight = _results(tmp_path / "straight")
+    assert straight["resumed"] is None
+    assert abs(resumed["clean_accuracy"] - straight["clean_accuracy"]) < 0.03, (resumed, straight)

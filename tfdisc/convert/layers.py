@@ -1,0 +1,198 @@
+"""Inference-only Keras layers running on the packed ops of ``tfdisc.ops``.
+
+These classes are registered with Keras (package ``tfdisc``) when ``tfdisc``
+is imported, so that a saved packed model loads in any process that imported
+tfdisc. Importing this module does not load the C++ op library: the layers
+hold their packed weights as plain integer variables and load ``tfdisc.ops``
+on their first call.
+"""
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["PackedBinaryConv2D", "PackedBinaryDense", "PackedMaxPool2D", "PACKED_LAYERS"]
+
+
+def _ops():
+    import tfdisc.ops  # pylint: disable=import-outside-toplevel
+
+    return tfdisc.ops
+
+
+def _word_dtype(word_bits):
+    return tf.int32 if word_bits == 32 else tf.int64
+
+
+class _PackedLayer(tf.keras.layers.Layer):
+    """Holds packed weights plus an optional multiplier/bias as constants."""
+
+    def __init__(self, *, word_bits=32, input_packed=False, output="float",
+                 activation=None, **kwargs):
+        kwargs.pop("trainable", None)
+        super().__init__(trainable=False, **kwargs)
+        self.word_bits = int(word_bits)
+        self.input_packed = bool(input_packed)
+        self.output_kind = output
+        self.activation = tf.keras.activations.get(activation)
+        self._init_values = {}
+
+    def _add_constant(self, name, shape, dtype, value=None):
+        init = "zeros" if value is None else tf.constant_initializer(np.asarray(value))
+        return self.add_weight(name=name, shape=shape, dtype=dtype, initializer=init,
+                               trainable=False)
+
+    def _build_transform(self, channels, multiplier, bias, has_multiplier, has_bias):
+        self.multiplier = (self._add_constant("multiplier", (channels,), tf.float32, multiplier)
+                           if has_multiplier else None)
+        self.bias = (self._add_constant("bias", (channels,), tf.float32, bias)
+                     if has_bias else None)
+
+    def _finish(self, y):
+        if self.output_kind == "float":
+            return self.activation(y)
+        return y
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "word_bits": self.word_bits,
+            "input_packed": self.input_packed,
+            "output": self.output_kind,
+            "activation": tf.keras.activations.serialize(self.activation),
+        }
+
+
+@tf.keras.utils.register_keras_serializable(package="tfdisc")
+class PackedBinaryDense(_PackedLayer):
+    """Inference-only binary dense layer on ``tfdisc.ops.binary_dense``.
+
+    Args:
+      units: Output units.
+      k: Input features (bits per row).
+      has_multiplier, has_bias: Whether the output transform has them.
+      packed_kernel, multiplier, bias: Initial values (numpy), from the
+        converter; omitted when deserializing (weights are loaded after).
+      word_bits, input_packed, output, activation: see ``tfdisc.convert.to_packed``.
+    """
+
+    def __init__(self, units, k, *, has_multiplier=False, has_bias=False,
+                 packed_kernel=None, multiplier=None, bias=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.k = int(k)
+        self.has_multiplier = bool(has_multiplier)
+        self.has_bias = bool(has_bias)
+        self._init_values = dict(kernel=packed_kernel, multiplier=multiplier, bias=bias)
+
+    def build(self, input_shape):
+        words = -(-self.k // self.word_bits)
+        self.packed_kernel = self._add_constant("packed_kernel", (self.units, words),
+                                                _word_dtype(self.word_bits),
+                                                self._init_values["kernel"])
+        self._build_transform(self.units, self._init_values["multiplier"],
+                              self._init_values["bias"], self.has_multiplier, self.has_bias)
+        self._init_values = {}
+        super().build(input_shape)
+
+    def call(self, inputs):
+        ops = _ops()
+        x = inputs if self.input_packed else ops.bitpack(inputs, word_bits=self.word_bits)
+        y = ops.binary_dense(x, self.packed_kernel, self.k, multiplier=self.multiplier,
+                             bias=self.bias, output=self.output_kind,
+                             word_bits=self.word_bits)
+        return self._finish(y)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "k": self.k,
+                "has_multiplier": self.has_multiplier, "has_bias": self.has_bias}
+
+
+@tf.keras.utils.register_keras_serializable(package="tfdisc")
+class PackedBinaryConv2D(_PackedLayer):
+    """Inference-only binary conv layer on ``tfdisc.ops.binary_conv2d``."""
+
+    def __init__(self, filters, kernel_size, channels_in, *, strides=(1, 1),
+                 padding="VALID", pad_value=0, dilations=(1, 1), has_multiplier=False,
+                 has_bias=False, packed_kernel=None, multiplier=None, bias=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = tuple(int(v) for v in kernel_size)
+        self.channels_in = int(channels_in)
+        self.strides = tuple(int(v) for v in strides)
+        self.padding = padding.upper()
+        self.pad_value = int(pad_value)
+        self.dilations = tuple(int(v) for v in dilations)
+        self.has_multiplier = bool(has_multiplier)
+        self.has_bias = bool(has_bias)
+        self._init_values = dict(kernel=packed_kernel, multiplier=multiplier, bias=bias)
+
+    def build(self, input_shape):
+        words = -(-self.channels_in // self.word_bits)
+        self.packed_kernel = self._add_constant(
+            "packed_kernel", (self.filters, *self.kernel_size, words),
+            _word_dtype(self.word_bits), self._init_values["kernel"])
+        self._build_transform(self.filters, self._init_values["multiplier"],
+                              self._init_values["bias"], self.has_multiplier, self.has_bias)
+        self._init_values = {}
+        super().build(input_shape)
+
+    def call(self, inputs):
+        ops = _ops()
+        x = inputs if self.input_packed else ops.bitpack(inputs, word_bits=self.word_bits)
+        y = ops.binary_conv2d(x, self.packed_kernel, self.channels_in, strides=self.strides,
+                              padding=self.padding, pad_value=self.pad_value,
+                              dilations=self.dilations, multiplier=self.multiplier,
+                              bias=self.bias, output=self.output_kind,
+                              word_bits=self.word_bits)
+        return self._finish(y)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "channels_in": self.channels_in,
+                "strides": self.strides, "padding": self.padding,
+                "pad_value": self.pad_value, "dilations": self.dilations,
+                "has_multiplier": self.has_multiplier, "has_bias": self.has_bias}
+
+
+@tf.keras.utils.register_keras_serializable(package="tfdisc")
+class PackedMaxPool2D(tf.keras.layers.Layer):
+    """Max pooling of packed +-1 NHWC data (``tfdisc.ops.bitpacked_max_pool2d``).
+
+    ``or_mask`` (packed, one bit per channel) selects min pooling for channels
+    whose following batch-norm multiplier is negative.
+    """
+
+    def __init__(self, pool_size, strides, padding, *, word_bits=32, has_or_mask=False,
+                 or_mask=None, **kwargs):
+        kwargs.pop("trainable", None)
+        super().__init__(trainable=False, **kwargs)
+        self.pool_size = tuple(int(v) for v in pool_size)
+        self.strides = tuple(int(v) for v in strides)
+        self.padding = padding.upper()
+        self.word_bits = int(word_bits)
+        self.has_or_mask = bool(has_or_mask or or_mask is not None)
+        self._or_mask_value = or_mask
+
+    def build(self, input_shape):
+        self.or_mask = None
+        if self.has_or_mask:
+            value = self._or_mask_value
+            init = "zeros" if value is None else tf.constant_initializer(np.asarray(value))
+            self.or_mask = self.add_weight(name="or_mask", shape=(int(input_shape[-1]),),
+                                           dtype=_word_dtype(self.word_bits), initializer=init,
+                                           trainable=False)
+        self._or_mask_value = None
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return _ops().bitpacked_max_pool2d(inputs, self.pool_size, strides=self.strides,
+                                           padding=self.padding, or_mask=self.or_mask)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size,
+                "strides": self.strides, "padding": self.padding,
+                "word_bits": self.word_bits, "has_or_mask": self.has_or_mask}
+
+
+#: Every packed layer class, for code that must tell packed models apart.
+PACKED_LAYERS = (PackedBinaryDense, PackedBinaryConv2D, PackedMaxPool2D)

@@ -1,0 +1,319 @@
+"""Export trained tfdisc models: SavedModel, packed SavedModel, TFLite, LCE.
+
+Every artifact keeps the defence inside: the ``BitDepthQuantization`` input
+layer is part of the exported graph, so a deployed model discretizes its
+input exactly as the Keras model does.
+
+Formats (one function each):
+
+* :func:`saved_model`: the Keras model as a TensorFlow SavedModel with a
+  ``serving_default`` signature ``image -> logits``. It uses TensorFlow ops
+  only: ``tf.saved_model.load(path)`` works in a process that never imports
+  tfdisc or larq.
+* :func:`packed_saved_model`: ``tfdisc.convert.to_packed(model)`` saved as a
+  SavedModel; it runs the tfdisc C++ ops, so load it with :func:`load`,
+  which registers them first (and says what to import when it cannot).
+* :func:`tflite`: ``tf.lite.TFLiteConverter`` with TFLite builtin ops only
+  (no Select TF ops, no custom ops); weights stay float32. The portable
+  fallback, run with ``tf.lite.Interpreter``.
+* :func:`lce`: a larq-compute-engine flatbuffer (optional extra
+  ``pip install tfdisc[lce]``) whose binary convolutions, and binary dense
+  layers rewritten as 1x1 binary convolutions
+  (:func:`tfdisc.export.rewrite.binary_dense_as_conv`), run on LCE's
+  bit-packed kernels. Run it with ``larq_compute_engine.testing.Interpreter``.
+
+Every function takes ``input_dtype="uint8"`` to export a signature taking
+raw camera pixels 0-255 (see :func:`tfdisc.export.rewrite.with_uint8_input`).
+
+Loading (one documented loader per artifact kind):
+
+=====================  ==================================================
+``model.keras``        ``tfdisc.export.load(path)`` (or ``import tfdisc``
+                       then ``tf.keras.models.load_model``)
+packed ``.keras``      ``tfdisc.export.load(path)`` (loads the op library)
+SavedModel             ``tf.saved_model.load(path)`` -- no tfdisc needed
+packed SavedModel      ``tfdisc.export.load(path)`` (registers the ops)
+``.tflite`` (stock)    ``tf.lite.Interpreter(model_path=path)``
+LCE ``.tflite``        ``larq_compute_engine.testing.Interpreter(bytes)``
+=====================  ==================================================
+
+:func:`predictor` wraps any of them in a ``numpy -> numpy`` function.
+
+Example:
+
+    >>> import tfdisc
+    >>> from tfdisc import export
+    >>> model = tfdisc.export.load("out/model.keras")  # doctest: +SKIP
+    >>> paths = export.export(model, "out/export", ["saved_model", "tflite"])  # doctest: +SKIP
+    >>> logits = export.predictor(paths["tflite"])(images)  # doctest: +SKIP
+
+The command line: ``python -m tfdisc.export --model=OUT/model.keras
+--formats=saved_model,packed_saved_model,tflite,lce --output_dir=DIR``.
+"""
+import json
+import os
+
+import tensorflow as tf
+
+from tfdisc import convert
+from tfdisc.export import artifacts, rewrite
+from tfdisc.export.artifacts import (
+    artifact_bytes,
+    lite_ops,
+    load,
+    predictor,
+    saved_model_ops,
+)
+
+__all__ = [
+    "FILE_NAMES",
+    "FORMATS",
+    "INPUT_DTYPES",
+    "artifact_bytes",
+    "export",
+    "lce",
+    "lite_ops",
+    "load",
+    "packed_saved_model",
+    "parse_formats",
+    "predictor",
+    "artifacts",
+    "rewrite",
+    "saved_model",
+    "saved_model_ops",
+    "tflite",
+]
+
+FORMATS = ("saved_model", "packed_saved_model", "tflite", "lce")
+INPUT_DTYPES = ("float32", "uint8")
+#: Artifact name of each format inside an export directory.
+FILE_NAMES = {
+    "saved_model": "saved_model",
+    "packed_saved_model": "packed_saved_model",
+    "tflite": "model.tflite",
+    "lce": "model_lce.tflite",
+}
+_METADATA = os.path.join("assets.extra", "tfdisc_export.json")
+
+
+# --------------------------------------------------------------------------
+# Checks and shared steps.
+
+
+def _check_input_dtype(input_dtype):
+    if input_dtype not in INPUT_DTYPES:
+        raise ValueError(f"`input_dtype` must be one of {INPUT_DTYPES}, got {input_dtype!r}.")
+    return input_dtype
+
+
+def _packed_layers(model):
+    return [layer.name for layer in model.layers if isinstance(layer, convert.PACKED_LAYERS)]
+
+
+def _prepare(model, caller, input_dtype, *, allow_packed=False):
+    """Checks `model` and applies the uint8 input option."""
+    convert.check_model(model, caller)
+    _check_input_dtype(input_dtype)
+    packed = _packed_layers(model)
+    if packed and not allow_packed:
+        raise ValueError(
+            f"{caller}: layer(s) {', '.join(packed)} are tfdisc packed layers (custom C++ "
+            "ops) and cannot be exported to this format; export the larq model that "
+            "tfdisc.convert.to_packed was given.")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"{caller}: exporters take a model with one input and one output, "
+                         f"got {len(model.inputs)} inputs and {len(model.outputs)} outputs.")
+    if input_dtype == "uint8":
+        model = rewrite.with_uint8_input(model)
+    return model
+
+
+def _serving_function(model):
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), model.inputs[0].dtype, name="image")
+
+    @tf.function(input_signature=[spec])
+    def serve(image):
+        return {"logits": model(image, training=False)}
+
+    return serve
+
+
+def _write_saved_model(model, path, kind, input_dtype):
+    module = tf.Module()
+    # The variables, not the Keras model: the SavedModel then holds TF
+    # functions and variables only and loads without Keras, larq or tfdisc.
+    module.weights = list(model.weights)
+    module.serve = _serving_function(model)
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    _write_metadata(path, kind, model, input_dtype)
+    return path
+
+
+def _write_metadata(path, kind, model, input_dtype):
+    os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+    meta = {"format": kind, "model": model.name, "input": "image", "output": "logits",
+            "input_dtype": input_dtype, "input_shape": list(model.input_shape[1:]),
+            "tfdisc_ops": sorted(artifacts.saved_model_ops(path))}
+    with open(os.path.join(path, _METADATA), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+def _lite_converter_error(caller, model, error):
+    custom = sorted({type(layer).__module__ + "." + type(layer).__name__
+                     for layer in model.layers
+                     if not type(layer).__module__.startswith(("tf_keras.", "larq.", "tfdisc."))})
+    hint = f" Layers from outside tf-keras/larq/tfdisc: {', '.join(custom)}." if custom else ""
+    return ValueError(f"{caller}: conversion of {model.name!r} failed.{hint} Converter "
+                      f"message: {error}")
+
+
+def _write_bytes(path, data):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------
+# Formats.
+
+
+def saved_model(model, path, *, input_dtype="float32"):
+    """Saves `model` as a SavedModel loadable without tfdisc or larq.
+
+    Args:
+      model: A built tf-keras Sequential/functional model (larq layers allowed).
+      path: Directory to write.
+      input_dtype: ``"float32"`` (images in the model's value range) or
+        ``"uint8"`` (raw pixels 0-255).
+
+    Returns:
+      `path`. Its ``serving_default`` signature maps ``image`` to ``logits``.
+
+    Raises:
+      ValueError: Keras 3 or unbuilt model, packed layers, bad `input_dtype`.
+    """
+    model = _prepare(model, "tfdisc.export.saved_model", input_dtype)
+    return _write_saved_model(model, path, "saved_model", input_dtype)
+
+
+def packed_saved_model(model, path, *, input_dtype="float32", word_bits=32):
+    """Converts `model` with ``tfdisc.convert.to_packed`` and saves a SavedModel.
+
+    The SavedModel runs the tfdisc C++ ops: load it with :func:`load`.
+
+    Args:
+      model: A larq model (or a model already returned by ``to_packed``).
+      path: Directory to write.
+      input_dtype: ``"float32"`` or ``"uint8"``.
+      word_bits: 32 or 64, see ``to_packed``.
+
+    Returns:
+      `path`.
+    """
+    caller = "tfdisc.export.packed_saved_model"
+    convert.check_model(model, caller)
+    if not _packed_layers(model):
+        model = convert.to_packed(model, word_bits=word_bits)
+    model = _prepare(model, caller, input_dtype, allow_packed=True)
+    return _write_saved_model(model, path, "packed_saved_model", input_dtype)
+
+
+def _tflite_bytes(model, caller):
+    serve = _serving_function(model)
+    concrete = serve.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.allow_custom_ops = False
+    try:
+        data = converter.convert()
+    except Exception as e:  # pylint: disable=broad-except
+        raise _lite_converter_error(caller, model, e) from e
+    custom = sorted(op for op in artifacts.lite_ops(data) if not op.isupper())
+    if custom:
+        raise _lite_converter_error(
+            caller, model, f"ops outside the TFLite builtins: {', '.join(custom)}")
+    return data
+
+
+def tflite(model, path, *, input_dtype="float32"):
+    """Converts `model` to a TFLite flatbuffer with builtin ops only (float32 weights).
+
+    Args:
+      model: A built tf-keras model (larq layers allowed; packed layers not).
+      path: File to write (``.tflite``).
+      input_dtype: ``"float32"`` or ``"uint8"``.
+
+    Returns:
+      `path`.
+
+    Raises:
+      ValueError: the model needs an op outside the TFLite builtins (the
+        message names the layers from outside tf-keras/larq/tfdisc).
+    """
+    caller = "tfdisc.export.tflite"
+    model = _prepare(model, caller, input_dtype)
+    return _write_bytes(path, _tflite_bytes(model, caller))
+
+
+def lce(model, path, *, input_dtype="float32"):
+    """Converts `model` to a larq-compute-engine flatbuffer with binary layers bit-packed.
+
+    Binary dense layers are first rewritten as 1x1 binary convolutions
+    (:func:`tfdisc.export.rewrite.binary_dense_as_conv`), since LCE binarizes
+    convolutions only.
+
+    Args:
+      model: A built tf-keras larq model.
+      path: File to write (``.tflite``).
+      input_dtype: ``"float32"`` or ``"uint8"``.
+
+    Returns:
+      `path`.
+
+    Raises:
+      ImportError: larq-compute-engine is not installed (names the extra).
+      ValueError: Keras 3 model, packed layers, or the converter failed.
+    """
+    caller = "tfdisc.export.lce"
+    lce_module = artifacts.lce_module()
+    model = _prepare(model, caller, input_dtype)
+    model, _ = rewrite.binary_dense_as_conv(model)
+    try:
+        data = lce_module.convert_keras_model(model)
+    except Exception as e:  # pylint: disable=broad-except
+        raise _lite_converter_error(caller, model, e) from e
+    return _write_bytes(path, data)
+
+
+_EXPORTERS = {"saved_model": saved_model, "packed_saved_model": packed_saved_model,
+              "tflite": tflite, "lce": lce}
+
+
+def parse_formats(formats):
+    """A list of format names from a list or a comma-separated string."""
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    formats = list(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"Unknown export format(s) {unknown or formats!r}; "
+                         f"choose from {', '.join(FORMATS)}.")
+    return formats
+
+
+def export(model, output_dir, formats=FORMATS, *, input_dtype="float32"):
+    """Exports `model` to each format under `output_dir` (names in :data:`FILE_NAMES`).
+
+    Returns:
+      ``{format: path}``.
+    """
+    formats = parse_formats(formats)
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {}
+    for fmt in formats:
+        paths[fmt] = _EXPORTERS[fmt](model, os.path.join(output_dir, FILE_NAMES[fmt]),
+                                     input_dtype=input_dtype)
+    return paths
