@@ -185,7 +185,7 @@ def mnist(mnist_dir):
     x, y = data.load_arrays("mnist", "train", data_dir=mnist_dir)
     xt, yt = data.load_arrays("mnist", "test", data_dir=mnist_dir)
     return (x[:4000].astype(np.float32) / 255.0, y[:4000],
-            xt[:300].astype(np.float32) / 255.0, yt[:300])
+            xt[:150].astype(np.float32) / 255.0, yt[:150])
 
 
 def _train(mnist, precision, bits, eps, width=48, depth=2, epochs=2, seed=0):
@@ -226,19 +226,21 @@ def test_certified_examples_survive_pgd_search_and_transfer(trained, mnist, key)
     model = trained[key]
     _, _, x, y = mnist
     eps = 0.1
-    cert = certify.certify(model, x, y, eps, complete_max_free=8, max_nodes=256)
+    cert = certify.certify(model, x, y, eps, complete_max_free=8, max_nodes=64,
+                           search_params=dict(iterations=10))
     certified = cert.status == "certified"
-    assert certified.sum() >= 10, cert.counts()  # the test must have something to break
+    assert certified.sum() >= 10, cert.counts()
+    assert cert.counts()["counterexample"] > 0  # the test must have something to break
     broken = np.zeros(len(y), bool)
     for restart in range(3):
         tf.random.set_seed(restart)
-        x_adv = attacks.pgd(model, x, y, eps, step_size=attacks.default_step_size(eps, 20),
-                            steps=20, random_start=True)
+        x_adv = attacks.pgd(model, x, y, eps, step_size=attacks.default_step_size(eps, 10),
+                            steps=10, random_start=True)
         broken |= model(x_adv).numpy().argmax(1) != y
-    x_q = certify.quantized_search(model, x, y, eps, restarts=1, iterations=20)
+    x_q = certify.quantized_search(model, x, y, eps, restarts=1, iterations=10)
     broken |= model(x_q).numpy().argmax(1) != y
     source = trained[("binary" if key[0] == "full" else "full", key[1])]
-    x_t = attacks.pgd(source, x, y, eps, step_size=attacks.default_step_size(eps, 20), steps=20)
+    x_t = attacks.pgd(source, x, y, eps, step_size=attacks.default_step_size(eps, 10), steps=10)
     broken |= model(x_t).numpy().argmax(1) != y
     assert not np.any(certified & broken)
     assert broken.sum() > 0  # the attacks do work on this model
@@ -265,19 +267,22 @@ def test_search_returns_valid_images_without_gradients(trained, mnist):
         certify.quantized_search(model, x[:2], y[:2], eps, iterations=0)
 
 
-def test_complete_mode_agrees_with_exhaustive_enumeration(mnist):
-    model, _ = _train(mnist, "full", 2, 0.05, width=16, depth=1, epochs=1)
-    _, _, x, y = mnist
+def test_complete_mode_agrees_with_exhaustive_enumeration(mnist, mnist_dir):
+    model, _ = _train(mnist, "full", 2, 0.0, width=32, depth=3, epochs=1)  # not trained for IBP
+    x, y = data.load_arrays("mnist", "test", data_dir=mnist_dir)
+    x, y = x[:1000].astype(np.float32) / 255.0, y[:1000]
     eps = 0.05
     box = certify.input_box(model, x, eps)
-    small = np.nonzero(box.num_free() <= 12)[0][:40]
+    small = np.nonzero(box.num_free() <= 8)[0][:30]
     assert len(small) >= 10
-    cert = certify.certify(model, x[small], y[small], eps, complete_max_free=12, max_nodes=8192,
+    cert = certify.certify(model, x[small], y[small], eps, complete_max_free=8, max_nodes=1024,
                            search=False)
     assert not np.any(cert.status == "unknown"), cert.counts()
     truth = certify.exhaustive(model, x[small], y[small], eps)
     np.testing.assert_array_equal(cert.status == "certified", truth)
-    assert "branch" in set(cert.decided_by) or np.all(cert.decided_by != "none")
+    branched = cert.decided_by == "branch"
+    print(dict(zip(*np.unique(cert.decided_by, return_counts=True))), cert.counts())
+    assert branched.sum() >= 3  # the bounds alone do not decide these: branching does
 
 
 def test_certified_accuracy_api_matches_per_example_status(trained, mnist):

@@ -13,7 +13,7 @@ from tfdisc._version import __version__  # noqa: E402
 
 # Loaded on first attribute access: tfdisc.ops builds/loads the C++ library,
 # and nothing else in tfdisc needs it.
-_LAZY_SUBMODULES = ("convert", "ops", "training")
+_LAZY_SUBMODULES = ("certify", "convert", "ops", "training")
 
 
 def __getattr__(name):

@@ -18,14 +18,15 @@ interval of its outputs:
 
 Any other layer raises ``UnsupportedLayerError`` naming it.
 
-With ``exact=True`` (certification) bounds are computed in float64 and every
-linear map is widened by the worst-case float32 rounding error of the model's
-own evaluation (``γ_n·Σ|w||x|`` with ``γ_n = n·u/(1 − n·u)``, u = 2⁻²⁴), so the
-model's float32 outputs lie inside the bounds whatever the summation order.
-With ``exact=False`` (training) bounds are float32, differentiable, and BN may
-use the batch statistics of a clean batch propagated alongside.
+With ``exact=True`` (certification) every linear map is widened by the
+worst-case float32 rounding error of the model's own evaluation
+(``γ_n·Σ|w||x|`` with ``γ_n = n·u/(1 − n·u)``, u = 2⁻²⁴) plus that of the bound
+computation itself (also float32: three times the model's term, a relative
+``γ_n`` on the radius product and one ulp outward on every end), so the model's
+float32 outputs lie inside the bounds whatever the summation order.
+With ``exact=False`` (training) bounds are plain float32, differentiable, and
+BN may use the batch statistics of a clean batch propagated alongside.
 """
-import larq as lq
 import numpy as np
 import tensorflow as tf
 
@@ -34,6 +35,7 @@ from tfdisc.layers import BitDepthQuantization
 __all__ = ["UnsupportedLayerError", "check_model", "logit_bounds", "margin_upper"]
 
 _U32 = 2.0**-24
+_TINY = 1e-30  # keeps radii positive (underflow)
 
 _MONOTONE_ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "elu", "selu", "softplus",
                          "softsign", "relu6", "hard_sigmoid", "exponential"}
@@ -114,7 +116,7 @@ class _Propagator:
     def __init__(self, exact, training):
         self.exact = exact
         self.training = training
-        self.dtype = tf.float64 if exact else tf.float32
+        self.dtype = tf.float32
 
     def cast(self, t):
         return tf.cast(t, self.dtype)
@@ -126,19 +128,29 @@ class _Propagator:
         centre = (iv.upper + iv.lower) / 2.0
         radius = (iv.upper - iv.lower) / 2.0
         mid = apply(centre, w)
-        rad = apply(radius, aw)
         if self.exact:
+            # Model error γ|W|·max|x| and ours (2γ, centre product and centre/radius
+            # rounding) in one product |W|·(r + 3γ·max|x|), itself rounded: ×(1 + γ).
+            gamma = _gamma(fan_in + 1)
             mag = tf.maximum(tf.abs(iv.lower), tf.abs(iv.upper))
-            err = apply(mag, aw)
+            rad = apply(radius + 3.0 * gamma * mag, aw) * (1.0 + gamma) + _TINY
             if bias is not None:
-                err += tf.abs(self.cast(bias))
-            rad += _gamma(fan_in + 1) * err + 1e-30
+                rad += 3.0 * gamma * tf.abs(self.cast(bias))
+        else:
+            rad = apply(radius, aw)
         if bias is not None:
             mid += self.cast(bias)
         point = None
         if iv.point is not None:
             point = apply(iv.point, w) + (0.0 if bias is None else self.cast(bias))
-        return _Interval(mid - rad, mid + rad, point)
+        return self._ends(mid - rad, mid + rad, point)
+
+    def _ends(self, lower, upper, point=None):
+        """Interval from computed ends; exact mode rounds them one ulp outward."""
+        if self.exact:
+            lower = tf.math.nextafter(lower, tf.constant(-np.inf, lower.dtype))
+            upper = tf.math.nextafter(upper, tf.constant(np.inf, upper.dtype))
+        return _Interval(lower, upper, point)
 
     def _input_quantize(self, layer, iv):
         quantizer = getattr(layer, "input_quantizer", None)
@@ -232,35 +244,21 @@ class _Propagator:
         if self.exact:
             mag = tf.maximum(tf.abs(iv.lower), tf.abs(iv.upper))
             beta = 0.0 if layer.beta is None else tf.abs(self.cast(layer.beta))
-            rad += 16.0 * _U32 * (mag * tf.abs(scale) + tf.abs(mean * scale) + beta) + 1e-30
+            rad += 32.0 * _U32 * (mag * tf.abs(scale) + tf.abs(mean * scale) + beta) + _TINY
         point = None if iv.point is None else iv.point * scale + shift
-        return _Interval(mid - rad, mid + rad, point)
+        return self._ends(mid - rad, mid + rad, point)
 
     def monotone(self, layer, iv):
-        def fn(t):
-            return tf.cast(layer(tf.cast(t, tf.float32)), self.dtype) if self.exact else layer(t)
-
+        """Non-decreasing layers map the ends (exact in float32, but average pooling)."""
+        out = iv.map(layer)
         if self.exact and isinstance(layer, (tf.keras.layers.AveragePooling2D,
                                              tf.keras.layers.GlobalAveragePooling2D)):
-            raise_ = iv.map(fn)
-            mag = tf.maximum(tf.abs(raise_.lower), tf.abs(raise_.upper))
+            mag = tf.maximum(tf.abs(out.lower), tf.abs(out.upper))
             pool = getattr(layer, "pool_size", None)
             n = int(np.prod(pool)) if pool is not None else int(np.prod(iv.lower.shape[1:3]))
-            err = _gamma(n + 1) * mag + 1e-30
-            return _Interval(raise_.lower - err, raise_.upper + err, raise_.point)
-        if self.exact:
-            # Exact in float32 for max/relu/flatten; evaluate the layer itself in float64
-            # where it is a pure re-arrangement or a max, to keep the widened bounds.
-            if isinstance(layer, tf.keras.layers.Flatten):
-                return iv.map(lambda t: tf.reshape(t, [tf.shape(t)[0], -1]))
-            if isinstance(layer, tf.keras.layers.Reshape):
-                return iv.map(lambda t: tf.reshape(t, [tf.shape(t)[0]] + list(layer.target_shape)))
-            if isinstance(layer, tf.keras.layers.ReLU):
-                return iv.map(lambda t: tf.maximum(t, 0.0)) if _plain_relu(layer) else iv.map(fn)
-            if isinstance(layer, (tf.keras.layers.MaxPooling2D,
-                                  tf.keras.layers.GlobalMaxPooling2D)):
-                return iv.map(_as_float64(layer))
-        return iv.map(fn)
+            err = 3.0 * _gamma(n + 1) * mag + _TINY
+            return self._ends(out.lower - err, out.upper + err, out.point)
+        return out
 
     def add(self, layer, ivs):
         lower = tf.add_n([iv.lower for iv in ivs])
@@ -270,8 +268,8 @@ class _Propagator:
             point = tf.add_n([iv.point for iv in ivs])
         if self.exact:
             mag = tf.add_n([tf.maximum(tf.abs(iv.lower), tf.abs(iv.upper)) for iv in ivs])
-            err = _gamma(len(ivs)) * mag + 1e-30
-            lower, upper = lower - err, upper + err
+            err = 3.0 * _gamma(len(ivs)) * mag + _TINY
+            return self._ends(lower - err, upper + err, point)
         return _Interval(lower, upper, point)
 
     def layer(self, layer, ivs):
@@ -305,18 +303,6 @@ class _Propagator:
             f"{type(layer).__name__}.")
 
 
-def _plain_relu(layer):
-    return (layer.max_value is None and float(layer.negative_slope) == 0.0
-            and float(layer.threshold) == 0.0)
-
-
-def _as_float64(layer):
-    if isinstance(layer, tf.keras.layers.GlobalMaxPooling2D):
-        return lambda t: tf.reduce_max(t, axis=[1, 2], keepdims=bool(layer.keepdims))
-    # MaxPooling2D: tf.nn.max_pool2d supports float64.
-    return lambda t: tf.nn.max_pool2d(t, layer.pool_size, layer.strides, layer.padding.upper())
-
-
 def _margin_layer(layer):
     """True if the output layer can be bounded in margin form."""
     return (isinstance(layer, tf.keras.layers.Dense) and _name(layer.activation) == "linear")
@@ -344,11 +330,9 @@ def _run(model, lower, upper, *, exact, training=False, point=None, margin=True)
 
 def check_model(model):
     """Raises ``UnsupportedLayerError`` naming the first layer IBP cannot bound."""
-    prop = _Propagator(False, False)
     shape = [1] + list(model.input_shape[1:])
     zeros = tf.zeros(shape, tf.float32)
     _run(model, zeros, zeros, exact=False, margin=False)
-    del prop
 
 
 def logit_bounds(model, lower, upper, *, exact=True):
@@ -358,8 +342,7 @@ def logit_bounds(model, lower, upper, *, exact=True):
       model: Keras model (logits output).
       lower, upper: bounds of the quantized input (output of the model's
         ``BitDepthQuantization``), or of the raw input without a quantizer.
-      exact: float64 with float32 rounding widening (certification) or plain
-        float32 (training).
+      exact: widened for float32 rounding (certification) or plain (training).
     """
     iv, _ = _run(model, lower, upper, exact=exact, margin=False)
     return iv.lower, iv.upper
@@ -379,7 +362,7 @@ def margin_upper(model, lower, upper, y, *, exact=True, training=False, point=No
       point: clean quantized inputs, propagated alongside for BN statistics.
 
     Returns:
-      float tensor [batch, classes] (float64 if ``exact``).
+      float32 tensor [batch, classes].
     """
     iv, last = _run(model, lower, upper, exact=exact, training=training, point=point)
     y = tf.cast(y, tf.int32)
@@ -406,7 +389,11 @@ def margin_upper(model, lower, upper, y, *, exact=True, training=False, point=No
     if exact:
         mag = tf.maximum(tf.abs(iv.lower), tf.abs(iv.upper))
         s = tf.tensordot(mag, tf.abs(w), 1) + tf.abs(b)[None, :]
-        err = _gamma(int(w.shape[0]) + 1) * (s + tf.gather(s, y, axis=1, batch_dims=1)[:, None])
-        rad += err + 1e-30
+        gamma = _gamma(int(w.shape[0]) + 1)
+        err = 3.0 * gamma * (s + tf.gather(s, y, axis=1, batch_dims=1)[:, None])
+        rad = rad * (1.0 + gamma) + err + _TINY
     onehot = tf.one_hot(y, num_classes, dtype=mid.dtype)
-    return (mid + rad) * (1.0 - onehot)
+    upper = mid + rad
+    if exact:
+        upper = tf.math.nextafter(upper, tf.constant(np.inf, upper.dtype))
+    return upper * (1.0 - onehot)

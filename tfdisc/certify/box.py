@@ -127,8 +127,8 @@ def jitter(layer, integer=False):
 
 def _bin_of(values, table):
     """Bin of each quantized value (the nearest level; values carry at most an ulp of jitter)."""
-    mids = (table[1:].astype(np.float64) + table[:-1]) / 2.0
-    return np.searchsorted(mids, np.asarray(values, np.float64)).astype(np.int32)
+    mids = ((table[1:].astype(np.float64) + table[:-1]) / 2.0).astype(np.float32)
+    return np.searchsorted(mids, np.asarray(values, np.float32)).astype(np.int32)
 
 
 class Box:
@@ -213,12 +213,12 @@ def input_box(model, x, eps, *, clip=(0.0, 1.0)):
 
 def level_interval(table, lo_bin, hi_bin, delta):
     """float32 ``(lower, upper)`` containing every layer output in the bin ranges (± ``delta``)."""
-    low64 = table[lo_bin].astype(np.float64) - delta
-    high64 = table[hi_bin].astype(np.float64) + delta
-    lower, upper = low64.astype(np.float32), high64.astype(np.float32)
-    lower = np.where(lower > low64, np.nextafter(lower, np.float32(-np.inf)), lower)
-    upper = np.where(upper < high64, np.nextafter(upper, np.float32(np.inf)), upper)
-    return lower.astype(np.float32), upper.astype(np.float32)
+    low64 = table.astype(np.float64) - delta
+    high64 = table.astype(np.float64) + delta
+    low, high = low64.astype(np.float32), high64.astype(np.float32)
+    low = np.where(low > low64, np.nextafter(low, np.float32(-np.inf)), low)
+    high = np.where(high < high64, np.nextafter(high, np.float32(np.inf)), high)
+    return low.astype(np.float32)[lo_bin], high.astype(np.float32)[hi_bin]
 
 
 def quantized_interval(layer, x, eps, clip=(0.0, 1.0)):

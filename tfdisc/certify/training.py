@@ -74,6 +74,20 @@ class CertifiedTraining(tf.keras.Model):
         self._trackers = {name: tf.keras.metrics.Mean(name=name)
                           for name in ("loss", "clean_accuracy", "ibp_verified", "eps")}
 
+    @classmethod
+    def for_epochs(cls, model, eps, *, steps_per_epoch, epochs, **kwargs):
+        """The schedule of ``experiments/results/certify``: one clean epoch, then ε and κ ramp
+        over 40% of the epochs (at least one), then constant."""
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or (
+                steps_per_epoch < 1):
+            raise ValueError(f"`steps_per_epoch` must be a positive integer, got "
+                             f"{steps_per_epoch!r}.")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"`epochs` must be a positive integer, got {epochs!r}.")
+        ramp = max(1, int(0.4 * epochs)) * steps_per_epoch
+        return cls(model, eps, ramp_start=steps_per_epoch if epochs > 1 else 0, ramp_steps=ramp,
+                   **kwargs)
+
     @property
     def metrics(self):
         return list(self._trackers.values())
