@@ -8,8 +8,8 @@ from tfdisc import attacks, certify, data, models, quantize
 from tfdisc.layers import BitDepthQuantization
 
 
-def _quantizer_model(bits, value_range=(0.0, 1.0), shape=(4,)):
-    inputs = tf.keras.Input(shape)
+def _quantizer_model(bits, value_range=(0.0, 1.0), shape=(4,), dtype="float32"):
+    inputs = tf.keras.Input(shape, dtype=dtype)
     outputs = BitDepthQuantization(bits, value_range=value_range)(inputs)
     return tf.keras.Model(inputs, outputs)
 
@@ -82,8 +82,10 @@ def test_box_is_exact_away_from_edges_and_widens_at_an_edge():
 
 def test_box_of_integer_images_matches_enumeration():
     bits, value_range = 3, (0.0, 1.0)
-    model = _quantizer_model(bits, value_range, (256,))
+    model = _quantizer_model(bits, value_range, (256,), dtype="uint8")
     x = np.arange(256, dtype=np.uint8)[None]
+    with pytest.raises(TypeError, match="Integer images"):
+        certify.input_box(_quantizer_model(bits, value_range, (256,)), x, 0.1)
     for eps in [0.0, 5 / 255, 0.1, 32 / 255]:
         box = certify.input_box(model, x, eps)
         e = eps * 255.0
@@ -149,13 +151,14 @@ def test_bounds_contain_sampled_outputs(name, kwargs, precision):
     lo, hi = certify.logit_bounds(model, box.lower, box.upper)
     margin = certify.margin_upper(model, box.lower, box.upper, y).numpy()
     lo, hi = lo.numpy(), hi.numpy()
-    for _ in range(20):
-        bins = box.lo_bin + np.floor(rng.random(box.lo_bin.shape)
-                                     * (box.hi_bin - box.lo_bin + 1)).astype(np.int32)
-        z = model(box.table[bins], training=False).numpy()
-        assert np.all(lo <= z) and np.all(z <= hi)
-        m = z - z[np.arange(4), y][:, None]
-        assert np.all(m <= margin + 1e-12)
+    samples = 16  # random corners and interior points of the box, in one batch
+    bins = box.lo_bin[None] + np.floor(rng.random((samples,) + box.lo_bin.shape) * (
+        box.hi_bin - box.lo_bin + 1)[None]).astype(np.int32)
+    z = model(box.table[bins].reshape((-1,) + shape), training=False).numpy().reshape(
+        samples, 4, -1)
+    assert np.all(lo[None] <= z) and np.all(z <= hi[None])
+    m = z - np.take_along_axis(z, np.broadcast_to(y[None, :, None], (samples, 4, 1)), axis=2)
+    assert np.all(m <= margin[None])
     # The margin form is never looser than separate logit bounds.
     naive = hi - lo[np.arange(4), y][:, None]
     naive[np.arange(4), y] = 0.0
@@ -297,3 +300,21 @@ def test_certified_accuracy_api_matches_per_example_status(trained, mnist):
     assert acc[0.0] == pytest.approx(clean, abs=1 / 120)  # ε = 0 reproduces clean accuracy
     assert acc[0.1] <= acc[0.0]
     assert np.mean(status0 == "certified") == acc[0.0]
+
+
+def test_integer_images_certify_end_to_end():
+    rng = np.random.default_rng(1)
+    inputs = tf.keras.Input((12,), dtype="uint8")
+    x = BitDepthQuantization(2)(inputs)
+    x = tf.keras.layers.Dense(16, activation="relu")(x)
+    outputs = tf.keras.layers.Dense(3)(x)
+    model = tf.keras.Model(inputs, outputs)
+    images = rng.integers(0, 256, (40, 12)).astype(np.uint8)
+    labels = model(images).numpy().argmax(1)
+    cert = certify.certify(model, images, labels, 8 / 255, complete_max_free=12)
+    assert cert.counts()["unknown"] == 0
+    truth = certify.exhaustive(model, images, labels, 8 / 255)
+    np.testing.assert_array_equal(cert.status == "certified", truth)
+    for index, image in cert.counterexamples.items():
+        assert image.dtype == np.uint8 and np.max(np.abs(image.astype(int) - images[index])) <= 8
+        assert model(image[None]).numpy().argmax() != labels[index]

@@ -35,14 +35,30 @@ flags.DEFINE_float("ramp_epochs", 8.0, "Epochs of the linear ε/κ ramp.")
 flags.DEFINE_float("kappa_end", 0.5, "Final weight of the clean loss.")
 flags.DEFINE_list("eval_eps", ["0.1"], "ε values to certify and attack.")
 flags.DEFINE_integer("eval_limit", 10000, "Test examples to evaluate.")
-flags.DEFINE_integer("attack_limit", 2000, "Test examples attacked by PGD and the search.")
+flags.DEFINE_integer("attack_limit", 1000, "Test examples attacked by PGD and the search.")
 flags.DEFINE_integer("pgd_restarts", 3, "PGD random restarts.")
 flags.DEFINE_integer("pgd_steps", 40, "PGD steps.")
-flags.DEFINE_integer("complete_max_free", 16, "Branch and bound up to this many free pixels.")
+flags.DEFINE_integer("complete_max_free", 12, "Branch and bound up to this many free pixels.")
 flags.DEFINE_string("data_dir", "../shared/datasets/mnist", "MNIST directory.")
 flags.DEFINE_string("output", None, "Results JSON path.")
 flags.DEFINE_string("save_weights", None, "Optional path for the trained weights (.h5).")
+flags.DEFINE_string("weights", None, "Evaluate these weights (.h5) of a run of this script "
+                    "instead of training (the training flags must match that run).")
+flags.DEFINE_string("train_log", None, "With --weights: that run's log, for its final epoch.")
+flags.DEFINE_integer("search_iterations", 30, "Iterations of the quantized-space search attack.")
+flags.DEFINE_integer("max_nodes", 512, "Branch-and-bound nodes per example.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+
+
+CERTIFY_SEARCH = dict(restarts=0, iterations=10, candidates=8)
+
+
+def _final_epoch(path):
+    """Metrics of the last Keras epoch line of a training log."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if " - loss: " in line]
+    parts = lines[-1].strip().split(" - ")
+    return {k: float(v) for k, v in (p.split(": ") for p in parts if ": " in p)}
 
 
 def _pgd_broken(model, x, y, eps, restarts, steps, batch=500):
@@ -77,9 +93,15 @@ def main(argv):
     lr = tf.keras.optimizers.schedules.PiecewiseConstantDecay([decay_at], [FLAGS.lr, FLAGS.lr / 10])
     trainer.compile(tf.keras.optimizers.Adam(lr))
     start = time.time()
-    history = trainer.fit(x_train, y_train, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
-                          shuffle=True, verbose=2)
-    train_seconds = time.time() - start
+    if FLAGS.weights:
+        model.load_weights(FLAGS.weights)
+        final = _final_epoch(FLAGS.train_log) if FLAGS.train_log else None
+        train_seconds = None
+    else:
+        history = trainer.fit(x_train, y_train, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
+                              shuffle=True, verbose=2)
+        final = {k: float(v[-1]) for k, v in history.history.items()}
+        train_seconds = round(time.time() - start, 1)
     if FLAGS.save_weights:
         model.save_weights(FLAGS.save_weights)
     clean = float(np.mean(model.predict(x_test, batch_size=1000, verbose=0).argmax(1) == y_test))
@@ -89,22 +111,28 @@ def main(argv):
         "model": model.name, "width": FLAGS.width, "depth": FLAGS.depth,
         "training": dict(trainer.describe(), epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
                          optimizer=f"adam lr {FLAGS.lr}, x0.1 from epoch {int(0.75 * FLAGS.epochs)}",
-                         seconds=round(train_seconds, 1),
-                         final_epoch={k: float(v[-1]) for k, v in history.history.items()}),
+                         seconds=train_seconds, final_epoch=final,
+                         ramp=f"clean for {FLAGS.ramp_start_epochs} epoch(s), then eps 0 -> "
+                              f"{FLAGS.eps_train} and kappa 1 -> {FLAGS.kappa_end} linearly over "
+                              f"{FLAGS.ramp_epochs} epochs, then constant"),
         "clean": clean, "eval": {},
     }
     n_att = min(FLAGS.attack_limit, len(y_test))
     for eps in (float(e) for e in FLAGS.eval_eps):
         t0 = time.time()
         cert = certify.certify(model, x_test, y_test, eps,
-                               complete_max_free=FLAGS.complete_max_free)
+                               complete_max_free=FLAGS.complete_max_free,
+                               max_nodes=FLAGS.max_nodes, search_params=CERTIFY_SEARCH)
         cert_seconds = time.time() - t0
+        print(f"eps {eps}: certify {cert_seconds:.0f} s {cert.counts()}", flush=True)
         certified = cert.status == "certified"
+        t0 = time.time()
         pgd_broken = _pgd_broken(model, x_test[:n_att], y_test[:n_att], eps, FLAGS.pgd_restarts,
                                  FLAGS.pgd_steps)
-        x_q = certify.quantized_search(model, x_test[:n_att], y_test[:n_att], eps, restarts=2,
-                                       iterations=60)
+        x_q = certify.quantized_search(model, x_test[:n_att], y_test[:n_att], eps, restarts=1,
+                                       iterations=FLAGS.search_iterations)
         q_broken = model.predict(x_q, batch_size=1000, verbose=0).argmax(1) != y_test[:n_att]
+        attack_seconds = time.time() - t0
         results["eval"][str(eps)] = {
             "certified": cert.fraction("certified"),
             "counterexample": cert.fraction("counterexample"),
@@ -113,19 +141,24 @@ def main(argv):
                                                                 return_counts=True))},
             "mean_free_pixels": float(cert.num_free.mean()),
             "certify_seconds": round(cert_seconds, 1),
+            "attack_seconds": round(attack_seconds, 1),
             "pgd": {"accuracy": float(1 - pgd_broken.mean()), "restarts": FLAGS.pgd_restarts,
                     "steps": FLAGS.pgd_steps, "step_size": "2.5*eps/steps", "random_start": True,
                     "gradient": "straight_through (BPDA through the quantizer)"},
-            "quantized_search": dict(certify.search.describe(restarts=2, iterations=60),
+            "certify_settings": dict(complete_max_free=FLAGS.complete_max_free,
+                                     max_nodes=FLAGS.max_nodes,
+                                     search=certify.search.describe(**CERTIFY_SEARCH)),
+            "quantized_search": dict(certify.search.describe(
+                restarts=1, iterations=FLAGS.search_iterations),
                                      accuracy=float(1 - q_broken.mean())),
             "certified_on_attack_subset": float(certified[:n_att].mean()),
             "soundness_violations": int(np.sum(certified[:n_att] & (pgd_broken | q_broken))),
         }
         print(json.dumps({eps: results["eval"][str(eps)]}, indent=1), flush=True)
-    if FLAGS.output:
-        os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-        with open(FLAGS.output, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1, sort_keys=True)
+        if FLAGS.output:  # after every ε, so a long run leaves its finished part
+            os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
+            with open(FLAGS.output, "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=1, sort_keys=True)
 
 
 if __name__ == "__main__":

@@ -197,6 +197,11 @@ def input_box(model, x, eps, *, clip=(0.0, 1.0)):
             raise TypeError("Integer images need a BitDepthQuantization input layer.")
         lo, hi = interval(x_np.astype(np.float32), eps, clip=clip, value_range=clip or (0.0, 1.0))
         return Box(x_np, eps, lo.numpy(), hi.numpy(), None, None, None, None, False, clip)
+    if integer and tf.as_dtype(model.inputs[0].dtype).is_floating:
+        raise TypeError(
+            f"Integer images given, but model {model.name!r} takes {model.inputs[0].dtype.name} "
+            f"inputs, so it would read them as floats on the value_range scale; convert them "
+            f"(e.g. tfdisc.data.to_float) or build the model with an integer Input.")
     table = levels(layer, integer)
     if integer:
         lo_i, hi_i = _integer_interval(x_np, eps, layer.value_range)
