@@ -279,13 +279,17 @@ def test_complete_mode_agrees_with_exhaustive_enumeration(mnist, mnist_dir):
     small = np.nonzero(box.num_free() <= 8)[0][:30]
     assert len(small) >= 10
     cert = certify.certify(model, x[small], y[small], eps, complete_max_free=8, max_nodes=1024,
-                           search=False)
+                           enumerate_max=0, search=False)
     assert not np.any(cert.status == "unknown"), cert.counts()
     truth = certify.exhaustive(model, x[small], y[small], eps)
     np.testing.assert_array_equal(cert.status == "certified", truth)
     branched = cert.decided_by == "branch"
-    print(dict(zip(*np.unique(cert.decided_by, return_counts=True))), cert.counts())
     assert branched.sum() >= 3  # the bounds alone do not decide these: branching does
+    # The same examples decided by checking every point of their boxes.
+    enum = certify.certify(model, x[small], y[small], eps, complete_max_free=8, max_nodes=256,
+                           search=False)
+    assert np.sum(enum.decided_by == "enumeration") >= 3
+    np.testing.assert_array_equal(enum.status == "certified", truth)
 
 
 def test_certified_accuracy_api_matches_per_example_status(trained, mnist):

@@ -27,7 +27,8 @@ def rows(directory):
             search = ev["quantized_search"]["accuracy"]
             best = min(pgd, search)
             flag = " (masking?)" if pgd - search > 0.02 else ""
-            yield (f"| {os.path.basename(path)} | {record['model']} | {train['eps']} | "
+            shape = f"{record['model']} w{record.get('width') or 'def'} d{record.get('depth') or 'def'}"
+            yield (f"| {os.path.basename(path)} | {shape} | {train['eps']} | "
                    f"{record['clean']:.4f} | {eps} | {ev['mean_free_pixels']:.1f} | "
                    f"**{ev['certified']:.4f}** | {ev['counterexample']:.4f} | {ev['unknown']:.4f} | "
                    f"{ev['certified_on_attack_subset']:.4f} | {pgd:.4f}{flag} | {search:.4f} | "

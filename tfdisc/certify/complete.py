@@ -10,7 +10,9 @@ For each example at ε the status is one of:
 
 Pipeline: clean check → interval bounds over the reachable box (margin form) →
 the gradient-free quantized-space search (optional) → for examples with at most
-``complete_max_free`` free pixels, branch and bound: a node is a sub-box of
+``complete_max_free`` free pixels: if the box holds at most ``max_nodes``
+quantized inputs, all of them are checked (bounds on each point, the model on
+the ones the bounds miss); otherwise branch and bound: a node is a sub-box of
 bin ranges; it is closed if its interval bound certifies it; a single
 quantized input the bound does not certify is a counterexample if the model
 misclassifies a real image that quantizes to it (otherwise a near tie within
@@ -43,7 +45,7 @@ class Certificate:
       counterexamples: {example index: image} for every ``counterexample``.
       num_free: free pixels per example.
       decided_by: numpy array of strings: ``clean``, ``ibp``, ``search``,
-        ``branch`` or ``none``.
+        ``enumeration``, ``branch`` or ``none``.
       nodes: branch-and-bound nodes evaluated per example.
     """
 
@@ -113,8 +115,49 @@ def _sensitivity(model, lower, upper, y):
               tf.constant(y)).numpy()
 
 
-def _branch(model, box, y, rows, cert, *, max_nodes, node_batch):
-    """Branch and bound for the examples ``rows``; fills ``cert``."""
+def _enumerate(model, box, y, r, cert, *, node_batch):
+    """Decides example ``r`` on every quantized input of its box (bounded on each point)."""
+    shape = box.x.shape[1:]
+    lo = box.lo_bin[r].reshape(-1)
+    hi = box.hi_bin[r].reshape(-1)
+    free = np.nonzero(hi > lo)[0]
+    sizes = hi[free] - lo[free] + 1
+    grid = np.indices(sizes).reshape(len(free), -1).T
+    delta = box_lib.jitter(box.layer, box.integer)
+    for start in range(0, len(grid), node_batch):
+        bins = np.repeat(lo[None, :], len(grid[start:start + node_batch]), axis=0)
+        bins[:, free] = lo[free][None, :] + grid[start:start + node_batch]
+        cert.nodes[r] += len(bins)
+        lower, upper = box_lib.level_interval(box.table, bins, bins, delta)
+        labels = np.full(len(bins), y[r])
+        ok = _certified_rows(_margins(model, lower.reshape((-1,) + shape),
+                                      upper.reshape((-1,) + shape), labels, node_batch), labels)
+        if np.all(ok):
+            continue
+        bad = bins[~ok]
+        _, pred = search_lib.model_margin(
+            model, search_lib.representative(box, bad.reshape((-1,) + shape)), labels[~ok])
+        for k in np.nonzero(pred != y[r])[0]:
+            image = box_lib.realize(box, r, bad[k].reshape(shape))
+            if search_lib.recheck(model, box, y, r, image):
+                cert.status[r], cert.decided_by[r] = "counterexample", "enumeration"
+                cert.counterexamples[r] = image
+                return
+        return  # a point neither bound-certified nor a realizable counterexample: unknown
+    cert.status[r], cert.decided_by[r] = "certified", "enumeration"
+
+
+def _points(box, r):
+    free = box.hi_bin[r] > box.lo_bin[r]
+    return float(np.prod((box.hi_bin[r] - box.lo_bin[r] + 1)[free], dtype=np.float64))
+
+
+def _branch(model, box, y, rows, cert, *, max_nodes, enumerate_max, node_batch):
+    """Enumeration (boxes of at most ``enumerate_max`` points) or branch and bound."""
+    small = [r for r in rows if _points(box, r) <= enumerate_max]
+    for r in small:
+        _enumerate(model, box, y, int(r), cert, node_batch=node_batch)
+    rows = [r for r in rows if _points(box, r) > enumerate_max]
     n_img = len(box.x)
     lo_all = box.lo_bin.reshape(n_img, -1)
     hi_all = box.hi_bin.reshape(n_img, -1)
@@ -185,7 +228,8 @@ def _branch(model, box, y, rows, cert, *, max_nodes, node_batch):
 
 
 def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMPLETE_MAX_FREE,
-            max_nodes=DEFAULT_MAX_NODES, search=True, search_params=None, batch_size=1000):
+            max_nodes=DEFAULT_MAX_NODES, enumerate_max=None, search=True, search_params=None,
+            batch_size=1000):
     """Certifies a batch of examples at one ε.
 
     Args:
@@ -197,6 +241,8 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
       complete_max_free: examples with at most this many free pixels are
         decided by branch and bound (0 disables it).
       max_nodes: branch-and-bound nodes per example before giving up (unknown).
+      enumerate_max: boxes with at most this many quantized inputs are checked
+        point by point instead of branched on (default ``max_nodes``; 0 never).
       search: run the gradient-free quantized-space search on examples the
         bounds do not certify.
       search_params: dict of ``quantized_search`` parameters.
@@ -212,6 +258,8 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
     eps = attacks_lib.check_eps(eps)
     complete_max_free = _check_int(complete_max_free, "complete_max_free", 0)
     max_nodes = _check_int(max_nodes, "max_nodes", 1)
+    enumerate_max = max_nodes if enumerate_max is None else _check_int(enumerate_max,
+                                                                       "enumerate_max", 0)
     batch_size = _check_int(batch_size, "batch_size", 1)
     box = box_lib.input_box(model, x, eps, clip=clip)
     y = np.asarray(y.numpy() if tf.is_tensor(y) else y).astype(np.int64).reshape(-1)
@@ -244,7 +292,8 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
                 cert.counterexamples[r] = image
     rows = np.nonzero((cert.status == "unknown") & (cert.num_free <= complete_max_free))[0]
     if len(rows):
-        _branch(model, box, y, rows, cert, max_nodes=max_nodes, node_batch=max(batch_size, 64))
+        _branch(model, box, y, rows, cert, max_nodes=max_nodes, enumerate_max=enumerate_max,
+                node_batch=max(batch_size, 64))
     return cert
 
 
@@ -293,8 +342,8 @@ def _batches(dataset):
 
 
 def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMPLETE_MAX_FREE,
-          max_nodes=DEFAULT_MAX_NODES, search=True, search_params=None, batch_size=1000,
-          return_examples=False):
+          max_nodes=DEFAULT_MAX_NODES, enumerate_max=None, search=True, search_params=None,
+          batch_size=1000, return_examples=False):
     """Certification over a dataset and an ε grid, as a JSON-able record.
 
     Returns:
@@ -313,8 +362,8 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
     for x, y in _batches(dataset):
         for e in eps_list:
             cert = certify(model, x, y, e, clip=clip, complete_max_free=complete_max_free,
-                           max_nodes=max_nodes, search=search, search_params=search_params,
-                           batch_size=batch_size)
+                           max_nodes=max_nodes, enumerate_max=enumerate_max, search=search,
+                           search_params=search_params, batch_size=batch_size)
             counts[e] += np.array([cert.counts()[s] for s in STATUSES])
             free[e] += int(cert.num_free.sum())
             if return_examples:
@@ -328,6 +377,7 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
     record["examples"] = total
     record["method"] = {"bounds": "interval (IBP), margin form, widened for float32 rounding",
                         "complete_max_free": complete_max_free, "max_nodes": max_nodes,
+                        "enumerate_max": max_nodes if enumerate_max is None else enumerate_max,
                         "search": search_lib.describe(**(search_params or {})) if search else None,
                         "uses_gradient": False}
     if return_examples:
