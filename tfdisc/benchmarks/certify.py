@@ -4,7 +4,7 @@ r"""Benchmark of ``tfdisc.certify`` on the 10 000 MNIST test images (issue 11 ta
     python -m tfdisc.benchmarks.certify --weights=/tmp/fcn2_full_2b.h5 --rounds=3
 
 Certifies fcn2 (2-bit input unless ``--input_bits``) at three ε with
-interval bounds only (``search=False, complete_max_free=0``; float64 with
+interval bounds only (``search=False, complete_max_free=0``; float32 with
 float32 rounding widening) and, separately, with the whole pipeline (search
 and branch and bound). Baseline measured in the same process: a plain float32
 forward pass of the model over the same images, once per ε. Medians over
@@ -12,6 +12,7 @@ forward pass of the model over the same images, once per ε. Medians over
 model is first trained normally for one epoch (so the bounds see realistic
 weights); nothing here asserts a speed.
 """
+import os
 import platform
 import time
 
@@ -57,7 +58,7 @@ def main(argv):
     model = models.build("fcn2", precision=FLAGS.precision, input_bits=FLAGS.input_bits)
     if FLAGS.weights:
         model.load_weights(FLAGS.weights)
-        origin = FLAGS.weights
+        origin = os.path.basename(FLAGS.weights)
     else:
         x_train, y_train = data.load_arrays("mnist", "train", data_dir=FLAGS.data_dir)
         model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -99,7 +100,7 @@ def main(argv):
             fn()
             times[name].append(time.perf_counter() - start)
     base = float(np.median(times["forward (baseline)"]))
-    print(f"CPU: {_cpu()}; kernel: TensorFlow {tf.__version__} CPU ops (oneDNN matmul, float64 "
+    print(f"CPU: {_cpu()}; kernel: TensorFlow {tf.__version__} CPU ops (oneDNN matmul, float32 "
           f"bounds); model {model.name} ({origin}); {len(y_test)} MNIST test images x "
           f"{len(eps_list)} eps {eps_list}; medians of {FLAGS.rounds} rounds")
     for name, _ in candidates:
