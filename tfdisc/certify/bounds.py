@@ -210,7 +210,9 @@ class _Propagator:
             return tf.nn.convolution(t, w, strides=layer.strides, padding=padding,
                                      dilations=layer.dilation_rate)
 
-        fan_in = int(np.prod(kernel.shape[:3]))
+        # γ of 16× the fan-in: room for the model's convolution algorithm (oneDNN may pick a
+        # fast algorithm whose rounding exceeds the plain dot-product bound).
+        fan_in = 16 * int(np.prod(kernel.shape[:3]))
         out = self._linear(iv, apply, kernel, layer.bias if layer.use_bias else None, fan_in)
         return self._activate(layer, out)
 
