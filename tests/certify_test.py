@@ -177,8 +177,9 @@ def test_binary_conv_pads_with_pad_values_after_the_sign():
     box = certify.input_box(model, x, 0.0)
     lo, hi = certify.logit_bounds(model, box.lower, box.upper)
     z = model(x).numpy()
-    np.testing.assert_allclose(lo.numpy(), z, atol=1e-4)
-    np.testing.assert_allclose(hi.numpy(), z, atol=1e-4)
+    # Exact up to the rounding allowance; padding with 0 instead of +1 would move edges by ≥ 1.
+    np.testing.assert_allclose(lo.numpy(), z, atol=1e-2)
+    np.testing.assert_allclose(hi.numpy(), z, atol=1e-2)
 
 
 # --- trained models on real MNIST -------------------------------------------------------------
