@@ -22,7 +22,8 @@ from tfdisc import convert  # noqa: E402
 
 # Loaded on first attribute access: tfdisc.ops builds/loads the C++ library,
 # and nothing else in tfdisc needs it.
-_LAZY_SUBMODULES = ("export", "ops", "training", "tuning", "tuning_oracle", "tuning_results")
+_LAZY_SUBMODULES = ("certify", "export", "ops", "training", "tuning", "tuning_oracle",
+                    "tuning_results")
 
 
 def __getattr__(name):
