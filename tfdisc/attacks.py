@@ -261,7 +261,7 @@ class Attack:
     """
 
     def __init__(self, name, fn, *, params, checks, resolve, describe, uses_gradient,
-                 reuses_gradient, doc):
+                 reuses_gradient, doc, graph=True):
         self.name = name
         self.fn = fn
         self.params = dict(params)
@@ -271,7 +271,7 @@ class Attack:
         self._checks = dict(checks)
         self._resolve = resolve
         self._describe = describe
-        self._graph = tf.function(fn, reduce_retracing=True)
+        self._graph = tf.function(fn, reduce_retracing=True) if graph else fn
 
     def check_params(self, **params):
         """All parameters, defaults filled in and each one checked.
@@ -299,7 +299,8 @@ class Attack:
         kwargs = self.resolve(eps, self.check_params(**params))
         kwargs = {k: (tf.constant(v, x.dtype) if isinstance(v, float) else v)
                   for k, v in kwargs.items()}
-        return self._graph(model, x, y, tf.constant(eps, x.dtype), clip, **kwargs)
+        return tf.convert_to_tensor(
+            self._graph(model, x, y, tf.constant(eps, x.dtype), clip, **kwargs), x.dtype)
 
     def __call__(self, model, x, y, eps, *, clip=(0.0, 1.0), **params):
         """Checks every input and returns adversarial images for ``eps``."""
@@ -316,11 +317,12 @@ _REGISTRY = {}
 
 
 def register(name, *, params=None, checks=None, resolve=None, describe=None,
-             uses_gradient=True, reuses_gradient=False):
+             uses_gradient=True, reuses_gradient=False, graph=True):
     """Decorator registering ``fn(model, x, y, eps, clip, **params) -> x_adv`` as ``name``.
 
     ``fn`` gets checked inputs and must be graph-safe (it runs in a
-    ``tf.function``). ``resolve(eps, params)`` turns checked parameters into
+    ``tf.function``) unless ``graph=False`` (then it runs eagerly, and cannot
+    run inside a distribution strategy's replicas). ``resolve(eps, params)`` turns checked parameters into
     ``fn``'s keyword arguments at one ε (e.g. a default step size of ε/2);
     ``describe(params)`` gives what results.json records.
     """
@@ -330,7 +332,7 @@ def register(name, *, params=None, checks=None, resolve=None, describe=None,
         _REGISTRY[name] = Attack(name, fn, params=params or {}, checks=checks or {},
                                  resolve=resolve, describe=describe,
                                  uses_gradient=uses_gradient, reuses_gradient=reuses_gradient,
-                                 doc=(fn.__doc__ or "").strip().split("\n")[0])
+                                 doc=(fn.__doc__ or "").strip().split("\n")[0], graph=graph)
         return fn
     return decorator
 
@@ -397,6 +399,19 @@ def _pgd(model, x, y, eps, clip, steps, step_size, random_start):
         grad, _ = _loss_gradient(model, x_adv, y)
         x_adv = project(sign_step(x_adv, grad, step_size), x, eps, clip)
     return x_adv
+
+
+# Defaults as tfdisc.certify.search.DEFAULTS (not imported here: certify loads lazily).
+@register("quantized_search", params={"restarts": 1, "iterations": 40, "candidates": 16,
+                                      "seed": 0},
+          describe=lambda p: {**p, "method": "random block coordinate search on the logit "
+                                             "margin over reachable quantization levels"},
+          uses_gradient=False, graph=False)
+def _quantized_search(model, x, y, eps, clip, **params):
+    """Gradient-free search over the reachable quantization levels (``tfdisc.certify``)."""
+    from tfdisc.certify import quantized_search  # pylint: disable=import-outside-toplevel
+
+    return quantized_search(model, x.numpy(), y.numpy(), float(eps), clip=clip, **params)
 
 
 def fgsm(model, x, y, eps, *, clip=(0.0, 1.0)):

@@ -77,6 +77,8 @@ class Config:
     backup: bool = True
     backup_dir: Optional[str] = None
     export: Tuple[str, ...] = ()
+    certify: bool = False
+    certified_train: bool = False
 
     def __post_init__(self):
         data_lib.info(self.dataset)
@@ -115,6 +117,8 @@ class Config:
         if self.distribute not in distribution.KINDS:
             raise ValueError(f"`distribute` must be one of {distribution.KINDS}, got "
                              f"{self.distribute!r}.")
+        if self.adv_train and self.certified_train:
+            raise ValueError("Choose one of `adv_train` (R-FGSM) and `certified_train` (IBP).")
         if self.export:
             from tfdisc import export as export_lib  # pylint: disable=import-outside-toplevel
 
@@ -206,12 +210,20 @@ def train(model, cfg, x_train, y_train, callbacks=(), strategy=None):
                                     shuffle=True, seed=cfg.seed)
     trainer, adv_params = model, None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        steps = int(train_ds.cardinality().numpy())
         if cfg.adv_train:
             trainer = training.AdversarialTraining(model, cfg.adversarial_eps,
                                                    adv_ratio=cfg.adv_ratio)
             adv_params = trainer.describe()
-        compile_model(trainer, int(train_ds.cardinality().numpy()) * cfg.epochs,
-                      cfg.learning_rate)
+        if cfg.certified_train:
+            from tfdisc import certify  # pylint: disable=import-outside-toplevel
+
+            trainer = certify.CertifiedTraining.for_epochs(
+                model, cfg.adversarial_eps, steps_per_epoch=steps, epochs=max(cfg.epochs, 1))
+            adv_params = trainer.describe()
+        if trainer is not model:  # wrappers must be built for BackupAndRestore to restore them
+            trainer(tf.zeros((1,) + tuple(x_train.shape[1:]), tf.float32), training=False)
+        compile_model(trainer, steps * cfg.epochs, cfg.learning_rate)
     start = time.time()
     if cfg.epochs:
         verbose = cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose)
@@ -270,6 +282,27 @@ def masking_check(model, cfg, x_test, y_test, strategy=None):
     return evaluate_attacks(twin, cfg, x_test, y_test, top_k=(1,), strategy=strategy)
 
 
+def certify_test_set(model, cfg, x_test, y_test):
+    """The ``certified`` block: certified accuracy per ε (``tfdisc.certify.sweep``)."""
+    from tfdisc import certify  # pylint: disable=import-outside-toplevel
+
+    test = data_lib.from_arrays(x_test, y_test, batch_size=cfg.eval_batch_size)
+    block = certify.sweep(model, test, cfg.epsilons)
+    return {k: ({results.epsilon_key(e): v for e, v in val.items()} if isinstance(val, dict)
+                and all(isinstance(e, float) for e in val) else val)
+            for k, val in block.items()}
+
+
+def _training_method(params):
+    if not params:
+        return ""
+    if params["method"] == "rfgsm":
+        return (f", R-FGSM adversarial training eps {params['eps']:.4g} "
+                f"alpha {params['alpha']:.4g} mix {params['adv_ratio']:g}")
+    return (f", IBP certified training eps {params['eps']:.4g} ramped over "
+            f"{params['ramp_steps']} steps from step {params['ramp_start']}")
+
+
 def record(cfg, model, entries, *, output_dir, train_seconds, eval_seconds, adv_params,
            transfer, masked, command, train_examples, test_examples, strategy=None,
            resumed_from_epoch=None):
@@ -307,9 +340,7 @@ def record(cfg, model, entries, *, output_dir, train_seconds, eval_seconds, adv_
             f"{cfg.epochs} epochs, Adam lr {cfg.learning_rate:g} cosine-decayed, "
             f"batch {cfg.batch_size}, width {width}, depth {depth}, "
             f"{train_examples} training examples"
-            + (f", R-FGSM adversarial training eps {adv_params['eps']:.4g} "
-               f"alpha {adv_params['alpha']:.4g} mix {adv_params['adv_ratio']:g}"
-               if adv_params else "")),
+            + _training_method(adv_params)),
         "data": {
             "source": results.portable_path(data_source, output_dir) or "tensorflow-datasets",
             "train_examples": int(train_examples),
@@ -379,6 +410,7 @@ def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
     transfer = (transfer_check(model, source, cfg.transfer_from, cfg, x_test, y_test,
                                output_dir, strategy) if source is not None else None)
     masked = masking_check(model, cfg, x_test, y_test, strategy)
+    certified = certify_test_set(model, cfg, x_test, y_test) if cfg.certify else None
     eval_seconds = time.time() - start
 
     rec = record(cfg, model, entries, output_dir=output_dir, train_seconds=train_seconds,
@@ -386,6 +418,8 @@ def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
                  masked=masked, command=command, train_examples=len(y_train),
                  test_examples=len(y_test), strategy=strategy,
                  resumed_from_epoch=resume_log.resumed_from_epoch if resume_log else None)
+    if certified is not None:
+        rec["certified"] = certified
     if cfg.export and distribution.is_chief():
         rec["export"] = export(model, write_dir, cfg.export)
     results.write_json(os.path.join(write_dir, "results.json"), rec)

@@ -116,7 +116,7 @@ def format_table(record):
     lines = [
         f"{record['dataset']} {record['model']} precision={record['precision']} "
         f"bits={record['bits']} gradient={record['gradient']} "
-        f"adv_train={'rfgsm eps=%.4g' % adv['eps'] if adv else False} "
+        f"adv_train={'%s eps=%.4g' % (adv['method'], adv['eps']) if adv else False} "
         f"test examples={record['data']['test_examples']}",
         f"{'eps':>12} | " + " | ".join(f"{n:>8}" for n in names),
         f"{'0 (clean)':>12} | " + " | ".join(f"{record['clean_accuracy']:8.4f}" for _ in names),

@@ -211,3 +211,18 @@ class TestRejectedRuns:
             run(epochs=0, init_from=str(path), data_dir=synthetic_mnist,
                 output_dir=str(tmp_path / "out"))
         assert not marker.exists()
+
+
+def test_certified_training_and_certification(synthetic_mnist, tmp_path):
+    rec = run(bits=2, certified_train=True, certify=True, train_eps="0.1", epochs=2,
+              attack=["fgsm", "quantized_search"], data_dir=synthetic_mnist,
+              output_dir=str(tmp_path))
+    assert rec["adv_train_params"]["method"] == "ibp"
+    certified = rec["certified"]["certified"]
+    assert set(certified) == {"0", "0.1", "0.2", "0.3"} or set(certified) >= {"0.1", "0.2", "0.3"}
+    search = rec["attacks"]["quantized_search"]
+    assert search["gradient"] == "not used"
+    for key in ("0.1", "0.2", "0.3"):
+        # Certified accuracy is a lower bound of every attack's accuracy.
+        assert certified[key] <= search["adversarial_accuracy"][key] + 1e-9
+        assert certified[key] <= rec["attacks"]["fgsm"]["adversarial_accuracy"][key] + 1e-9

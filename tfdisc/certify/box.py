@@ -186,7 +186,7 @@ def input_box(model, x, eps, *, clip=(0.0, 1.0)):
       TypeError: non-numeric images.
     """
     eps = attacks_lib.check_eps(eps)
-    clip = attacks_lib._check_clip(clip)  # pylint: disable=protected-access
+    clip = attacks_lib.check_clip(clip)
     layer = input_quantizer(model)
     x_np = np.asarray(x.numpy() if tf.is_tensor(x) else x)
     if x_np.dtype == np.bool_ or not np.issubdtype(x_np.dtype, np.number):

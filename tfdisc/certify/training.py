@@ -68,7 +68,7 @@ class CertifiedTraining(tf.keras.Model):
                 0.0 <= kappa_end <= 1.0):
             raise ValueError(f"`kappa_end` must be a number in [0, 1], got {kappa_end!r}.")
         self.kappa_end = float(kappa_end)
-        self.clip = attacks_lib._check_clip(clip)  # pylint: disable=protected-access
+        self.clip = attacks_lib.check_clip(clip)
         self.quantizer = box_lib.input_quantizer(model)
         bounds_lib.check_model(model)
         self._trackers = {name: tf.keras.metrics.Mean(name=name)

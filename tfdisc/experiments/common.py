@@ -60,6 +60,11 @@ flags.DEFINE_bool("adv_train", False,
 flags.DEFINE_string("train_eps", None,
                     "R-FGSM ε of adversarial training (fractions like 8/255 accepted); default "
                     "0.3 for MNIST, 8/255 for CIFAR and ImageNet (paper sec. IV).")
+flags.DEFINE_bool("certified_train", False,
+                  "Certified training: interval-bound (IBP) loss mixed with cross-entropy, ε ramp "
+                  "(Gowal et al. 2018) to --train_eps (tfdisc.certify.CertifiedTraining).")
+flags.DEFINE_bool("certify", False, "Certify the test set at every --epsilons "
+                  "(tfdisc.certify): results.json gets a `certified` block.")
 flags.DEFINE_float("adv_ratio", 0.5,
                    "Fraction of each training batch replaced by R-FGSM examples, in [0, 1].")
 flags.DEFINE_string("transfer_from", None,
@@ -185,7 +190,8 @@ def config(dataset, *, top_k=(1,)):
         adv_ratio=FLAGS.adv_ratio, init_from=FLAGS.init_from,
         transfer_from=FLAGS.transfer_from, save_model=FLAGS.save_model, verbose=FLAGS.verbose,
         distribute=FLAGS.distribute, connect_timeout=FLAGS.connect_timeout, backup=FLAGS.backup,
-        backup_dir=FLAGS.backup_dir, export=tuple(FLAGS.export))
+        backup_dir=FLAGS.backup_dir, export=tuple(FLAGS.export), certify=FLAGS.certify,
+        certified_train=FLAGS.certified_train)
     try:
         return pipeline.Config(**kwargs)
     except ValueError as e:
