@@ -190,9 +190,7 @@ def roofline(report, quick, kernels, rounds, min_round_s):
     1-thread rate and the all-thread rate.
     """
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
-    from tfdisc.ops import _loader  # pylint: disable=import-outside-toplevel
-
-    lib = _loader.load()
+    lib = ops.library()
     words = 256  # 8 KiB of rows: L1-resident
     cores = os.cpu_count() or 1
     ceilings = {}

@@ -152,7 +152,7 @@ class _Propagator:
             upper = tf.math.nextafter(upper, tf.constant(np.inf, upper.dtype))
         return _Interval(lower, upper, point)
 
-    def _input_quantize(self, layer, iv):
+    def input_quantize(self, layer, iv):
         quantizer = getattr(layer, "input_quantizer", None)
         if quantizer is None:
             return iv
@@ -164,7 +164,7 @@ class _Propagator:
             return iv.map(lambda t: self.cast(quantizer(tf.cast(t, tf.float32))))
         return iv.map(quantizer)
 
-    def _kernel(self, layer):
+    def kernel(self, layer):
         kernel = layer.kernel
         quantizer = getattr(layer, "kernel_quantizer", None)
         if quantizer is None:
@@ -173,8 +173,8 @@ class _Propagator:
         return quantizer(tf.convert_to_tensor(latent))
 
     def dense(self, layer, iv):
-        iv = self._input_quantize(layer, iv)
-        kernel = self._kernel(layer)
+        iv = self.input_quantize(layer, iv)
+        kernel = self.kernel(layer)
 
         def apply(t, w):
             return tf.tensordot(t, w, axes=[[t.shape.rank - 1], [0]])
@@ -189,8 +189,8 @@ class _Propagator:
                 f"Layer {layer.name!r}: only channels_last, groups=1 convolutions are supported.")
         if layer.padding not in ("valid", "same"):
             raise UnsupportedLayerError(f"Layer {layer.name!r}: padding {layer.padding!r}.")
-        iv = self._input_quantize(layer, iv)
-        kernel = self._kernel(layer)
+        iv = self.input_quantize(layer, iv)
+        kernel = self.kernel(layer)
         pad_value = float(np.asarray(tf.keras.backend.get_value(getattr(layer, "pad_values",
                                                                        0.0))))
         padding = layer.padding.upper()
@@ -373,11 +373,11 @@ def margin_upper(model, lower, upper, y, *, exact=True, training=False, point=No
         low_y = tf.reduce_sum(iv.lower * onehot, axis=-1, keepdims=True)
         return (iv.upper - low_y) * (1.0 - onehot)
     prop = _Propagator(exact, training)
-    w = prop.cast(prop._kernel(last))  # pylint: disable=protected-access
+    w = prop.cast(prop.kernel(last))
     b = prop.cast(last.bias) if last.use_bias else tf.zeros([w.shape[1]], prop.dtype)
     if iv.lower.shape.rank != 2:
         raise UnsupportedLayerError(f"Output Dense {last.name!r} must take a flat input.")
-    iv = prop._input_quantize(last, iv)  # pylint: disable=protected-access
+    iv = prop.input_quantize(last, iv)
     centre = (iv.upper + iv.lower) / 2.0
     radius = (iv.upper - iv.lower) / 2.0
     num_classes = int(w.shape[1])

@@ -76,7 +76,7 @@ def interval(x, eps, *, clip=(0.0, 1.0), value_range=(0.0, 1.0)):
     return lo, hi
 
 
-def _interval_tensor(x, eps, clip, value_range):
+def interval_tensor(x, eps, clip, value_range):
     """TF-only version of ``interval`` for a tensor ε (used by certified training)."""
     x = tf.cast(x, tf.float32)
     eps = tf.cast(eps, tf.float32)
@@ -125,7 +125,7 @@ def jitter(layer, integer=False):
     return 4.0 * _F32_EPS * max(abs(low), abs(high))
 
 
-def _bin_of(values, table):
+def bin_of(values, table):
     """Bin of each quantized value (the nearest level; values carry at most an ulp of jitter)."""
     mids = ((table[1:].astype(np.float64) + table[:-1]) / 2.0).astype(np.float32)
     return np.searchsorted(mids, np.asarray(values, np.float32)).astype(np.int32)
@@ -211,7 +211,7 @@ def input_box(model, x, eps, *, clip=(0.0, 1.0)):
         lo, hi = interval(x_np, eps, clip=clip, value_range=layer.value_range)
         lo_q = quantize.bit_depth(lo, layer.bits, value_range=layer.value_range)
         hi_q = quantize.bit_depth(hi, layer.bits, value_range=layer.value_range)
-    lo_bin, hi_bin = _bin_of(lo_q.numpy(), table), _bin_of(hi_q.numpy(), table)
+    lo_bin, hi_bin = bin_of(lo_q.numpy(), table), bin_of(hi_q.numpy(), table)
     lower, upper = level_interval(table, lo_bin, hi_bin, jitter(layer, integer))
     return Box(x_np, eps, lower, upper, layer, lo_bin, hi_bin, table, integer, clip)
 
@@ -231,7 +231,7 @@ def quantized_interval(layer, x, eps, clip=(0.0, 1.0)):
 
     Same box as ``input_box`` (for float images), for use inside a training step.
     """
-    lo, hi = _interval_tensor(x, eps, clip, layer.value_range)
+    lo, hi = interval_tensor(x, eps, clip, layer.value_range)
     kwargs = dict(value_range=layer.value_range, gradient="none")
     return (quantize.bit_depth(lo, layer.bits, **kwargs),
             quantize.bit_depth(hi, layer.bits, **kwargs))

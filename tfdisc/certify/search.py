@@ -76,7 +76,7 @@ def search_bins(model, box, y, rows, *, restarts, iterations, candidates, rng, e
     yr = np.asarray(y)[rows]
     free = hi > lo
     nfree = np.maximum(free.sum(axis=1), 1)
-    clean_bins = np.clip(box_lib._bin_of(  # pylint: disable=protected-access
+    clean_bins = np.clip(box_lib.bin_of(
         box_lib.quantize.bit_depth(tf.constant(box.x[rows]), box.layer.bits,
                                    value_range=box.layer.value_range).numpy().astype(np.float32),
         box.table).reshape(len(rows), -1), lo, hi)

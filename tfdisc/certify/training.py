@@ -103,7 +103,7 @@ class CertifiedTraining(tf.keras.Model):
 
     def _box(self, x, eps):
         if self.quantizer is None:
-            lo, hi = box_lib._interval_tensor(x, eps, self.clip, (0.0, 1.0))  # pylint: disable=protected-access
+            lo, hi = box_lib.interval_tensor(x, eps, self.clip, (0.0, 1.0))
             return lo, hi, x
         point = quantize.bit_depth(x, self.quantizer.bits, value_range=self.quantizer.value_range,
                                    gradient="none")

@@ -52,6 +52,11 @@ from tfdisc.ops.kernel_select import (
 
 _load()
 
+
+def library():
+    """The loaded op library module (its raw ops, e.g. the roofline micro-benchmark op)."""
+    return _load()
+
 # Inference-only ops: differentiating through them is an error in the model,
 # so say "no gradient" explicitly (tape.gradient returns None).
 for _name in ("Tfdisc>Bitpack", "Tfdisc>BinaryDense", "Tfdisc>BinaryConv2D",
@@ -61,6 +66,7 @@ del _name
 
 __all__ = [
     "KERNELS",
+    "library",
     "binary_conv2d",
     "binary_conv2d_reference",
     "binary_dense",
