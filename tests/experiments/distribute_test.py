@@ -55,16 +55,18 @@ def test_two_workers_train_and_evaluate_like_one_process(mnist_dir, tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     out = str(tmp_path / "multi")
-    workers = [_start(TINY + data + ["--distribute=multi_worker", "--batch_size=32",
+    workers = [_start(TINY + data + ["--binary", "--distribute=multi_worker", "--batch_size=32",
                                      "--connect_timeout=120", f"--output_dir={out}"],
                       TF_CONFIG=json.dumps({"cluster": cluster,
                                             "task": {"type": "worker", "index": i}}))
                for i in range(2)]
-    single = _start(TINY + data + ["--batch_size=64", f"--output_dir={tmp_path / 'single'}"])
+    single = _start(TINY + data + ["--binary", "--batch_size=64",
+                                   f"--output_dir={tmp_path / 'single'}"])
     codes = [_finish(p) for p in workers + [single]]
     for code, log in codes:
         assert code == 0, log[-3000:]
     chief = _results(out)
+    assert chief["precision"] == "binary"  # larq's quantized layers under the multi-worker strategy
     assert chief["distribution"] == {"strategy": "multi_worker", "workers": 2, "replicas": 2,
                                      "batch_size_per_replica": 32, "global_batch_size": 64}
     # The other worker wrote only to its scratch directory.
@@ -117,3 +119,37 @@ def test_sigkill_during_training_then_the_same_command_resumes(mnist_dir, tmp_pa
     straight = _results(tmp_path / "straight")
     assert straight["resumed"] is None
     assert abs(resumed["clean_accuracy"] - straight["clean_accuracy"]) < 0.03, (resumed, straight)
+
+
+def test_multi_worker_job_killed_and_restarted_resumes(mnist_dir, tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    out = str(tmp_path / "job")
+    args = TINY + [f"--data_dir={mnist_dir}", "--train_limit=8192", "--test_limit=500",
+                   "--epochs=4", "--batch_size=32", "--distribute=multi_worker",
+                   "--connect_timeout=60", f"--output_dir={out}"]
+
+    def start_job():
+        return [_start(args, TF_CONFIG=json.dumps({"cluster": cluster,
+                                                   "task": {"type": "worker", "index": i}}))
+                for i in range(2)]
+
+    chief, other = start_job()
+    seen = []
+    deadline = time.monotonic() + 600
+    for line in chief.stdout:
+        seen.append(line)
+        if line.startswith("Epoch 3/4"):
+            other.send_signal(signal.SIGKILL)  # one worker dies mid-epoch ...
+            chief.send_signal(signal.SIGKILL)  # ... and the job is torn down
+            break
+        assert time.monotonic() < deadline, "".join(seen)[-3000:]
+    for p in (chief, other):
+        p.wait(timeout=60)
+    assert not os.path.exists(os.path.join(out, "results.json"))
+
+    logs = [_finish(p) for p in start_job()]
+    for code, log in logs:
+        assert code == 0, log[-3000:]
+        assert "Resumed from the backup: continuing at epoch 3." in log, log[-3000:]
+    assert _results(out)["resumed"]["from_epoch"] == 2
