@@ -139,3 +139,21 @@ class TestModelArguments:
     def test_bad_width(self, width):
         with pytest.raises(ValueError, match="positive integer"):
             models.build("fcn2", width=width)
+
+
+class TestRegistry:
+    """Issue 8: attacks by name; a gradient-free attack records that it uses no gradient."""
+
+    def test_available_and_unknown(self):
+        assert {"fgsm", "pgd", "rfgsm", "quantized_search"} <= set(attacks.available())
+        with pytest.raises(ValueError, match="Unknown attack 'cw'"):
+            attacks.get("cw")
+        with pytest.raises(ValueError, match="takes no parameter"):
+            attacks.get("fgsm").check_params(steps=3)
+
+    def test_quantized_search_is_gradient_free_and_in_the_ball(self, batch):
+        model = small_model(bits=2)
+        x, y = batch
+        x_adv = attacks.get("quantized_search")(model, x[:20], y[:20], 0.1).numpy()
+        assert np.max(np.abs(x_adv - x[:20])) <= 0.1 + 1e-6
+        assert evaluate.attack_record("quantized_search", model)["gradient"] == "not used"

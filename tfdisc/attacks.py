@@ -258,6 +258,8 @@ class Attack:
         a gradient-free attack says it cannot be masked).
       reuses_gradient: the attack is ``perturb(x, ∇x L(x), ε)``, so a sweep may
         compute the gradient once per batch and reuse it for every ε.
+      graph_safe: ``fn`` runs inside a ``tf.function`` (and so in the replicas
+        of a distribution strategy).
     """
 
     def __init__(self, name, fn, *, params, checks, resolve, describe, uses_gradient,
@@ -271,6 +273,7 @@ class Attack:
         self._checks = dict(checks)
         self._resolve = resolve
         self._describe = describe
+        self.graph_safe = bool(graph)
         self._graph = tf.function(fn, reduce_retracing=True) if graph else fn
 
     def check_params(self, **params):

@@ -186,7 +186,7 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
     attack_model = model if attack_model is None else attack_model
     num_classes = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     ks = _check_top_k(top_k, num_classes)
-    if strategy is not None:
+    if strategy is not None and attack.graph_safe:  # eager attacks run whole on every worker
         return _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack,
                                   params, clip, ks, num_classes)
     ks_tensor = tf.constant(ks, tf.int32)
