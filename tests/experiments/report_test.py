@@ -115,3 +115,33 @@ def test_eps_helpers():
     assert report.eps_key(report.eps_value("8/255")) == "0.03137255"
     assert report.eps_label(8 / 255, "cifar10") == "8/255"
     assert report.eps_label(0.3, "mnist") == "0.3"
+
+
+def _trial(precision, bits, width, fgsm, pgd):
+    attack = lambda acc, n: {"examples": n, "clean_accuracy": 0.97,  # noqa: E731
+                             "adversarial_accuracy": {"0.1": acc}}
+    return {"status": "completed", "epochs": 3,
+            "hyperparameters": {"precision": precision, "bits": bits, "width": width, "depth": 4},
+            "test": {"clean_accuracy": 0.97, "attacks": {"fgsm": attack(fgsm, 10000),
+                                                         "pgd": attack(pgd, 1000)}}}
+
+
+def test_capacity_section_from_search_results(results, tmp_path):
+    root, paper = results
+    os.makedirs(root / "capacity")
+    trials = [_trial("binary", 8, 150, 0.23, 0.04), _trial("full", 8, 150, 0.12, 0.01),
+              _trial("binary", 8, 300, 0.20, 0.05), {"status": "skipped"}]
+    (root / "capacity" / "trials.json").write_text(json.dumps({"trials": trials}))
+    text = report.build_report(str(root), str(tmp_path / "out" / "REPORT.md"),
+                               paper_tables=str(paper))
+    section = text.split("## Capacity")[1].split("## Figures")[0]
+    assert "| BNN-8b | 97.0 / 23.0 / 4.0 | 97.0 / 20.0 / 5.0 |" in section
+    assert "| Full-8b | 97.0 / 12.0 / 1.0 | – |" in section
+    assert "not settled" in section and "89.4" in section
+    assert (tmp_path / "out" / "plots" / "capacity_mnist.png").stat().st_size > 1000
+
+
+def test_no_capacity_section_without_search_results(results, tmp_path):
+    root, paper = results
+    text = report.build_report(str(root), str(tmp_path / "REPORT.md"), paper_tables=str(paper))
+    assert "## Capacity" not in text

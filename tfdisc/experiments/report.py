@@ -19,6 +19,7 @@ import shutil
 from absl import app, flags
 
 from tfdisc import results
+from tfdisc.experiments import report_capacity
 
 FLAGS = flags.FLAGS
 
@@ -566,6 +567,9 @@ def build_report(results_dir, out, plots_dir=None, paper_tables=None, preamble="
     parts.append(section_masking(records))
     parts.append(section_other(records))
     parts.append(section_activations(load_activations(results_dir), plots_dir, out_dir))
+    capacity = report_capacity.section(results_dir, plots_dir, out_dir)
+    if capacity:
+        parts.append(capacity)
     if figs:
         parts.append("## Figures\n\n" + "\n\n".join(
             f"### {title}\n\n![{title}]({os.path.relpath(path, out_dir)})" for title, path in figs))
