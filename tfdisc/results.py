@@ -26,7 +26,7 @@ import json
 import os
 import shlex
 
-__all__ = ["REQUIRED_KEYS", "attack_entry", "epsilon_key", "format_table", "load",
+__all__ = ["REQUIRED_KEYS", "attack_entry", "epsilon_key", "find_json", "format_table", "load",
            "parse_epsilon", "portable_command", "portable_path", "write_json"]
 
 REQUIRED_KEYS = ("dataset", "model", "precision", "bits", "clean_accuracy",
@@ -136,6 +136,23 @@ def format_table(record):
     return "\n".join(lines)
 
 
+def find_json(results_dir, name):
+    """``(path relative to results_dir, parsed JSON)`` of every readable file ``name`` below it.
+
+    Walked in sorted order; unreadable or malformed files are skipped.
+    """
+    for root, _, files in sorted(os.walk(results_dir)):
+        if name not in files:
+            continue
+        path = os.path.join(root, name)
+        try:
+            with open(path) as f:
+                obj = json.load(f)
+        except (OSError, ValueError):
+            continue
+        yield os.path.relpath(path, results_dir), obj
+
+
 def load(results_dir):
     """Every valid results.json under ``results_dir``, each with its path in ``_path``.
 
@@ -143,18 +160,10 @@ def load(results_dir):
     from before the ``attacks`` block get one built from their primary attack.
     """
     records = []
-    for root, _, files in sorted(os.walk(results_dir)):
-        if "results.json" not in files:
-            continue
-        path = os.path.join(root, "results.json")
-        try:
-            with open(path) as f:
-                rec = json.load(f)
-        except (OSError, ValueError):
-            continue
+    for path, rec in find_json(results_dir, "results.json"):
         if not all(k in rec for k in REQUIRED_KEYS):
             continue
-        rec["_path"] = os.path.relpath(path, results_dir)
+        rec["_path"] = path
         rec.setdefault("attacks", {rec.get("attack", "fgsm"): {
             "name": rec.get("attack", "fgsm"), "gradient": rec.get("gradient"),
             "clean_accuracy": rec["clean_accuracy"],

@@ -4,8 +4,9 @@ Reads every ``trials.json`` that ``python -m tfdisc.experiments.tune`` wrote und
 directory and sets BNN beside full precision, at 8-bit and 2-bit input, width by width, next to the
 paper's FCN1 statement.
 """
-import json
 import os
+
+from tfdisc import results
 
 __all__ = ["load_trials", "section"]
 
@@ -17,18 +18,10 @@ _NAMES = {"full": "Full", "binary": "BNN", "xnor": "XNOR"}
 def load_trials(results_dir):
     """Completed trials with test figures from every trials.json; (path, search record, trial)."""
     found = []
-    for root, _, files in sorted(os.walk(results_dir)):
-        if "trials.json" not in files:
-            continue
-        path = os.path.join(root, "trials.json")
-        try:
-            with open(path) as f:
-                search = json.load(f)
-        except (OSError, ValueError):
-            continue
+    for path, search in results.find_json(results_dir, "trials.json"):
         for trial in search.get("trials", []):
             if trial.get("status") == "completed" and trial.get("test"):
-                found.append((os.path.relpath(path, results_dir), search, trial))
+                found.append((path, search, trial))
     return found
 
 
