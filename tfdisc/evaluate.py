@@ -197,7 +197,7 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
         x = attacks_lib.check_images(tf.convert_to_tensor(x, tf.float32), clip,
                                      model.input_shape)
         y = attacks_lib.check_labels(y, num_classes, x.shape[0])
-        grad, _ = attacks_lib.loss_gradient(attack_model, x, y)
+        grad, _ = _input_gradient(attack_model, x, y)  # x and y are checked above
         zero_grad += int(tf.reduce_sum(tf.cast(
             tf.reduce_all(tf.equal(tf.reshape(grad, [tf.shape(grad)[0], -1]), 0.0), axis=1),
             tf.int64)))
@@ -231,11 +231,11 @@ def _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack,
                                      model.input_shape)
         attacks_lib.check_labels(y, num_classes, x.shape[0])
     kwargs = [attack.resolve(eps, params) for eps in eps_list]
+    # Labels in every accepted form become int64 [N] inside the pipeline (the checks ran above).
+    dataset = dataset.map(lambda x, y: (x, attacks_lib.check_labels(y, num_classes)))
 
     def replica_counts(x, y):
         x = tf.cast(x, tf.float32)
-        y = tf.cast(tf.reshape(y, [-1]) if y.shape.rank == 2 and y.dtype.is_integer
-                    else (tf.argmax(y, -1) if y.shape.rank == 2 else y), tf.int64)
         grad, _ = attacks_lib.input_gradient(attack_model, x, y)
         flat = tf.reshape(grad, [tf.shape(grad)[0], -1])
         zero = tf.reduce_sum(tf.cast(tf.reduce_all(tf.equal(flat, 0.0), axis=1), tf.int64))
@@ -263,6 +263,10 @@ def _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack,
         zero_grad += int(z)
         total += int(n)
     return _result(correct, zero_grad, total, eps_list, ks)
+
+
+# The attack gradient on inputs the sweep has already checked.
+_input_gradient = tf.function(attacks_lib.input_gradient, reduce_retracing=True)
 
 
 @tf.function(reduce_retracing=True)
