@@ -21,13 +21,13 @@ import tensorflow as tf
 from tfdisc import attacks as attacks_lib
 from tfdisc import data as data_lib
 from tfdisc import distribution, evaluate, models, quantize, results, training
-from tfdisc.run_dir import (OUTPUT_FILES, OutputDirError, load_model, prepare_output_dir,
-                            save_model)
+from tfdisc.run_dir import (OUTPUT_FILES, OutputDirError, load_model, model_path,
+                            prepare_output_dir, save_model)
 from tfdisc._version import __version__
 
 __all__ = ["Config", "OUTPUT_FILES", "OutputDirError", "build_model", "compile_model",
-           "evaluate_attacks", "load_data", "load_model", "masking_check", "prepare_output_dir",
-           "record", "run", "train", "transfer_check"]
+           "evaluate_attacks", "load_data", "load_model", "masking_check", "model_path",
+           "prepare_output_dir", "record", "run", "train", "transfer_check"]
 
 def _positive_or_none(value, name):
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

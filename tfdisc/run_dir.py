@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from tfdisc import results
 
-__all__ = ["OUTPUT_FILES", "OutputDirError", "load_model", "prepare_output_dir", "save_model"]
+__all__ = ["OUTPUT_FILES", "OutputDirError", "load_model", "model_path", "prepare_output_dir",
+           "save_model"]
 
 # What a run writes into its output directory (cleared by ``prepare_output_dir(overwrite=True)``).
 OUTPUT_FILES = ("results.json", "flags.json", "config.json", "model.keras", "logs", "backup",
@@ -98,6 +99,22 @@ def prepare_output_dir(path, *, overwrite=False, unique=False, config=None):
     return path
 
 
+def model_path(path, what="model"):
+    """The ``.keras`` file ``load_model`` would read, checked without loading it.
+
+    Raises:
+      ValueError: nothing at ``path``, or not a ``.keras`` (zip) file.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.keras")
+    if not os.path.exists(path):
+        raise ValueError(f"{what}: no saved model at {path!r}.")
+    if not path.endswith(".keras") or not zipfile.is_zipfile(path):
+        raise ValueError(f"{what}: {path!r} is not a .keras model file; only the .keras format "
+                         "is loaded (.h5 and SavedModel files can run code when loaded).")
+    return path
+
+
 def load_model(path, what="model"):
     """Loads a saved ``.keras`` model (a file, or a directory holding model.keras).
 
@@ -109,13 +126,7 @@ def load_model(path, what="model"):
       ValueError: nothing at ``path``, another format, or a file that is not a
         loadable model.
     """
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.keras")
-    if not os.path.exists(path):
-        raise ValueError(f"{what}: no saved model at {path!r}.")
-    if not path.endswith(".keras") or not zipfile.is_zipfile(path):
-        raise ValueError(f"{what}: {path!r} is not a .keras model file; only the .keras format "
-                         "is loaded (.h5 and SavedModel files can run code when loaded).")
+    path = model_path(path, what)
     try:
         return tf.keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types for a bad file

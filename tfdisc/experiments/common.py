@@ -247,7 +247,7 @@ def run(argv, *, dataset, top_k=(1,)):
     for path, flag in ((cfg.transfer_from, "transfer_from"), (cfg.init_from, "init_from")):
         if path:
             try:
-                pipeline.load_model(path, f"--{flag}")
+                pipeline.model_path(path, f"--{flag}")  # checked before any output is written
             except ValueError as e:
                 raise flags.ValidationError(str(e)) from None
     out = output_dir(cfg)
