@@ -20,6 +20,8 @@ from PIL import Image
 
 from tfdisc import data
 
+from tests.testing_utils import Py2StylePickler
+
 # A fixed, small search by default (the file runs in about 10 s); set
 # TFDISC_PROPERTY_EXAMPLES=500 for a longer random search.
 _EXAMPLES = int(os.environ.get("TFDISC_PROPERTY_EXAMPLES", "0"))
@@ -108,23 +110,6 @@ def write_mnist(root, splits, compress):
     for prefix, (x, y) in splits.items():
         write_idx(os.path.join(root, f"{prefix}-images-idx3-ubyte{suffix}"), x, compress)
         write_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte{suffix}"), y, compress)
-
-
-class Py2StylePickler(pickle._Pickler):  # pylint: disable=protected-access
-    """Protocol 2 with str and bytes as Python 2 ``str``, as cPickle wrote the CIFAR batches."""
-
-    dispatch = pickle._Pickler.dispatch.copy()  # pylint: disable=protected-access
-
-    def save_py2_str(self, obj):
-        raw = obj.encode("latin1") if isinstance(obj, str) else obj
-        if len(raw) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
-        self.memoize(obj)
-
-    dispatch[bytes] = save_py2_str
-    dispatch[str] = save_py2_str
 
 
 def write_cifar_python(root, batches, cifar100, style, labels_as):

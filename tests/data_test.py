@@ -13,6 +13,8 @@ from PIL import Image
 
 from tfdisc import data, data_formats
 
+from tests.testing_utils import Py2StylePickler
+
 
 # ------------------------------------------------------------- synthetic writers
 
@@ -352,27 +354,6 @@ def make_tar(tree, archive, mode="w:gz", prefix=""):
         for split in sorted(os.listdir(tree)):
             tar.add(os.path.join(tree, split), arcname=os.path.join(prefix, split))
     return str(archive)
-
-
-class Py2StylePickler(pickle._Pickler):  # pylint: disable=protected-access
-    """Writes str and bytes as Python 2 ``str`` (SHORT_BINSTRING/BINSTRING), protocol 2.
-
-    The official CIFAR python batches were written this way by Python 2's cPickle:
-    a dict of str keys, a list of int labels and a uint8 numpy array.
-    """
-
-    dispatch = pickle._Pickler.dispatch.copy()  # pylint: disable=protected-access
-
-    def save_py2_str(self, obj):
-        raw = obj.encode("latin1") if isinstance(obj, str) else obj
-        if len(raw) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
-        self.memoize(obj)
-
-    dispatch[bytes] = save_py2_str
-    dispatch[str] = save_py2_str
 
 
 def py2_pickle(obj):

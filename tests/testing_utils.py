@@ -1,4 +1,7 @@
 """Helpers shared by the test modules (import them from here, not from other tests)."""
+import pickle
+import struct
+
 import numpy as np
 import tensorflow as tf
 
@@ -30,3 +33,24 @@ def small_model(precision="full", bits=8, gradient="straight_through", train=Tru
                       ["accuracy"])
         model.fit(x, y, epochs=3, batch_size=64, verbose=0)
     return model
+
+
+class Py2StylePickler(pickle._Pickler):  # pylint: disable=protected-access
+    """Writes str and bytes as Python 2 ``str`` (SHORT_BINSTRING/BINSTRING), protocol 2.
+
+    The official CIFAR python batches were written this way by Python 2's cPickle:
+    a dict of str keys, a list of int labels and a uint8 numpy array.
+    """
+
+    dispatch = pickle._Pickler.dispatch.copy()  # pylint: disable=protected-access
+
+    def save_py2_str(self, obj):
+        raw = obj.encode("latin1") if isinstance(obj, str) else obj
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+    dispatch[str] = save_py2_str
