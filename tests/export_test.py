@@ -113,6 +113,70 @@ def test_lce_binary_dense_layers_are_over_20x_smaller_than_float(tmp_path):
     assert 0 < 20 * binary_layer <= float_layer, (float_layer, binary_layer)
 
 
+def _lite_kernels(path):
+    """{tensor name: (type name, shape)} of the constant weight tensors of a flatbuffer."""
+    from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=import-outside-toplevel
+    from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=import-outside-toplevel
+
+    model = flatbuffer_utils.read_model(str(path))
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    return {t.name.decode(): (types[t.type], list(t.shape))
+            for t in model.subgraphs[0].tensors
+            if model.buffers[t.buffer].data is not None and len(t.shape) == 2}
+
+
+@pytest.mark.skipif(not HAVE_LCE, reason="larq-compute-engine not installed (tfdisc[lce])")
+def test_lce_int8_float_weights_quarter_the_full_precision_layers(tmp_path):
+    """fcn1's float first and last kernels become int8; the binary layers stay bit-packed."""
+    model = tfdisc.models.build("fcn1", precision="binary", width=256, depth=4)
+    plain = export.lce(model, str(tmp_path / "f32.tflite"))
+    small = export.lce(model, str(tmp_path / "int8.tflite"), float_weights="int8")
+    assert export.lite_ops(small).get("LceBconv2d") == _binary_layers(model) == 3
+    kernels = _lite_kernels(small)
+    assert sorted(shape for kind, shape in kernels.values() if kind == "INT8") == [[10, 256],
+                                                                                  [256, 784]]
+    assert all(kind != "FLOAT32" for kind, _ in kernels.values()), kernels
+    saved = os.path.getsize(plain) - os.path.getsize(small)
+    float_bytes = (784 * 256 + 256 * 10) * 4
+    assert abs(saved - 0.75 * float_bytes) < 0.01 * float_bytes, (saved, float_bytes)
+
+
+def test_int8_weights_round_to_per_channel_scales(tmp_path):
+    """The int8 kernel times its per-output-channel scale is the float kernel to half a step."""
+    from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=import-outside-toplevel
+
+    model = tfdisc.models.build("fcn2", precision="full", width=24, depth=2)
+    data = open(export.tflite(model, str(tmp_path / "f.tflite")), "rb").read()
+    new, report = export.weights.int8_weights(data)
+    assert [r["shape"] for r in report] == [[24, 784]]  # 24x24 and 24x10 are under MIN_ELEMENTS
+    def kernel(flatbuffer):
+        lite = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+        tensor = next(t for t in lite.subgraphs[0].tensors if list(t.shape) == [24, 784])
+        return lite.buffers[tensor.buffer].data.tobytes(), tensor.quantization
+
+    q, params = kernel(new)
+    q = np.frombuffer(q, np.int8).reshape(24, 784)
+    scale = np.asarray(params.scale, np.float32)
+    # The converter may fold batch norm into the kernel: compare with its float kernel.
+    want = np.frombuffer(kernel(data)[0], np.float32).reshape(24, 784)
+    assert scale.shape == (24,) and np.abs(q).max() == 127
+    assert np.all(np.abs(q * scale[:, None] - want) <= scale[:, None] / 2 + 1e-7)
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f in ("tflite", "lce")])
+def test_int8_float_weights_predict_close_to_keras(fmt, tmp_path):
+    """Hybrid kernels: per-channel scales are read (a misread scale is off by orders)."""
+    model = tfdisc.models.build("fcn2", precision="full", input_bits=2, width=64, depth=3)
+    path = export.export(model, str(tmp_path), [fmt], float_weights="int8")[fmt]
+    x = _images(model, 64, seed=2)
+    want = model(x, training=False).numpy()
+    got = export.predictor(path)(x)
+    assert np.abs(got - want).max() <= 0.03 * np.abs(want).max()
+    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.9
+    assert os.path.getsize(path) < 0.4 * os.path.getsize(
+        export.export(model, str(tmp_path / "f32"), [fmt])[fmt])
+
+
 def test_uint8_input_takes_raw_pixels(tmp_path):
     model = tfdisc.models.build("alexnet_cifar", precision="binary", input_bits=2, width=8,
                                 depth=1, input_shape=(16, 16, 3))
@@ -236,6 +300,12 @@ class TestErrors:
             export.load(str(tmp_path / "missing.keras"))
         with pytest.raises(ValueError, match="unknown artifact"):
             export.load(__file__)
+        with pytest.raises(ValueError, match="float_weights"):
+            export.tflite(model, str(tmp_path / "m.tflite"), float_weights="int4")
+        with pytest.raises(ValueError, match="float_weights"):
+            export.export(model, str(tmp_path), ["lce"], float_weights="float16")
+        with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
+            export.weights.int8_weights(b"not a flatbuffer")
 
     def test_lce_missing_names_the_extra(self, tmp_path, monkeypatch):
         monkeypatch.setitem(sys.modules, "larq_compute_engine", None)

@@ -6,7 +6,8 @@ import json
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ORDER = ("keras", "saved_model", "packed_saved_model", "tflite", "lce")
+ORDER = ("keras", "saved_model", "packed_saved_model", "tflite", "lce", "tflite_int8",
+         "lce_int8")
 
 
 def size(n):
@@ -14,7 +15,7 @@ def size(n):
 
 
 def main():
-    for name in ("mnist_fcn2_bnn_2b", "cifar10_alexnet_cifar_bnn_2b"):
+    for name in ("mnist_fcn2_bnn_2b", "cifar10_alexnet_cifar_bnn_2b", "mnist_fcn1_bnn_8b"):
         path = os.path.join(HERE, "results", f"{name}.json")
         if not os.path.exists(path):
             continue
@@ -40,18 +41,27 @@ def main():
                   f"{row['latency_ms_batch1']:.2f} ms | {row['runtime']} |")
         print(f"\nCPU: {r['cpu']}; load average during the run {r['load_average'][0]:.1f} "
               "(2 cores shared with other jobs).\n")
+        int8 = [f for f in ("tflite_int8", "lce_int8") if f in r["formats"]]
+        for fmt in int8:
+            margins = r["formats"][fmt]["disagreeing_keras_top2_margins"]
+            if margins:
+                print(f"{fmt}: {len(margins)} disagreements; Keras top-2 logit margin on them: "
+                      f"median {sorted(margins)[len(margins) // 2]:.3g}, largest "
+                      f"{max(margins):.3g}.\n")
     path = os.path.join(HERE, "results", "sizes.json")
     if os.path.exists(path):
         with open(path) as f:
             sizes = json.load(f)
         print("### Sizes at the zoo's default widths (untrained BNN-2b)\n")
         print("| model | params | binary params | float TFLite | LCE | float / LCE | "
-              "LceBconv2d ops / binary layers |")
-        print("|---|---|---|---|---|---|---|")
+              "LCE, int8 float layers | float / LCE int8 | LceBconv2d ops / binary layers |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, s in sizes.items():
+            int8 = (f"{size(s['lce_int8_bytes'])} | {s['ratio_float_over_lce_int8']:.1f}x"
+                    if "lce_int8_bytes" in s else "not measured | -")
             print(f"| {name} | {s['params']:,} | {s['binary_params']:,} | "
                   f"{size(s['tflite_bytes'])} | {size(s['lce_bytes'])} | "
-                  f"{s['ratio_float_over_lce']:.1f}x | {s['lce_binary_ops']} / "
+                  f"{s['ratio_float_over_lce']:.1f}x | {int8} | {s['lce_binary_ops']} / "
                   f"{s['binary_layers']} |")
 
 

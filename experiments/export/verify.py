@@ -44,6 +44,8 @@ flags.DEFINE_string("eps", "0.1", "L-inf budget of FGSM and PGD (fractions like 
 flags.DEFINE_integer("pgd_steps", 20, "PGD steps.")
 flags.DEFINE_integer("latency_runs", 200, "Batch-1 runs per format for the median latency.")
 flags.DEFINE_list("formats", list(export.FORMATS), "Formats to verify.")
+flags.DEFINE_list("int8_formats", ["tflite", "lce"], "Flatbuffer formats also verified with "
+                  "float_weights='int8' (rows FORMAT_int8).")
 flags.DEFINE_string("work_dir", None, "Where the artifacts go (default: a temp dir, removed).")
 flags.mark_flags_as_required(["model_dir", "dataset", "name"])
 
@@ -116,6 +118,9 @@ def main(argv):
     work = FLAGS.work_dir or tempfile.mkdtemp(prefix="tfdisc_export_")
     try:
         paths = export.export(model, work, FLAGS.formats)
+        for fmt in FLAGS.int8_formats:
+            paths[f"{fmt}_int8"] = export.export(model, os.path.join(work, "int8"), [fmt],
+                                                 float_weights="int8")[fmt]
         keras_path = os.path.join(FLAGS.model_dir, "model.keras")
         rows = {"keras": {
             "file_bytes": os.path.getsize(keras_path),
@@ -146,9 +151,13 @@ def main(argv):
                             "packed_saved_model": "TensorFlow SavedModel signature on "
                                                   "tfdisc C++ ops (kernel auto)",
                             "tflite": "tf.lite.Interpreter, 1 thread (XNNPACK delegate)",
-                            "lce": "larq_compute_engine.testing.Interpreter 0.16, 1 thread"}[fmt],
+                            "lce": "larq_compute_engine.testing.Interpreter 0.16, 1 thread",
+                            "tflite_int8": "tf.lite.Interpreter, 1 thread (XNNPACK delegate), "
+                                           "dynamic-range int8 weights",
+                            "lce_int8": "larq_compute_engine.testing.Interpreter 0.16, 1 "
+                                        "thread, int8 full-precision kernels (hybrid)"}[fmt],
             }
-            if fmt == "lce":
+            if fmt.startswith("lce"):
                 row["lite_ops"] = export.lite_ops(path)
             for name, xa in adv.items():
                 ga = predict(xa)
@@ -183,7 +192,8 @@ def main(argv):
         "formats": rows,
         "command": "python experiments/export/verify.py " + " ".join(
             f"--{k}={FLAGS[k].value}" for k in ("model_dir", "dataset", "n", "sample_seed", "eps",
-                                             "name")),
+                                             "name")) + " --int8_formats=" + ",".join(
+                                                 FLAGS.int8_formats),
     }
     record["command"] = record["command"].replace(FLAGS.model_dir, "RUN_DIR")
     out = os.path.join(REPO, "experiments", "export", "results", f"{FLAGS.name}.json")

@@ -14,13 +14,16 @@ Formats (one function each):
   SavedModel; it runs the tfdisc C++ ops, so load it with :func:`load`,
   which registers them first (and says what to import when it cannot).
 * :func:`tflite`: ``tf.lite.TFLiteConverter`` with TFLite builtin ops only
-  (no Select TF ops, no custom ops); weights stay float32. The portable
-  fallback, run with ``tf.lite.Interpreter``.
+  (no Select TF ops, no custom ops); weights stay float32 (or int8 with
+  ``float_weights="int8"``: TFLite's dynamic-range quantization). The
+  portable fallback, run with ``tf.lite.Interpreter``.
 * :func:`lce`: a larq-compute-engine flatbuffer (optional extra
   ``pip install tfdisc[lce]``) whose binary convolutions, and binary dense
   layers rewritten as 1x1 binary convolutions
   (:func:`tfdisc.export.rewrite.binary_dense_as_conv`), run on LCE's
   bit-packed kernels. Run it with ``larq_compute_engine.testing.Interpreter``.
+  ``float_weights="int8"`` also stores the kernels of the full-precision
+  layers (first and last) as int8 (:func:`tfdisc.export.weights.int8_weights`).
 
 Every function takes ``input_dtype="uint8"`` to export a signature taking
 raw camera pixels 0-255 (see :func:`tfdisc.export.rewrite.with_uint8_input`).
@@ -56,7 +59,7 @@ import os
 import tensorflow as tf
 
 from tfdisc import convert
-from tfdisc.export import artifacts, rewrite
+from tfdisc.export import artifacts, rewrite, weights
 from tfdisc.export.artifacts import (
     artifact_bytes,
     lite_ops,
@@ -67,6 +70,7 @@ from tfdisc.export.artifacts import (
 
 __all__ = [
     "FILE_NAMES",
+    "FLOAT_WEIGHTS",
     "FORMATS",
     "INPUT_DTYPES",
     "artifact_bytes",
@@ -82,10 +86,12 @@ __all__ = [
     "saved_model",
     "saved_model_ops",
     "tflite",
+    "weights",
 ]
 
 FORMATS = ("saved_model", "packed_saved_model", "tflite", "lce")
 INPUT_DTYPES = ("float32", "uint8")
+FLOAT_WEIGHTS = weights.FLOAT_WEIGHTS
 #: Artifact name of each format inside an export directory.
 FILE_NAMES = {
     "saved_model": "saved_model",
@@ -104,6 +110,13 @@ def _check_input_dtype(input_dtype):
     if input_dtype not in INPUT_DTYPES:
         raise ValueError(f"`input_dtype` must be one of {INPUT_DTYPES}, got {input_dtype!r}.")
     return input_dtype
+
+
+def _check_float_weights(float_weights, caller):
+    if float_weights not in FLOAT_WEIGHTS:
+        raise ValueError(f"{caller}: `float_weights` must be one of {FLOAT_WEIGHTS}, "
+                         f"got {float_weights!r}.")
+    return float_weights
 
 
 def _packed_layers(model):
@@ -221,12 +234,15 @@ def packed_saved_model(model, path, *, input_dtype="float32", word_bits=32):
     return _write_saved_model(model, path, "packed_saved_model", input_dtype)
 
 
-def _tflite_bytes(model, caller):
+def _tflite_bytes(model, caller, float_weights="float32"):
     serve = _serving_function(model)
     concrete = serve.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
+    if float_weights == "int8":
+        # Dynamic-range quantization: int8 weights, float32 activations.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     try:
         data = converter.convert()
     except Exception as e:  # pylint: disable=broad-except
@@ -238,13 +254,15 @@ def _tflite_bytes(model, caller):
     return data
 
 
-def tflite(model, path, *, input_dtype="float32"):
+def tflite(model, path, *, input_dtype="float32", float_weights="float32"):
     """Converts `model` to a TFLite flatbuffer with builtin ops only (float32 weights).
 
     Args:
       model: A built tf-keras model (larq layers allowed; packed layers not).
       path: File to write (``.tflite``).
       input_dtype: ``"float32"`` or ``"uint8"``.
+      float_weights: ``"float32"``, or ``"int8"`` for TFLite's dynamic-range
+        quantization (int8 weights, float32 activations).
 
     Returns:
       `path`.
@@ -254,11 +272,12 @@ def tflite(model, path, *, input_dtype="float32"):
         message names the layers from outside tf-keras/larq/tfdisc).
     """
     caller = "tfdisc.export.tflite"
+    _check_float_weights(float_weights, caller)
     model = _prepare(model, caller, input_dtype)
-    return _write_bytes(path, _tflite_bytes(model, caller))
+    return _write_bytes(path, _tflite_bytes(model, caller, float_weights))
 
 
-def lce(model, path, *, input_dtype="float32"):
+def lce(model, path, *, input_dtype="float32", float_weights="float32"):
     """Converts `model` to a larq-compute-engine flatbuffer with binary layers bit-packed.
 
     Binary dense layers are first rewritten as 1x1 binary convolutions
@@ -269,6 +288,11 @@ def lce(model, path, *, input_dtype="float32"):
       model: A built tf-keras larq model.
       path: File to write (``.tflite``).
       input_dtype: ``"float32"`` or ``"uint8"``.
+      float_weights: ``"float32"``, or ``"int8"`` to store the kernels of
+        the full-precision ``FULLY_CONNECTED``/``CONV_2D`` layers as int8
+        with per-channel scales (TFLite hybrid kernels;
+        :func:`tfdisc.export.weights.int8_weights`). The binary layers are
+        bit-packed either way.
 
     Returns:
       `path`.
@@ -278,6 +302,7 @@ def lce(model, path, *, input_dtype="float32"):
       ValueError: Keras 3 model, packed layers, or the converter failed.
     """
     caller = "tfdisc.export.lce"
+    _check_float_weights(float_weights, caller)
     lce_module = artifacts.lce_module()
     model = _prepare(model, caller, input_dtype)
     model, _ = rewrite.binary_dense_as_conv(model)
@@ -285,6 +310,8 @@ def lce(model, path, *, input_dtype="float32"):
         data = lce_module.convert_keras_model(model)
     except Exception as e:  # pylint: disable=broad-except
         raise _lite_converter_error(caller, model, e) from e
+    if float_weights == "int8":
+        data, _ = weights.int8_weights(data)
     return _write_bytes(path, data)
 
 
@@ -304,16 +331,22 @@ def parse_formats(formats):
     return formats
 
 
-def export(model, output_dir, formats=FORMATS, *, input_dtype="float32"):
+def export(model, output_dir, formats=FORMATS, *, input_dtype="float32",
+           float_weights="float32"):
     """Exports `model` to each format under `output_dir` (names in :data:`FILE_NAMES`).
+
+    `float_weights` (``"float32"`` or ``"int8"``) applies to the flatbuffers
+    (``tflite``, ``lce``); the SavedModels keep float32 weights.
 
     Returns:
       ``{format: path}``.
     """
     formats = parse_formats(formats)
+    _check_float_weights(float_weights, "tfdisc.export.export")
     os.makedirs(output_dir, exist_ok=True)
     paths = {}
     for fmt in formats:
+        options = {"float_weights": float_weights} if fmt in ("tflite", "lce") else {}
         paths[fmt] = _EXPORTERS[fmt](model, os.path.join(output_dir, FILE_NAMES[fmt]),
-                                     input_dtype=input_dtype)
+                                     input_dtype=input_dtype, **options)
     return paths

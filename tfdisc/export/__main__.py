@@ -26,6 +26,9 @@ flags.DEFINE_string("output_dir", None, "Directory for the exported artifacts.")
 flags.DEFINE_enum("input_dtype", "float32", list(export.INPUT_DTYPES),
                   "Input of the exported signature: float32 images in the model's range, "
                   "or uint8 raw pixels 0-255.")
+flags.DEFINE_enum("float_weights", "float32", list(export.FLOAT_WEIGHTS),
+                  "Weights of the full-precision layers in the flatbuffers (tflite, lce): "
+                  "float32, or int8 (per-channel, float activations: TFLite hybrid kernels).")
 flags.DEFINE_integer("check_images", 0,
                      "Compare each artifact with the Keras model on this many random images.")
 flags.mark_flags_as_required(["model", "output_dir"])
@@ -39,7 +42,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     model = export.load(FLAGS.model)
     paths = export.export(model, FLAGS.output_dir, FLAGS.formats,
-                          input_dtype=FLAGS.input_dtype)
+                          input_dtype=FLAGS.input_dtype, float_weights=FLAGS.float_weights)
     for fmt, path in paths.items():
         print(f"{fmt:>20}: {os.path.relpath(path, FLAGS.output_dir)} "
               f"({export.artifact_bytes(path) / 1024:.1f} KiB)")
