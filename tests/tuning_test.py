@@ -207,6 +207,47 @@ def test_stop_after_then_rerun_resumes_without_repeating(tmp_path):
 
 
 @needs_mnist
+def test_rerun_reuses_test_figures_and_adds_transfer_between_twins(tmp_path):
+    s = settings(tmp_path, report="all", base=base_config(train_limit=300),
+                 space=tuning.Space(width=(8,), depth=(2,), bits=(8,),
+                                    precision=("full", "binary")),
+                 validation_examples=100)
+    first = tuning_results.run_search(s, progress=lambda line: None)
+    rows = {r["trial_id"]: r for r in first["trials"]}
+    assert all("transfer" not in r["test"] for r in rows.values())
+
+    lines = []
+    s2 = dataclasses.replace(s, transfer_attacks=("fgsm",))
+    second = tuning_results.run_search(s2, progress=lines.append)
+    assert sum("reused from trials.json" in l for l in lines) == 4  # 2 trials x 2 attacks
+    assert sum(l.startswith("transfer: ") for l in lines) == 2
+    x, y, xt, yt = pipeline.load_data(s.base)
+    del x, y
+    for row in second["trials"]:
+        assert row["test"]["attacks"] == rows[row["trial_id"]]["test"]["attacks"]
+        t = row["test"]["transfer"]["fgsm"]
+        twin = next(r for r in second["trials"] if r["trial_id"] != row["trial_id"])
+        assert t["source_trial"] == twin["trial_id"] and t["examples"] == 100
+        assert t["gradient"] == "straight_through"
+        target = pipeline.load_model(os.path.join(s.project_dir, row["model_file"]))
+        source = pipeline.load_model(os.path.join(s.project_dir, twin["model_file"]))
+        from tfdisc import data, evaluate  # pylint: disable=import-outside-toplevel
+        want = evaluate.transfer(source, target, data.from_arrays(xt, yt, batch_size=100),
+                                 [0.1, 0.2], "fgsm")
+        assert t["adversarial_accuracy"]["0.1"] == pytest.approx(want[0.1])
+        assert t["adversarial_accuracy"]["0.2"] == pytest.approx(want[0.2])
+    with open(os.path.join(s.output_dir, "trials.csv")) as f:
+        assert "test_transfer_fgsm_eps0.1" in f.readline()
+
+    again = []
+    tuning_results.run_search(s2, progress=again.append)  # nothing is evaluated twice
+    assert not [l for l in again if l.startswith("transfer: ")]
+    assert sum("reused from trials.json" in l for l in again) == 4
+    with pytest.raises(ValueError, match="transfer attack"):
+        dataclasses.replace(s, transfer_attacks=("nope",))
+
+
+@needs_mnist
 @pytest.mark.parametrize("tuner,kw", [("bayesian", {"max_trials": 3}),
                                       ("hyperband", {"hyperband_factor": 2})])
 def test_bayesian_and_hyperband_search_tf_keras_models(tmp_path, tuner, kw):

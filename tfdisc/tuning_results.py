@@ -18,12 +18,13 @@ the oracle, writes into ``settings.output_dir``:
 """
 import csv
 import dataclasses
+import json
 import os
 import shutil
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
-from tfdisc import pipeline, results, tuning
+from tfdisc import attacks, evaluate, pipeline, results, tuning
 from tfdisc._version import __version__
 
 __all__ = ["CAPACITY_AXES", "REPORTS", "SearchSettings", "collect", "pareto_front",
@@ -65,6 +66,7 @@ class SearchSettings:
     heartbeat_seconds: float = 10.0
     timeout_seconds: float = 600.0
     poll_seconds: float = 1.0
+    transfer_attacks: Tuple[str, ...] = ()
     command: Optional[str] = None
 
     def __post_init__(self):
@@ -88,6 +90,10 @@ class SearchSettings:
         for name in ("lease_seconds", "heartbeat_seconds", "timeout_seconds", "poll_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)!r}.")
+        unknown = [a for a in self.transfer_attacks if a not in attacks.available()]
+        if unknown:
+            raise ValueError(f"Unknown transfer attack(s) {unknown}; available: "
+                             f"{', '.join(attacks.available())}.")
         if self.heartbeat_seconds * 2 > self.lease_seconds:
             raise ValueError(f"`heartbeat_seconds` ({self.heartbeat_seconds}) must be at most "
                              f"half of `lease_seconds` ({self.lease_seconds}).")
@@ -153,10 +159,13 @@ def _best(rows):
 def _csv_rows(rows, front, objective):
     test_keys = []
     for r in rows:
-        for name, entry in (r.get("test") or {}).get("attacks", {}).items():
-            for key in entry["adversarial_accuracy"]:
-                if f"test_{name}_eps{key}" not in test_keys:
-                    test_keys.append(f"test_{name}_eps{key}")
+        test = r.get("test") or {}
+        for prefix, block in (("test", test.get("attacks", {})),
+                              ("test_transfer", test.get("transfer", {}))):
+            for name, entry in block.items():
+                for key in entry["adversarial_accuracy"]:
+                    if f"{prefix}_{name}_eps{key}" not in test_keys:
+                        test_keys.append(f"{prefix}_{name}_eps{key}")
     header = ["trial_id", "status", "precision", "bits", "width", "depth", "params", "macs",
               "binary_macs", "packed_bytes", "epochs", "train_seconds", "val_examples",
               "val_clean_accuracy",
@@ -176,9 +185,11 @@ def _csv_rows(rows, front, objective):
                  "pareto": r["trial_id"] in front,
                  "test_examples": test.get("examples"),
                  "test_clean_accuracy": test.get("clean_accuracy")}
-        for name, entry in test.get("attacks", {}).items():
-            for key, value in entry["adversarial_accuracy"].items():
-                cells[f"test_{name}_eps{key}"] = value
+        for prefix, block in (("test", test.get("attacks", {})),
+                              ("test_transfer", test.get("transfer", {}))):
+            for name, entry in block.items():
+                for key, value in entry["adversarial_accuracy"].items():
+                    cells[f"{prefix}_{name}_eps{key}"] = value
         out.append(["" if cells.get(h) is None else cells.get(h) for h in header])
     return out
 
@@ -235,19 +246,120 @@ def plot_capacity(rows, front, path, *, capacity, objective, data_note):
 
 # ----------------------------------------------------------------- the run
 
-def _evaluate_reported(settings, rows, ids, x_test, y_test):
-    """Test-set figures of the reported trials only (their saved models)."""
+def _previous_tests(output_dir):
+    """{trial id: test block} of the trials.json a previous run of this search wrote."""
+    path = os.path.join(output_dir, "trials.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            rows = json.load(f).get("trials", [])
+    except (OSError, ValueError):
+        return {}  # unreadable: evaluate again
+    return {r["trial_id"]: r["test"] for r in rows if r.get("test")}
+
+
+def _same_evaluation(previous, wanted):
+    """Whether a stored attacks entry was made exactly as ``wanted`` would be."""
+    if previous is None:
+        return False
+    keys = set(wanted) - {"adversarial_accuracy", "clean_accuracy", "zero_gradient_fraction"}
+    return (all(previous.get(k) == wanted[k] for k in keys)
+            and set(previous.get("adversarial_accuracy", {})) == set(
+                wanted["adversarial_accuracy"]))
+
+
+def _trial_config(settings, row):
+    return dataclasses.replace(settings.base, **{
+        k: row["hyperparameters"][k] for k in ("precision", "bits", "width", "depth")})
+
+
+def _expected_entry(name, model, cfg, examples):
+    """The attack-describing fields an entry of ``name`` on ``model`` would have."""
+    record = evaluate.attack_record(name, model, **cfg.attack_params.get(name, {}))
+    limit = cfg.attack_limits.get(name)
+    entry = {**record, "examples": min(examples, limit) if limit else examples,
+             "adversarial_accuracy": {results.epsilon_key(e): None for e in cfg.epsilons}}
+    return json.loads(json.dumps(entry))  # as it would read back from trials.json
+
+
+def _evaluate_reported(settings, rows, ids, x_test, y_test, progress=print):
+    """Test-set figures of the reported trials only (their saved models).
+
+    Figures a previous run of the same search stored in ``trials.json`` are
+    reused when they were made by the same attacks on the same examples, so a
+    rerun (e.g. to add ``transfer_attacks``) does not repeat them.
+    """
+    previous = _previous_tests(settings.output_dir)
     for row in rows:
         if row["trial_id"] not in ids:
             continue
         model = pipeline.load_model(os.path.join(settings.project_dir, row["model_file"]),
                                     f"trial {row['trial_id']}")
-        cfg = dataclasses.replace(settings.base, **{
-            k: row["hyperparameters"][k] for k in ("precision", "bits", "width", "depth")})
-        entries = pipeline.evaluate_attacks(model, cfg, x_test, y_test, top_k=(1,))
+        cfg = _trial_config(settings, row)
+        old = (previous.get(row["trial_id"]) or {}).get("attacks", {})
+        entries = {}
+        for name in cfg.attacks:
+            if _same_evaluation(old.get(name), _expected_entry(name, model, cfg, len(y_test))):
+                entries[name] = old[name]
+                progress(f"test: trial {row['trial_id']} {name} reused from trials.json")
+            else:
+                entries.update(pipeline.evaluate_attacks(model, cfg, x_test, y_test, top_k=(1,),
+                                                         attacks=[name]))
         first = entries[cfg.attacks[0]]
         row["test"] = {"examples": len(y_test), "clean_accuracy": first["clean_accuracy"],
                        "attacks": entries}
+        if "transfer" in (previous.get(row["trial_id"]) or {}):
+            row["test"]["transfer"] = previous[row["trial_id"]]["transfer"]
+
+
+def _twin(rows, row, ids):
+    """The reported trial with ``row``'s width, depth and bits but the other precision."""
+    hp = row["hyperparameters"]
+    for other in rows:
+        ohp = other["hyperparameters"]
+        if (other["trial_id"] in ids and other["trial_id"] != row["trial_id"]
+                and ohp["precision"] != hp["precision"]
+                and all(ohp[k] == hp[k] for k in ("width", "depth", "bits"))):
+            return other
+    return None
+
+
+def _transfer_twins(settings, rows, ids, x_test, y_test, progress=print):
+    """Black-box transfer between precision twins (e.g. BNN and full precision, same width).
+
+    For every reported trial whose twin is reported too, each attack of
+    ``settings.transfer_attacks`` crafts examples on the twin (through the
+    twin's own quantizer gradient) and the trial's accuracy on them is
+    stored under ``row["test"]["transfer"][attack]``. Stored figures made the
+    same way are reused.
+    """
+    for row in rows:
+        twin = _twin(rows, row, ids) if row["trial_id"] in ids else None
+        if twin is None or not settings.transfer_attacks:
+            continue
+        model = pipeline.load_model(os.path.join(settings.project_dir, row["model_file"]),
+                                    f"trial {row['trial_id']}")
+        source = pipeline.load_model(os.path.join(settings.project_dir, twin["model_file"]),
+                                     f"trial {twin['trial_id']}")
+        cfg = _trial_config(settings, row)
+        stored = row["test"].get("transfer", {})
+        out = {}
+        for name in settings.transfer_attacks:
+            wanted = {**_expected_entry(name, source, cfg, len(y_test)),
+                      "source_trial": twin["trial_id"]}
+            if _same_evaluation(stored.get(name), wanted):
+                out[name] = stored[name]
+                continue
+            progress(f"transfer: trial {row['trial_id']} {name} from trial {twin['trial_id']} "
+                     f"({twin['hyperparameters']['precision']})")
+            entry = pipeline.evaluate_attacks(model, cfg, x_test, y_test, attack_model=source,
+                                              top_k=(1,), attacks=[name])[name]
+            out[name] = {**entry, "source_trial": twin["trial_id"],
+                         "source_model": source.name,
+                         "crafted_on": "the twin trial's model (white-box on the source, "
+                                       "black-box on this trial)"}
+        row["test"]["transfer"] = out
 
 
 def _summary(settings, rows, front, best, reported, data, objective, finished):
@@ -329,7 +441,8 @@ def run_search(settings, *, progress=print):
     reported = {"best": {best} - {None}, "pareto": set(front) | ({best} - {None}),
                 "all": {r["trial_id"] for r in rows if r["status"] == "completed"}}[
                     settings.report]
-    _evaluate_reported(settings, rows, reported, x_test, y_test)
+    _evaluate_reported(settings, rows, reported, x_test, y_test, progress)
+    _transfer_twins(settings, rows, reported, x_test, y_test, progress)
     objective = settings.objective.describe(
         tuner.load_model(oracle.trials[best]) if best is not None else None)
     summary = _summary(settings, rows, front, best, reported, data, objective, finished)

@@ -69,6 +69,10 @@ flags.DEFINE_enum("report", "pareto", list(tuning_results.REPORTS),
                   "Trials evaluated on the test set at the end.")
 flags.DEFINE_enum("capacity", "packed_bytes", list(tuning_results.CAPACITY_AXES),
                   "Capacity axis of the Pareto front and the plot.")
+flags.DEFINE_list("transfer_attacks", [], "Black-box transfer between precision twins: "
+                  "for each reported trial whose twin (same width, depth and bits, other "
+                  "precision) is reported too, these attacks craft examples on the twin and "
+                  "the trial is evaluated on them (trials.json test.transfer). Empty: none.")
 flags.DEFINE_integer("stop_after", None, "Stop this process after N trials (rerun to resume).")
 flags.DEFINE_integer("max_retries_per_trial", 1, "Retries of a crashed trial (e.g. its "
                      "worker was killed) before it is marked failed.")
@@ -131,7 +135,8 @@ def settings():
             stop_after=FLAGS.stop_after, max_retries_per_trial=FLAGS.max_retries_per_trial,
             max_consecutive_failures=FLAGS.max_consecutive_failures,
             lease_seconds=FLAGS.lease_seconds, heartbeat_seconds=FLAGS.heartbeat_seconds,
-            timeout_seconds=FLAGS.timeout_seconds, command=common.command_line())
+            timeout_seconds=FLAGS.timeout_seconds,
+            transfer_attacks=tuple(FLAGS.transfer_attacks), command=common.command_line())
     except ValueError as e:
         raise flags.ValidationError(str(e)) from None
 
