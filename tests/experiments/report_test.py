@@ -136,9 +136,42 @@ def test_capacity_section_from_search_results(results, tmp_path):
                                paper_tables=str(paper))
     section = text.split("## Capacity")[1].split("## Figures")[0]
     assert "| BNN-8b | 97.0 / 23.0 / 4.0 | 97.0 / 20.0 / 5.0 |" in section
-    assert "| Full-8b | 97.0 / 12.0 / 1.0 | – |" in section
+    assert "| Full-8b | 97.0 / 12.0 / 1.0 | not run |" in section
     assert "not settled" in section and "89.4" in section
     assert (tmp_path / "out" / "plots" / "capacity_mnist.png").stat().st_size > 1000
+
+
+def test_fcn1_trials_join_table_v_and_settle_the_claim(results, tmp_path):
+    """Width-6144 depth-4 trials are FCN1: Table V rows, transfer rows and the claim lines."""
+    root, paper = results
+    os.makedirs(root / "capacity")
+    bnn, full = _trial("binary", 8, 6144, 0.30, 0.10), _trial("full", 8, 6144, 0.25, 0.12)
+    for trial, tid, twin, acc in ((bnn, "0000", "0001", 0.50), (full, "0001", "0000", 0.40)):
+        trial["trial_id"] = tid
+        for attack in trial["test"]["attacks"].values():
+            attack["gradient"] = "straight_through"
+        trial["test"]["transfer"] = {"pgd": {
+            "examples": 10000, "clean_accuracy": 0.97, "gradient": "straight_through",
+            "source_trial": twin, "source_model": "fcn2_x", "adversarial_accuracy": {"0.1": acc}}}
+    small = _trial("binary", 8, 600, 0.2, 0.05)  # not FCN1: stays out of Table V
+    (root / "capacity" / "trials.json").write_text(json.dumps({
+        "dataset": "mnist", "model": "fcn2", "command": "python -m tfdisc.experiments.tune",
+        "data": {"source": "../shared/datasets/mnist", "train_examples": 55000},
+        "trials": [bnn, full, small]}))
+    text = report.build_report(str(root), str(tmp_path / "out" / "REPORT.md"),
+                               paper_tables=str(paper))
+    table_v = text.split("## Table V")[1].split("## Table VI")[0]
+    assert "| BNN-8b (fcn1) | 97.0 |" in table_v and "| Full-8b (fcn1) | 97.0 |" in table_v
+    assert table_v.count("(fcn1) |") == 2 and table_v.count("width 6144") == 2
+    transfer = text.split("## Black-box transfer")[1].split("##")[0]
+    assert "(fcn1)" in transfer and "trial" not in transfer.split("|")[0]
+    section = text.split("## Capacity")[1].split("## Figures")[0]
+    assert "not settled" not in section
+    claim = next(l for l in section.splitlines() if l.startswith("* **8-bit input, FCN1"))
+    assert "FGSM (BNN vs full) ε 0.1: 30.0 vs 25.0: **BNN ahead at every ε**" in claim
+    assert "PGD (BNN vs full) ε 0.1: 10.0 vs 12.0: **BNN behind or equal at every ε**" in claim
+    assert "PGD transferred from the twin (BNN vs full) ε 0.1: 50.0 vs 40.0" in claim
+    assert "Paper (FGSM): BNN-8b 89.4" in claim
 
 
 def test_no_capacity_section_without_search_results(results, tmp_path):

@@ -562,8 +562,9 @@ def build_report(results_dir, out, plots_dir=None, paper_tables=None, preamble="
     if preamble:
         parts.append(preamble)
     parts.append(section_claims(records))
-    parts += section_tables(records, paper)
-    parts.append(section_transfer(records))
+    fcn1 = report_capacity.table_records(results_dir)  # FCN1-sized capacity-search trials
+    parts += section_tables(records + fcn1, paper)
+    parts.append(section_transfer(records + fcn1))
     parts.append(section_masking(records))
     parts.append(section_other(records))
     parts.append(section_activations(load_activations(results_dir), plots_dir, out_dir))
