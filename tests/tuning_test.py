@@ -245,6 +245,12 @@ def test_rerun_reuses_test_figures_and_adds_transfer_between_twins(tmp_path):
     assert sum("reused from trials.json" in l for l in again) == 4
     with pytest.raises(ValueError, match="transfer attack"):
         dataclasses.replace(s, transfer_attacks=("nope",))
+    with pytest.raises(ValueError, match="transfer_limit"):
+        dataclasses.replace(s, transfer_limit=0)
+    limited = tuning_results.run_search(dataclasses.replace(s2, transfer_limit=40),
+                                        progress=lambda line: None)
+    assert all(r["test"]["transfer"]["fgsm"]["examples"] == 40 for r in limited["trials"])
+    assert all(r["test"]["attacks"]["fgsm"]["examples"] == 100 for r in limited["trials"])
 
 
 @needs_mnist

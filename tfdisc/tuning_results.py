@@ -67,6 +67,7 @@ class SearchSettings:
     timeout_seconds: float = 600.0
     poll_seconds: float = 1.0
     transfer_attacks: Tuple[str, ...] = ()
+    transfer_limit: Optional[int] = None
     command: Optional[str] = None
 
     def __post_init__(self):
@@ -79,7 +80,7 @@ class SearchSettings:
             raise ValueError(f"`capacity` must be one of {tuple(CAPACITY_AXES)}, got "
                              f"{self.capacity!r}.")
         for name, minimum in (("max_trials", 1), ("stop_after", 1), ("max_binary_macs", 0),
-                              ("max_packed_bytes", 0)):
+                              ("max_packed_bytes", 0), ("transfer_limit", 1)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < minimum):
@@ -331,8 +332,9 @@ def _transfer_twins(settings, rows, ids, x_test, y_test, progress=print):
     For every reported trial whose twin is reported too, each attack of
     ``settings.transfer_attacks`` crafts examples on the twin (through the
     twin's own quantizer gradient) and the trial's accuracy on them is
-    stored under ``row["test"]["transfer"][attack]``. Stored figures made the
-    same way are reused.
+    stored under ``row["test"]["transfer"][attack]``, on the first
+    ``settings.transfer_limit`` test examples when that is set. Stored
+    figures made the same way are reused.
     """
     for row in rows:
         twin = _twin(rows, row, ids) if row["trial_id"] in ids else None
@@ -343,6 +345,10 @@ def _transfer_twins(settings, rows, ids, x_test, y_test, progress=print):
         source = pipeline.load_model(os.path.join(settings.project_dir, twin["model_file"]),
                                      f"trial {twin['trial_id']}")
         cfg = _trial_config(settings, row)
+        if settings.transfer_limit:  # transfer on the first N test examples only
+            cfg = dataclasses.replace(cfg, attack_limits={
+                name: min(settings.transfer_limit, cfg.attack_limits.get(name) or len(y_test))
+                for name in settings.transfer_attacks})
         stored = row["test"].get("transfer", {})
         out = {}
         for name in settings.transfer_attacks:

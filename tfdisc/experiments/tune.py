@@ -73,6 +73,8 @@ flags.DEFINE_list("transfer_attacks", [], "Black-box transfer between precision 
                   "for each reported trial whose twin (same width, depth and bits, other "
                   "precision) is reported too, these attacks craft examples on the twin and "
                   "the trial is evaluated on them (trials.json test.transfer). Empty: none.")
+flags.DEFINE_integer("transfer_limit", None, "Run --transfer_attacks on the first N test "
+                     "examples only (each costs one white-box attack on the twin).")
 flags.DEFINE_integer("stop_after", None, "Stop this process after N trials (rerun to resume).")
 flags.DEFINE_integer("max_retries_per_trial", 1, "Retries of a crashed trial (e.g. its "
                      "worker was killed) before it is marked failed.")
@@ -136,7 +138,8 @@ def settings():
             max_consecutive_failures=FLAGS.max_consecutive_failures,
             lease_seconds=FLAGS.lease_seconds, heartbeat_seconds=FLAGS.heartbeat_seconds,
             timeout_seconds=FLAGS.timeout_seconds,
-            transfer_attacks=tuple(FLAGS.transfer_attacks), command=common.command_line())
+            transfer_attacks=tuple(FLAGS.transfer_attacks), transfer_limit=FLAGS.transfer_limit,
+            command=common.command_line())
     except ValueError as e:
         raise flags.ValidationError(str(e)) from None
 
