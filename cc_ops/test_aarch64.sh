@@ -38,6 +38,8 @@ lists = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body
 print(" ".join("cc_ops/" + s for s in lists["BGEMM_SRCS"]))
 PY
 ) -o "$OUT/core_test"
-file "$OUT/core_test" 2>/dev/null | grep -q "ARM aarch64" || \
-  { echo "not an AArch64 binary" >&2; exit 1; }
+# ELF e_machine 183 = EM_AARCH64 (no dependency on file(1)).
+python3 -c 'import sys; d = open(sys.argv[1], "rb").read(20); sys.exit(
+    0 if d[:4] == b"\x7fELF" and int.from_bytes(d[18:20], "little") == 183 else 1)' \
+  "$OUT/core_test" || { echo "not an AArch64 binary" >&2; exit 1; }
 "$QEMU" "$OUT/core_test"
