@@ -172,3 +172,19 @@ def test_claims_verdicts_over_the_bracket(tmp_path):
                if "Full-2b (no adv. training) keeps accuracy within 5 points of clean at ε=0.1"
                in line)
     assert "**proven**" in row
+
+
+def test_paper_numbers_against_the_bracket(tmp_path):
+    root = tmp_path / "results"
+    # Full-2b at 0.1/0.2/0.3: certified 95/50/0, best attack 95 (PGD) / 80 (PGD) / 10.
+    full2 = run("full", 2, certified=(0.95, 0.5, 0.0), qs=(0.97, 0.9, 0.1))
+    full2["certified"]["counterexample"] = {"0.1": 0.02, "0.2": 0.1, "0.3": 0.9}
+    write(root, [full2])
+    paper = {"table_V": {"rows": [{"name": "Full-2b", "accuracy_percent": {
+        "0": 98.0, "0.1": 97.4, "0.2": 40.0, "0.3": 5.0}}]}}
+    text = report.section_paper_bracket(report.load_results(str(root)), paper)
+    rows = {line.split(" | ")[2]: line for line in text.splitlines() if "| Table V |" in line}
+    assert "**excluded** for our model: 2.4 points above our best attack" in rows["0.1"]
+    assert "[95.0, 95.0]" in rows["0.1"]
+    assert "below our certified bound" in rows["0.2"]
+    assert "not excluded: inside our bracket [0.0, 10.0]" in rows["0.3"]

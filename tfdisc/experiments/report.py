@@ -676,7 +676,7 @@ class Term:
             clean = bracket(self.rec, self.e)["clean"]
         else:
             clean = acc(self.rec, metric, "0")
-        return f"{v + clean:.1f} vs {clean:.1f}"
+        return f"{v + clean:.1f} (clean {clean:.1f})"
 
     def interval(self):
         """(lower, upper): certified and best attack; lower None without certification."""
@@ -798,14 +798,15 @@ def section_claims(records, paper=None):
     text = ("## The paper's claims on this data (automatic check)\n\n"
             "Accuracies in percent, ours only. FGSM and PGD: gradient straight-through the "
             "quantizer, on the test images of the tables' rows. Best attack: the lowest accuracy "
-            "of any attack (FGSM, PGD, the gradient-free quantized search QS, FGSM transfer from "
-            "Full-8b, the certifier's counterexamples) on the certified test images. A claim "
+            "of any attack (FGSM, PGD, the gradient-free quantized search QS, black-box transfer, "
+            "the certifier's counterexamples) on the certified test images (or, without "
+            "certification, on the fewest images an attack used). A claim "
             "\"x − y ≥ t\" is **proven** when it holds between the certified accuracy of x and "
             "the best attack on y (certified ≤ true robust ≤ best attack), **refuted** when it "
             "fails between the best attack on x and the certified accuracy of y (or, against a "
             "constant such as clean accuracy, under the best attack alone), open otherwise. "
             "Claims \"within N points of clean\" use accuracy minus clean accuracy on the same "
-            "images.\n\n" + "\n".join(lines))
+            "images. Verdicts are about our models, not the paper's.\n\n" + "\n".join(lines))
     return text + "\n\n" + section_paper_bracket(records, paper)
 
 
@@ -838,17 +839,18 @@ def section_paper_bracket(records, paper):
             b = bracket(rec, k)
             if b["best"] is None:
                 continue
-            if pv > b["best"]:
-                verdict = (f"**above our best attack** by {pv - b['best']:.1f}: not a robust "
-                           "accuracy our model reaches")
-                verdict += ("; our certified bound cannot exclude it (certified ≤ best)"
-                            if b["certified"] is not None else "; not certified")
+            span = f"[{fmt(b['certified'])}, {fmt(b['best'])}]"
+            if round(pv - b["best"], 6) > 0:
+                verdict = (f"**excluded** for our model: {pv - b['best']:.1f} points above our "
+                           f"best attack (an upper bound); true robust accuracy in {span}"
+                           + ("" if b["certified"] is not None else " (not certified)"))
             elif b["certified"] is not None and pv < b["certified"]:
-                verdict = "below our certified bound: our model is provably more robust"
+                verdict = (f"below our certified bound: our model is provably more robust "
+                           f"({span})")
             elif b["certified"] is not None:
-                verdict = "inside our bracket: neither confirmed nor excluded"
+                verdict = f"not excluded: inside our bracket {span}"
             else:
-                verdict = "at or below our best attack; no certification to compare"
+                verdict = "not excluded (at or below our best attack); no certified bound"
             lines.append(f"| {table.replace('table_', 'Table ')} | {cell} ({rec['model']}) | "
                          f"{eps_label(eps_value(k), dataset)} | {pv:.1f} | "
                          f"{fmt(b['certified'])} | {fmt_best(b)} | first {b['examples']} | "
