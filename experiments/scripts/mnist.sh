@@ -22,8 +22,7 @@ run() {  # name, flags...
   echo "=== $name $(date -u +%H:%M:%S)"
   python -m tfdisc.experiments.mnist $COMMON "$@" --output_dir="$RUNS/$name" \
     > "$RUNS/$name.log" 2>&1 || { echo "FAILED $name"; return; }
-  mkdir -p "$RESULTS/fcn2/$name"
-  cp "$RUNS/$name/results.json" "$RUNS/$name/flags.json" "$RESULTS/fcn2/$name/"
+  python experiments/scripts/rebase_results.py "$RUNS/$name" "$RESULTS/fcn2/$name"
   tail -8 "$RUNS/$name.log"
 }
 mkdir -p "$RUNS"
