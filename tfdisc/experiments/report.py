@@ -588,12 +588,12 @@ def bracket_plot(rec, epsilons, path):
         ax.fill_between(xs, [0 if v is None else v for v in cert],
                         [0 if v is None else v for v in best], color="C1", alpha=0.15,
                         label="true robust accuracy lies here")
-    for name, style in (("fgsm", ":"), ("pgd", "--"), ("quantized_search", "-."),
-                        ("transfer", ":")):
+    for name, style, color in (("fgsm", ":", "C0"), ("pgd", "--", "C1"),
+                               ("quantized_search", "-.", "C4"), ("transfer", ":", "C5")):
         ys = [b["values"].get(name) for _, b in brackets]
         if any(v is not None for v in ys):
             ax.plot(xs, [clean] * len(x0) + [float("nan") if v is None else v for v in ys],
-                    style, linewidth=1, alpha=0.7, label=SOURCE_NAMES[name])
+                    style, color=color, linewidth=1.2, alpha=0.8, label=SOURCE_NAMES[name])
     n = brackets[0][1]["examples"]
     ax.set_xlabel("ε" if scale == 1.0 else "ε (×1/255)")
     ax.set_ylabel("accuracy (%)")
