@@ -42,7 +42,8 @@ class Config:
     ``attack_params`` maps an attack name to its parameters (see
     ``tfdisc.attacks.get(name).params``), e.g. ``{"pgd": {"steps": 7}}``.
     ``attack_limits`` maps an attack name to the number of test examples it
-    runs on (e.g. PGD on the first 1000 only).
+    runs on (e.g. PGD on the first 1000 only); ``certify_limit`` the number that
+    ``certify`` certifies.
     """
 
     dataset: str
@@ -78,6 +79,7 @@ class Config:
     backup_dir: Optional[str] = None
     export: Tuple[str, ...] = ()
     certify: bool = False
+    certify_limit: Optional[int] = None
     certified_train: bool = False
 
     def __post_init__(self):
@@ -97,7 +99,7 @@ class Config:
         for name in ("batch_size", "eval_batch_size"):
             if _positive_or_none(getattr(self, name), name) is None:
                 raise ValueError(f"`{name}` must be a positive integer, got None.")
-        for name in ("train_limit", "test_limit", "width", "depth"):
+        for name in ("train_limit", "test_limit", "width", "depth", "certify_limit"):
             _positive_or_none(getattr(self, name), name)
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate!r}.")
@@ -242,14 +244,49 @@ def evaluate_attacks(model, cfg, x_test, y_test, *, attack_model=None, top_k=Non
     for name in attacks or cfg.attacks:
         limit = cfg.attack_limits.get(name)
         params = cfg.attack_params.get(name, {})
-        test = data_lib.from_arrays(x_test[:limit], y_test[:limit],
-                                    batch_size=global_batch(cfg.eval_batch_size, strategy))
-        result = evaluate.sweep(model, test, cfg.epsilons, name, top_k=top_k,
-                                attack_model=attack_model, strategy=strategy, **params)
+        n = len(y_test) if limit is None else min(limit, len(y_test))
+        # Attacks on a prefix of the test set (--pgd_test_limit, --search_test_limit,
+        # --certify_test_limit): every attack also records its accuracy on those same
+        # prefixes, so that attacks and certification compare like with like.
+        cuts = sorted({c for c in _prefix_limits(cfg) if c < n}) + [n]
+        start, parts, lo = time.time(), [], 0
+        for hi in cuts:
+            test = data_lib.from_arrays(x_test[lo:hi], y_test[lo:hi],
+                                        batch_size=global_batch(cfg.eval_batch_size, strategy))
+            parts.append(evaluate.sweep(model, test, cfg.epsilons, name, top_k=top_k,
+                                        attack_model=attack_model, strategy=strategy, **params))
+            lo = hi
+        result = _merge_sweeps(parts)
         entries[name] = results.attack_entry(
             evaluate.attack_record(name, attack_model or model, **params), result,
             cfg.epsilons, top_k)
+        entries[name]["seconds"] = round(time.time() - start, 2)
+        if len(parts) > 1:
+            entries[name]["prefixes"] = {
+                str(hi): {"examples": hi, "clean_accuracy": r["top1"][0.0],
+                          "adversarial_accuracy": results.epsilon_dict(r["top1"], cfg.epsilons)}
+                for hi, r in ((hi, _merge_sweeps(parts[:i + 1]))
+                              for i, hi in enumerate(cuts[:-1]))}
     return entries
+
+
+def _prefix_limits(cfg):
+    limits = [v for v in cfg.attack_limits.values() if v]
+    if cfg.certify and cfg.certify_limit:
+        limits.append(cfg.certify_limit)
+    return limits
+
+
+def _merge_sweeps(parts):
+    """One ``evaluate.sweep`` result from results on consecutive slices of the test set."""
+    total = sum(p["examples"] for p in parts)
+    merged = {"examples": total, "zero_gradient_fraction": sum(
+        p["zero_gradient_fraction"] * p["examples"] for p in parts) / total}
+    for key in parts[0]:
+        if key.startswith("top"):
+            merged[key] = {e: sum(p[key][e] * p["examples"] for p in parts) / total
+                           for e in parts[0][key]}
+    return merged
 
 
 def transfer_check(model, source, source_path, cfg, x_test, y_test, output_dir, strategy=None):
@@ -262,10 +299,12 @@ def transfer_check(model, source, source_path, cfg, x_test, y_test, output_dir, 
         "source_gradient": evaluate.quantizer_gradient(source),
         "attack": cfg.attacks[0],
         "attack_params": {k: v for k, v in t.items() if k not in (
-            "adversarial_accuracy", "clean_accuracy", "examples", "zero_gradient_fraction")},
+            "adversarial_accuracy", "clean_accuracy", "examples", "zero_gradient_fraction",
+            "seconds", "prefixes")},
         "examples": t["examples"],
         "clean_accuracy": t["clean_accuracy"],
         "adversarial_accuracy": t["adversarial_accuracy"],
+        **({"prefixes": t["prefixes"]} if "prefixes" in t else {}),
     }
 
 
@@ -286,8 +325,11 @@ def certify_test_set(model, cfg, x_test, y_test):
     """The ``certified`` block: certified accuracy per ε (``tfdisc.certify.sweep``)."""
     from tfdisc import certify  # pylint: disable=import-outside-toplevel
 
-    test = data_lib.from_arrays(x_test, y_test, batch_size=cfg.eval_batch_size)
+    limit = cfg.certify_limit
+    test = data_lib.from_arrays(x_test[:limit], y_test[:limit], batch_size=cfg.eval_batch_size)
+    start = time.time()
     block = certify.sweep(model, test, cfg.epsilons)
+    block["seconds"] = round(time.time() - start, 2)
     return {k: ({results.epsilon_key(e): v for e, v in val.items()} if isinstance(val, dict)
                 and all(isinstance(e, float) for e in val) else val)
             for k, val in block.items()}
@@ -320,7 +362,7 @@ def record(cfg, model, entries, *, output_dir, train_seconds, eval_seconds, adv_
         "seed": cfg.seed,
         "attack": cfg.attacks[0],
         "attack_params": {k: v for k, v in primary.items() if k not in (
-            "adversarial_accuracy", "clean_accuracy", "top5")},
+            "adversarial_accuracy", "clean_accuracy", "top5", "seconds", "prefixes")},
         "gradient": evaluate.quantizer_gradient(model),
         "adv_train": bool(cfg.adv_train),
         "adv_train_params": adv_params,

@@ -89,6 +89,11 @@ def attack_entry(record, sweep_result, epsilons, top_k=(1,)):
     return entry
 
 
+def epsilon_dict(accuracies, epsilons):
+    """``{eps: accuracy}`` (float keys, 0 = clean) as ``{epsilon_key: accuracy}`` without 0."""
+    return _by_key(accuracies, epsilons)
+
+
 def _by_key(accuracies, epsilons):
     return {epsilon_key(e): accuracies[e] for e in sorted(set(epsilons)) if e != 0.0}
 

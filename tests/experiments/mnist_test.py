@@ -56,6 +56,23 @@ def test_adv_train_transfer_and_saved_model(synthetic_mnist, tmp_path):
     assert set(t["adversarial_accuracy"]) == {"0.1", "0.2", "0.3"}
 
 
+def test_search_and_certify_limits_record_like_with_like(synthetic_mnist, tmp_path):
+    """QS and --certify on the first N images; FGSM (all images) records its first-N accuracy."""
+    rec = run(bits=2, data_dir=synthetic_mnist, output_dir=str(tmp_path), test_limit=60,
+              attack=["fgsm", "quantized_search"], search_test_limit=20, certify=True,
+              certify_test_limit=20)
+    fgsm, qs = rec["attacks"]["fgsm"], rec["attacks"]["quantized_search"]
+    assert fgsm["examples"] == 60 and qs["examples"] == 20 and rec["certified"]["examples"] == 20
+    first = fgsm["prefixes"]["20"]
+    assert first["examples"] == 20 and first["clean_accuracy"] == qs["clean_accuracy"]
+    assert set(first["adversarial_accuracy"]) == {"0.1", "0.2", "0.3"}
+    assert "prefixes" not in qs and "seconds" not in rec["attack_params"]
+    assert fgsm["seconds"] >= 0 and rec["certified"]["seconds"] >= 0
+    for key in ("0.1", "0.2", "0.3"):  # certified ≤ any attack on the same images
+        assert rec["certified"]["certified"][key] <= min(
+            first["adversarial_accuracy"][key], qs["adversarial_accuracy"][key])
+
+
 def test_gradient_none_is_checked_with_straight_through(synthetic_mnist, tmp_path):
     rec = run(bits=2, gradient="none", data_dir=synthetic_mnist, output_dir=str(tmp_path))
     assert rec["gradient"] == "none"
@@ -184,7 +201,8 @@ class TestRejectedRuns:
             run(epochs=0, data_dir=synthetic_mnist, output_dir=str(tmp_path))
         assert not os.listdir(tmp_path)
 
-    @pytest.mark.parametrize("name", ["train_limit", "test_limit", "pgd_test_limit"])
+    @pytest.mark.parametrize("name", ["train_limit", "test_limit", "pgd_test_limit",
+                                      "search_test_limit", "certify_test_limit"])
     @pytest.mark.parametrize("value", [0, -1])
     def test_bad_limits(self, name, value):
         with pytest.raises(flags.IllegalFlagValueError, match=name):

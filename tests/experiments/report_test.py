@@ -79,8 +79,12 @@ def test_report_tables_figures_and_masking(results, tmp_path):
     assert out.read_text() == text
     table_v = text.split("## Table V")[1].split("## Table VI")[0]
     # Our FGSM and PGD numbers beside the paper's, with the row's details.
-    assert "| BNN-2b (fcn2) | 96.0 | 96.4 | 95.5 | 95.0 | 96.4 |" in table_v
-    assert "Full-8b (fcn2) | 98.5 | 98.2 | 24.0 | 6.0 | 75.9" in table_v
+    # Per ε: FGSM | PGD | QS | certified | best attack | paper (no QS or certification here;
+    # FGSM ran on 1000 images, PGD on 500 without a record on FGSM's: best attack is PGD's).
+    assert "| BNN-2b (fcn2) | 96.0 | 96.4 | 95.5 | 95.0 | – | – | 95.0 (PGD) | 96.4 |" in table_v
+    assert "Full-8b (fcn2) | 98.5 | 98.2 | 24.0 | 6.0 | – | – | 6.0 (PGD) | 75.9" in table_v
+    assert "not certified (run made without --certify)" in table_v
+    assert "left out of the best attack (no record on those images): FGSM (ran on 1000)" in table_v
     assert "fcn2 binary 2b; grad straight_through; 10 ep, width 600" in table_v
     assert "../shared/datasets/mnist" in table_v and "PGD 20 steps" in table_v
     # The masked run never enters a table; it is shown next to the straight-through attack.

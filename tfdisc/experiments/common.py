@@ -55,6 +55,12 @@ flags.DEFINE_string("pgd_step_size", None,
 flags.DEFINE_integer("pgd_test_limit", None,
                      "Run PGD on the first N test examples only (it costs pgd_steps × FGSM); "
                      "results record the number of examples of every attack.")
+flags.DEFINE_integer("search_test_limit", None,
+                     "Run the gradient-free quantized_search attack on the first N test examples "
+                     "only (it costs restarts × iterations batched forward passes per ε).")
+flags.DEFINE_integer("certify_test_limit", None,
+                     "Certify (--certify) the first N test examples only; the `certified` block "
+                     "records its number of examples.")
 flags.DEFINE_bool("adv_train", False,
                   "Adversarial training with R-FGSM examples made on the fly (tfdisc.training).")
 flags.DEFINE_string("train_eps", None,
@@ -135,7 +141,8 @@ flags.register_validator("adv_ratio", lambda v: 0.0 <= v <= 1.0,
                          message="--adv_ratio must be in [0, 1].")
 
 
-for _name in ("train_limit", "test_limit", "pgd_test_limit"):
+for _name in ("train_limit", "test_limit", "pgd_test_limit", "search_test_limit",
+              "certify_test_limit"):
     flags.register_validator(_name, lambda v: v is None or v >= 1,
                              message=f"--{_name} must be a positive number of examples.")
 for _name in ("batch_size", "eval_batch_size"):
@@ -184,13 +191,15 @@ def config(dataset, *, top_k=(1,)):
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
         train_limit=FLAGS.train_limit, test_limit=FLAGS.test_limit, data_dir=FLAGS.data_dir,
         epsilons=tuple(parse_epsilon(e) for e in FLAGS.epsilons), attacks=tuple(FLAGS.attack),
-        attack_params={"pgd": pgd_params}, attack_limits={"pgd": FLAGS.pgd_test_limit},
+        attack_params={"pgd": pgd_params}, attack_limits={"pgd": FLAGS.pgd_test_limit,
+                       "quantized_search": FLAGS.search_test_limit},
         eval_batch_size=FLAGS.eval_batch_size, top_k=tuple(top_k), adv_train=FLAGS.adv_train,
         train_eps=None if FLAGS.train_eps is None else parse_epsilon(FLAGS.train_eps),
         adv_ratio=FLAGS.adv_ratio, init_from=FLAGS.init_from,
         transfer_from=FLAGS.transfer_from, save_model=FLAGS.save_model, verbose=FLAGS.verbose,
         distribute=FLAGS.distribute, connect_timeout=FLAGS.connect_timeout, backup=FLAGS.backup,
         backup_dir=FLAGS.backup_dir, export=tuple(FLAGS.export), certify=FLAGS.certify,
+        certify_limit=FLAGS.certify_test_limit,
         certified_train=FLAGS.certified_train)
     try:
         return pipeline.Config(**kwargs)
