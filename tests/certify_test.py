@@ -323,3 +323,33 @@ def test_integer_images_certify_end_to_end():
     for index, image in cert.counterexamples.items():
         assert image.dtype == np.uint8 and np.max(np.abs(image.astype(int) - images[index])) <= 8
         assert model(image[None]).numpy().argmax() != labels[index]
+
+
+def test_images_with_no_free_pixel_are_decided_by_evaluation():
+    """Black and white pixels cannot move under 2-bit input at ε=0.1: the box is one point.
+
+    (A real MNIST test image, 9051, has no free pixel at ε=0.1; the complete mode crashed on it.)
+    """
+    rng = np.random.default_rng(3)
+    inputs = tf.keras.Input((12,))
+    x = BitDepthQuantization(2)(inputs)
+    x = tf.keras.layers.Dense(16, activation="relu")(x)
+    outputs = tf.keras.layers.Dense(3)(x)
+    model = tf.keras.Model(inputs, outputs)
+    images = rng.integers(0, 2, (30, 12)).astype(np.float32)  # only 0 and 1 pixels
+    labels = model(images).numpy().argmax(1)
+    wrong = (labels + 1) % 3
+    for y, want in ((labels, "certified"), (wrong, "counterexample")):
+        cert = certify.certify(model, images, y, 0.1, complete_max_free=4, search=False)
+        assert cert.counts()["unknown"] == 0
+        assert np.all(cert.status == want)
+        truth = certify.exhaustive(model, images, y, 0.1)
+        np.testing.assert_array_equal(cert.status == "certified", truth)
+    # Exact ties between logits 0 and 1: the bounds cannot certify label 0, so the complete
+    # mode evaluates the one point (this crashed when no pixel was free).
+    kernel, bias = model.layers[-1].get_weights()
+    kernel[:, 1], bias[1] = kernel[:, 0], bias[0]
+    model.layers[-1].set_weights([kernel, bias + np.array([0, 0, -100], np.float32)])
+    cert = certify.certify(model, images, np.zeros(len(images), np.int64), 0.1,
+                           complete_max_free=4, search=False)
+    assert np.all(cert.status == "unknown") and np.all(cert.nodes == 1)

@@ -122,7 +122,10 @@ def _enumerate(model, box, y, r, cert, *, node_batch):
     hi = box.hi_bin[r].reshape(-1)
     free = np.nonzero(hi > lo)[0]
     sizes = hi[free] - lo[free] + 1
-    grid = np.indices(sizes).reshape(len(free), -1).T
+    # Every combination of the free pixels' levels; one point when no pixel is free
+    # (np.indices of an empty shape has no element to reshape).
+    grid = (np.indices(sizes).reshape(len(free), -1).T if len(free)
+            else np.zeros((1, 0), np.int64))
     delta = box_lib.jitter(box.layer, box.integer)
     for start in range(0, len(grid), node_batch):
         bins = np.repeat(lo[None, :], len(grid[start:start + node_batch]), axis=0)
