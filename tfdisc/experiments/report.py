@@ -18,8 +18,49 @@ import shutil
 
 from absl import app, flags
 
-from tfdisc import results
 from tfdisc.experiments import report_capacity
+# The pieces the report is built from (re-exported: callers use report.NAME).
+from tfdisc.experiments.report_bracket import (  # noqa: F401
+    GRADIENT_ATTACKS,
+    NON_GRADIENT,
+    MASKING_POINTS,
+    SOURCE_NAMES,
+    sources,
+    certified_acc,
+    bracket,
+    masking_flags,
+    soundness_violations,
+    fmt_best,
+    describe_bracket,
+    table_records,
+    section_masking_flags,
+    bracket_plot,
+    bracket_plot_name,
+    section_brackets)
+from tfdisc.experiments.report_claims import (  # noqa: F401
+    Term,
+    bracket_verdict,
+    section_claims,
+    section_paper_bracket)
+from tfdisc.experiments.report_common import (  # noqa: F401
+    DATASET_NAMES,
+    PRECISION_NAMES,
+    NEAR_CLEAN_POINTS,
+    MNIST_EPS,
+    CIFAR_EPS,
+    eps_value,
+    eps_key,
+    eps_label,
+    load_results,
+    load_activations,
+    default_paper_tables,
+    quality,
+    honest,
+    select,
+    acc,
+    fmt,
+    paper_row,
+    cell_name)
 
 FLAGS = flags.FLAGS
 
@@ -29,240 +70,6 @@ flags.DEFINE_string("out", "experiments/REPORT.md", "Markdown report to write.")
 flags.DEFINE_string("plots_dir", None, "Where PNG figures go; default OUT's directory/plots.")
 flags.DEFINE_string("paper_tables", None, "The paper's tables.json; default "
                     "../shared/paper/tables.json next to the repository, if present.")
-
-_DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
-                  "imagenet2012": "ImageNet", "fashion_mnist": "Fashion-MNIST"}
-_PRECISION_NAMES = {"full": "Full", "binary": "BNN", "xnor": "XNOR"}
-# A claim "holds" when adversarial accuracy stays within this many points of clean.
-NEAR_CLEAN_POINTS = 5.0
-
-
-eps_value = results.parse_epsilon
-eps_key = results.epsilon_key
-
-
-def eps_label(value, dataset):
-    if dataset in ("mnist", "fashion_mnist"):
-        return f"{value:g}"
-    return f"{round(value * 255):g}/255"
-
-
-# ------------------------------------------------------------------ loading
-
-load_results = results.load
-
-
-def load_activations(results_dir):
-    found = []
-    for root, _, files in sorted(os.walk(results_dir)):
-        if "activations.json" in files:
-            with open(os.path.join(root, "activations.json")) as f:
-                found.append((root, json.load(f)))
-    return found
-
-
-def default_paper_tables():
-    here = os.path.dirname(os.path.abspath(__file__))
-    repo = os.path.dirname(os.path.dirname(here))
-    path = os.path.join(os.path.dirname(repo), "shared", "paper", "tables.json")
-    return path if os.path.isfile(path) else None
-
-
-# ------------------------------------------------------------------ selection
-
-def _quality(rec):
-    return (len(rec.get("attacks") or {}), rec.get("data", {}).get("test_examples") or 0,
-            rec.get("epochs") or 0, rec.get("_path"))
-
-
-def honest(rec):
-    """Only runs attacked with a gradient through the quantizer enter the tables."""
-    return rec.get("gradient") in ("straight_through", None)
-
-
-def select(records, **criteria):
-    """Best record per (model, precision, bits) matching ``criteria`` (adv_train, dataset...)."""
-    best = {}
-    for rec in records:
-        if not honest(rec) or rec.get("transfer_only"):
-            continue
-        if any(rec.get(k, False if k == "adv_train" else None) != v for k, v in criteria.items()):
-            continue
-        key = (rec["model"], rec["precision"], rec["bits"])
-        if key not in best or _quality(rec) > _quality(best[key]):
-            best[key] = rec
-    return best
-
-
-def acc(rec, attack, key):
-    """Accuracy (percent) of ``rec`` under ``attack`` at ε ``key`` ('0' = clean), or None."""
-    a = (rec.get("attacks") or {}).get(attack)
-    if a is None:
-        return None
-    if key in ("0", 0, 0.0):
-        return 100.0 * a.get("clean_accuracy", rec["clean_accuracy"])
-    value = a["adversarial_accuracy"].get(eps_key(eps_value(key)))
-    return None if value is None else 100.0 * value
-
-
-def fmt(value):
-    return "–" if value is None else f"{value:.1f}"
-
-
-# ------------------------------------------------------------------ bracket (issue 11)
-
-# The attacks whose gradient goes through the model; a non-gradient attack beating one of them
-# by more than MASKING_POINTS (same test images) flags likely gradient masking.
-GRADIENT_ATTACKS = ("fgsm", "pgd", "rfgsm")
-NON_GRADIENT = ("quantized_search", "transfer")
-MASKING_POINTS = 2.0
-SOURCE_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "rfgsm": "R-FGSM", "quantized_search": "QS",
-                "transfer": "transfer", "certify": "certifier's counterexamples"}
-
-
-def sources(rec):
-    """Every concrete attack on ``rec``: name → {examples, clean_accuracy, adversarial_accuracy,
-    prefixes} (fractions). ``certify``: the counterexamples that ``--certify`` found (its search
-    and complete mode), as accuracy 1 − counterexample fraction — an upper bound too."""
-    out = {name: a for name, a in (rec.get("attacks") or {}).items()
-           if isinstance(a, dict) and "adversarial_accuracy" in a}
-    if rec.get("transfer"):
-        out["transfer"] = rec["transfer"]
-    cert = rec.get("certified")
-    if cert and cert.get("counterexample"):
-        out["certify"] = {"examples": cert.get("examples"), "clean_accuracy": None,
-                          "adversarial_accuracy": {k: 1.0 - v for k, v in
-                                                   cert["counterexample"].items()}}
-    return out
-
-
-def _on_first(entry, n, key):
-    """Accuracy (fraction) of an attack entry on the first ``n`` test images, or None."""
-    if entry.get("examples") == n:
-        part = entry
-    else:
-        part = (entry.get("prefixes") or {}).get(str(n))
-        if part is None:
-            return None
-    if key is None:
-        return part.get("clean_accuracy")
-    return part["adversarial_accuracy"].get(key)
-
-
-def certified_acc(rec, e):
-    """(certified accuracy in percent, examples) at ε ``e``, or (None, None) without --certify."""
-    cert = rec.get("certified") or {}
-    value = (cert.get("certified") or {}).get(eps_key(eps_value(e)))
-    return (None, None) if value is None else (100.0 * value, cert.get("examples"))
-
-
-def bracket(rec, e):
-    """Certified and best-attack accuracy of ``rec`` at ε ``e`` on one set of test images.
-
-    The attacks ran on prefixes of the test set (FGSM/PGD on all of it, the quantized search
-    and --certify on the first N); each records its accuracy on the others' prefixes, so the
-    bracket compares like with like on ``examples`` images: the certified ones if the run was
-    certified, else the fewest any attack used. Attacks with no record on those images are
-    listed in ``left_out`` (name → their own examples) and not minimized over.
-
-    Returns dict (percent): ``certified``, ``best``, ``best_by`` (attack names reaching it),
-    ``values`` {attack: accuracy on those images}, ``clean`` (their clean accuracy, if
-    recorded), ``examples``, ``left_out``.
-    """
-    key = eps_key(eps_value(e))
-    src = sources(rec)
-    cert, cert_n = certified_acc(rec, e)
-    sizes = [a.get("examples") for a in src.values() if a.get("examples")]
-    n = cert_n or (min(sizes) if sizes else None)
-    values, left_out, clean = {}, {}, None
-    for name, entry in src.items():
-        v = _on_first(entry, n, key)
-        if v is None:
-            if key in entry.get("adversarial_accuracy", {}):
-                left_out[name] = entry.get("examples")
-            continue
-        values[name] = 100.0 * v
-        c = _on_first(entry, n, None)
-        if clean is None and c is not None:
-            clean = 100.0 * c
-    best = min(values.values()) if values else None
-    return {"certified": cert, "best": best, "examples": n, "clean": clean,
-            "best_by": [k for k, v in values.items() if v == best], "values": values,
-            "left_out": left_out}
-
-
-def masking_flags(rec, epsilons, points=MASKING_POINTS):
-    """Likely gradient masking: a gradient attack weaker than the quantized-space attack or
-    transfer by more than ``points`` on the same images. Returns a list of dicts."""
-    flags_ = []
-    for e in epsilons:
-        b = bracket(rec, e)
-        for g in GRADIENT_ATTACKS:
-            for other in NON_GRADIENT:
-                if g in b["values"] and other in b["values"]:
-                    gap = b["values"][g] - b["values"][other]
-                    if round(gap, 6) > points:
-                        flags_.append({"eps": e, "attack": g, "by": other, "gap": gap,
-                                       "attack_accuracy": b["values"][g],
-                                       "other_accuracy": b["values"][other],
-                                       "examples": b["examples"]})
-    return flags_
-
-
-def soundness_violations(rec, epsilons):
-    """ε where the certified accuracy exceeds an attack's on the same images (a soundness bug)."""
-    bad = []
-    for e in epsilons:
-        b = bracket(rec, e)
-        if b["certified"] is not None and b["best"] is not None \
-                and round(b["certified"] - b["best"], 6) > 0:
-            bad.append((e, b))
-    return bad
-
-
-def fmt_best(b):
-    if b["best"] is None:
-        return "–"
-    return f"{b['best']:.1f} ({'/'.join(SOURCE_NAMES.get(k, k) for k in b['best_by'])})"
-
-
-def describe_bracket(rec):
-    """How the quantized search, certification and best attack of a run were made."""
-    attacks = rec.get("attacks") or {}
-    parts = []
-    qs = attacks.get("quantized_search")
-    if qs:
-        parts.append(f"QS = gradient-free quantized-space search (no gradient; restarts "
-                     f"{qs.get('restarts')}, iterations {qs.get('iterations')}, candidates "
-                     f"{qs.get('candidates')}) on the first {qs.get('examples')} test images")
-    cert = rec.get("certified")
-    if cert:
-        method = cert.get("method") or {}
-        parts.append(f"certified: interval bounds + complete mode (≤ "
-                     f"{method.get('complete_max_free')} free pixels) on the first "
-                     f"{cert.get('examples')} test images")
-    else:
-        parts.append("not certified (run made without --certify)")
-    brackets = [bracket(rec, e) for e in _record_eps(rec)]
-    ns = {b["examples"] for b in brackets if b["examples"]}
-    if ns:
-        used = sorted({k for b in brackets for k in b["values"]})
-        parts.append("best attack = min over " + ", ".join(SOURCE_NAMES.get(k, k) for k in used)
-                     + f" on the same first {min(ns)} images")
-        left = {k: n for b in brackets for k, n in b["left_out"].items()}
-        if left:
-            parts.append("left out of the best attack (no record on those images): " + ", ".join(
-                f"{SOURCE_NAMES.get(k, k)} (ran on {n})" for k, n in sorted(left.items())))
-    return "; ".join(parts)
-
-
-def _record_eps(rec):
-    keys = set()
-    for a in sources(rec).values():
-        keys.update(a.get("adversarial_accuracy", {}))
-    keys.update(((rec.get("certified") or {}).get("certified") or {}))
-    return sorted(keys, key=eps_value)
-
 
 def describe(rec):
     """Model, precision, bits, gradient, schedule and data of a run, for a table row."""
@@ -288,23 +95,8 @@ def describe(rec):
         pgd_txt += (f" on the first {pgd.get('examples')} test images (their clean accuracy "
                     f"{fmt(100 * pgd['clean_accuracy'])})")
     return (f"{rec['model']} {rec['precision']} {rec['bits']}b; grad {rec.get('gradient')}; "
-            f"{sched}; {_DATASET_NAMES.get(rec['dataset'], rec['dataset'])} ({src}), "
+            f"{sched}; {DATASET_NAMES.get(rec['dataset'], rec['dataset'])} ({src}), "
             f"test {test}{pgd_txt}; {describe_bracket(rec)}; `{rec['_path']}`")
-
-
-# ------------------------------------------------------------------ tables
-
-def paper_row(paper, table, part, name):
-    t = paper.get(table, {}) if paper else {}
-    rows = t.get(part, []) if part else t.get("rows", [])
-    for row in rows:
-        if row["name"] == name:
-            return row.get("accuracy_percent", {})
-    return None
-
-
-def cell_name(rec):
-    return f"{_PRECISION_NAMES.get(rec['precision'], rec['precision'])}-{rec['bits']}b"
 
 
 def comparison_table(rows, epsilons, dataset):
@@ -351,10 +143,6 @@ TABLE_LEGEND = (
     "the same images (see the masking flags section). – = not run.")
 
 
-MNIST_EPS = ["0.1", "0.2", "0.3"]
-CIFAR_EPS = ["8/255", "16/255", "32/255"]
-
-
 def _grid(best, precisions, bits_list, model=None):
     out = []
     for prec in precisions:
@@ -393,7 +181,7 @@ def section_tables(records, paper):
             for rec in [r for (m, p, b), r in sorted(best.items()) if b == bits] or [None]:
                 rows.append((f"Full-{bits}b adv" + (f" ({rec['model']})" if rec else ""), rec,
                              paper_row(paper, "table_II", part, f"{bits}b")))
-        text.append(f"### {_DATASET_NAMES[dataset]}\n\n"
+        text.append(f"### {DATASET_NAMES[dataset]}\n\n"
                     + comparison_table(rows, eps_of[dataset], dataset))
     parts.append("\n\n".join(text))
 
@@ -406,7 +194,7 @@ def section_tables(records, paper):
             for rec in [r for (m, p, b), r in sorted(best.items()) if p == prec] or [None]:
                 rows.append((f"{pname}-8b adv" + (f" ({rec['model']})" if rec else ""), rec,
                              paper_row(paper, "table_III", part, pname)))
-        text.append(f"### {_DATASET_NAMES[dataset]} (paper: "
+        text.append(f"### {DATASET_NAMES[dataset]} (paper: "
                     f"{'FCN1' if dataset == 'mnist' else 'AlexNet'})\n\n"
                     + comparison_table(rows, eps_of[dataset], dataset))
     parts.append("\n\n".join(text))
@@ -434,7 +222,7 @@ def section_tables(records, paper):
         rows = [(f"BNN-2b adv ({rec['model']})", rec, paper_row(paper, "table_VI", part, "BNN-2b"))
                 for rec in best.values()] or [("BNN-2b adv", None,
                                                paper_row(paper, "table_VI", part, "BNN-2b"))]
-        text.append(f"### {_DATASET_NAMES[dataset]}\n\n"
+        text.append(f"### {DATASET_NAMES[dataset]}\n\n"
                     + comparison_table(rows, eps_of[dataset], dataset))
     parts.append("\n\n".join(text))
     return parts
@@ -446,7 +234,7 @@ def section_other(records):
     for dataset in ("cifar100", "imagenet2012"):
         recs = [r for r in records if r["dataset"] == dataset and honest(r)]
         if not recs:
-            lines.append(f"* {_DATASET_NAMES[dataset]}: no run — the data is not available "
+            lines.append(f"* {DATASET_NAMES[dataset]}: no run — the data is not available "
                          "offline here. The binary "
                          f"`python -m tfdisc.experiments.{'cifar100' if dataset == 'cifar100' else 'imagenet'}` "
                          "is exercised by the test suite on small synthetic data in the right "
@@ -513,362 +301,6 @@ def section_masking(records):
     return "\n\n".join(text)
 
 
-def table_records(records):
-    """The runs that enter the comparison tables (one per cell), in a stable order."""
-    seen = {}
-    for dataset in ("mnist", "cifar10"):
-        for adv in (False, True):
-            for rec in select(records, dataset=dataset, adv_train=adv).values():
-                seen[rec["_path"]] = rec
-    return [seen[k] for k in sorted(seen)]
-
-
-def section_masking_flags(records):
-    """Automatic gradient-masking flags and bracket soundness check over the table runs."""
-    eps_of = {"mnist": MNIST_EPS, "cifar10": CIFAR_EPS}
-    lines, bad = [], []
-    for rec in table_records(records):
-        eps = eps_of.get(rec["dataset"], [])
-        for f in masking_flags(rec, eps):
-            lines.append(f"| {cell_name(rec)}{' adv' if rec.get('adv_train') else ''} "
-                         f"({rec['model']}) | {eps_label(eps_value(f['eps']), rec['dataset'])} | "
-                         f"{SOURCE_NAMES[f['attack']]} {f['attack_accuracy']:.1f} | "
-                         f"{SOURCE_NAMES[f['by']]} {f['other_accuracy']:.1f} | "
-                         f"{f['gap']:.1f} | first {f['examples']} | `{rec['_path']}` |")
-        bad += [(rec, e, b) for e, b in soundness_violations(rec, eps)]
-    text = ["## Likely gradient masking (automatic flags) and bracket soundness",
-            f"A gradient attack (FGSM, PGD; gradient straight-through the quantizer) that is "
-            f"weaker than the gradient-free quantized-space search (QS) or than black-box "
-            f"transfer by more than {MASKING_POINTS:g} points, on the same test images, is "
-            "flagged as **likely gradient masking**: its accuracy overstates robustness."]
-    if lines:
-        text.append("| Run | ε | Gradient attack | Stronger attack without the model's gradient | "
-                    "Gap (points) | Test images | results.json |\n|---|---|---|---|---|---|---|\n"
-                    + "\n".join(lines))
-    else:
-        text.append("No flag raised on the runs in the tables.")
-    if bad:
-        text.append("**SOUNDNESS VIOLATION** — certified accuracy above an attack's accuracy on "
-                    "the same images (a certified example was broken):\n\n" + "\n".join(
-                        f"* `{rec['_path']}` ε={eps_label(eps_value(e), rec['dataset'])}: "
-                        f"certified {b['certified']:.1f} > {fmt_best(b)} on the first "
-                        f"{b['examples']}" for rec, e, b in bad))
-    else:
-        text.append("Soundness: on every certified run, certified ≤ every attack's accuracy on "
-                    "the same images (checked here on the aggregate numbers; "
-                    "tests/certify_test.py checks it example by example).")
-    return "\n\n".join(text)
-
-
-def bracket_plot(rec, epsilons, path):
-    """Certified and best-attack accuracy against ε for one run (the bracket), as a PNG."""
-    import matplotlib  # pylint: disable=import-outside-toplevel
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-    dataset = rec["dataset"]
-    scale = 1.0 if dataset in ("mnist", "fashion_mnist") else 255.0
-    brackets = [(eps_value(e), bracket(rec, e)) for e in epsilons]
-    brackets = [(x, b) for x, b in brackets if b["best"] is not None or b["certified"] is not None]
-    if not brackets:
-        return None
-    clean = next((b["clean"] for _, b in brackets if b["clean"] is not None), None)
-    x0 = [0.0] if clean is not None else []
-    xs = x0 + [x * scale for x, _ in brackets]
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    best = [clean] * len(x0) + [b["best"] for _, b in brackets]
-    ax.plot(xs, [float("nan") if v is None else v for v in best], "-o", color="C3",
-            label="best attack (upper bound)")
-    cert = [b["certified"] for _, b in brackets]
-    certified = any(v is not None for v in cert)
-    if certified:
-        cert = [clean] * len(x0) + cert
-        ax.plot(xs, [float("nan") if v is None else v for v in cert], "-s", color="C2",
-                label="certified (lower bound)")
-        ax.fill_between(xs, [0 if v is None else v for v in cert],
-                        [0 if v is None else v for v in best], color="C1", alpha=0.15,
-                        label="true robust accuracy lies here")
-    for name, style, color in (("fgsm", ":", "C0"), ("pgd", "--", "C1"),
-                               ("quantized_search", "-.", "C4"), ("transfer", ":", "C5")):
-        ys = [b["values"].get(name) for _, b in brackets]
-        if any(v is not None for v in ys):
-            ax.plot(xs, [clean] * len(x0) + [float("nan") if v is None else v for v in ys],
-                    style, color=color, linewidth=1.2, alpha=0.8, label=SOURCE_NAMES[name])
-    n = brackets[0][1]["examples"]
-    ax.set_xlabel("ε" if scale == 1.0 else "ε (×1/255)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{cell_name(rec)}{' adv' if rec.get('adv_train') else ''} {rec['model']} "
-                 f"({_DATASET_NAMES.get(dataset, dataset)}), first {n} test images"
-                 + ("" if certified else "; not certified"), fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def bracket_plot_name(rec):
-    stem = os.path.dirname(rec["_path"]).strip("./").replace(os.sep, "_") or "run"
-    return f"bracket_{stem}.png"
-
-
-def section_brackets(records, plots_dir, out_dir):
-    """One bracket plot per run in the tables, linked from a table."""
-    eps_of = {"mnist": MNIST_EPS, "cifar10": CIFAR_EPS}
-    bdir = os.path.join(plots_dir, "bracket")
-    lines = []
-    for rec in table_records(records):
-        eps = eps_of.get(rec["dataset"], [])
-        os.makedirs(bdir, exist_ok=True)
-        path = bracket_plot(rec, eps, os.path.join(bdir, bracket_plot_name(rec)))
-        if path is None:
-            continue
-        cells = []
-        for e in eps:
-            b = bracket(rec, e)
-            cells.append(f"[{fmt(b['certified'])}, {fmt(b['best'])}]")
-        lines.append(f"| {cell_name(rec)}{' adv' if rec.get('adv_train') else ''} "
-                     f"({rec['model']}, {_DATASET_NAMES.get(rec['dataset'])}) | "
-                     f"{' | '.join(cells)} | [plot]({os.path.relpath(path, out_dir)}) | "
-                     f"`{rec['_path']}` |")
-    if not lines:
-        return "## Bracket plots\n\nNo run to plot."
-    return ("## Bracket plots: certified ≤ true robust accuracy ≤ best attack\n\n"
-            "Per run: certified accuracy (lower bound, `--certify`) and best-attack accuracy "
-            "(upper bound: min over FGSM, PGD, QS, transfer and the certifier's "
-            "counterexamples) on the same test images, against ε. Cells: [certified, best "
-            "attack] in percent, at the table's three ε (MNIST 0.1/0.2/0.3, CIFAR10 "
-            "8/16/32 /255); – where the run has none.\n\n"
-            "| Run | ε₁ | ε₂ | ε₃ | Plot | results.json |\n|---|---|---|---|---|---|\n"
-            + "\n".join(lines))
-
-
-# ------------------------------------------------------------------ claims
-
-class Term:
-    """One side of a claim: accuracy of ``rec`` at ε ``e`` (minus its clean accuracy if
-    ``relative``), measured by FGSM, PGD, the best attack, or as the bracket interval."""
-
-    def __init__(self, rec, e, relative=False):
-        self.rec, self.e, self.relative = rec, e, relative
-
-    def point(self, metric):
-        if self.rec is None:
-            return 0.0  # the constant side of a "within N points of clean" claim
-        if metric == "best":
-            b = bracket(self.rec, self.e)
-            if b["best"] is None or (self.relative and b["clean"] is None):
-                return None
-            return b["best"] - (b["clean"] if self.relative else 0.0)
-        a = acc(self.rec, metric, self.e)
-        if a is None:
-            return None
-        return a - (acc(self.rec, metric, "0") if self.relative else 0.0)
-
-    def text(self, metric):
-        """The accuracy as shown in the claims table ("robust vs clean" if relative)."""
-        v = self.point(metric)
-        if v is None or not self.relative:
-            return fmt(v)
-        if metric == "best":
-            clean = bracket(self.rec, self.e)["clean"]
-        else:
-            clean = acc(self.rec, metric, "0")
-        return f"{v + clean:.1f} (clean {clean:.1f})"
-
-    def interval(self):
-        """(lower, upper): certified and best attack; lower None without certification."""
-        if self.rec is None:
-            return 0.0, 0.0
-        b = bracket(self.rec, self.e)
-        if b["best"] is None or (self.relative and b["clean"] is None):
-            return None, None
-        off = b["clean"] if self.relative else 0.0
-        lo = None if b["certified"] is None else b["certified"] - off
-        return lo, b["best"] - off
-
-
-def _holds(kind, x, y, t):
-    if kind == ">=":
-        return x - y >= t
-    if kind == ">":
-        return x - y > t
-    return abs(x - y) <= t  # "abs"
-
-
-def bracket_verdict(kind, x, y, t):
-    """'proven', 'refuted' or 'open' for the claim ``x − y (kind) t`` over the brackets."""
-    (xl, xh), (yl, yh) = x.interval(), y.interval()
-    if xh is None or yh is None:
-        return "–", None
-    neg = float("-inf")
-    xl, yl = neg if xl is None else xl, neg if yl is None else yl
-    if kind in (">=", ">"):
-        if xl > neg and _holds(kind, xl, yh, t):
-            return "proven", (xl, xh, yl, yh)
-        if yl > neg and not _holds(kind, xh, yl, t):
-            return "refuted", (xl, xh, yl, yh)
-        return "open", (xl, xh, yl, yh)
-    if xl > neg and yl > neg and max(xh - yl, yh - xl) <= t:
-        return "proven", (xl, xh, yl, yh)
-    if max(xl - yh, yl - xh) > t:
-        return "refuted", (xl, xh, yl, yh)
-    return "open", (xl, xh, yl, yh)
-
-
-def _claims(records):
-    """The paper's claims as (text, kind, x, y, threshold): ``x − y (kind) threshold``."""
-    out = []
-
-    def get(dataset, precision, bits, adv=False):
-        best = select(records, dataset=dataset, adv_train=adv, precision=precision, bits=bits)
-        return sorted(best.values(), key=_quality)[-1] if best else None
-
-    for dataset, small, large in (("mnist", ["0.1"], ["0.2", "0.3"]),
-                                  ("cifar10", ["8/255", "16/255"], ["32/255"])):
-        name = _DATASET_NAMES[dataset]
-        for prec in ("full", "binary"):
-            r2, r8 = get(dataset, prec, 2), get(dataset, prec, 8)
-            if r2 is None:
-                continue
-            label = f"{_PRECISION_NAMES[prec]}-2b"
-            for e in small:
-                lab = eps_label(eps_value(e), dataset)
-                out.append((f"{name}: {label} (no adv. training) keeps accuracy within "
-                            f"{NEAR_CLEAN_POINTS:g} points of clean at ε={lab}", ">=",
-                            Term(r2, e, relative=True), Term(None, e), -NEAR_CLEAN_POINTS))
-                if r8 is not None:
-                    out.append((f"{name}: {label} is more robust than {_PRECISION_NAMES[prec]}-8b "
-                                f"at ε={lab} (≥10 points)", ">=", Term(r2, e), Term(r8, e), 10.0))
-        rb, rf = get(dataset, "binary", 8), get(dataset, "full", 8)
-        if rb and rf and dataset == "cifar10":
-            for e in ("1/255", "2/255"):
-                out.append((f"{name}: BNN-8b stays closer to its clean accuracy than Full-8b at "
-                            f"ε={e} (Fig. 5a; accuracy minus clean, in points)", ">",
-                            Term(rb, e, relative=True), Term(rf, e, relative=True), 0.0))
-        if rb and rf and dataset == "mnist":
-            for e in large:
-                out.append((f"{name}: Full-8b is more robust than BNN-8b at ε={e} (Fig. 5b, FCN2: "
-                            "BNNs of small capacity are not more robust)", ">",
-                            Term(rf, e), Term(rb, e), 0.0))
-        a2, a8 = get(dataset, "full", 2, adv=True), get(dataset, "full", 8, adv=True)
-        if a2 and a8:
-            for e in small + large:
-                lab = eps_label(eps_value(e), dataset)
-                out.append((f"{name}: with R-FGSM adv. training, Full-2b beats Full-8b at "
-                            f"ε={lab}", ">", Term(a2, e), Term(a8, e), 0.0))
-        b2a, b2 = get(dataset, "binary", 2, adv=True), get(dataset, "binary", 2)
-        if b2a and b2:
-            for e in small:
-                lab = eps_label(eps_value(e), dataset)
-                out.append((f"{name}: BNN-2b without adv. training is within 5 points of BNN-2b "
-                            f"with it at ε={lab} (Tables IV/V vs VI)", "abs", Term(b2, e),
-                            Term(b2a, e), 5.0))
-    return out
-
-
-def _interval_text(lo, hi):
-    return f"[{'–' if lo == float('-inf') else f'{lo:.1f}'}, {hi:.1f}]"
-
-
-def section_claims(records, paper=None):
-    rows = _claims(records)
-    if not rows:
-        return "## The paper's claims on this data\n\nNot enough runs to check any claim."
-    lines = ["| Claim | FGSM (ours) | Under FGSM | PGD (ours) | Survives PGD | Best attack (ours) "
-             "| Under best attack | Bracket [certified, best attack] | Verdict over the bracket "
-             "|", "|---|---|---|---|---|---|---|---|---|"]
-    for claim, kind, x, y, t in rows:
-        cells = [claim]
-        for metric, yes in (("fgsm", "holds"), ("pgd", "yes"), ("best", "holds")):
-            xv, yv = x.point(metric), y.point(metric)
-            ok = None if None in (xv, yv) else _holds(kind, xv, yv, t)
-            cells += [f"{x.text(metric)} vs {y.text(metric)}" if y.rec is not None
-                      else x.text(metric),
-                      yes if ok else ("–" if ok is None else "**no**")]
-        verdict, iv = bracket_verdict(kind, x, y, t)
-        cells.append("–" if iv is None else (_interval_text(iv[0], iv[1]) + (
-            f" vs {_interval_text(iv[2], iv[3])}" if y.rec is not None else "")))
-        cells.append({"proven": "**proven** (certified)", "refuted": "**refuted** (attack vs "
-                      "certified)" if y.rec is not None else "**refuted** (best attack)",
-                      "open": "open"}.get(verdict, verdict))
-        lines.append("| " + " | ".join(cells) + " |")
-    text = ("## The paper's claims on this data (automatic check)\n\n"
-            "Accuracies in percent, ours only. FGSM and PGD: gradient straight-through the "
-            "quantizer, on the test images of the tables' rows. Best attack: the lowest accuracy "
-            "of any attack (FGSM, PGD, the gradient-free quantized search QS, black-box transfer, "
-            "the certifier's counterexamples) on the certified test images (or, without "
-            "certification, on the fewest images an attack used). A claim "
-            "\"x − y ≥ t\" is **proven** when it holds between the certified accuracy of x and "
-            "the best attack on y (certified ≤ true robust ≤ best attack), **refuted** when it "
-            "fails between the best attack on x and the certified accuracy of y (or, against a "
-            "constant such as clean accuracy, under the best attack alone), open otherwise. "
-            "Claims \"within N points of clean\" use accuracy minus clean accuracy on the same "
-            "images. Verdicts are about our models, not the paper's.\n\n" + "\n".join(lines))
-    return text + "\n\n" + section_paper_bracket(records, paper)
-
-
-def section_paper_bracket(records, paper):
-    """The paper's numbers against our bracket, for every table cell that has both."""
-    if not paper:
-        return "### The paper's numbers against our bracket\n\nNo paper tables.json found."
-    cells = []  # (table, cell, dataset, rec, paper row)
-    for table, part, dataset, adv, criteria in (
-            ("table_II", "mnist", "mnist", True, {"precision": "full"}),
-            ("table_III", "mnist_fcn1", "mnist", True, {"bits": 8}),
-            ("table_V", None, "mnist", False, {}),
-            ("table_VI", "mnist_fcn1", "mnist", True, {"bits": 2, "precision": "binary"}),
-            ("table_II", "cifar10", "cifar10", True, {"precision": "full"}),
-            ("table_III", "cifar10", "cifar10", True, {"bits": 8}),
-            ("table_IV", None, "cifar10", False, {}),
-            ("table_VI", "cifar10", "cifar10", True, {"bits": 2, "precision": "binary"})):
-        for (m, p, b), rec in sorted(select(records, dataset=dataset, adv_train=adv,
-                                            **criteria).items()):
-            pname = _PRECISION_NAMES.get(p, p)
-            name = {"table_II": f"{b}b", "table_III": pname}.get(table, f"{pname}-{b}b")
-            row = paper_row(paper, table, part, name)
-            if row:
-                cells.append((table, cell_name(rec) + (" adv" if adv else ""), dataset, rec, row))
-    lines = []
-    for table, cell, dataset, rec, row in cells:
-        for k, pv in sorted(row.items(), key=lambda kv: eps_value(kv[0])):
-            if k == "0" or pv is None:
-                continue
-            b = bracket(rec, k)
-            if b["best"] is None:
-                continue
-            span = f"[{fmt(b['certified'])}, {fmt(b['best'])}]"
-            if round(pv - b["best"], 6) > 0:
-                verdict = (f"**excluded** for our model: {pv - b['best']:.1f} points above our "
-                           f"best attack (an upper bound); true robust accuracy in {span}"
-                           + ("" if b["certified"] is not None else " (not certified)"))
-            elif b["certified"] is not None and pv < b["certified"]:
-                verdict = (f"below our certified bound: our model is provably more robust "
-                           f"({span})")
-            elif b["certified"] is not None:
-                verdict = f"not excluded: inside our bracket {span}"
-            else:
-                verdict = "not excluded (at or below our best attack); no certified bound"
-            lines.append(f"| {table.replace('table_', 'Table ')} | {cell} ({rec['model']}) | "
-                         f"{eps_label(eps_value(k), dataset)} | {pv:.1f} | "
-                         f"{fmt(b['certified'])} | {fmt_best(b)} | first {b['examples']} | "
-                         f"{verdict} |")
-    if not lines:
-        return "### The paper's numbers against our bracket\n\nNo cell has both."
-    return ("### The paper's numbers against our bracket\n\n"
-            "The paper's numbers are FGSM on its own models (FCN1 for Tables III/V/VI MNIST, "
-            "AlexNet for CIFAR10); ours bracket the true robust accuracy of our reproduction "
-            "(certified ≤ true ≤ best attack). A paper number above our best attack is not a "
-            "robust accuracy of our model, whatever the certificate says; where the paper's "
-            "model is larger (FCN1 vs our FCN2) it may still differ.\n\n"
-            "| Table | Cell | ε | Paper (FGSM) | Certified (ours) | Best attack (ours) | Test "
-            "images | Verdict |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(lines))
-
-
-# ------------------------------------------------------------------ figures
-
 def _plot_curves(series, dataset, title, path):
     import matplotlib  # pylint: disable=import-outside-toplevel
     matplotlib.use("Agg")
@@ -905,7 +337,7 @@ def figures(records, plots_dir):
     os.makedirs(plots_dir, exist_ok=True)
     made = []
     for dataset in ("mnist", "cifar10", "cifar100", "imagenet2012"):
-        name = _DATASET_NAMES[dataset]
+        name = DATASET_NAMES[dataset]
         best = select(records, dataset=dataset, adv_train=False)
         if not best:
             continue
@@ -1027,6 +459,7 @@ def main(argv):
             preamble = f.read().strip()
     build_report(FLAGS.results_dir, FLAGS.out, FLAGS.plots_dir, FLAGS.paper_tables, preamble)
     print(f"Wrote {FLAGS.out}")
+
 
 
 if __name__ == "__main__":
