@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from tfdisc import models, pipeline, tuning, tuning_results
 
-MNIST = os.environ.get("TFDISC_TEST_MNIST", "/work/shared/datasets/mnist")
+# The real MNIST IDX files, found as tests/conftest.py finds them (../shared beside the repo).
+MNIST = os.path.join(os.environ.get("TFDISC_TEST_DATASETS", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "datasets")), "mnist")
 needs_mnist = pytest.mark.skipif(not os.path.exists(MNIST), reason="MNIST slice not available")
 
 

@@ -15,7 +15,9 @@ import time
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MNIST = os.environ.get("TFDISC_TEST_MNIST", "/work/shared/datasets/mnist")
+# The real MNIST IDX files, found as tests/conftest.py finds them (../shared beside the repo).
+MNIST = os.path.join(os.environ.get("TFDISC_TEST_DATASETS", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))), "shared", "datasets")), "mnist")
 pytestmark = pytest.mark.skipif(not os.path.exists(MNIST), reason="MNIST slice not available")
 
 TIMEOUT = 420  # seconds; every process and wait below is bounded by it
