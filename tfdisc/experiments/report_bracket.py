@@ -6,6 +6,7 @@ the certifier's counterexamples, on the same test images), the automatic
 "likely gradient masking" flags, the soundness check, and the bracket plots.
 """
 import os
+import re
 
 from tfdisc.experiments.report_common import (
     CIFAR_EPS,
@@ -274,7 +275,10 @@ def bracket_plot(rec, epsilons, path):
 
 
 def bracket_plot_name(rec):
-    stem = os.path.dirname(rec["_path"]).strip("./").replace(os.sep, "_") or "run"
+    path = rec["_path"]
+    if os.path.basename(path) == "results.json":
+        path = os.path.dirname(path)
+    stem = re.sub(r"[^A-Za-z0-9]+", "_", path.replace(".json", "")).strip("_") or "run"
     return f"bracket_{stem}.png"
 
 
