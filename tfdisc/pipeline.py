@@ -130,8 +130,14 @@ class Config:
 
     def identity(self):
         """What must match for a run to resume another's backup (JSON-able)."""
-        ignored = ("verbose", "connect_timeout", "backup_dir", "export")
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
+        ignored = ("verbose", "connect_timeout", "backup_dir", "export", "certify_limit")
+        identity = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
+        # An unset --search_test_limit (added later) keeps the identity of older runs, so an
+        # unfinished run started before it still resumes.
+        if identity["attack_limits"].get("quantized_search", 0) is None:
+            identity["attack_limits"] = {k: v for k, v in identity["attack_limits"].items()
+                                         if k != "quantized_search"}
+        return identity
 
     @property
     def model_width(self):
