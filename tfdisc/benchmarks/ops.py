@@ -22,6 +22,9 @@ Sections:
   roofline  XOR+popcount micro-kernel on L1-resident rows (1 and all threads),
             per kernel: the binary-MAC ceiling of this CPU with that kernel.
   dense     binary_dense (each kernel) vs tf.matmul float32 (M x K x N).
+  dispatch  (tfdisc.benchmarks.dispatch) what waking all intra-op threads
+            costs per op, and batch-1 binary_dense vs tf.matmul both inside a
+            graph loop, without Python's per-call dispatch.
   conv      binary_conv2d (each kernel) vs tf.nn.conv2d float32 on CIFAR BNN
             layer shapes, batch 1 and 16.
   e2e       tfdisc.convert.to_packed(model) vs the larq model (both in a
@@ -44,10 +47,12 @@ import tfdisc  # noqa: F401  (legacy Keras before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tfdisc.benchmarks import dispatch  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Small shapes and few rounds (smoke test of the script).")
-flags.DEFINE_list("sections", ["roofline", "dense", "conv", "e2e"],
-                  "Sections to run: roofline, dense, conv, e2e.")
+SECTIONS = ("roofline", "dense", "dispatch", "conv", "e2e")
+flags.DEFINE_list("sections", list(SECTIONS), "Sections to run: " + ", ".join(SECTIONS) + ".")
 flags.DEFINE_integer("rounds", 9, "Timed rounds per candidate; the median is reported.")
 flags.DEFINE_float("min_round_ms", 40.0, "Minimum duration of one timed round.")
 flags.DEFINE_string("output", None, "Also write the report to this file.")
@@ -445,7 +450,7 @@ def summarize(report, summary):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    unknown = set(FLAGS.sections) - {"roofline", "dense", "conv", "e2e"}
+    unknown = set(FLAGS.sections) - set(SECTIONS)
     if unknown:
         raise app.UsageError(f"Unknown --sections: {sorted(unknown)}")
     report = Report()
@@ -457,10 +462,16 @@ def main(argv):
     kernels = bench_kernels()
     summary = {}
     ceilings = None
-    if {"roofline", "dense", "conv"} & set(FLAGS.sections):
+    if {"roofline", "dense", "dispatch", "conv"} & set(FLAGS.sections):
         ceilings = roofline(report, FLAGS.quick, kernels, rounds, min_round_s)
     if "dense" in FLAGS.sections:
         dense(report, FLAGS.quick, rounds, min_round_s, ceilings, kernels, summary)
+    if "dispatch" in FLAGS.sections:
+        dispatch.dispatch(report, compare, rounds, min_round_s, FLAGS.quick)
+        dispatch.gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary,
+                      FLAGS.quick, forced=_forced,
+                      target=None if FLAGS.quick else TARGETS[("dense", 1, 4096, 4096)],
+                      share_target=ROOFLINE_SHARE_TARGET)
     if "conv" in FLAGS.sections:
         conv(report, FLAGS.quick, rounds, min_round_s, ceilings, kernels, summary)
     if "e2e" in FLAGS.sections:
