@@ -167,6 +167,9 @@ def test_fcn1_trials_join_table_v_and_settle_the_claim(results, tmp_path):
     table_v = text.split("## Table V")[1].split("## Table VI")[0]
     assert "| BNN-8b (fcn1) | 97.0 |" in table_v and "| Full-8b (fcn1) | 97.0 |" in table_v
     assert table_v.count("(fcn1) |") == 2 and table_v.count("width 6144") == 2
+    # trials.json holds the data path relative to its own directory; the table shows it
+    # relative to the working directory, like every other record's
+    assert f"MNIST ({os.path.relpath(str(root / 'shared' / 'datasets' / 'mnist'))})" in table_v
     # transfer ran on 1000 images, white-box on 10 000: kept out of the bracket's minimum
     transfer = text.split("## Black-box transfer")[1].split("##")[0]
     assert "(fcn1)" not in transfer

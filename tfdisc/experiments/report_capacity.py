@@ -42,6 +42,12 @@ def table_records(results_dir):
         if search.get("model") != "fcn2" or any(hp.get(k) != v for k, v in FCN1.items()):
             continue
         data = search.get("data", {})
+        source = data.get("source")
+        if source and not os.path.isabs(source):
+            # trials.json records it relative to its own directory; the report's other records
+            # are relative to the working directory the report runs from (the repository).
+            source = os.path.relpath(os.path.normpath(
+                os.path.join(results_dir, os.path.dirname(path), source)))
         attacks = trial["test"]["attacks"]
         records.append({
             "dataset": search["dataset"], "model": "fcn1", "precision": hp["precision"],
@@ -52,7 +58,7 @@ def table_records(results_dir):
             # Transfer ran on a test prefix (--transfer_limit), white-box attacks on all test
             # images: the bracket must not take a minimum over different images, so the
             # transfer figures stay in the capacity section (and its claim check).
-            "data": {"source": data.get("source"), "train_examples": data.get("train_examples"),
+            "data": {"source": source, "train_examples": data.get("train_examples"),
                      "test_examples": trial["test"].get("examples")},
             "command": search.get("command"),
             "_path": f"{path} (trial {trial['trial_id']})",
