@@ -8,6 +8,9 @@
 // over many short repetitions (a few ms each) on one thread, and both the
 // median and the minimum are printed; the minimum estimates the undisturbed
 // speed, the median what a run saw. Built and run by cc_ops/bench/run.sh.
+// Conv lines marked (T) ran the transposed ("vertical") kernel, which the
+// driver picks for rows of fewer than kTransposedMaxWords words; the (R)
+// line below each is the row-major kernel on the same shape.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -119,15 +122,23 @@ int main(int argc, char** argv) {
       tr.kind = OutputKind::kFloat;
       std::vector<TWord> filter_t;
       if (gemm_t != nullptr) TransposeFilter(f.data(), p.out_channels, 9 * p.words, &filter_t);
-      const Timing tm = Time([&] {
-        BConv2DOptimized(p, in.data(), f.data(), tr, out.data(), p.out_channels, gemm,
-                         SerialFor, gemm_t, kTransposedMinPixels,
-                         filter_t.empty() ? nullptr : filter_t.data());
-      }, reps);
       const double ops = 9.0 * p.out_h * p.out_w * p.channels * p.out_channels;
-      std::printf("  conv N=1 %2dx%2dx%3d->%3d:      %8.1f (%8.1f) G/s  %5.1f%% of roofline\n",
-                  s[0], s[1], s[2], s[3], ops / tm.median / 1e9, ops / tm.min / 1e9,
-                  100 * ops / tm.median / roof_rate);
+      // What the driver runs; where it picks the transposed kernel, also the
+      // row-major kernel on the same shape, for the comparison.
+      const bool transposed = gemm_t != nullptr && 9 * p.words < kTransposedMaxWords;
+      for (PopcountGemmTransposedFn fn_t : {gemm_t, PopcountGemmTransposedFn{nullptr}}) {
+        const Timing tm = Time([&] {
+          BConv2DOptimized(p, in.data(), f.data(), tr, out.data(), p.out_channels, gemm,
+                           SerialFor, fn_t, kTransposedMinPixels,
+                           fn_t == nullptr || filter_t.empty() ? nullptr : filter_t.data());
+        }, reps);
+        std::printf("  conv N=1 %2dx%2dx%3d->%3d%s %8.1f (%8.1f) G/s  %5.1f%% of roofline\n",
+                    s[0], s[1], s[2], s[3],
+                    !transposed ? ":     " : fn_t ? " (T): " : " (R): ",
+                    ops / tm.median / 1e9, ops / tm.min / 1e9,
+                    100 * ops / tm.median / roof_rate);
+        if (!transposed) break;
+      }
     }
   }
   return 0;

@@ -4,6 +4,7 @@
 //   * BitpackRow / BitpackFloat*: every bit and the zero padding bits;
 //   * every supported popcount-GEMM kernel against the reference on random
 //     shapes, with row lengths around the vector widths and odd strides;
+//   * the transposed kernels on every row length 1..130 words, odd m and n;
 //   * BConv2DOptimized (every kernel) against BConv2DReference over kernel
 //     sizes, strides, dilations, SAME/VALID, pad values -1/0/+1 and all
 //     output transforms, with the exact buffers the ops use (so an
@@ -131,6 +132,50 @@ void TestGemm(const std::vector<KernelType>& kernels) {
     }
   }
   std::printf("gemm: %d kernel cases\n", cases);
+}
+
+// The transposed kernels on their own: every row length 1..130 words (one
+// and several flushes of the AVX2 byte counters, which flush every 31
+// words), n around the vector widths (8 and 16 columns for AVX2, 16 and 64
+// for AVX-512) and past one 64-column block, m around the row tiles, and
+// output rows with a gap (ldp > n) whose sentinels must survive: the
+// masked stores may write columns < n only. bt is exactly words * ldbt
+// words (ldbt = n rounded up to 64, zero-padded), so ASan sees any read
+// past what the contract allows.
+void TestGemmTransposed(const std::vector<KernelType>& kernels) {
+  std::mt19937 rng(7);
+  const int ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 31, 32, 33};
+  const int ns[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 23, 31, 33, 47, 63, 64, 65, 71, 100, 130};
+  int cases = 0;
+  for (KernelType t : kernels) {
+    PopcountGemmTransposedFn gemm_t = GetPopcountGemmTransposed(t);
+    if (gemm_t == nullptr) continue;
+    int pick = 0;
+    for (std::int64_t words = 1; words <= 130; ++words) {
+      for (int rep = 0; rep < 3; ++rep, ++pick) {
+        const int m = ms[(pick * 5) % 12], n = ns[(pick * 7) % 20];
+        const std::int64_t lda = words + rng() % 3, ldb = words;
+        const std::int64_t ldbt = (n + 63) / 64 * 64, ldp = n + 3;
+        std::vector<TWord> a(m * lda), b(n * ldb), bt(words * ldbt, 0);
+        for (auto& v : a) v = rng();
+        for (auto& v : b) v = rng();
+        if (rep == 2) {  // all ones: every byte counter at its maximum
+          std::fill(a.begin(), a.end(), 0xffffffffu);
+          std::fill(b.begin(), b.end(), 0u);
+        }
+        for (int j = 0; j < n; ++j)
+          for (std::int64_t w = 0; w < words; ++w) bt[w * ldbt + j] = b[j * ldb + w];
+        std::vector<std::int32_t> want(m * ldp, -7), got(m * ldp, -7);
+        PopcountGemmReference(a.data(), lda, b.data(), ldb, m, n, words, want.data(), ldp);
+        gemm_t(a.data(), lda, bt.data(), ldbt, m, n, words, got.data(), ldp);
+        CHECK(got == want, "transposed gemm %s m=%d n=%d words=%ld lda=%ld%s",
+              KernelName(t), m, n, static_cast<long>(words), static_cast<long>(lda),
+              rep == 2 ? " (all ones)" : "");
+        ++cases;
+      }
+    }
+  }
+  std::printf("transposed gemm: %d kernel cases\n", cases);
 }
 
 void TestDense(const std::vector<KernelType>& kernels) {
@@ -404,6 +449,7 @@ int main() {
   TestBitpack();
   TestBitpackSpecialValues();
   TestGemm(kernels);
+  TestGemmTransposed(kernels);
   TestDense(kernels);
   TestConv(kernels);
   TestDotLimits(kernels);

@@ -9,7 +9,10 @@
 //     the lookup alone on long arrays;
 //   * pairs of rows, shorter rows, remainders: nibble-lookup popcount
 //     (vpshufb) in register tiles, byte
-//     accumulators flushed to 64-bit lanes with vpsadbw.
+//     accumulators flushed to 64-bit lanes with vpsadbw;
+//   * short rows with the other operand transposed (convolutions, see
+//     PopcountGemmTransposedFn): the same lookup with the vector lanes over
+//     output channels, byte accumulators flushed to 32-bit channel lanes.
 //
 // AVX2 is enabled with `#pragma GCC target` for this file's own code only;
 // see avx512.cc for why.
@@ -176,7 +179,91 @@ inline void TileHarleySeal(const TWord* a, const TWord* b, std::int64_t ldb,
   }
 }
 
+// MR rows of a against 8 * NV columns of bt (NV vectors of 8 int32 lanes,
+// one lane per column), the transposed layout of PopcountGemmTransposedFn.
+// Each word of a_i is broadcast and XORed with the NV vectors of word w of
+// the columns; the lookup's byte counts are summed in bytes for up to
+// kFlushEvery words and then widened per column lane with vpmaddubsw +
+// vpmaddwd (4 bytes of one lane -> that lane), so there is no per-(row,
+// column) horizontal reduction and no partial vector along K.
+template <int MR, int NV>
+inline void TransposedTile(const TWord* a, std::int64_t lda, const TWord* bt,
+                           std::int64_t ldbt, int n, std::int64_t words,
+                           std::int32_t* p, std::int64_t ldp) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2,
+                                       3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                       2, 3, 2, 3, 3, 4);
+  const __m256i low_mask = _mm256_set1_epi8(0x0f);
+  const __m256i zero = _mm256_setzero_si256();
+  // acc is touched only at flushes; with bytes[4][2] the inner loop already
+  // uses about 15 of the 16 ymm registers, so acc lives on the stack.
+  __m256i acc[MR][NV], bytes[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int c = 0; c < NV; ++c) acc[i][c] = bytes[i][c] = zero;
+  for (std::int64_t w0 = 0; w0 < words; w0 += kFlushEvery) {
+    const std::int64_t w1 = w0 + kFlushEvery < words ? w0 + kFlushEvery : words;
+    for (std::int64_t w = w0; w < w1; ++w) {
+      const TWord* row = bt + w * ldbt;
+      __m256i bv[NV];
+      for (int c = 0; c < NV; ++c)
+        bv[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 8 * c));
+      for (int i = 0; i < MR; ++i) {
+        const __m256i av = _mm256_set1_epi32(static_cast<int>(a[i * lda + w]));
+        for (int c = 0; c < NV; ++c)
+          bytes[i][c] = _mm256_add_epi8(
+              bytes[i][c],
+              ByteCounts(_mm256_xor_si256(av, bv[c]), lut, low_mask));
+      }
+    }
+    const __m256i ones8 = _mm256_set1_epi8(1);
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    for (int i = 0; i < MR; ++i)
+      for (int c = 0; c < NV; ++c) {
+        // Bytes <= 8 * kFlushEvery = 248: pair sums <= 496 fit int16.
+        acc[i][c] = _mm256_add_epi32(
+            acc[i][c],
+            _mm256_madd_epi16(_mm256_maddubs_epi16(bytes[i][c], ones8), ones16));
+        bytes[i][c] = zero;
+      }
+  }
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int c = 0; c < NV; ++c) {
+    const int left = n - 8 * c;
+    if (left <= 0) break;
+    if (left >= 8) {
+      for (int i = 0; i < MR; ++i)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + i * ldp + 8 * c),
+                            acc[i][c]);
+    } else {
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), idx);
+      for (int i = 0; i < MR; ++i)
+        _mm256_maskstore_epi32(reinterpret_cast<int*>(p + i * ldp + 8 * c), mask,
+                               acc[i][c]);
+    }
+  }
+}
+
 }  // namespace
+
+void PopcountGemmTransposedAvx2(const TWord* a, std::int64_t lda,
+                                const TWord* bt, std::int64_t ldbt, int m,
+                                int n, std::int64_t words, std::int32_t* p,
+                                std::int64_t ldp) {
+  // Column groups of 16 (bt may be read up to the next multiple of 64, which
+  // the contract guarantees is readable); 4 rows per tile, so each bt load
+  // feeds 4 rows and each broadcast 2 vectors.
+  constexpr int kCols = 16;
+  for (int j = 0; j < n; j += kCols) {
+    const int nj = n - j < kCols ? n - j : kCols;
+    int i = 0;
+    for (; i + 4 <= m; i += 4)
+      TransposedTile<4, kCols / 8>(a + i * lda, lda, bt + j, ldbt, nj, words,
+                                   p + i * ldp + j, ldp);
+    for (; i < m; ++i)
+      TransposedTile<1, kCols / 8>(a + i * lda, lda, bt + j, ldbt, nj, words,
+                                   p + i * ldp + j, ldp);
+  }
+}
 
 void PopcountGemmAvx2(const TWord* a, std::int64_t lda, const TWord* b,
                       std::int64_t ldb, int m, int n, std::int64_t words,

@@ -31,11 +31,12 @@ using PopcountGemmFn = void (*)(const TWord* a, std::int64_t lda,
 // "Vertical" popcount-GEMM for short rows: the same result as
 // PopcountGemmFn, but with b given transposed, bt[w * ldbt + j] = b_j[w],
 // where ldbt is a multiple of 64 and columns n..ldbt-1 are readable (zero).
-// Each 32-bit word of a_i is broadcast against 16 columns at once, so the
-// vector lanes run over output channels: no horizontal reduction and no
-// partial-vector tail along K, which is what limits the row-major kernels
-// when rows are only a few vectors long (3x3 convolutions over 128
-// channels: 36 words). Null when the ISA has no such kernel.
+// Each 32-bit word of a_i is broadcast against 16 (AVX-512) or 8 (AVX2)
+// columns at once, so the vector lanes run over output channels: no
+// horizontal reduction and no partial-vector tail along K, which is what
+// limits the row-major kernels when rows are only a few vectors long (3x3
+// convolutions over 128 channels: 36 words). Null when the ISA has no such
+// kernel.
 using PopcountGemmTransposedFn = void (*)(const TWord* a, std::int64_t lda,
                                           const TWord* bt, std::int64_t ldbt,
                                           int m, int n, std::int64_t words,
@@ -73,6 +74,12 @@ void PopcountGemmNeon(const TWord* a, std::int64_t lda, const TWord* b,
                       std::int64_t ldb, int m, int n, std::int64_t words,
                       std::int32_t* p, std::int64_t ldp);
 
+// Transposed kernels (PopcountGemmTransposedFn). The AVX2 one also serves
+// kAvx512Bw (AVX-512BW CPUs implement AVX2).
+void PopcountGemmTransposedAvx2(const TWord* a, std::int64_t lda,
+                                const TWord* bt, std::int64_t ldbt, int m,
+                                int n, std::int64_t words, std::int32_t* p,
+                                std::int64_t ldp);
 void PopcountGemmTransposedAvx512(const TWord* a, std::int64_t lda,
                                   const TWord* bt, std::int64_t ldbt, int m,
                                   int n, std::int64_t words, std::int32_t* p,
