@@ -19,7 +19,8 @@ def test_quick_run_writes_every_section(tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     text = out.read_text()
-    for header in ("== roofline", "== dense", "== dispatch", "== gemv", "== conv", "== e2e"):
+    for header in ("== roofline", "== dense", "== dispatch", "== gemv", "== conv in graph",
+                   "== conv:", "== e2e"):
         assert header in text, f"section {header!r} missing:\n{text}"
     assert "cpu flags" in text and "kernel 'auto' runs" in text
     assert "kernel portable" in text and "% of its roofline" in text

@@ -14,7 +14,9 @@ therefore times, in one ``tf.function`` holding a ``tf.while_loop`` of
   decides whether a batch-1 layer can use a second core at all;
 * ``gemv``: ``binary_dense`` at 1x4096x4096 (each kernel) against
   ``tf.linalg.matmul`` float32, both in the same kind of loop, with an empty
-  loop (the same bookkeeping ops, no layer) as the floor.
+  loop (the same bookkeeping ops, no layer) as the floor;
+* ``conv``: ``binary_conv2d`` at batch 1 on the CIFAR BNN layer shapes
+  against ``tf.nn.conv2d`` float32, the same way.
 
 Every per-iteration time is a median over rounds; ratios are between
 candidates timed in the same run.
@@ -81,6 +83,23 @@ def dispatch(report, compare, rounds, min_round_s, quick=False):
     return extra
 
 
+def _report_in_graph(report, label, macs, t, reference, kernels, ceilings, summary, target,
+                     share_target):
+    for kernel in kernels:
+        rate = macs / t[kernel]
+        ratio = t[reference] / t[kernel]
+        share = 100 * rate / ceilings[kernel]
+        line = (f"    kernel {kernel:9s} {t[kernel] * 1e6:8.1f} us {ratio:6.1f}x {reference}, "
+                f"{rate / 1e9:7.1f} G binary MAC/s = {share:5.1f}% of its roofline")
+        if target is not None and kernel != "portable":
+            line += f" [target >= {target:g}x: {'met' if ratio >= target else 'MISSED'}]"
+        if share_target is not None and kernel != "portable":
+            line += f" [>= {share_target:.0f}%: {'met' if share >= share_target else 'MISSED'}]"
+        report(line)
+        summary.setdefault(kernel, {})[f"{label} in graph"] = (
+            ratio, share, target if kernel != "portable" else None)
+
+
 def gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary, quick=False,
          forced=None, target=None, share_target=None):
     """binary_dense 1xKxN vs tf.matmul, both in a graph loop."""
@@ -108,22 +127,40 @@ def gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary, quick
     for kernel in kernels:
         fns[kernel] = forced(kernel, _loop(layer))
     t = _timed(compare, fns, rounds, min_round_s)
-    macs = m * k * n
     report(f"== gemv: binary_dense {m}x{k}x{n} vs tf.matmul, both in a graph loop "
            f"({LOOP} layers per call) ==")
     report(f"  empty loop {t['empty loop'] * 1e6:7.1f} us per iteration (included below) | "
-           f"matmul {t['matmul'] * 1e6:8.1f} us ({macs / t['matmul'] / 1e9:5.1f} G MAC/s)")
-    for kernel in kernels:
-        rate = macs / t[kernel]
-        ratio = t["matmul"] / t[kernel]
-        share = 100 * rate / ceilings[kernel]
-        line = (f"    kernel {kernel:9s} {t[kernel] * 1e6:7.1f} us {ratio:6.1f}x matmul, "
-                f"{rate / 1e9:7.1f} G binary MAC/s = {share:5.1f}% of its roofline")
-        if target is not None and kernel != "portable":
-            line += f" [target >= {target:g}x: {'met' if ratio >= target else 'MISSED'}]"
-        if share_target is not None and kernel != "portable":
-            line += f" [>= {share_target:.0f}%: {'met' if share >= share_target else 'MISSED'}]"
-        report(line)
-        summary.setdefault(kernel, {})[f"dense {m}x{k}x{n} in graph"] = (
-            ratio, share, target if kernel != "portable" else None)
+           f"matmul {t['matmul'] * 1e6:8.1f} us ({m * k * n / t['matmul'] / 1e9:5.1f} G MAC/s)")
+    _report_in_graph(report, f"dense {m}x{k}x{n}", m * k * n, t, "matmul", kernels, ceilings,
+                     summary, target, share_target)
+    report()
+
+
+def conv(report, compare, rounds, min_round_s, ceilings, kernels, summary, shapes,
+         forced=None, share_target=None):
+    """binary_conv2d at batch 1 vs tf.nn.conv2d, both in a graph loop (3x3 SAME)."""
+    import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(1)
+    report(f"== conv in graph: binary_conv2d N=1 vs tf.nn.conv2d, both in a graph loop "
+           f"({LOOP} layers per call), 3x3 SAME, float output ==")
+    for h, w_, c, o in shapes:
+        x = tf.constant(np.where(rng.standard_normal((1, h, w_, c)) < 0, -1.0, 1.0)
+                        .astype(np.float32))
+        f = tf.constant(rng.standard_normal((3, 3, c, o)).astype(np.float32))
+        px = ops.bitpack(x)
+        pf = tf.constant(ops.pack_conv_filter(f.numpy()))
+
+        def layer(i, px=px, pf=pf, c=c):
+            xi = tf.bitwise.bitwise_xor(px, tf.fill(tf.shape(px), i * 0))
+            return ops.binary_conv2d(xi, pf, c, padding="SAME", pad_value=1)[0, 0, 0, 0]
+
+        fns = {"conv2d": _loop(lambda i, x=x, f=f: tf.nn.conv2d(
+            x + tf.cast(i * 0, tf.float32), f, 1, "SAME")[0, 0, 0, 0])}
+        for kernel in kernels:
+            fns[kernel] = forced(kernel, _loop(layer))
+        t = _timed(compare, fns, rounds, min_round_s)
+        macs = h * w_ * c * o * 9
+        report(f"  N= 1 {h}x{w_}x{c}->{o}: conv2d {t['conv2d'] * 1e6:8.1f} us")
+        _report_in_graph(report, f"conv N=1 {h}x{w_}x{c}->{o}", macs, t, "conv2d", kernels,
+                         ceilings, summary, None, share_target)
     report()

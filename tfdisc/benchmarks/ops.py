@@ -23,8 +23,9 @@ Sections:
             per kernel: the binary-MAC ceiling of this CPU with that kernel.
   dense     binary_dense (each kernel) vs tf.matmul float32 (M x K x N).
   dispatch  (tfdisc.benchmarks.dispatch) what waking all intra-op threads
-            costs per op, and batch-1 binary_dense vs tf.matmul both inside a
-            graph loop, without Python's per-call dispatch.
+            costs per op, and batch-1 binary_dense / binary_conv2d vs
+            tf.matmul / tf.nn.conv2d, both inside a graph loop, without
+            Python's per-call dispatch.
   conv      binary_conv2d (each kernel) vs tf.nn.conv2d float32 on CIFAR BNN
             layer shapes, batch 1 and 16.
   e2e       tfdisc.convert.to_packed(model) vs the larq model (both in a
@@ -471,6 +472,9 @@ def main(argv):
         dispatch.gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary,
                       FLAGS.quick, forced=_forced,
                       target=None if FLAGS.quick else TARGETS[("dense", 1, 4096, 4096)],
+                      share_target=ROOFLINE_SHARE_TARGET)
+        dispatch.conv(report, compare, rounds, min_round_s, ceilings, kernels, summary,
+                      CIFAR_CONV if not FLAGS.quick else [(8, 8, 64, 64)], forced=_forced,
                       share_target=ROOFLINE_SHARE_TARGET)
     if "conv" in FLAGS.sections:
         conv(report, FLAGS.quick, rounds, min_round_s, ceilings, kernels, summary)
