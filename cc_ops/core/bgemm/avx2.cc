@@ -34,6 +34,12 @@ namespace {
 // Each step adds at most 8 per byte; 31 steps stay below 255.
 constexpr int kFlushEvery = 31;
 
+// Popcounts of the 16 nibble values, in both 128-bit lanes (for vpshufb).
+inline __m256i NibbleLut() {
+  return _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1,
+                          1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+}
+
 inline __m256i ByteCounts(__m256i v, __m256i lut, __m256i low_mask) {
   const __m256i lo = _mm256_and_si256(v, low_mask);
   const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low_mask);
@@ -45,9 +51,7 @@ template <int MR, int NR>
 inline void Tile(const TWord* a, std::int64_t lda, const TWord* b,
                  std::int64_t ldb, std::int64_t words, std::int32_t* p,
                  std::int64_t ldp) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2,
-                                       3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
-                                       2, 3, 2, 3, 3, 4);
+  const __m256i lut = NibbleLut();
   const __m256i low_mask = _mm256_set1_epi8(0x0f);
   const __m256i zero = _mm256_setzero_si256();
   __m256i acc[MR][NR], bytes[MR][NR];
@@ -123,9 +127,7 @@ constexpr std::int64_t kHarleySealWords = 128;  // 16 vectors of 8 words
 template <int NR>
 inline void TileHarleySeal(const TWord* a, const TWord* b, std::int64_t ldb,
                            std::int64_t words, std::int32_t* p) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2,
-                                       3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
-                                       2, 3, 2, 3, 3, 4);
+  const __m256i lut = NibbleLut();
   const __m256i low_mask = _mm256_set1_epi8(0x0f);
   const __m256i zero = _mm256_setzero_si256();
   auto popcount64 = [&](__m256i v) {  // 4 x int64 lane sums
@@ -190,9 +192,7 @@ template <int MR, int NV>
 inline void TransposedTile(const TWord* a, std::int64_t lda, const TWord* bt,
                            std::int64_t ldbt, int n, std::int64_t words,
                            std::int32_t* p, std::int64_t ldp) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2,
-                                       3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
-                                       2, 3, 2, 3, 3, 4);
+  const __m256i lut = NibbleLut();
   const __m256i low_mask = _mm256_set1_epi8(0x0f);
   const __m256i zero = _mm256_setzero_si256();
   // acc is touched only at flushes; with bytes[4][2] the inner loop already
