@@ -256,6 +256,38 @@ def test_rerun_reuses_test_figures_and_adds_transfer_between_twins(tmp_path):
 
 
 @needs_mnist
+def test_interrupted_test_evaluation_resumes_where_it_stopped(tmp_path, monkeypatch):
+    s = settings(tmp_path, report="all", base=base_config(train_limit=300),
+                 space=tuning.Space(width=(8,), depth=(2,), bits=(8,),
+                                    precision=("full", "binary")),
+                 validation_examples=100)
+    real, calls = pipeline.evaluate_attacks, []
+
+    def stops_at_the_fourth(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt("session ended")
+        calls.append(kwargs.get("attacks"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "evaluate_attacks", stops_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        tuning_results.run_search(s, progress=lambda line: None)
+    with open(os.path.join(s.output_dir, "trials.json")) as f:
+        partial = json.load(f)
+    assert partial["test_complete"] is False
+    done = [(r["trial_id"], name) for r in partial["trials"]
+            for name in (r.get("test") or {}).get("attacks", {})]
+    assert len(done) == 3  # 2 trials x 2 attacks, stopped before the last
+
+    monkeypatch.setattr(pipeline, "evaluate_attacks", real)
+    lines = []
+    full = tuning_results.run_search(s, progress=lines.append)
+    assert sum("reused from trials.json" in line for line in lines) == 3
+    assert full["test_complete"] is True
+    assert all(sorted(r["test"]["attacks"]) == ["fgsm", "pgd"] for r in full["trials"])
+
+
+@needs_mnist
 @pytest.mark.parametrize("tuner,kw", [("bayesian", {"max_trials": 3}),
                                       ("hyperband", {"hyperband_factor": 2})])
 def test_bayesian_and_hyperband_search_tf_keras_models(tmp_path, tuner, kw):

@@ -284,12 +284,15 @@ def _expected_entry(name, model, cfg, examples):
     return json.loads(json.dumps(entry))  # as it would read back from trials.json
 
 
-def _evaluate_reported(settings, rows, ids, x_test, y_test, progress=print):
+def _evaluate_reported(settings, rows, ids, x_test, y_test, progress=print,
+                       checkpoint=lambda: None):
     """Test-set figures of the reported trials only (their saved models).
 
     Figures a previous run of the same search stored in ``trials.json`` are
     reused when they were made by the same attacks on the same examples, so a
-    rerun (e.g. to add ``transfer_attacks``) does not repeat them.
+    rerun (e.g. to add ``transfer_attacks``) does not repeat them. After each
+    attack ``checkpoint()`` stores what is done, so an interrupted evaluation
+    (an FCN1 attack takes tens of minutes) resumes where it stopped.
     """
     previous = _previous_tests(settings.output_dir)
     for row in rows:
@@ -300,18 +303,26 @@ def _evaluate_reported(settings, rows, ids, x_test, y_test, progress=print):
         cfg = _trial_config(settings, row)
         old = (previous.get(row["trial_id"]) or {}).get("attacks", {})
         entries = {}
+        transfer = (previous.get(row["trial_id"]) or {}).get("transfer")
         for name in cfg.attacks:
             if _same_evaluation(old.get(name), _expected_entry(name, model, cfg, len(y_test))):
                 entries[name] = old[name]
                 progress(f"test: trial {row['trial_id']} {name} reused from trials.json")
-            else:
-                entries.update(pipeline.evaluate_attacks(model, cfg, x_test, y_test, top_k=(1,),
-                                                         attacks=[name]))
-        first = entries[cfg.attacks[0]]
-        row["test"] = {"examples": len(y_test), "clean_accuracy": first["clean_accuracy"],
-                       "attacks": entries}
-        if "transfer" in (previous.get(row["trial_id"]) or {}):
-            row["test"]["transfer"] = previous[row["trial_id"]]["transfer"]
+                continue
+            entries.update(pipeline.evaluate_attacks(model, cfg, x_test, y_test, top_k=(1,),
+                                                     attacks=[name]))
+            row["test"] = _test_block(entries, len(y_test), transfer)
+            checkpoint()
+        row["test"] = _test_block(entries, len(y_test), transfer)
+
+
+def _test_block(entries, examples, transfer):
+    first = next(iter(entries.values()))
+    block = {"examples": examples, "clean_accuracy": first["clean_accuracy"],
+             "attacks": dict(entries)}
+    if transfer:
+        block["transfer"] = transfer
+    return block
 
 
 def _twin(rows, row, ids):
@@ -326,7 +337,8 @@ def _twin(rows, row, ids):
     return None
 
 
-def _transfer_twins(settings, rows, ids, x_test, y_test, progress=print):
+def _transfer_twins(settings, rows, ids, x_test, y_test, progress=print,
+                    checkpoint=lambda: None):
     """Black-box transfer between precision twins (e.g. BNN and full precision, same width).
 
     For every reported trial whose twin is reported too, each attack of
@@ -365,6 +377,8 @@ def _transfer_twins(settings, rows, ids, x_test, y_test, progress=print):
                          "source_model": source.name,
                          "crafted_on": "the twin trial's model (white-box on the source, "
                                        "black-box on this trial)"}
+            row["test"]["transfer"] = {**stored, **out}
+            checkpoint()
         row["test"]["transfer"] = out
 
 
@@ -447,11 +461,18 @@ def run_search(settings, *, progress=print):
     reported = {"best": {best} - {None}, "pareto": set(front) | ({best} - {None}),
                 "all": {r["trial_id"] for r in rows if r["status"] == "completed"}}[
                     settings.report]
-    _evaluate_reported(settings, rows, reported, x_test, y_test, progress)
-    _transfer_twins(settings, rows, reported, x_test, y_test, progress)
     objective = settings.objective.describe(
         tuner.load_model(oracle.trials[best]) if best is not None else None)
-    summary = _summary(settings, rows, front, best, reported, data, objective, finished)
+
+    def checkpoint():  # test figures so far; "test_complete" false until the end
+        write_trials(settings.output_dir, {
+            **_summary(settings, rows, front, best, reported, data, objective, finished),
+            "test_complete": False})
+
+    _evaluate_reported(settings, rows, reported, x_test, y_test, progress, checkpoint)
+    _transfer_twins(settings, rows, reported, x_test, y_test, progress, checkpoint)
+    summary = {**_summary(settings, rows, front, best, reported, data, objective, finished),
+               "test_complete": True}
     write_trials(settings.output_dir, summary)
     plot_capacity(rows, front, os.path.join(settings.output_dir, "capacity.png"),
                   capacity=settings.capacity, objective=objective, data_note=_data_note(data))

@@ -186,3 +186,12 @@ def test_no_capacity_section_without_search_results(results, tmp_path):
     root, paper = results
     text = report.build_report(str(root), str(tmp_path / "REPORT.md"), paper_tables=str(paper))
     assert "## Capacity" not in text
+
+
+def test_interrupted_search_evaluation_stays_out_of_the_report(results, tmp_path):
+    root, paper = results
+    os.makedirs(root / "capacity")
+    (root / "capacity" / "trials.json").write_text(json.dumps({
+        "test_complete": False, "trials": [_trial("binary", 8, 150, 0.23, 0.04)]}))
+    text = report.build_report(str(root), str(tmp_path / "REPORT.md"), paper_tables=str(paper))
+    assert "## Capacity" not in text

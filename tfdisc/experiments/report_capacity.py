@@ -18,9 +18,14 @@ FCN1 = {"width": 6144, "depth": 4}
 
 
 def load_trials(results_dir):
-    """Completed trials with test figures from every trials.json; (path, search record, trial)."""
+    """Completed trials with test figures from every trials.json; (path, search record, trial).
+
+    A trials.json whose test evaluation was interrupted (``test_complete`` false) is left out.
+    """
     found = []
     for path, search in results.find_json(results_dir, "trials.json"):
+        if search.get("test_complete") is False:  # an evaluation still under way
+            continue
         for trial in search.get("trials", []):
             if trial.get("status") == "completed" and trial.get("test"):
                 found.append((path, search, trial))
