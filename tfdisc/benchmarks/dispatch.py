@@ -42,6 +42,13 @@ def _loop(body):
     return run
 
 
+def _unhoisted(value, i):
+    """``value`` recomputed at step ``i`` (XOR 0 or + 0), so the loop cannot hoist the layer."""
+    if value.dtype.is_integer:
+        return tf.bitwise.bitwise_xor(value, tf.fill(tf.shape(value), i * 0))
+    return value + tf.cast(i * 0, value.dtype)
+
+
 def _timed(compare, fns, rounds, min_round_s):
     """Median seconds per loop iteration of each tf.function in ``fns``."""
     times = compare({name: (lambda f=f: f().numpy()) for name, f in fns.items()},
@@ -50,11 +57,7 @@ def _timed(compare, fns, rounds, min_round_s):
 
 
 def dispatch(report, compare, rounds, min_round_s, quick=False):
-    """Per-op cost of running the roofline op on all threads vs one thread.
-
-    Returns the median extra microseconds of an all-thread dispatch (the
-    largest work size), or None on a one-core machine.
-    """
+    """Per-op cost of running the roofline op on all threads vs one thread."""
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
     lib = ops.library()
     cores = os.cpu_count() or 1
@@ -62,9 +65,8 @@ def dispatch(report, compare, rounds, min_round_s, quick=False):
     if cores < 2:
         report("  one core: nothing to measure")
         report()
-        return None
+        return
     words = 256
-    extra = None
     for iters in ((20, 200) if quick else (20, 100, 500)):
         fns = {}
         for threads in (1, cores):
@@ -80,7 +82,6 @@ def dispatch(report, compare, rounds, min_round_s, quick=False):
     report("  a parallel layer gains only when its one-thread time exceeds about "
            f"{cores}/{cores - 1} x that extra cost")
     report()
-    return extra
 
 
 def _report_in_graph(report, label, macs, t, reference, kernels, ceilings, summary, target,
@@ -113,17 +114,13 @@ def gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary, quick
     pw = tf.constant(ops.pack_dense_weights(w.numpy()))
     empty = tf.zeros([0], tf.float32)
 
-    def varied(i):  # an input the loop cannot hoist: x XOR 0, computed per step
-        return tf.bitwise.bitwise_xor(px, tf.fill(tf.shape(px), i * 0))
-
     def layer(i):
-        y = lib.tfdisc_binary_dense(varied(i), pw, empty, empty, k=k, out_type=tf.float32,
+        y = lib.tfdisc_binary_dense(_unhoisted(px, i), pw, empty, empty, k=k, out_type=tf.float32,
                                     bitpacked_output=False)
         return y[0, 0]
 
-    fns = {"empty loop": _loop(lambda i: varied(i)[0, 0]),
-           "matmul": _loop(lambda i: tf.linalg.matmul(
-               x + tf.cast(i * 0, tf.float32), w)[0, 0])}
+    fns = {"empty loop": _loop(lambda i: _unhoisted(px, i)[0, 0]),
+           "matmul": _loop(lambda i: tf.linalg.matmul(_unhoisted(x, i), w)[0, 0])}
     for kernel in kernels:
         fns[kernel] = forced(kernel, _loop(layer))
     t = _timed(compare, fns, rounds, min_round_s)
@@ -151,11 +148,11 @@ def conv(report, compare, rounds, min_round_s, ceilings, kernels, summary, shape
         pf = tf.constant(ops.pack_conv_filter(f.numpy()))
 
         def layer(i, px=px, pf=pf, c=c):
-            xi = tf.bitwise.bitwise_xor(px, tf.fill(tf.shape(px), i * 0))
-            return ops.binary_conv2d(xi, pf, c, padding="SAME", pad_value=1)[0, 0, 0, 0]
+            return ops.binary_conv2d(_unhoisted(px, i), pf, c, padding="SAME",
+                                     pad_value=1)[0, 0, 0, 0]
 
         fns = {"conv2d": _loop(lambda i, x=x, f=f: tf.nn.conv2d(
-            x + tf.cast(i * 0, tf.float32), f, 1, "SAME")[0, 0, 0, 0])}
+            _unhoisted(x, i), f, 1, "SAME")[0, 0, 0, 0])}
         for kernel in kernels:
             fns[kernel] = forced(kernel, _loop(layer))
         t = _timed(compare, fns, rounds, min_round_s)
