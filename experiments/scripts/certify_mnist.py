@@ -15,6 +15,7 @@ from absl import app, flags
 
 import tfdisc  # noqa: F401  (selects legacy Keras before TensorFlow)
 # pylint: disable=wrong-import-position,wrong-import-order
+import larq as lq  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -48,6 +49,9 @@ flags.DEFINE_string("train_log", None, "With --weights: that run's log, for its 
 flags.DEFINE_integer("search_iterations", 30, "Iterations of the quantized-space search attack.")
 flags.DEFINE_integer("max_nodes", 512, "Branch-and-bound nodes per example.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_float("ste_clip", None, "BNN only: larq SteSign(clip_value=...) for the binary layers' "
+                   "input quantizer (larq's default 1.0 passes no gradient where |x| > 1, which "
+                   "includes the ends of most interval bounds).")
 
 
 CERTIFY_SEARCH = dict(restarts=0, iterations=10, candidates=8)
@@ -85,6 +89,10 @@ def main(argv):
     y_test = y_test[:FLAGS.eval_limit]
     model = models.build(FLAGS.model, precision=FLAGS.precision, input_bits=FLAGS.input_bits,
                          width=FLAGS.width, depth=FLAGS.depth)
+    if FLAGS.ste_clip is not None:
+        for layer in model.layers:
+            if type(getattr(layer, "input_quantizer", None)).__name__ == "SteSign":
+                layer.input_quantizer = lq.quantizers.SteSign(clip_value=FLAGS.ste_clip)
     steps_per_epoch = len(y_train) // FLAGS.batch_size
     trainer = certify.CertifiedTraining(
         model, FLAGS.eps_train, ramp_start=int(FLAGS.ramp_start_epochs * steps_per_epoch),
@@ -109,6 +117,7 @@ def main(argv):
         "data": f"MNIST test, first {len(y_test)} examples (attacks: first "
                 f"{min(FLAGS.attack_limit, len(y_test))})",
         "model": model.name, "width": FLAGS.width, "depth": FLAGS.depth,
+        "ste_clip": FLAGS.ste_clip,
         "training": dict(trainer.describe(), epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
                          optimizer=f"adam lr {FLAGS.lr}, x0.1 from epoch {int(0.75 * FLAGS.epochs)}",
                          seconds=train_seconds, final_epoch=final,

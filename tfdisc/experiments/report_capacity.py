@@ -80,18 +80,19 @@ def _series(trials):
     return series
 
 
-def _acc(trial, attack, key):
-    a = trial["test"]["attacks"].get(attack)
+def _acc(trial, attack, key, block="attacks"):
+    """Test accuracy (%) of a trial under ``attack`` at ε ``key``; None if not run.
+
+    ``block`` "attacks" is the white-box evaluation, "transfer" the black-box one.
+    """
+    a = (trial["test"].get(block) or {}).get(attack)
     if a is None or key not in a["adversarial_accuracy"]:
         return None
     return 100.0 * a["adversarial_accuracy"][key]
 
 
 def _transfer_acc(trial, attack, key):
-    t = (trial["test"].get("transfer") or {}).get(attack)
-    if t is None or key not in t["adversarial_accuracy"]:
-        return None
-    return 100.0 * t["adversarial_accuracy"][key]
+    return _acc(trial, attack, key, block="transfer")
 
 
 def _f(value):
