@@ -209,7 +209,7 @@ def test_stop_after_then_rerun_resumes_without_repeating(tmp_path):
 
 
 @needs_mnist
-def test_rerun_reuses_test_figures_and_adds_transfer_between_twins(tmp_path):
+def test_rerun_reuses_test_figures_and_adds_transfer_between_twins(tmp_path, monkeypatch):
     s = settings(tmp_path, report="all", base=base_config(train_limit=300),
                  space=tuning.Space(width=(8,), depth=(2,), bits=(8,),
                                     precision=("full", "binary")),
@@ -218,9 +218,19 @@ def test_rerun_reuses_test_figures_and_adds_transfer_between_twins(tmp_path):
     rows = {r["trial_id"]: r for r in first["trials"]}
     assert all("transfer" not in r["test"] for r in rows.values())
 
-    lines = []
+    lines, loaded = [], []
     s2 = dataclasses.replace(s, transfer_attacks=("fgsm",))
+    real_load = pipeline.load_model
+    monkeypatch.setattr(pipeline, "load_model",
+                        lambda path, *a, **k: loaded.append(path) or real_load(path, *a, **k))
     second = tuning_results.run_search(s2, progress=lines.append)
+    monkeypatch.undo()
+    # The test evaluation and the transfer both ways load each trial's model once (and the
+    # best trial's once more, to save it as model.keras); it was three times each.
+    paths = [os.path.join(s.project_dir, r["model_file"]) for r in second["trials"]]
+    assert sorted(loaded) == sorted(paths + [os.path.join(
+        s.project_dir, next(r for r in second["trials"]
+                            if r["trial_id"] == second["best_trial"])["model_file"])])
     assert sum("reused from trials.json" in l for l in lines) == 4  # 2 trials x 2 attacks
     assert sum(l.startswith("transfer: ") for l in lines) == 2
     x, y, xt, yt = pipeline.load_data(s.base)

@@ -23,7 +23,7 @@ from tfdisc import convert  # noqa: E402
 # Loaded on first attribute access: tfdisc.ops builds/loads the C++ library,
 # and nothing else in tfdisc needs it.
 _LAZY_SUBMODULES = ("certify", "export", "ops", "training", "tuning", "tuning_oracle",
-                    "tuning_results")
+                    "tuning_results", "tuning_testset")
 
 
 def __getattr__(name):

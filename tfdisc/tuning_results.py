@@ -18,13 +18,12 @@ the oracle, writes into ``settings.output_dir``:
 """
 import csv
 import dataclasses
-import json
 import os
 import shutil
 import time
 from typing import Optional, Tuple
 
-from tfdisc import attacks, evaluate, pipeline, results, tuning
+from tfdisc import attacks, pipeline, results, tuning, tuning_testset
 from tfdisc._version import __version__
 
 __all__ = ["CAPACITY_AXES", "REPORTS", "SearchSettings", "collect", "pareto_front",
@@ -233,7 +232,7 @@ def plot_capacity(rows, front, path, *, capacity, objective, data_note):
                    facecolors="none", edgecolors="k")
     ax.set_xscale("log")
     ax.set_xlabel(CAPACITY_AXES[capacity] + " (log scale)")
-    ax.set_ylabel(f"validation adversarial accuracy")
+    ax.set_ylabel("validation adversarial accuracy")
     ax.set_title(f"{objective['attack'].upper()} ε={objective['eps']:g}, gradient "
                  f"{objective['params'].get('gradient', 'straight_through')}; {data_note}",
                  fontsize=8)
@@ -246,141 +245,6 @@ def plot_capacity(rows, front, path, *, capacity, objective, data_note):
 
 
 # ----------------------------------------------------------------- the run
-
-def _previous_tests(output_dir):
-    """{trial id: test block} of the trials.json a previous run of this search wrote."""
-    path = os.path.join(output_dir, "trials.json")
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path) as f:
-            rows = json.load(f).get("trials", [])
-    except (OSError, ValueError):
-        return {}  # unreadable: evaluate again
-    return {r["trial_id"]: r["test"] for r in rows if r.get("test")}
-
-
-def _same_evaluation(previous, wanted):
-    """Whether a stored attacks entry was made exactly as ``wanted`` would be."""
-    if previous is None:
-        return False
-    keys = set(wanted) - {"adversarial_accuracy", "clean_accuracy", "zero_gradient_fraction"}
-    return (all(previous.get(k) == wanted[k] for k in keys)
-            and set(previous.get("adversarial_accuracy", {})) == set(
-                wanted["adversarial_accuracy"]))
-
-
-def _trial_config(settings, row):
-    return dataclasses.replace(settings.base, **{
-        k: row["hyperparameters"][k] for k in ("precision", "bits", "width", "depth")})
-
-
-def _expected_entry(name, model, cfg, examples):
-    """The attack-describing fields an entry of ``name`` on ``model`` would have."""
-    record = evaluate.attack_record(name, model, **cfg.attack_params.get(name, {}))
-    limit = cfg.attack_limits.get(name)
-    entry = {**record, "examples": min(examples, limit) if limit else examples,
-             "adversarial_accuracy": {results.epsilon_key(e): None for e in cfg.epsilons}}
-    return json.loads(json.dumps(entry))  # as it would read back from trials.json
-
-
-def _evaluate_reported(settings, rows, ids, x_test, y_test, progress=print,
-                       checkpoint=lambda: None):
-    """Test-set figures of the reported trials only (their saved models).
-
-    Figures a previous run of the same search stored in ``trials.json`` are
-    reused when they were made by the same attacks on the same examples, so a
-    rerun (e.g. to add ``transfer_attacks``) does not repeat them. After each
-    attack ``checkpoint()`` stores what is done, so an interrupted evaluation
-    (an FCN1 attack takes tens of minutes) resumes where it stopped.
-    """
-    previous = _previous_tests(settings.output_dir)
-    for row in rows:
-        if row["trial_id"] not in ids:
-            continue
-        model = pipeline.load_model(os.path.join(settings.project_dir, row["model_file"]),
-                                    f"trial {row['trial_id']}")
-        cfg = _trial_config(settings, row)
-        old = (previous.get(row["trial_id"]) or {}).get("attacks", {})
-        entries = {}
-        transfer = (previous.get(row["trial_id"]) or {}).get("transfer")
-        for name in cfg.attacks:
-            if _same_evaluation(old.get(name), _expected_entry(name, model, cfg, len(y_test))):
-                entries[name] = old[name]
-                progress(f"test: trial {row['trial_id']} {name} reused from trials.json")
-                continue
-            entries.update(pipeline.evaluate_attacks(model, cfg, x_test, y_test, top_k=(1,),
-                                                     attacks=[name]))
-            row["test"] = _test_block(entries, len(y_test), transfer)
-            checkpoint()
-        row["test"] = _test_block(entries, len(y_test), transfer)
-
-
-def _test_block(entries, examples, transfer):
-    first = next(iter(entries.values()))
-    block = {"examples": examples, "clean_accuracy": first["clean_accuracy"],
-             "attacks": dict(entries)}
-    if transfer:
-        block["transfer"] = transfer
-    return block
-
-
-def _twin(rows, row, ids):
-    """The reported trial with ``row``'s width, depth and bits but the other precision."""
-    hp = row["hyperparameters"]
-    for other in rows:
-        ohp = other["hyperparameters"]
-        if (other["trial_id"] in ids and other["trial_id"] != row["trial_id"]
-                and ohp["precision"] != hp["precision"]
-                and all(ohp[k] == hp[k] for k in ("width", "depth", "bits"))):
-            return other
-    return None
-
-
-def _transfer_twins(settings, rows, ids, x_test, y_test, progress=print,
-                    checkpoint=lambda: None):
-    """Black-box transfer between precision twins (e.g. BNN and full precision, same width).
-
-    For every reported trial whose twin is reported too, each attack of
-    ``settings.transfer_attacks`` crafts examples on the twin (through the
-    twin's own quantizer gradient) and the trial's accuracy on them is
-    stored under ``row["test"]["transfer"][attack]``, on the first
-    ``settings.transfer_limit`` test examples when that is set. Stored
-    figures made the same way are reused.
-    """
-    for row in rows:
-        twin = _twin(rows, row, ids) if row["trial_id"] in ids else None
-        if twin is None or not settings.transfer_attacks:
-            continue
-        model = pipeline.load_model(os.path.join(settings.project_dir, row["model_file"]),
-                                    f"trial {row['trial_id']}")
-        source = pipeline.load_model(os.path.join(settings.project_dir, twin["model_file"]),
-                                     f"trial {twin['trial_id']}")
-        cfg = _trial_config(settings, row)
-        if settings.transfer_limit:  # transfer on the first N test examples only
-            cfg = dataclasses.replace(cfg, attack_limits={
-                name: min(settings.transfer_limit, cfg.attack_limits.get(name) or len(y_test))
-                for name in settings.transfer_attacks})
-        stored = row["test"].get("transfer", {})
-        out = {}
-        for name in settings.transfer_attacks:
-            wanted = {**_expected_entry(name, source, cfg, len(y_test)),
-                      "source_trial": twin["trial_id"]}
-            if _same_evaluation(stored.get(name), wanted):
-                out[name] = stored[name]
-                continue
-            progress(f"transfer: trial {row['trial_id']} {name} from trial {twin['trial_id']} "
-                     f"({twin['hyperparameters']['precision']})")
-            entry = pipeline.evaluate_attacks(model, cfg, x_test, y_test, attack_model=source,
-                                              top_k=(1,), attacks=[name])[name]
-            out[name] = {**entry, "source_trial": twin["trial_id"],
-                         "source_model": source.name,
-                         "crafted_on": "the twin trial's model (white-box on the source, "
-                                       "black-box on this trial)"}
-            row["test"]["transfer"] = {**stored, **out}
-            checkpoint()
-        row["test"]["transfer"] = out
-
 
 def _summary(settings, rows, front, best, reported, data, objective, finished):
     base = settings.base
@@ -469,8 +333,8 @@ def run_search(settings, *, progress=print):
             **_summary(settings, rows, front, best, reported, data, objective, finished),
             "test_complete": False})
 
-    _evaluate_reported(settings, rows, reported, x_test, y_test, progress, checkpoint)
-    _transfer_twins(settings, rows, reported, x_test, y_test, progress, checkpoint)
+    tuning_testset.evaluate_reported(settings, rows, reported, x_test, y_test,
+                                     progress=progress, checkpoint=checkpoint)
     summary = {**_summary(settings, rows, front, best, reported, data, objective, finished),
                "test_complete": True}
     write_trials(settings.output_dir, summary)
