@@ -327,10 +327,7 @@ inline std::int64_t SpinMicrosFromEnv() {
   return std::min<std::int64_t>(us, SpinPool::kMaxSpinMicros);
 }
 
-// The process-wide pool, created on first use with `workers` threads (capped
-// at the hardware threads - 1); nullptr if that is 0. Its threads are joined
-// at exit (library unload); the object itself is never freed, so a late
-// caller finds a shut-down pool (TryRun false) rather than freed memory.
+// Set in a forked child (whose pool has no workers).
 inline std::atomic<bool>& SpinPoolForked() {
   static std::atomic<bool> forked{false};
   return forked;
@@ -342,6 +339,10 @@ inline std::atomic<SpinPool*>& CreatedSpinPool() {
   return created;
 }
 
+// The process-wide pool, created on first use with `workers` threads (capped
+// at the hardware threads - 1); nullptr if that is 0. Its threads are joined
+// at exit (library unload); the object itself is never freed, so a late
+// caller finds a shut-down pool (TryRun false) rather than freed memory.
 inline SpinPool* GlobalSpinPool(int workers) {
   static SpinPool* pool = [workers]() -> SpinPool* {
     const int hw = static_cast<int>(std::thread::hardware_concurrency());
