@@ -25,11 +25,16 @@ namespace tf = ::tensorflow;
 // that TensorFlow's sharder would keep it on one thread (batch-1 layers):
 // that runs on the op library's spinning pool (core/spin_pool.h), which
 // gives it the other cores without a thread wake-up per call when layers
-// come back to back. TFDISC_OPS_SPIN_US=0 turns the pool off. A busy pool
+// come back to back. Opt-in: TFDISC_OPS_SPIN_US > 0 turns it on (an invalid
+// value fails the op). A busy pool
 // (another op is using it) falls back to the sharder.
 inline core::ParallelFor MakeParallelFor(tf::OpKernelContext* ctx) {
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-  const std::int64_t spin_us = core::SpinMicrosFromEnv();
+  std::int64_t spin_us = 0;
+  std::string error;
+  if (!core::SpinMicrosFromEnv(&spin_us, &error)) {
+    ctx->CtxFailure(__FILE__, __LINE__, tf::errors::InvalidArgument(error));
+  }
   return [workers, spin_us](std::int64_t total, std::int64_t cost,
                             const std::function<void(std::int64_t, std::int64_t)>& fn) {
     const int threads =

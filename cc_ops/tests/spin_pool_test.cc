@@ -14,12 +14,14 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -235,7 +237,22 @@ void TestPolicy() {
   } else {
     CHECK(!used && GlobalSpinPool(1) == nullptr, "one hardware thread: no pool");
   }
-  CHECK(SpinMicrosFromEnv() >= 0, "spin from env");
+  {
+    std::int64_t us = -1;
+    std::string error;
+    unsetenv("TFDISC_OPS_SPIN_US");
+    CHECK(SpinMicrosFromEnv(&us, &error) && us == 0, "unset: pool off (got %lld)",
+          static_cast<long long>(us));
+    setenv("TFDISC_OPS_SPIN_US", "150", 1);
+    CHECK(SpinMicrosFromEnv(&us, &error) && us == 150, "150 us");
+    for (const char* bad : {"-1", "2x", "abc", "99999999999999999999"}) {
+      setenv("TFDISC_OPS_SPIN_US", bad, 1);
+      error.clear();
+      CHECK(!SpinMicrosFromEnv(&us, &error) && error.find(bad) != std::string::npos,
+            "invalid TFDISC_OPS_SPIN_US '%s' rejected with its value named", bad);
+    }
+    unsetenv("TFDISC_OPS_SPIN_US");
+  }
 }
 
 // BinaryDense through the global pool equals SerialFor, bit for bit.

@@ -146,3 +146,16 @@ def test_use_spin_pool_validates_and_restores():
         with pytest.raises(ValueError):
             with ops.use_spin_pool(bad):
                 pass
+
+
+def test_pool_is_off_by_default_and_a_bad_value_fails_the_op(monkeypatch):
+    run, expected = _dense_case(np.random.default_rng(5), *DENSE[0])
+    monkeypatch.delenv(ops.kernel_select.SPIN_ENV_VAR, raising=False)
+    before = _stats()
+    np.testing.assert_array_equal(run(), expected)
+    assert _stats()[1] == before[1], "the pool ran with TFDISC_OPS_SPIN_US unset (opt-in)"
+    for bad in ("-5", "2x", "fast"):
+        monkeypatch.setenv(ops.kernel_select.SPIN_ENV_VAR, bad)
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=f"TFDISC_OPS_SPIN_US must be a non-negative integer.*'{bad}'"):
+            run()

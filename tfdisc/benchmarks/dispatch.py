@@ -21,11 +21,12 @@ therefore times, in one ``tf.function`` holding a ``tf.while_loop`` of
 * ``conv``: ``binary_conv2d`` at batch 1 on the CIFAR BNN layer shapes
   against ``tf.nn.conv2d`` float32, the same way.
 
-With ``pool_off`` (``--compare_no_pool``), ``gemv`` and ``conv`` also time each
-kernel with the op library's spinning worker pool turned off
-(``TFDISC_OPS_SPIN_US=0``: all work through TensorFlow's sharder, as before the
-pool), side by side, and ``eager_pool`` times single eager calls (batch-1 dense
-and conv, batch-256 dense) with the pool on and off.
+The op library's spinning worker pool for batch-1 work is opt-in
+(``TFDISC_OPS_SPIN_US`` > 0). With ``pool_off`` (``--compare_no_pool``), ``gemv``
+and ``conv`` time each kernel with the pool on (``pool_on_us()``) and off (the
+default: all work through TensorFlow's sharder), side by side, and
+``eager_pool`` times single eager calls (batch-1 dense and conv, batch-256
+dense) with the pool on and off.
 
 Every per-iteration time is a median over rounds; ratios are between
 candidates timed in the same run.
@@ -68,18 +69,31 @@ def _unhoisted(value, i):
 NO_POOL = " no pool"
 
 
-def _no_pool(fn):
-    """``fn`` run with the op library's spinning pool off (TFDISC_OPS_SPIN_US=0)."""
+def pool_on_us():
+    """The spin time of the "pool on" candidates: TFDISC_OPS_SPIN_US when set above 0,
+    else 200 µs (the pool is opt-in: off unless that variable is set)."""
+    value = os.environ.get("TFDISC_OPS_SPIN_US", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 200
+
+
+def _pool(fn, spin_us):
+    """``fn`` run with the op library's spinning pool at ``spin_us`` (0: off)."""
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
 
     def run():
-        with ops.use_spin_pool(0):
+        with ops.use_spin_pool(spin_us):
             return fn()
     return run
 
 
+def _with_pool(name, kernel, fn):
+    """A candidate: the kernel with the pool on, or its NO_POOL twin with it off."""
+    return _pool(fn, pool_on_us() if name == kernel else 0)
+
+
 def _candidates(kernels, pool_off):
-    """(candidate name, kernel) pairs: each kernel, and each kernel without the pool."""
+    """(candidate name, kernel) pairs: each kernel (with the pool on when ``pool_off``
+    compares, as the environment sets it otherwise), and each kernel without the pool."""
     out = []
     for kernel in kernels:
         out.append((kernel, kernel))
@@ -165,7 +179,7 @@ def gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary, quick
            "matmul": _loop(lambda i: tf.linalg.matmul(_unhoisted(x, i), w)[0, 0], pi)}
     for name, kernel in _candidates(kernels, pool_off):
         fn = forced(kernel, _loop(layer, pi))
-        fns[name] = fn if name == kernel else _no_pool(fn)
+        fns[name] = _with_pool(name, kernel, fn) if pool_off else fn
     t = _timed(compare, fns, rounds, min_round_s)
     chained = pi == 1
     report(f"== gemv: binary_dense {m}x{k}x{n} vs tf.matmul, both in a graph loop "
@@ -199,7 +213,7 @@ def conv(report, compare, rounds, min_round_s, ceilings, kernels, summary, shape
             _unhoisted(x, i), f, 1, "SAME")[0, 0, 0, 0])}
         for name, kernel in _candidates(kernels, pool_off):
             fn = forced(kernel, _loop(layer))
-            fns[name] = fn if name == kernel else _no_pool(fn)
+            fns[name] = _with_pool(name, kernel, fn) if pool_off else fn
         t = _timed(compare, fns, rounds, min_round_s)
         macs = h * w_ * c * o * 9
         report(f"  N= 1 {h}x{w_}x{c}->{o}: conv2d {t['conv2d'] * 1e6:8.1f} us")
@@ -213,7 +227,7 @@ def eager_pool(report, compare, rounds, min_round_s, kernels, forced=None, quick
     is used) and batch-256 dense (where it is not, the sharder splits)."""
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
     rng = np.random.default_rng(2)
-    report("== eager calls, spinning pool on vs off (TFDISC_OPS_SPIN_US=0), per call ==")
+    report(f"== eager calls, spinning pool on ({pool_on_us()} us) vs off (the default), per call ==")
     cases = []
     for m, k, n in ([(1, 512, 512), (32, 512, 512)] if quick
                     else [(1, 4096, 4096), (256, 4096, 4096)]):
@@ -233,7 +247,7 @@ def eager_pool(report, compare, rounds, min_round_s, kernels, forced=None, quick
         fns = {}
         for name, kernel in _candidates(kernels, True):
             fn = forced(kernel, call)
-            fns[name] = fn if name == kernel else _no_pool(fn)
+            fns[name] = _with_pool(name, kernel, fn)
         t = compare(fns, rounds, min_round_s)
         report(f"  {label}: " + " | ".join(
             f"{kernel} {t[kernel] * 1e6:8.1f} us on, {t[kernel + NO_POOL] * 1e6:8.1f} us off "

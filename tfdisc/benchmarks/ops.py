@@ -180,8 +180,9 @@ def environment(report):
            f"kernel 'auto' runs {auto} (supported: {', '.join(supported)}); "
            f"intra-op threads: {threads}")
     spin = os.environ.get(ops.kernel_select.SPIN_ENV_VAR)
-    report(f"spinning pool for small work: TFDISC_OPS_SPIN_US="
-           f"{spin if spin is not None else 'unset (default 200)'} us")
+    report(f"spinning pool for small work (opt-in): TFDISC_OPS_SPIN_US="
+           f"{spin if spin is not None else 'unset (off)'}; 'pool on' lines use "
+           f"{dispatch.pool_on_us()} us")
     report(f"command: python -m tfdisc.benchmarks.ops {' '.join(sys.argv[1:])}")
 
 

@@ -68,7 +68,8 @@ def use_spin_pool(spin_us):
     """Sets ``TFDISC_OPS_SPIN_US`` for ops run inside the block: how long (µs)
     the op library's worker pool for small (batch-1) work spins after a job
     before sleeping; 0 turns the pool off (all work goes to TensorFlow's
-    sharder). Read by the C++ ops on every call (cc_ops/core/spin_pool.h).
+    sharder), as does leaving the variable unset (the default: the pool is
+    opt-in). Read by the C++ ops on every call (cc_ops/core/spin_pool.h).
 
     Raises:
       ValueError: `spin_us` is not a non-negative integer.
