@@ -5,7 +5,9 @@
 #   cc_ops/sanitize.sh core       # stage 1 only (seconds, no TensorFlow)
 #
 # 1. cc_ops/tests/core_test.cc + core/ built with -fsanitize=address,undefined
-#    and run: every kernel vs the reference, exact-size buffers.
+#    and run: every kernel vs the reference, exact-size buffers; then
+#    cc_ops/tests/spin_pool_test.cc (the worker pool for batch-1 work) under
+#    ASan+UBSan and under ThreadSanitizer.
 # 2. The TensorFlow op library built with ASan + UBSan (cc_ops/build.py
 #    --sanitize; UBSan minus its null/nonnull-attribute checks, which make
 #    TensorFlow's absl headers fail to compile with GCC 12) and the Python
@@ -27,6 +29,15 @@ echo "== stage 1: core_test under ASan+UBSan"
   -o "$OUT/core_test"
 ASAN_OPTIONS=halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   "$OUT/core_test"
+
+echo "== stage 1b: spin_pool_test under ASan+UBSan, then under TSan"
+"$CXX" "${FLAGS[@]}" -pthread -I. cc_ops/tests/spin_pool_test.cc cc_ops/core/bgemm/*.cc \
+  -o "$OUT/spin_pool_test"
+ASAN_OPTIONS=halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  "$OUT/spin_pool_test"
+"$CXX" -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=thread -ffp-contract=off -pthread \
+  -I. cc_ops/tests/spin_pool_test.cc cc_ops/core/bgemm/*.cc -o "$OUT/spin_pool_test_tsan"
+TSAN_OPTIONS=halt_on_error=1 "$OUT/spin_pool_test_tsan"
 
 if [[ "${1:-all}" == "core" ]]; then exit 0; fi
 

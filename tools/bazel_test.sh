@@ -5,7 +5,7 @@
 #   tools/bazel_test.sh --install  # apt-get install bazel-bootstrap first (root)
 #
 # 1. bazel build //...            (op library, core/ libraries, core_test)
-# 2. bazel test //cc_ops:core_test //:ops_test
+# 2. bazel test //cc_ops:core_test //cc_ops:spin_pool_test //:ops_test
 #    core_test: every kernel vs the reference (framework-free);
 #    ops_test:  tests/ops (pytest) against the Bazel-built op library
 #               (TFDISC_OPS_LIBRARY=bazel-bin/tfdisc/ops/_tfdisc_ops.so).
@@ -30,5 +30,5 @@ start=$SECONDS
 bazel build //...
 echo "== bazel build //...: $((SECONDS - start)) s"
 start=$SECONDS
-bazel test //cc_ops:core_test //:ops_test
+bazel test //cc_ops:core_test //cc_ops:spin_pool_test //:ops_test
 echo "== bazel test: $((SECONDS - start)) s"

@@ -48,7 +48,9 @@ inline void BinaryDense(const BDenseArgs& args, PopcountGemmFn gemm,
   const std::int64_t cost = rows * cols * (args.words / 8 + 4);
   parallel_for(row_blocks * col_blocks, cost, [&](std::int64_t begin,
                                                   std::int64_t end) {
-    std::vector<std::int32_t> tmp(kDenseRowBlock * kDenseColBlock);
+    // Rows of one block only (one row at batch 1: 256 bytes to clear per
+    // call instead of 8 KiB; the spinning pool calls this per small chunk).
+    std::vector<std::int32_t> tmp(std::min(kDenseRowBlock, args.m) * kDenseColBlock);
     for (std::int64_t task = begin; task < end; ++task) {
       // Column-block major: consecutive tasks of one thread reuse the same
       // weight block (kept in L1/L2) across all row blocks, and the packed

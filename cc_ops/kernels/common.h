@@ -2,6 +2,7 @@
 #ifndef TFDISC_CC_OPS_KERNELS_COMMON_H_
 #define TFDISC_CC_OPS_KERNELS_COMMON_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -10,6 +11,7 @@
 #include "cc_ops/core/bgemm/kernels.h"
 #include "cc_ops/core/output_transform.h"
 #include "cc_ops/core/parallel.h"
+#include "cc_ops/core/spin_pool.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/util/work_sharder.h"
@@ -19,11 +21,25 @@ namespace kernels {
 
 namespace tf = ::tensorflow;
 
-// Runs core/ work on TensorFlow's intra-op thread pool.
+// Runs core/ work on TensorFlow's intra-op thread pool, except work so small
+// that TensorFlow's sharder would keep it on one thread (batch-1 layers):
+// that runs on the op library's spinning pool (core/spin_pool.h), which
+// gives it the other cores without a thread wake-up per call when layers
+// come back to back. Opt-in: TFDISC_OPS_SPIN_US > 0 turns it on (an invalid
+// value fails the op). A busy pool
+// (another op is using it) falls back to the sharder.
 inline core::ParallelFor MakeParallelFor(tf::OpKernelContext* ctx) {
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-  return [workers](std::int64_t total, std::int64_t cost,
-                   const std::function<void(std::int64_t, std::int64_t)>& fn) {
+  std::int64_t spin_us = 0;
+  std::string error;
+  if (!core::SpinMicrosFromEnv(&spin_us, &error)) {
+    ctx->CtxFailure(__FILE__, __LINE__, tf::errors::InvalidArgument(error));
+  }
+  return [workers, spin_us](std::int64_t total, std::int64_t cost,
+                            const std::function<void(std::int64_t, std::int64_t)>& fn) {
+    const int threads =
+        std::min(workers->num_threads, tf::GetPerThreadMaxParallelism());
+    if (core::RunOnSpinPool(threads, spin_us, total, cost, fn)) return;
     tf::Shard(workers->num_threads, workers->workers, total, cost,
               [&fn](std::int64_t b, std::int64_t e) { fn(b, e); });
   };

@@ -93,5 +93,37 @@ REGISTER_OP("Tfdisc>SelectedKernel")
 REGISTER_KERNEL_BUILDER(Name("Tfdisc>SelectedKernel").Device(tf::DEVICE_CPU),
                         SelectedKernelOp);
 
+// Tfdisc>SpinPoolStats: [workers, jobs run, chunks run by workers, back-offs,
+// backing off now (0/1)] of the op
+// library's spinning pool (core/spin_pool.h; zeros before its first use), so
+// tests and benchmarks can see whether it ran and whether its workers helped.
+class SpinPoolStatsOp : public tf::OpKernel {
+ public:
+  using tf::OpKernel::OpKernel;
+  void Compute(tf::OpKernelContext* ctx) override {
+    tf::Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {5}, &out));
+    auto v = out->vec<tf::int64>();
+    const core::SpinPool* pool = core::CreatedSpinPool().load();
+    v(0) = pool != nullptr ? pool->workers() : 0;
+    v(1) = pool != nullptr ? pool->jobs() : 0;
+    v(2) = pool != nullptr ? pool->worker_chunks() : 0;
+    v(3) = pool != nullptr ? pool->backoffs() : 0;
+    v(4) = pool != nullptr && pool->backing_off() ? 1 : 0;
+  }
+};
+
+REGISTER_OP("Tfdisc>SpinPoolStats")
+    .Output("stats: int64")
+    .SetIsStateful()
+    .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->Vector(5));
+      return absl::OkStatus();
+    })
+    .Doc("[workers, jobs, worker chunks, back-offs, backing off] of the spinning pool (see roofline_op.cc).");
+
+REGISTER_KERNEL_BUILDER(Name("Tfdisc>SpinPoolStats").Device(tf::DEVICE_CPU),
+                        SpinPoolStatsOp);
+
 }  // namespace kernels
 }  // namespace tfdisc

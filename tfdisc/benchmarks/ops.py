@@ -60,6 +60,9 @@ flags.DEFINE_string("output", None, "Also write the report to this file.")
 flags.DEFINE_bool("lce", True, "Include larq-compute-engine if it is installed.")
 flags.DEFINE_list("kernels", None,
                   "Kernels to time (default: every supported one except reference).")
+flags.DEFINE_bool("compare_no_pool", True,
+                  "dispatch section: also time each kernel with the op library's spinning "
+                  "worker pool off (TFDISC_OPS_SPIN_US=0), and eager calls with it on and off.")
 flags.register_validator("rounds", lambda v: v >= 1, message="--rounds must be >= 1.")
 
 # Issue 4 (auto kernel) and issue 13 (every kernel on a CPU that has it as
@@ -176,6 +179,10 @@ def environment(report):
     report(f"python {platform.python_version()}, tensorflow {tf.__version__}; "
            f"kernel 'auto' runs {auto} (supported: {', '.join(supported)}); "
            f"intra-op threads: {threads}")
+    spin = os.environ.get(ops.kernel_select.SPIN_ENV_VAR)
+    report(f"spinning pool for small work (opt-in): TFDISC_OPS_SPIN_US="
+           f"{spin if spin is not None else 'unset (off)'}; 'pool on' lines use "
+           f"{dispatch.pool_on_us()} us")
     report(f"command: python -m tfdisc.benchmarks.ops {' '.join(sys.argv[1:])}")
 
 
@@ -472,10 +479,18 @@ def main(argv):
         dispatch.gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary,
                       FLAGS.quick, forced=_forced,
                       target=None if FLAGS.quick else TARGETS[("dense", 1, 4096, 4096)],
-                      share_target=ROOFLINE_SHARE_TARGET)
+                      share_target=ROOFLINE_SHARE_TARGET, pool_off=FLAGS.compare_no_pool)
+        dispatch.gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary,
+                      FLAGS.quick, forced=_forced,
+                      target=None if FLAGS.quick else TARGETS[("dense", 1, 4096, 4096)],
+                      share_target=ROOFLINE_SHARE_TARGET, pool_off=FLAGS.compare_no_pool,
+                      parallel_iterations=1)
         dispatch.conv(report, compare, rounds, min_round_s, ceilings, kernels, summary,
                       CIFAR_CONV if not FLAGS.quick else [(8, 8, 64, 64)], forced=_forced,
-                      share_target=ROOFLINE_SHARE_TARGET)
+                      share_target=ROOFLINE_SHARE_TARGET, pool_off=FLAGS.compare_no_pool)
+        if FLAGS.compare_no_pool:
+            dispatch.eager_pool(report, compare, rounds, min_round_s, kernels, forced=_forced,
+                                quick=FLAGS.quick)
     if "conv" in FLAGS.sections:
         conv(report, FLAGS.quick, rounds, min_round_s, ceilings, kernels, summary)
     if "e2e" in FLAGS.sections:

@@ -14,6 +14,9 @@ Kernel selection:
 ``TFDISC_OPS_KERNEL=auto|reference|portable|avx2|avx512bw|avx512|neon``,
 read by the C++ ops on every call; ``use_kernel(name)`` sets it temporarily
 and ``selected_kernel()`` names the kernel that runs.
+``TFDISC_OPS_SPIN_US`` (opt-in; unset or 0 = off; ``use_spin_pool(us)``): how
+long the library's worker pool for batch-1 work spins between jobs (about 2×
+faster eager batch-1 dense calls on a 2-vCPU host; see cc_ops/README.md).
 
 Example:
 
@@ -48,6 +51,7 @@ from tfdisc.ops.kernel_select import (
     kernel_supported,
     selected_kernel,
     use_kernel,
+    use_spin_pool,
 )
 
 _load()
@@ -82,4 +86,5 @@ __all__ = [
     "selected_kernel",
     "unpack_reference",
     "use_kernel",
+    "use_spin_pool",
 ]

@@ -7,6 +7,7 @@ import numpy as np
 
 KERNELS = ("auto", "reference", "portable", "avx2", "avx512bw", "avx512", "neon")
 ENV_VAR = "TFDISC_OPS_KERNEL"
+SPIN_ENV_VAR = "TFDISC_OPS_SPIN_US"
 
 
 def current_kernel():
@@ -60,3 +61,27 @@ def kernel_supported(name):
         except tf.errors.InvalidArgumentError:
             return False
     return True
+
+
+@contextlib.contextmanager
+def use_spin_pool(spin_us):
+    """Sets ``TFDISC_OPS_SPIN_US`` for ops run inside the block: how long (µs)
+    the op library's worker pool for small (batch-1) work spins after a job
+    before sleeping; 0 turns the pool off (all work goes to TensorFlow's
+    sharder), as does leaving the variable unset (the default: the pool is
+    opt-in). Read by the C++ ops on every call (cc_ops/core/spin_pool.h).
+
+    Raises:
+      ValueError: `spin_us` is not a non-negative integer.
+    """
+    if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
+        raise ValueError(f"`spin_us` must be a non-negative int, got {spin_us!r}.")
+    old = os.environ.get(SPIN_ENV_VAR)
+    os.environ[SPIN_ENV_VAR] = str(spin_us)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(SPIN_ENV_VAR, None)
+        else:
+            os.environ[SPIN_ENV_VAR] = old
