@@ -134,11 +134,11 @@ def _plot(series, path):
     plt.close(fig)
 
 
-def _examples(trials, attack):
-    """{examples: [widths]} of an attack's test runs."""
+def _examples(trials, attack, block="attacks"):
+    """{examples: [widths]} of an attack's test runs (``block`` "transfer": its transfer)."""
     out = {}
     for _, _, t in trials:
-        a = t["test"]["attacks"].get(attack)
+        a = (t["test"].get(block) or {}).get(attack)
         if a is not None:
             out.setdefault(a["examples"], set()).add(t["hyperparameters"]["width"])
     return {n: sorted(w) for n, w in out.items()}
@@ -210,7 +210,11 @@ def section(results_dir, plots_dir, out_dir):
         f"{' or '.join(str(e) for e in epochs)} epochs each, real MNIST; white-box FGSM on all "
         f"test images and PGD-20 ({pgd_text}), gradient straight through the quantizer"
         + ("; black-box transfer: each model attacked with examples crafted on its "
-           "precision twin (same width and bits), where that was run." if has_transfer else ".")
+           "precision twin (same width and bits), where that was run ("
+           + "; ".join(f"on the first {n} test images at width{'s' if len(w) > 1 else ''} "
+                       f"{', '.join(str(x) for x in w)}"
+                       for n, w in sorted(_examples(trials, "pgd", "transfer").items()))
+           + ")." if has_transfer else ".")
         + ("" if has_fcn1 else " **FCN1 (width 6144) was not run, so the paper's claim is not "
                                "settled here.**"),
         "",
