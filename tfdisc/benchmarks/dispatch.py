@@ -36,6 +36,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfdisc.benchmarks.marks import share_mark, target_mark
+
 LOOP = 200
 
 
@@ -147,10 +149,8 @@ def _report_in_graph(report, label, macs, t, reference, kernels, ceilings, summa
                 f"{rate / 1e9:7.1f} G binary MAC/s = {share:5.1f}% of its roofline")
         if name != kernel:
             line += f" (pool on: {t[name] / t[kernel]:4.2f}x faster)"
-        if target is not None and kernel != "portable":
-            line += f" [target >= {target:g}x: {'met' if ratio >= target else 'MISSED'}]"
-        if share_target is not None and kernel != "portable":
-            line += f" [>= {share_target:.0f}%: {'met' if share >= share_target else 'MISSED'}]"
+        if kernel != "portable":
+            line += target_mark(ratio, target) + share_mark(share, share_target)
         report(line)
         summary.setdefault(kernel, {})[f"{label} in graph{'' if name == kernel else NO_POOL}"] = (
             ratio, share, target if kernel != "portable" else None)

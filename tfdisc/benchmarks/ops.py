@@ -49,6 +49,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfdisc.benchmarks import dispatch  # noqa: E402
+from tfdisc.benchmarks.marks import ROOFLINE_SHARE_TARGET, share_mark, target_mark  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Small shapes and few rounds (smoke test of the script).")
@@ -76,7 +77,6 @@ TARGETS = {
     ("e2e-lce",): 20.0,
 }
 PORTABLE_TARGET = ("dense", 256, 4096, 4096, 1.5)  # portable >= 1.5x tf.matmul
-ROOFLINE_SHARE_TARGET = 50.0  # dense batch 1 and conv, % of own roofline
 KERNEL_ORDER = ("avx512", "avx512bw", "avx2", "neon", "portable")
 
 # Flags of /proc/cpuinfo that decide which kernel can run.
@@ -238,17 +238,6 @@ def roofline(report, quick, kernels, rounds, min_round_s):
     return ceilings
 
 
-def _target_mark(ratio, target):
-    if target is None:
-        return ""
-    return f" [target >= {target:g}x: {'met' if ratio >= target else 'MISSED'}]"
-
-
-def _share_mark(share):
-    return (f" [>= {ROOFLINE_SHARE_TARGET:.0f}%: "
-            f"{'met' if share >= ROOFLINE_SHARE_TARGET else 'MISSED'}]")
-
-
 def dense(report, quick, rounds, min_round_s, ceilings, kernels, summary):
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
 
@@ -287,9 +276,9 @@ def dense(report, quick, rounds, min_round_s, ceilings, kernels, summary):
             line = (f"    kernel {kernel:9s}{' (auto)' if kernel == auto else '       '} "
                     f"{_fmt_ms(times[kernel])} {ratio:6.1f}x matmul, "
                     f"{rate / 1e9:7.1f} G binary MAC/s = {share:5.1f}% of its roofline"
-                    + _target_mark(ratio, target))
+                    + target_mark(ratio, target))
             if m == 1 and kernel != "portable":
-                line += _share_mark(share)
+                line += share_mark(share)
             report(line)
             summary.setdefault(kernel, {})[f"dense {m}x{k}x{n}"] = (ratio, share, target)
     report()
@@ -343,7 +332,7 @@ def conv(report, quick, rounds, min_round_s, ceilings, kernels, summary):
                         f"{_fmt_ms(times[kernel])} {ratio:6.1f}x conv2d, "
                         f"{share:5.1f}% of its roofline")
                 if kernel != "portable":
-                    line += _share_mark(share)
+                    line += share_mark(share)
                 report(line)
                 summary.setdefault(kernel, {})[f"conv N={batch} {h}x{w_}x{c}->{o}"] = (
                     ratio, share, None)
@@ -421,14 +410,14 @@ def e2e(report, quick, rounds, min_round_s, use_lce, kernels, summary):
                 target = None if quick else TARGETS.get(("e2e", name, batch))
                 line = (f"      kernel {kernel:9s}{' (auto)' if kernel == auto else '       '} "
                         f"{_fmt_ms(times[kernel])} {ratio:6.1f}x larq"
-                        + _target_mark(ratio, target))
+                        + target_mark(ratio, target))
                 summary.setdefault(kernel, {})[f"e2e {name} batch {batch} vs larq"] = (
                     ratio, None, target)
                 if "lce" in times:
                     lratio = times["lce"] / times[kernel]
                     ltarget = (TARGETS[("e2e-lce",)]
                                if name == "alexnet_cifar" and not quick else None)
-                    line += f" | {lratio:6.1f}x lce" + _target_mark(lratio, ltarget)
+                    line += f" | {lratio:6.1f}x lce" + target_mark(lratio, ltarget)
                     summary[kernel][f"e2e {name} batch {batch} vs lce"] = (
                         lratio, None, ltarget)
                 line += f" | argmax agreement {100 * agree[kernel]:.0f}%"
