@@ -23,6 +23,7 @@
 #include "cc_ops/core/bdense.h"
 #include "cc_ops/core/bgemm/kernels.h"
 #include "cc_ops/core/bitpack.h"
+#include "cc_ops/tests/check.h"
 
 #if defined(__x86_64__)
 #include <xmmintrin.h>
@@ -31,20 +32,6 @@
 using namespace tfdisc::core;  // NOLINT
 
 namespace {
-
-int g_failures = 0;
-int g_checks = 0;
-
-#define CHECK(cond, ...)                                  \
-  do {                                                    \
-    ++g_checks;                                           \
-    if (!(cond)) {                                        \
-      ++g_failures;                                       \
-      std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::fprintf(stderr, __VA_ARGS__);                  \
-      std::fprintf(stderr, "\n");                         \
-    }                                                     \
-  } while (0)
 
 std::vector<KernelType> SupportedKernels() {
   std::vector<KernelType> out;
@@ -453,6 +440,5 @@ int main() {
   TestDense(kernels);
   TestConv(kernels);
   TestDotLimits(kernels);
-  std::printf("%d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return tfdisc_test::CheckSummary();
 }

@@ -28,24 +28,11 @@
 #include "cc_ops/core/bdense.h"
 #include "cc_ops/core/bgemm/kernels.h"
 #include "cc_ops/core/spin_pool.h"
+#include "cc_ops/tests/check.h"
 
 using namespace tfdisc::core;  // NOLINT
 
 namespace {
-
-int g_failures = 0;
-int g_checks = 0;
-
-#define CHECK(cond, ...)                                        \
-  do {                                                          \
-    ++g_checks;                                                 \
-    if (!(cond)) {                                              \
-      ++g_failures;                                             \
-      std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::fprintf(stderr, __VA_ARGS__);                        \
-      std::fprintf(stderr, "\n");                               \
-    }                                                           \
-  } while (0)
 
 // Runs one job and returns the number of indices not covered exactly once
 // (or covered by a malformed chunk); -1 if the pool refused the job.
@@ -309,6 +296,5 @@ int main() {
   TestBackoff();
   TestPolicy();
   TestDenseThroughPool();
-  std::printf("%d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return tfdisc_test::CheckSummary();
 }

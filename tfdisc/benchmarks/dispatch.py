@@ -74,7 +74,8 @@ NO_POOL = " no pool"
 def pool_on_us():
     """The spin time of the "pool on" candidates: TFDISC_OPS_SPIN_US when set above 0,
     else 200 µs (the pool is opt-in: off unless that variable is set)."""
-    value = os.environ.get("TFDISC_OPS_SPIN_US", "")
+    from tfdisc.ops import kernel_select  # pylint: disable=import-outside-toplevel
+    value = os.environ.get(kernel_select.SPIN_ENV_VAR, "")
     return int(value) if value.isdigit() and int(value) > 0 else 200
 
 
@@ -88,8 +89,11 @@ def _pool(fn, spin_us):
     return run
 
 
-def _with_pool(name, kernel, fn):
-    """A candidate: the kernel with the pool on, or its NO_POOL twin with it off."""
+def _with_pool(name, kernel, fn, compare=True):
+    """A candidate: the kernel with the pool on, or its NO_POOL twin with it off; ``fn``
+    as it is (the pool as the environment sets it) when not ``compare``-ing."""
+    if not compare:
+        return fn
     return _pool(fn, pool_on_us() if name == kernel else 0)
 
 
@@ -179,7 +183,7 @@ def gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary, quick
            "matmul": _loop(lambda i: tf.linalg.matmul(_unhoisted(x, i), w)[0, 0], pi)}
     for name, kernel in _candidates(kernels, pool_off):
         fn = forced(kernel, _loop(layer, pi))
-        fns[name] = _with_pool(name, kernel, fn) if pool_off else fn
+        fns[name] = _with_pool(name, kernel, fn, pool_off)
     t = _timed(compare, fns, rounds, min_round_s)
     chained = pi == 1
     report(f"== gemv: binary_dense {m}x{k}x{n} vs tf.matmul, both in a graph loop "
@@ -213,7 +217,7 @@ def conv(report, compare, rounds, min_round_s, ceilings, kernels, summary, shape
             _unhoisted(x, i), f, 1, "SAME")[0, 0, 0, 0])}
         for name, kernel in _candidates(kernels, pool_off):
             fn = forced(kernel, _loop(layer))
-            fns[name] = _with_pool(name, kernel, fn) if pool_off else fn
+            fns[name] = _with_pool(name, kernel, fn, pool_off)
         t = _timed(compare, fns, rounds, min_round_s)
         macs = h * w_ * c * o * 9
         report(f"  N= 1 {h}x{w_}x{c}->{o}: conv2d {t['conv2d'] * 1e6:8.1f} us")

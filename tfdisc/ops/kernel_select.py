@@ -16,6 +16,21 @@ def current_kernel():
 
 
 @contextlib.contextmanager
+def _env(var, value):
+    """Environment variable ``var`` set to ``value`` inside the block, then restored
+    (removed if it was unset): the C++ ops read these variables on every call."""
+    old = os.environ.get(var)
+    os.environ[var] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = old
+
+
+@contextlib.contextmanager
 def use_kernel(name):
     """Forces kernel `name` for ops run inside the block.
 
@@ -24,15 +39,8 @@ def use_kernel(name):
     """
     if name not in KERNELS:
         raise ValueError(f"`name` must be one of {KERNELS}, got {name!r}.")
-    old = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = name
-    try:
+    with _env(ENV_VAR, name):
         yield
-    finally:
-        if old is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = old
 
 
 def selected_kernel():
@@ -76,12 +84,5 @@ def use_spin_pool(spin_us):
     """
     if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
         raise ValueError(f"`spin_us` must be a non-negative int, got {spin_us!r}.")
-    old = os.environ.get(SPIN_ENV_VAR)
-    os.environ[SPIN_ENV_VAR] = str(spin_us)
-    try:
+    with _env(SPIN_ENV_VAR, str(spin_us)):
         yield
-    finally:
-        if old is None:
-            os.environ.pop(SPIN_ENV_VAR, None)
-        else:
-            os.environ[SPIN_ENV_VAR] = old
