@@ -17,6 +17,10 @@ kernels care about) and every line names the kernel that produced it
 (``--kernels``, default all but ``reference``) side by side, and each kernel's
 rate is also given as a percentage of its **own** roofline, which carries
 across machines (an AVX-512 host can report the AVX2 kernel forced).
+``--emulate=avx2`` goes further on an AVX-512 host: it also caps TensorFlow's
+float kernels (oneDNN) and LCE's (ruy) to AVX2, so the ratios against float
+are those of an AVX2-only CPU with this host's clock and caches
+(``tfdisc.benchmarks.cpu``; the header states the ISA oneDNN reports).
 
 Sections:
   roofline  XOR+popcount micro-kernel on L1-resident rows (1 and all threads),
@@ -48,7 +52,7 @@ import tfdisc  # noqa: F401  (legacy Keras before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfdisc.benchmarks import dispatch  # noqa: E402
+from tfdisc.benchmarks import cpu, dispatch  # noqa: E402
 from tfdisc.benchmarks.marks import ROOFLINE_SHARE_TARGET, share_mark, target_mark  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -64,6 +68,10 @@ flags.DEFINE_list("kernels", None,
 flags.DEFINE_bool("compare_no_pool", True,
                   "dispatch section: also time each kernel with the op library's spinning "
                   "worker pool off (TFDISC_OPS_SPIN_US=0), and eager calls with it on and off.")
+flags.DEFINE_enum("emulate", None, sorted(cpu.EMULATIONS),
+                  "Emulate a CPU with less SIMD on this host (tfdisc.benchmarks.cpu): cap "
+                  "oneDNN (TensorFlow's MatMul/Conv2D) and ruy (LCE) to its ISA and time only "
+                  "its tfdisc kernels, so ratios against float mean what they would there.")
 flags.register_validator("rounds", lambda v: v >= 1, message="--rounds must be >= 1.")
 
 # Issue 4 (auto kernel) and issue 13 (every kernel on a CPU that has it as
@@ -78,9 +86,6 @@ TARGETS = {
 }
 PORTABLE_TARGET = ("dense", 256, 4096, 4096, 1.5)  # portable >= 1.5x tf.matmul
 KERNEL_ORDER = ("avx512", "avx512bw", "avx2", "neon", "portable")
-
-# Flags of /proc/cpuinfo that decide which kernel can run.
-CPU_FLAGS = ("popcnt", "avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "asimd")
 
 
 class Report:
@@ -130,25 +135,6 @@ def _fmt_ms(seconds):
     return f"{seconds * 1e3:9.3f} ms"
 
 
-def cpu_description():
-    """(model name, 'family F model M', relevant flags) from /proc/cpuinfo."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if ":" in line:
-                    key, value = (part.strip() for part in line.split(":", 1))
-                    info.setdefault(key, value)
-    except OSError:
-        pass
-    model = info.get("model name") or info.get("CPU part") or platform.processor() or "unknown"
-    ident = (f"vendor {info.get('vendor_id', info.get('CPU implementer', '?'))}, "
-             f"family {info.get('cpu family', info.get('CPU architecture', '?'))}, "
-             f"model {info.get('model', info.get('CPU part', '?'))}")
-    present = set((info.get("flags") or info.get("Features") or "").split())
-    return model, ident, [flag for flag in CPU_FLAGS if flag in present]
-
-
 def bench_kernels():
     """The kernels to time: --kernels, or every supported one but reference."""
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
@@ -160,24 +146,44 @@ def bench_kernels():
         missing = [k for k in FLAGS.kernels if not ops.kernel_supported(k)]
         if missing:
             raise app.UsageError(f"This CPU does not support --kernels {missing}")
+        if FLAGS.emulate and set(FLAGS.kernels) - set(cpu.EMULATIONS[FLAGS.emulate][0]):
+            raise app.UsageError(f"--emulate={FLAGS.emulate} has only kernels "
+                                 f"{cpu.EMULATIONS[FLAGS.emulate][0]}, not {FLAGS.kernels}")
         return list(FLAGS.kernels)
+    if FLAGS.emulate:
+        return list(cpu.EMULATIONS[FLAGS.emulate][0])
     return [k for k in KERNEL_ORDER if ops.kernel_supported(k)]
+
+
+def auto_kernel():
+    """The kernel 'auto' picks on the CPU measured: this one, or the emulated one's best."""
+    import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
+
+    if FLAGS.emulate:
+        return cpu.EMULATIONS[FLAGS.emulate][0][0]
+    with ops.use_kernel("auto"):
+        return ops.selected_kernel()
 
 
 def environment(report):
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
 
-    model, ident, cpu_flags = cpu_description()
+    model, ident, cpu_flags = cpu.describe()
     report(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     report(f"cpu: {model} ({ident}, {platform.machine()}); logical cores: {os.cpu_count()}; "
            f"load average before run: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    report(f"cpu flags (of {', '.join(CPU_FLAGS)}): {' '.join(cpu_flags) or 'none'}")
+    report(f"cpu flags (of {', '.join(cpu.FLAGS)}): {' '.join(cpu_flags) or 'none'}")
+    if FLAGS.emulate:
+        capped = ", ".join(f"{k}={v}" for k, v in cpu.EMULATIONS[FLAGS.emulate][1].items())
+        report(f"EMULATED {FLAGS.emulate}-only CPU: float libraries capped ({capped}); "
+               f"oneDNN reports isa: {cpu.onednn_isa()}; tfdisc kernels timed: "
+               f"{', '.join(bench_kernels())}. Clock, caches and memory are this host's.")
     supported = [k for k in ops.KERNELS[1:] if ops.kernel_supported(k)]
     threads = tf.config.threading.get_intra_op_parallelism_threads() or "default"
     with ops.use_kernel("auto"):
         auto = ops.selected_kernel()
     report(f"python {platform.python_version()}, tensorflow {tf.__version__}; "
-           f"kernel 'auto' runs {auto} (supported: {', '.join(supported)}); "
+           f"kernel 'auto' runs {auto} on this host (supported: {', '.join(supported)}); "
            f"intra-op threads: {threads}")
     spin = os.environ.get(ops.kernel_select.SPIN_ENV_VAR)
     report(f"spinning pool for small work (opt-in): TFDISC_OPS_SPIN_US="
@@ -248,8 +254,7 @@ def dense(report, quick, rounds, min_round_s, ceilings, kernels, summary):
     report("  packed input (the case inside a converted network); '+bitpack' starts from")
     report("  float input and includes bitpack() (auto kernel).")
     rng = np.random.default_rng(0)
-    with ops.use_kernel("auto"):
-        auto = ops.selected_kernel()
+    auto = auto_kernel()
     for m, k, n in shapes:
         x = tf.constant(rng.standard_normal((m, k)).astype(np.float32))
         w = tf.constant(rng.standard_normal((k, n)).astype(np.float32))
@@ -299,8 +304,7 @@ def conv(report, quick, rounds, min_round_s, ceilings, kernels, summary):
     report("  packed input, float output; 'bits out' (auto kernel) emits packed signs")
     report("  (fused BN+sign).")
     rng = np.random.default_rng(1)
-    with ops.use_kernel("auto"):
-        auto = ops.selected_kernel()
+    auto = auto_kernel()
     for batch in batches:
         for h, w_, c, o in shapes:
             x = tf.constant(np.where(rng.standard_normal((batch, h, w_, c)) < 0, -1.0, 1.0)
@@ -359,7 +363,6 @@ def _lce_predictor(model, report):
 
 
 def e2e(report, quick, rounds, min_round_s, use_lce, kernels, summary):
-    import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
     from tfdisc import convert  # pylint: disable=import-outside-toplevel
 
     # (name, build kwargs, batches, run LCE). LCE 0.16's converter fails on
@@ -372,8 +375,7 @@ def e2e(report, quick, rounds, min_round_s, use_lce, kernels, summary):
                  ("alexnet_cifar", dict(width=16, depth=1, input_shape=(16, 16, 3)), (1,),
                   True)]
     report("== e2e: to_packed(model) (each kernel) vs the larq model, both in tf.function ==")
-    with ops.use_kernel("auto"):
-        auto = ops.selected_kernel()
+    auto = auto_kernel()
     rng = np.random.default_rng(2)
     for name, kwargs, batches, try_lce in cases:
         model = tfdisc.models.build(name, precision="binary", **kwargs)
@@ -450,6 +452,11 @@ def main(argv):
     unknown = set(FLAGS.sections) - set(SECTIONS)
     if unknown:
         raise app.UsageError(f"Unknown --sections: {sorted(unknown)}")
+    if FLAGS.emulate:
+        try:
+            cpu.emulate(FLAGS.emulate)
+        except ValueError as e:
+            raise app.UsageError(str(e)) from e
     report = Report()
     environment(report)
     report()
