@@ -65,6 +65,9 @@ class TestZoo:
         assert len(report.packed_layers) == n_quant > 0
         assert not report.float_layers
         assert len(report.folded_batch_norms) == n_quant
+        if name in ("alexnet_cifar", "resnet20"):
+            # The full-precision first convolution takes its batch norm in.
+            assert report.folded_float_convs[0] == ("conv_in", "bn_in")
         if name != "resnet20":
             # Every binary layer but the last feeds another binary layer.
             assert len(report.bitpacked_outputs) == n_quant - 1
@@ -150,6 +153,34 @@ class TestCustomModels:
         assert sum(isinstance(l, convert.PackedMaxPool2D) for l in packed.layers) == 2
         x = np.random.default_rng(1).standard_normal((5, 8, 8, 3)).astype(np.float32)
         assert_same_predictions(model, packed, x, exact=False)
+
+    def test_float_conv_batch_norm_folds_into_kernel_and_bias(self):
+        inputs = tf.keras.Input((9, 9, 3))
+        x = tf.keras.layers.Conv2D(16, 3, padding="same", use_bias=True, name="plain")(inputs)
+        x = tf.keras.layers.BatchNormalization(name="plain_bn")(x)
+        x = lq.layers.QuantConv2D(32, 3, padding="same", strides=2, use_bias=False,
+                                  name="larq_float")(x)  # no quantizers: full precision
+        x = tf.keras.layers.BatchNormalization(name="larq_float_bn")(x)
+        x = lq.layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False,
+                                  name="padded_float")(x)  # pad_values 1: not a Conv2D
+        x = tf.keras.layers.BatchNormalization(name="padded_float_bn")(x)
+        x = _quant_conv(32, 3, padding="same", pad_values=1.0, name="binary")(x)
+        x = tf.keras.layers.BatchNormalization()(x)
+        x = tf.keras.layers.Flatten()(x)
+        model = tf.keras.Model(inputs, tf.keras.layers.Dense(5)(x))
+        randomize_batch_norms(model, seed=5, negative_gamma=True)
+        packed = convert.to_packed(model)
+        report = packed.packing_report
+        assert report.folded_float_convs == (("plain", "plain_bn"),
+                                             ("larq_float", "larq_float_bn"))
+        assert "float convolutions with a folded batch norm: 2" in report.summary()
+        names = [l.name for l in packed.layers]
+        assert "plain_with_bn" in names and "padded_float" in names and "padded_float_bn" in names
+        x = np.random.default_rng(6).standard_normal((4, 9, 9, 3)).astype(np.float32)
+        assert_same_predictions(model, packed, x, exact=False)
+        unfolded = convert.to_packed(model, fold_batch_norm=False)
+        assert not unfolded.packing_report.folded_float_convs
+        assert "plain" in [l.name for l in unfolded.layers]
 
     def test_flatten_with_padding_bits_stays_float_input(self):
         inputs = tf.keras.Input((4, 4, 3))

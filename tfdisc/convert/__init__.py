@@ -10,6 +10,11 @@ on the packed C++ ops, with its weights packed once, here:
   in the op's output transform);
 * a ``BatchNormalization`` that is the layer's only consumer is folded into
   the output transform (``dot * multiplier + bias``);
+* a ``BatchNormalization`` that is the only consumer of a full-precision
+  ``Conv2D`` (the first layer) is folded into that convolution's kernel and
+  bias (a new float ``Conv2D``): TensorFlow would otherwise fuse the pair
+  into a oneDNN convolution with batch-norm post-ops, which is ~20x slower at
+  batch 1 on CPUs without AVX-512 (``planning.float_conv_batch_norms``);
 * when every consumer of that output is itself a packed layer (possibly
   through ``MaxPool2D`` and/or ``Flatten``), the op emits the sign bits
   directly (``bitpacked`` output), max pooling runs on packed words, and the
@@ -110,7 +115,7 @@ def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=Tr
         with larq ``QuantDense``/``QuantConv2D`` layers.
       word_bits: 32 or 64, the packed word size.
       fold_batch_norm: Fold a following BatchNormalization into the ops'
-        output transform.
+        output transform, and into a full-precision Conv2D's kernel and bias.
       bitpacked_outputs: Let ops emit sign bits for packed consumers (needs
         ``fold_batch_norm`` to matter for batch-normalized networks).
       warn: Warn for each larq layer left in float.
@@ -135,7 +140,13 @@ def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=Tr
                           stacklevel=2)
 
     replacements = {}
-    folded, bitpacked = [], []
+    folded, bitpacked, float_folds = [], [], []
+    if fold_batch_norm:
+        for conv, bn in planning.float_conv_batch_norms(model):
+            replacements[conv.name] = folding.folded_conv(conv, bn)
+            replacements[bn.name] = tf.keras.layers.Activation(
+                "linear", name=f"{bn.name}_folded")
+            float_folds.append((conv.name, bn.name))
     binary_float = binary_packed = 0
     for name, plan in plans.items():
         new = _make_layer(plan, word_bits)
@@ -178,6 +189,7 @@ def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=Tr
         packed_bytes=weight_bytes(packed_model.get_weights()),
         binary_float_bytes=binary_float,
         binary_packed_bytes=binary_packed,
+        folded_float_convs=tuple(float_folds),
     )
     packed_model.packing_report = report
     return packed_model

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfdisc.convert import planning
 
-__all__ = ["batch_norm_affine", "output_transform"]
+__all__ = ["batch_norm_affine", "folded_conv", "output_transform"]
 
 
 def batch_norm_affine(bn):
@@ -44,3 +44,18 @@ def output_transform(plan):
         bias = shift if bias is None else bias * inv + shift
     to_np = lambda t: None if t is None else np.asarray(t, np.float32)  # noqa: E731
     return to_np(multiplier), to_np(bias)
+
+
+def folded_conv(conv, bn):
+    """A new float ``tf.keras.layers.Conv2D``: `conv` followed by inference `bn`,
+    as one convolution with kernel ``w * inv`` and bias ``b * inv + shift``.
+    Its outputs equal the pair's within float rounding."""
+    inv, shift = batch_norm_affine(bn)
+    kernel = tf.convert_to_tensor(conv.kernel) * inv
+    bias = shift if not conv.use_bias else tf.convert_to_tensor(conv.bias) * inv + shift
+    layer = tf.keras.layers.Conv2D(
+        conv.filters, conv.kernel_size, strides=conv.strides, padding=conv.padding,
+        dilation_rate=conv.dilation_rate, use_bias=True, name=f"{conv.name}_with_bn")
+    layer.build(conv.input_shape)
+    layer.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
+    return layer

@@ -18,7 +18,9 @@ class PackingReport:
     Attributes:
       packed_layers: Names of larq layers now running on packed ops.
       float_layers: ``(name, reason)`` of larq layers left in float.
-      folded_batch_norms: Names of BatchNormalization layers folded away.
+      folded_batch_norms: Names of BatchNormalization layers folded into packed layers.
+      folded_float_convs: ``(conv, batch norm)`` names of full-precision
+        convolutions whose batch norm was folded into their kernel and bias.
       bitpacked_outputs: Names of packed layers emitting sign bits.
       float_bytes: Weight bytes of the input model (float32 latent weights).
       packed_bytes: Weight bytes of the converted model (packed words,
@@ -35,6 +37,7 @@ class PackingReport:
     packed_bytes: int
     binary_float_bytes: int
     binary_packed_bytes: int
+    folded_float_convs: tuple = ()
 
     @property
     def compression(self):
@@ -46,7 +49,8 @@ class PackingReport:
             f"float larq layers: {len(self.float_layers)}"
             + "".join(f"\n  {n}: {r}" for n, r in self.float_layers),
             f"folded batch norms: {len(self.folded_batch_norms)}; bit-packed outputs: "
-            f"{len(self.bitpacked_outputs)}",
+            f"{len(self.bitpacked_outputs)}; float convolutions with a folded batch norm: "
+            f"{len(self.folded_float_convs)}",
             f"model size: {self.float_bytes / 1024:.1f} KiB float -> "
             f"{self.packed_bytes / 1024:.1f} KiB packed ({self.compression:.1f}x)",
             f"binary layers: {self.binary_float_bytes / 1024:.1f} KiB float -> "
