@@ -8,6 +8,10 @@
 # Usage: experiments/scripts/cifar10.sh [RUNS_DIR]   (models and logs go to RUNS_DIR, default runs/)
 # results.json/flags.json are copied into experiments/results/cifar10/<run>/; a run whose
 # committed results.json already has a `certified` block is skipped.
+# Two copies can share the list: each run holds a lock (flock on RUNS_DIR/<run>.lock, freed when
+# its process ends), so a run taken by one copy is skipped by the other. The evaluation's
+# gradient-free search is single-threaded, so a second copy uses the idle core:
+#   ORDER=reverse experiments/scripts/cifar10.sh RUNS_DIR   (the same list, last run first)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-runs}/cifar10
@@ -21,31 +25,54 @@ SRC=$RUNS/alexnet_cifar_full_8b
 run() {  # name, flags...
   local name=$1; shift
   if grep -qs '"certified"' "$RESULTS/$name/results.json"; then echo "skip $name"; return; fi
+  exec {lock}>"$RUNS/$name.lock"
+  if ! flock -n "$lock"; then echo "skip $name (running elsewhere)"; exec {lock}>&-; return; fi
+  if grep -qs '"certified"' "$RESULTS/$name/results.json"; then  # finished while we waited
+    echo "skip $name"; exec {lock}>&-; return
+  fi
   echo "=== $name $(date -u +%H:%M:%S)"
-  python -m tfdisc.experiments.cifar $COMMON "$@" --output_dir="$RUNS/$name" \
-    > "$RUNS/$name.log" 2>&1 || { echo "FAILED $name"; return; }
-  python experiments/scripts/rebase_results.py "$RUNS/$name" "$RESULTS/$name"
-  grep -A12 "^cifar10 " "$RUNS/$name.log"
+  if python -m tfdisc.experiments.cifar $COMMON "$@" --output_dir="$RUNS/$name" \
+      > "$RUNS/$name.log" 2>&1; then
+    python experiments/scripts/rebase_results.py "$RUNS/$name" "$RESULTS/$name"
+    grep -A12 "^cifar10 " "$RUNS/$name.log"
+  else
+    echo "FAILED $name"
+  fi
+  exec {lock}>&-
 }
 mkdir -p "$RUNS"
 A=--attack=fgsm,pgd,quantized_search
-# Table IV (and Table I for full precision): no adversarial training. The transfer source first.
-run alexnet_cifar_full_8b --precision=full --bits=8 $A
-run alexnet_cifar_full_2b --precision=full --bits=2 $A --transfer_from=$SRC
-run alexnet_cifar_binary_2b --precision=binary --bits=2 $A --transfer_from=$SRC
-run alexnet_cifar_binary_8b --precision=binary --bits=8 $A --transfer_from=$SRC
-# Table II: R-FGSM adversarial training (eps 8/255), full precision, 2b vs 8b.
-run alexnet_cifar_full_2b_advtrain --precision=full --bits=2 --adv_train --train_eps=8/255 $A \
-  --transfer_from=$SRC
-run alexnet_cifar_full_8b_advtrain --precision=full --bits=8 --adv_train --train_eps=8/255 $A \
-  --transfer_from=$SRC
-# Tables III and VI: adversarially trained BNNs.
-run alexnet_cifar_binary_8b_advtrain --precision=binary --bits=8 --adv_train --train_eps=8/255 $A \
-  --transfer_from=$SRC
-run alexnet_cifar_binary_2b_advtrain --precision=binary --bits=2 --adv_train --train_eps=8/255 $A \
-  --transfer_from=$SRC
-# Table IV 4b cells, Table I 3b (clean accuracy only: FGSM sweep).
-run alexnet_cifar_full_4b --precision=full --bits=4 $A --transfer_from=$SRC
-run alexnet_cifar_binary_4b --precision=binary --bits=4 $A --transfer_from=$SRC
-run alexnet_cifar_full_3b --precision=full --bits=3 --attack=fgsm
+ADV="--adv_train --train_eps=8/255"
+T=--transfer_from=$SRC
+RUN_LIST=(
+  # Table IV (and Table I for full precision): no adversarial training. The transfer source first.
+  "alexnet_cifar_full_8b --precision=full --bits=8 $A"
+  "alexnet_cifar_full_2b --precision=full --bits=2 $A $T"
+  "alexnet_cifar_binary_2b --precision=binary --bits=2 $A $T"
+  "alexnet_cifar_binary_8b --precision=binary --bits=8 $A $T"
+  # Table II: R-FGSM adversarial training (eps 8/255), full precision, 2b vs 8b.
+  "alexnet_cifar_full_2b_advtrain --precision=full --bits=2 $ADV $A $T"
+  "alexnet_cifar_full_8b_advtrain --precision=full --bits=8 $ADV $A $T"
+  # Tables III and VI: adversarially trained BNNs.
+  "alexnet_cifar_binary_8b_advtrain --precision=binary --bits=8 $ADV $A $T"
+  "alexnet_cifar_binary_2b_advtrain --precision=binary --bits=2 $ADV $A $T"
+  # Table IV 4b cells, Table I 3b (clean accuracy only: FGSM sweep).
+  "alexnet_cifar_full_4b --precision=full --bits=4 $A $T"
+  "alexnet_cifar_binary_4b --precision=binary --bits=4 $A $T"
+  "alexnet_cifar_full_3b --precision=full --bits=3 --attack=fgsm"
+)
+ORDER=${ORDER:-forward}
+case $ORDER in
+  forward) order=$(seq 0 $((${#RUN_LIST[@]} - 1))) ;;
+  reverse) order=$(seq $((${#RUN_LIST[@]} - 1)) -1 0)
+    if [ ! -e "$SRC/model.keras" ]; then
+      echo "ORDER=reverse needs the transfer source $SRC/model.keras (run forward first)" >&2
+      exit 2
+    fi ;;
+  *) echo "ORDER must be forward or reverse, not '$ORDER'" >&2; exit 2 ;;
+esac
+for i in $order; do
+  # shellcheck disable=SC2086  # each entry is a run name and its flags, split on spaces
+  run ${RUN_LIST[$i]}
+done
 echo "done $(date -u +%H:%M:%S)"
