@@ -10,6 +10,7 @@ from tfdisc.benchmarks import cpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HAS_AVX2 = "avx2" in cpu.describe()[2]
+HAS_SSE41 = "sse4_1" in cpu.describe()[2]
 
 
 def test_describe_names_the_cpu_and_only_known_flags():
@@ -31,7 +32,7 @@ def test_emulating_avx2_without_avx2_is_refused():
 
 @pytest.mark.skipif(not HAS_AVX2, reason="this CPU lacks AVX2")
 def test_avx2_emulation_caps_onednn_in_a_child_process(monkeypatch):
-    for var in cpu.EMULATIONS["avx2"][1]:
+    for var in cpu.EMULATIONS["avx2"].env:
         monkeypatch.delenv(var, raising=False)
     kernels = cpu.emulate("avx2")  # monkeypatch restores os.environ afterwards
     assert kernels == ["avx2", "portable"]
@@ -56,3 +57,12 @@ def test_benchmark_emulate_flag_states_the_cap_and_times_only_avx2_kernels(tmp_p
     assert "EMULATED avx2-only CPU" in text and "oneDNN reports isa: Intel AVX2" in text, text
     assert "kernel avx2" in text and "kernel portable" in text
     assert "kernel avx512" not in text and "kernel avx512bw" not in text
+
+
+@pytest.mark.skipif(not HAS_SSE41, reason="this CPU lacks SSE4.1")
+def test_sse41_emulation_caps_onednn_below_avx(monkeypatch):
+    for var in cpu.EMULATIONS["sse41"].env:
+        monkeypatch.delenv(var, raising=False)
+    assert cpu.emulate("sse41") == ["portable"]
+    isa = cpu.onednn_isa()
+    assert "SSE4.1" in isa and "AVX" not in isa, isa

@@ -13,6 +13,7 @@ What the emulation caps (before any float kernel has run in the process):
   ``ONEDNN_MAX_CPU_ISA`` (read when the first primitive is created);
 * ruy, inside larq-compute-engine's interpreter: ``RUY_PATHS`` (hex bit field of
   ruy's ``Path``: standard C++ 0x1, AVX 0x10, AVX2+FMA 0x20, AVX-512 0x40);
+  "sse41" (a CPU without AVX: only the portable kernel) caps both lower;
 * tfdisc's own kernels: only the emulated CPU's kernels are timed.
 
 What it cannot change: clock, caches and memory of this host, TensorFlow's
@@ -22,6 +23,7 @@ process with the same environment, which ISA it actually uses, so the report
 states it rather than assuming it.
 """
 
+import collections
 import os
 import platform
 import re
@@ -29,11 +31,17 @@ import subprocess
 import sys
 
 # Flags of /proc/cpuinfo that decide which kernel can run.
-FLAGS = ("popcnt", "avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "asimd")
+FLAGS = ("popcnt", "sse4_1", "avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "asimd")
 
-# name -> (tfdisc kernels that CPU has, environment that caps the float libraries).
+# kernels: the tfdisc kernels that CPU has, best first; env: what caps the float libraries;
+# needs: the /proc/cpuinfo flag this host needs to stand in for that CPU.
+Emulation = collections.namedtuple("Emulation", "kernels env needs")
 EMULATIONS = {
-    "avx2": (("avx2", "portable"), {"ONEDNN_MAX_CPU_ISA": "AVX2", "RUY_PATHS": "31"}),
+    "avx2": Emulation(("avx2", "portable"), {"ONEDNN_MAX_CPU_ISA": "AVX2", "RUY_PATHS": "31"},
+                      "avx2"),
+    # An x86-64 CPU without AVX (SSE4.1 is oneDNN's lowest x86 level): only the portable kernel.
+    "sse41": Emulation(("portable",), {"ONEDNN_MAX_CPU_ISA": "SSE41", "RUY_PATHS": "1"},
+                       "sse4_1"),
 }
 
 
@@ -67,12 +75,13 @@ def emulate(name):
         raise ValueError(f"Unknown CPU to emulate {name!r}; choose from {sorted(EMULATIONS)}")
     if platform.machine() not in ("x86_64", "AMD64"):
         raise ValueError(f"Emulating an {name} CPU needs an x86-64 host, not {platform.machine()}")
+    emulation = EMULATIONS[name]
     _, _, present = describe()
-    if name not in present:
-        raise ValueError(f"This CPU lacks {name}, so it cannot emulate an {name}-only CPU")
-    kernels, env = EMULATIONS[name]
-    os.environ.update(env)
-    return list(kernels)
+    if emulation.needs not in present:
+        raise ValueError(f"This CPU lacks {emulation.needs}, so it cannot emulate an "
+                         f"{name}-only CPU")
+    os.environ.update(emulation.env)
+    return list(emulation.kernels)
 
 
 _ISA_PROBE = ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'; import tensorflow as tf; "

@@ -146,12 +146,12 @@ def bench_kernels():
         missing = [k for k in FLAGS.kernels if not ops.kernel_supported(k)]
         if missing:
             raise app.UsageError(f"This CPU does not support --kernels {missing}")
-        if FLAGS.emulate and set(FLAGS.kernels) - set(cpu.EMULATIONS[FLAGS.emulate][0]):
+        if FLAGS.emulate and set(FLAGS.kernels) - set(cpu.EMULATIONS[FLAGS.emulate].kernels):
             raise app.UsageError(f"--emulate={FLAGS.emulate} has only kernels "
-                                 f"{cpu.EMULATIONS[FLAGS.emulate][0]}, not {FLAGS.kernels}")
+                                 f"{cpu.EMULATIONS[FLAGS.emulate].kernels}, not {FLAGS.kernels}")
         return list(FLAGS.kernels)
     if FLAGS.emulate:
-        return list(cpu.EMULATIONS[FLAGS.emulate][0])
+        return list(cpu.EMULATIONS[FLAGS.emulate].kernels)
     return [k for k in KERNEL_ORDER if ops.kernel_supported(k)]
 
 
@@ -160,7 +160,7 @@ def auto_kernel():
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
 
     if FLAGS.emulate:
-        return cpu.EMULATIONS[FLAGS.emulate][0][0]
+        return cpu.EMULATIONS[FLAGS.emulate].kernels[0]
     with ops.use_kernel("auto"):
         return ops.selected_kernel()
 
@@ -174,7 +174,7 @@ def environment(report):
            f"load average before run: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     report(f"cpu flags (of {', '.join(cpu.FLAGS)}): {' '.join(cpu_flags) or 'none'}")
     if FLAGS.emulate:
-        capped = ", ".join(f"{k}={v}" for k, v in cpu.EMULATIONS[FLAGS.emulate][1].items())
+        capped = ", ".join(f"{k}={v}" for k, v in cpu.EMULATIONS[FLAGS.emulate].env.items())
         report(f"EMULATED {FLAGS.emulate}-only CPU: float libraries capped ({capped}); "
                f"oneDNN reports isa: {cpu.onednn_isa()}; tfdisc kernels timed: "
                f"{', '.join(bench_kernels())}. Clock, caches and memory are this host's.")
