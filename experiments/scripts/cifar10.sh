@@ -24,10 +24,9 @@ SRC=$RUNS/alexnet_cifar_full_8b
 
 run() {  # name, flags...
   local name=$1; shift
-  if grep -qs '"certified"' "$RESULTS/$name/results.json"; then echo "skip $name"; return; fi
   exec {lock}>"$RUNS/$name.lock"
   if ! flock -n "$lock"; then echo "skip $name (running elsewhere)"; exec {lock}>&-; return; fi
-  if grep -qs '"certified"' "$RESULTS/$name/results.json"; then  # finished while we waited
+  if grep -qs '"certified"' "$RESULTS/$name/results.json"; then
     echo "skip $name"; exec {lock}>&-; return
   fi
   echo "=== $name $(date -u +%H:%M:%S)"

@@ -155,14 +155,19 @@ def bench_kernels():
     return [k for k in KERNEL_ORDER if ops.kernel_supported(k)]
 
 
-def auto_kernel():
-    """The kernel 'auto' picks on the CPU measured: this one, or the emulated one's best."""
+def _host_auto_kernel():
+    """The kernel 'auto' picks on this host."""
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
 
-    if FLAGS.emulate:
-        return cpu.EMULATIONS[FLAGS.emulate].kernels[0]
     with ops.use_kernel("auto"):
         return ops.selected_kernel()
+
+
+def auto_kernel():
+    """The kernel 'auto' picks on the CPU measured: this one, or the emulated one's best."""
+    if FLAGS.emulate:
+        return cpu.EMULATIONS[FLAGS.emulate].kernels[0]
+    return _host_auto_kernel()
 
 
 def environment(report):
@@ -180,10 +185,8 @@ def environment(report):
                f"{', '.join(bench_kernels())}. Clock, caches and memory are this host's.")
     supported = [k for k in ops.KERNELS[1:] if ops.kernel_supported(k)]
     threads = tf.config.threading.get_intra_op_parallelism_threads() or "default"
-    with ops.use_kernel("auto"):
-        auto = ops.selected_kernel()
     report(f"python {platform.python_version()}, tensorflow {tf.__version__}; "
-           f"kernel 'auto' runs {auto} on this host (supported: {', '.join(supported)}); "
+           f"kernel 'auto' runs {_host_auto_kernel()} on this host (supported: {', '.join(supported)}); "
            f"intra-op threads: {threads}")
     spin = os.environ.get(ops.kernel_select.SPIN_ENV_VAR)
     report(f"spinning pool for small work (opt-in): TFDISC_OPS_SPIN_US="
