@@ -32,10 +32,10 @@ Sections:
             Python's per-call dispatch.
   conv      binary_conv2d (each kernel) vs tf.nn.conv2d float32 on CIFAR BNN
             layer shapes, batch 1 and 16.
-  e2e       tfdisc.convert.to_packed(model) vs the larq model (both in a
-            tf.function) for fcn1, fcn2, alexnet_cifar, with the auto kernel
-            and each forced kernel; vs the larq-compute-engine interpreter
-            when it is installed.
+  e2e       (tfdisc.benchmarks.e2e) tfdisc.convert.to_packed(model) vs the
+            larq model (both in a tf.function) for fcn1, fcn2, alexnet_cifar,
+            with the auto kernel and each forced kernel; vs the
+            larq-compute-engine interpreter when it is installed.
   summary   one table: each kernel's figures against the targets.
 """
 
@@ -52,7 +52,7 @@ import tfdisc  # noqa: F401  (legacy Keras before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfdisc.benchmarks import cpu, dispatch  # noqa: E402
+from tfdisc.benchmarks import cpu, dispatch, e2e, timing  # noqa: E402
 from tfdisc.benchmarks.marks import ROOFLINE_SHARE_TARGET, share_mark, target_mark  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -97,42 +97,6 @@ class Report:
     def __call__(self, text=""):
         print(text, flush=True)
         self.lines.append(text)
-
-
-def _calls_per_round(fn, min_round_s):
-    fn()
-    start = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - start, 1e-7)
-    return max(1, int(min_round_s / one))
-
-
-def compare(candidates, rounds, min_round_s):
-    """Median seconds per call for each candidate, timed in interleaved rounds."""
-    for fn in candidates.values():
-        fn()  # warm up (tracing, allocation, library load)
-    calls = {name: _calls_per_round(fn, min_round_s) for name, fn in candidates.items()}
-    samples = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            n = calls[name]
-            start = time.perf_counter()
-            for _ in range(n):
-                fn()
-            samples[name].append((time.perf_counter() - start) / n)
-    return {name: float(np.median(s)) for name, s in samples.items()}
-
-
-def _sync(value):
-    """Forces a result to exist (eager ops are synchronous on CPU, but be
-    explicit for tf.function outputs)."""
-    if isinstance(value, (list, tuple)):
-        value = value[0]
-    return value.numpy() if hasattr(value, "numpy") else value
-
-
-def _fmt_ms(seconds):
-    return f"{seconds * 1e3:9.3f} ms"
 
 
 def bench_kernels():
@@ -195,16 +159,6 @@ def environment(report):
     report(f"command: python -m tfdisc.benchmarks.ops {' '.join(sys.argv[1:])}")
 
 
-def _forced(name, fn):
-    """fn run with kernel `name` forced (TFDISC_OPS_KERNEL is read per call)."""
-    import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
-
-    def run():
-        with ops.use_kernel(name):
-            return fn()
-    return run
-
-
 def roofline(report, quick, kernels, rounds, min_round_s):
     """Binary MAC/s of each kernel's XOR+popcount tile, per thread count.
 
@@ -228,13 +182,13 @@ def roofline(report, quick, kernels, rounds, min_round_s):
                 return lib.tfdisc_xor_popcount_roofline(words=words, iters=iters,
                                                         threads=threads)
 
-            run = _forced(kernel, run)
+            run = timing.forced(kernel, run)
             macs = int(run().numpy())
             # Timed like every op below (same rounds and round length), so
             # that on a shared machine the roofline and the ops see the same
             # kind of interference and "% of roofline" compares like with
             # like. cc_ops/bench/run.sh gives undisturbed one-thread figures.
-            t = compare({"roofline": run}, rounds, min_round_s)["roofline"]
+            t = timing.compare({"roofline": run}, rounds, min_round_s)["roofline"]
             rates[threads] = macs / t
         ceilings[kernel] = max(rates[1] * cores, max(rates.values()))
         report(f"  {kernel:9s}: " + " | ".join(
@@ -263,17 +217,17 @@ def dense(report, quick, rounds, min_round_s, ceilings, kernels, summary):
         w = tf.constant(rng.standard_normal((k, n)).astype(np.float32))
         px = ops.bitpack(x)
         pw = tf.constant(ops.pack_dense_weights(w.numpy()))
-        candidates = {"matmul": lambda: _sync(tf.linalg.matmul(x, w)),
-                      "+bitpack": _forced(auto, lambda: _sync(
+        candidates = {"matmul": lambda: timing.sync(tf.linalg.matmul(x, w)),
+                      "+bitpack": timing.forced(auto, lambda: timing.sync(
                           ops.binary_dense(ops.bitpack(x), pw, k)))}
         for kernel in kernels:
-            candidates[kernel] = _forced(kernel, lambda: _sync(ops.binary_dense(px, pw, k)))
+            candidates[kernel] = timing.forced(kernel, lambda: timing.sync(ops.binary_dense(px, pw, k)))
         # Slow kernels get fewer rounds' worth of calls, not fewer rounds.
-        times = compare(candidates, rounds, min_round_s)
+        times = timing.compare(candidates, rounds, min_round_s)
         macs = m * k * n
-        report(f"  {m}x{k}x{n}: matmul {_fmt_ms(times['matmul'])} "
+        report(f"  {m}x{k}x{n}: matmul {timing.fmt_ms(times['matmul'])} "
                f"({macs / times['matmul'] / 1e9:6.1f} G MAC/s) | +bitpack ({auto}) "
-               f"{_fmt_ms(times['+bitpack'])} ({times['matmul'] / times['+bitpack']:5.1f}x)")
+               f"{timing.fmt_ms(times['+bitpack'])} ({times['matmul'] / times['+bitpack']:5.1f}x)")
         for kernel in kernels:
             rate = macs / times[kernel]
             ratio = times["matmul"] / times[kernel]
@@ -282,7 +236,7 @@ def dense(report, quick, rounds, min_round_s, ceilings, kernels, summary):
             if kernel == "portable":
                 target = PORTABLE_TARGET[-1] if (m, k, n) == PORTABLE_TARGET[1:4] else None
             line = (f"    kernel {kernel:9s}{' (auto)' if kernel == auto else '       '} "
-                    f"{_fmt_ms(times[kernel])} {ratio:6.1f}x matmul, "
+                    f"{timing.fmt_ms(times[kernel])} {ratio:6.1f}x matmul, "
                     f"{rate / 1e9:7.1f} G binary MAC/s = {share:5.1f}% of its roofline"
                     + target_mark(ratio, target))
             if m == 1 and kernel != "portable":
@@ -318,115 +272,31 @@ def conv(report, quick, rounds, min_round_s, ceilings, kernels, summary):
             mult = tf.constant(rng.random(o).astype(np.float32))
             bias = tf.constant(rng.standard_normal(o).astype(np.float32))
             candidates = {
-                "conv2d": lambda: _sync(tf.nn.conv2d(x, f, 1, "SAME")),
-                "bits": _forced(auto, lambda: _sync(ops.binary_conv2d(
+                "conv2d": lambda: timing.sync(tf.nn.conv2d(x, f, 1, "SAME")),
+                "bits": timing.forced(auto, lambda: timing.sync(ops.binary_conv2d(
                     px, pf, c, padding="SAME", pad_value=1, multiplier=mult, bias=bias,
                     output="bitpacked"))),
             }
             for kernel in kernels:
-                candidates[kernel] = _forced(kernel, lambda: _sync(ops.binary_conv2d(
+                candidates[kernel] = timing.forced(kernel, lambda: timing.sync(ops.binary_conv2d(
                     px, pf, c, padding="SAME", pad_value=1)))
-            times = compare(candidates, rounds, min_round_s)
+            times = timing.compare(candidates, rounds, min_round_s)
             macs = batch * h * w_ * c * o * 9
-            report(f"  N={batch:2d} {h}x{w_}x{c}->{o}: conv2d {_fmt_ms(times['conv2d'])} | "
-                   f"bits out ({auto}) {_fmt_ms(times['bits'])} "
+            report(f"  N={batch:2d} {h}x{w_}x{c}->{o}: conv2d {timing.fmt_ms(times['conv2d'])} | "
+                   f"bits out ({auto}) {timing.fmt_ms(times['bits'])} "
                    f"({times['conv2d'] / times['bits']:5.1f}x)")
             for kernel in kernels:
                 rate = macs / times[kernel]
                 share = 100 * rate / ceilings[kernel]
                 ratio = times["conv2d"] / times[kernel]
                 line = (f"    kernel {kernel:9s}{' (auto)' if kernel == auto else '       '} "
-                        f"{_fmt_ms(times[kernel])} {ratio:6.1f}x conv2d, "
+                        f"{timing.fmt_ms(times[kernel])} {ratio:6.1f}x conv2d, "
                         f"{share:5.1f}% of its roofline")
                 if kernel != "portable":
                     line += share_mark(share)
                 report(line)
                 summary.setdefault(kernel, {})[f"conv N={batch} {h}x{w_}x{c}->{o}"] = (
                     ratio, share, None)
-    report()
-
-
-def _lce_predictor(model, report):
-    """A batch-1 predict function on larq-compute-engine, or None."""
-    try:
-        # pylint: disable=import-outside-toplevel
-        import larq_compute_engine as lce
-        from larq_compute_engine.tflite.python.interpreter import Interpreter
-    except ImportError:
-        report("    (larq-compute-engine not installed: pip install tfdisc[lce])")
-        return None
-    try:
-        flatbuffer = lce.convert_keras_model(model)
-        interpreter = Interpreter(flatbuffer, num_threads=os.cpu_count() or 1)
-    except Exception as e:  # pylint: disable=broad-except
-        report(f"    (larq-compute-engine {getattr(lce, '__version__', '')} could not "
-               f"convert {model.name}: {type(e).__name__}: {e})")
-        return None
-    return interpreter.predict
-
-
-def e2e(report, quick, rounds, min_round_s, use_lce, kernels, summary):
-    from tfdisc import convert  # pylint: disable=import-outside-toplevel
-
-    # (name, build kwargs, batches, run LCE). LCE 0.16's converter fails on
-    # fcn1 (450 MiB of float weights: "cannot create std::vector larger than
-    # max_size()" or a segfault), so it is not attempted there.
-    cases = [("fcn1", {}, (256, 1), False), ("fcn2", {}, (256, 1), True),
-             ("alexnet_cifar", {}, (1, 32), True)]
-    if quick:
-        cases = [("fcn2", dict(width=64, depth=2), (8, 1), True),
-                 ("alexnet_cifar", dict(width=16, depth=1, input_shape=(16, 16, 3)), (1,),
-                  True)]
-    report("== e2e: to_packed(model) (each kernel) vs the larq model, both in tf.function ==")
-    auto = auto_kernel()
-    rng = np.random.default_rng(2)
-    for name, kwargs, batches, try_lce in cases:
-        model = tfdisc.models.build(name, precision="binary", **kwargs)
-        packed = convert.to_packed(model)
-        r = packed.packing_report
-        report(f"  {name}: {len(r.packed_layers)} packed layers, {len(r.bitpacked_outputs)} "
-               f"with bit outputs; weights {r.float_bytes / 2**20:.2f} MiB float -> "
-               f"{r.packed_bytes / 2**20:.2f} MiB ({r.compression:.1f}x; binary layers "
-               f"{r.binary_float_bytes / max(r.binary_packed_bytes, 1):.1f}x)")
-        larq_fn = tf.function(lambda v, m=model: m(v, training=False))
-        packed_fn = tf.function(lambda v, m=packed: m(v, training=False))
-        lce_predict = _lce_predictor(model, report) if use_lce and try_lce else None
-        if use_lce and not try_lce:
-            report("    (larq-compute-engine not run: its converter fails on this model)")
-        for batch in batches:
-            x = tf.constant(rng.random((batch, *model.input_shape[1:])).astype(np.float32))
-            want = np.argmax(larq_fn(x).numpy(), -1)
-            candidates = {"larq": lambda: _sync(larq_fn(x))}
-            agree = {}
-            for kernel in kernels:
-                run = _forced(kernel, lambda: _sync(packed_fn(x)))
-                agree[kernel] = float(np.mean(np.argmax(run(), -1) == want))
-                candidates[kernel] = run
-            if lce_predict is not None and batch == 1:
-                xn = x.numpy()
-                candidates["lce"] = lambda: lce_predict(xn)
-            times = compare(candidates, rounds, min_round_s)
-            head = f"    batch {batch:3d}: larq {_fmt_ms(times['larq'])}"
-            if "lce" in times:
-                head += f" | lce {_fmt_ms(times['lce'])}"
-            report(head)
-            for kernel in kernels:
-                ratio = times["larq"] / times[kernel]
-                target = None if quick else TARGETS.get(("e2e", name, batch))
-                line = (f"      kernel {kernel:9s}{' (auto)' if kernel == auto else '       '} "
-                        f"{_fmt_ms(times[kernel])} {ratio:6.1f}x larq"
-                        + target_mark(ratio, target))
-                summary.setdefault(kernel, {})[f"e2e {name} batch {batch} vs larq"] = (
-                    ratio, None, target)
-                if "lce" in times:
-                    lratio = times["lce"] / times[kernel]
-                    ltarget = (TARGETS[("e2e-lce",)]
-                               if name == "alexnet_cifar" and not quick else None)
-                    line += f" | {lratio:6.1f}x lce" + target_mark(lratio, ltarget)
-                    summary[kernel][f"e2e {name} batch {batch} vs lce"] = (
-                        lratio, None, ltarget)
-                line += f" | argmax agreement {100 * agree[kernel]:.0f}%"
-                report(line)
     report()
 
 
@@ -474,26 +344,27 @@ def main(argv):
     if "dense" in FLAGS.sections:
         dense(report, FLAGS.quick, rounds, min_round_s, ceilings, kernels, summary)
     if "dispatch" in FLAGS.sections:
-        dispatch.dispatch(report, compare, rounds, min_round_s, FLAGS.quick)
-        dispatch.gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary,
-                      FLAGS.quick, forced=_forced,
+        dispatch.dispatch(report, timing.compare, rounds, min_round_s, FLAGS.quick)
+        dispatch.gemv(report, timing.compare, rounds, min_round_s, ceilings, kernels, summary,
+                      FLAGS.quick, forced=timing.forced,
                       target=None if FLAGS.quick else TARGETS[("dense", 1, 4096, 4096)],
                       share_target=ROOFLINE_SHARE_TARGET, pool_off=FLAGS.compare_no_pool)
-        dispatch.gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary,
-                      FLAGS.quick, forced=_forced,
+        dispatch.gemv(report, timing.compare, rounds, min_round_s, ceilings, kernels, summary,
+                      FLAGS.quick, forced=timing.forced,
                       target=None if FLAGS.quick else TARGETS[("dense", 1, 4096, 4096)],
                       share_target=ROOFLINE_SHARE_TARGET, pool_off=FLAGS.compare_no_pool,
                       parallel_iterations=1)
-        dispatch.conv(report, compare, rounds, min_round_s, ceilings, kernels, summary,
-                      CIFAR_CONV if not FLAGS.quick else [(8, 8, 64, 64)], forced=_forced,
+        dispatch.conv(report, timing.compare, rounds, min_round_s, ceilings, kernels, summary,
+                      CIFAR_CONV if not FLAGS.quick else [(8, 8, 64, 64)], forced=timing.forced,
                       share_target=ROOFLINE_SHARE_TARGET, pool_off=FLAGS.compare_no_pool)
         if FLAGS.compare_no_pool:
-            dispatch.eager_pool(report, compare, rounds, min_round_s, kernels, forced=_forced,
+            dispatch.eager_pool(report, timing.compare, rounds, min_round_s, kernels, forced=timing.forced,
                                 quick=FLAGS.quick)
     if "conv" in FLAGS.sections:
         conv(report, FLAGS.quick, rounds, min_round_s, ceilings, kernels, summary)
     if "e2e" in FLAGS.sections:
-        e2e(report, FLAGS.quick, rounds, min_round_s, FLAGS.lce, kernels, summary)
+        e2e.e2e(report, FLAGS.quick, rounds, min_round_s, FLAGS.lce, kernels, summary,
+                auto=auto_kernel(), targets=TARGETS)
     summarize(report, summary)
     report(f"load average after run: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if FLAGS.output:

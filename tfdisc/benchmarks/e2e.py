@@ -1,0 +1,104 @@
+"""Whole networks: tfdisc.convert.to_packed(model) against the larq model and LCE.
+
+The ``e2e`` section of ``python -m tfdisc.benchmarks.ops``: fcn1, fcn2 and
+alexnet_cifar (binary, random weights) packed with ``to_packed``, each kernel
+forced in turn, against the same larq model, both in a ``tf.function``, and
+against the larq-compute-engine interpreter at batch 1 when it is installed.
+Every line also gives the argmax agreement between packed and larq outputs.
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import tfdisc
+from tfdisc import convert
+from tfdisc.benchmarks import timing
+from tfdisc.benchmarks.marks import target_mark
+
+
+def _lce_predictor(model, report):
+    """A batch-1 predict function on larq-compute-engine, or None."""
+    try:
+        # pylint: disable=import-outside-toplevel
+        import larq_compute_engine as lce
+        from larq_compute_engine.tflite.python.interpreter import Interpreter
+    except ImportError:
+        report("    (larq-compute-engine not installed: pip install tfdisc[lce])")
+        return None
+    try:
+        flatbuffer = lce.convert_keras_model(model)
+        interpreter = Interpreter(flatbuffer, num_threads=os.cpu_count() or 1)
+    except Exception as e:  # pylint: disable=broad-except
+        report(f"    (larq-compute-engine {getattr(lce, '__version__', '')} could not "
+               f"convert {model.name}: {type(e).__name__}: {e})")
+        return None
+    return interpreter.predict
+
+
+def e2e(report, quick, rounds, min_round_s, use_lce, kernels, summary, auto, targets):
+    """Each network packed (each kernel) against larq in tf.function, and LCE at batch 1.
+
+    ``auto`` is the kernel 'auto' picks on the CPU measured; ``targets`` maps
+    ("e2e", name, batch) and ("e2e-lce",) to target ratios (None when quick).
+    """
+
+    # (name, build kwargs, batches, run LCE). LCE 0.16's converter fails on
+    # fcn1 (450 MiB of float weights: "cannot create std::vector larger than
+    # max_size()" or a segfault), so it is not attempted there.
+    cases = [("fcn1", {}, (256, 1), False), ("fcn2", {}, (256, 1), True),
+             ("alexnet_cifar", {}, (1, 32), True)]
+    if quick:
+        cases = [("fcn2", dict(width=64, depth=2), (8, 1), True),
+                 ("alexnet_cifar", dict(width=16, depth=1, input_shape=(16, 16, 3)), (1,),
+                  True)]
+    report("== e2e: to_packed(model) (each kernel) vs the larq model, both in tf.function ==")
+    rng = np.random.default_rng(2)
+    for name, kwargs, batches, try_lce in cases:
+        model = tfdisc.models.build(name, precision="binary", **kwargs)
+        packed = convert.to_packed(model)
+        r = packed.packing_report
+        report(f"  {name}: {len(r.packed_layers)} packed layers, {len(r.bitpacked_outputs)} "
+               f"with bit outputs; weights {r.float_bytes / 2**20:.2f} MiB float -> "
+               f"{r.packed_bytes / 2**20:.2f} MiB ({r.compression:.1f}x; binary layers "
+               f"{r.binary_float_bytes / max(r.binary_packed_bytes, 1):.1f}x)")
+        larq_fn = tf.function(lambda v, m=model: m(v, training=False))
+        packed_fn = tf.function(lambda v, m=packed: m(v, training=False))
+        lce_predict = _lce_predictor(model, report) if use_lce and try_lce else None
+        if use_lce and not try_lce:
+            report("    (larq-compute-engine not run: its converter fails on this model)")
+        for batch in batches:
+            x = tf.constant(rng.random((batch, *model.input_shape[1:])).astype(np.float32))
+            want = np.argmax(larq_fn(x).numpy(), -1)
+            candidates = {"larq": lambda: timing.sync(larq_fn(x))}
+            agree = {}
+            for kernel in kernels:
+                run = timing.forced(kernel, lambda: timing.sync(packed_fn(x)))
+                agree[kernel] = float(np.mean(np.argmax(run(), -1) == want))
+                candidates[kernel] = run
+            if lce_predict is not None and batch == 1:
+                xn = x.numpy()
+                candidates["lce"] = lambda: lce_predict(xn)
+            times = timing.compare(candidates, rounds, min_round_s)
+            head = f"    batch {batch:3d}: larq {timing.fmt_ms(times['larq'])}"
+            if "lce" in times:
+                head += f" | lce {timing.fmt_ms(times['lce'])}"
+            report(head)
+            for kernel in kernels:
+                ratio = times["larq"] / times[kernel]
+                target = None if quick else targets.get(("e2e", name, batch))
+                line = (f"      kernel {kernel:9s}{' (auto)' if kernel == auto else '       '} "
+                        f"{timing.fmt_ms(times[kernel])} {ratio:6.1f}x larq"
+                        + target_mark(ratio, target))
+                summary.setdefault(kernel, {})[f"e2e {name} batch {batch} vs larq"] = (
+                    ratio, None, target)
+                if "lce" in times:
+                    lratio = times["lce"] / times[kernel]
+                    ltarget = (targets[("e2e-lce",)]
+                               if name == "alexnet_cifar" and not quick else None)
+                    line += f" | {lratio:6.1f}x lce" + target_mark(lratio, ltarget)
+                    summary[kernel][f"e2e {name} batch {batch} vs lce"] = (
+                        lratio, None, ltarget)
+                line += f" | argmax agreement {100 * agree[kernel]:.0f}%"
+                report(line)
+    report()

@@ -1,0 +1,56 @@
+"""Side-by-side timing for the benchmarks: interleaved rounds, medians, forced kernels.
+
+Candidates compared by ``compare`` are timed in interleaved rounds (A, B, A, B,
+...), each long enough to amortize timer and dispatch overhead, so that on a
+shared machine every candidate sees the same kind of interference; ratios are
+between medians of the same run.
+"""
+import time
+
+import numpy as np
+
+
+def _calls_per_round(fn, min_round_s):
+    fn()
+    start = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - start, 1e-7)
+    return max(1, int(min_round_s / one))
+
+
+def compare(candidates, rounds, min_round_s):
+    """Median seconds per call for each candidate, timed in interleaved rounds."""
+    for fn in candidates.values():
+        fn()  # warm up (tracing, allocation, library load)
+    calls = {name: _calls_per_round(fn, min_round_s) for name, fn in candidates.items()}
+    samples = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            n = calls[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - start) / n)
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def sync(value):
+    """Forces a result to exist (eager ops are synchronous on CPU, but be
+    explicit for tf.function outputs)."""
+    if isinstance(value, (list, tuple)):
+        value = value[0]
+    return value.numpy() if hasattr(value, "numpy") else value
+
+
+def fmt_ms(seconds):
+    return f"{seconds * 1e3:9.3f} ms"
+
+
+def forced(name, fn):
+    """fn run with kernel `name` forced (TFDISC_OPS_KERNEL is read per call)."""
+    import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
+
+    def run():
+        with ops.use_kernel(name):
+            return fn()
+    return run
