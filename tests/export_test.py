@@ -64,6 +64,11 @@ def zoo(tmp_path_factory):
     """{family: (model, {format: path})}, every format exported once per family."""
     out = {}
     for i, (name, kwargs) in enumerate(sorted(ZOO.items())):
+        # Seeded kernels, so every run checks the same models. Unseeded, one run in many
+        # failed resnet20-lce once (not reproduced); the likely cause is a pre-activation
+        # within float rounding of 0, which TF and TFLite (summing in different orders)
+        # can binarize differently.
+        tf.keras.utils.set_random_seed(i)
         model = tfdisc.models.build(name, precision="binary", input_bits=2, **kwargs)
         _trained_looking_batch_norms(model, seed=i)
         paths = export.export(model, str(tmp_path_factory.mktemp(name)), FORMATS)
