@@ -127,6 +127,8 @@ def dispatch(report, compare, rounds, min_round_s, quick=False):
         return
     words = 256
     for iters in ((20, 200) if quick else (20, 100, 500)):
+        # The work of one iteration depends on the kernel (its fastest tile).
+        macs = int(lib.tfdisc_xor_popcount_roofline(words=words, iters=iters, threads=1))
         fns = {}
         for threads in (1, cores):
             def body(i, threads=threads, iters=iters):
@@ -135,7 +137,7 @@ def dispatch(report, compare, rounds, min_round_s, quick=False):
             fns[threads] = _loop(body)
         t = _timed(compare, fns, rounds, min_round_s)
         extra = t[cores] - t[1]  # the all-thread op does `cores` times the work
-        report(f"  work per thread {iters:4d} x {words} words: 1 thread {t[1] * 1e6:7.1f} us, "
+        report(f"  work per thread {macs / 1e6:6.2f} M binary MACs: 1 thread {t[1] * 1e6:7.1f} us, "
                f"{cores} threads {t[cores] * 1e6:7.1f} us (same work per thread: the "
                f"{cores}-thread op costs {extra * 1e6:+7.1f} us more)")
     report("  a parallel layer gains only when its one-thread time exceeds about "

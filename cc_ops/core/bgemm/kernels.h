@@ -89,10 +89,12 @@ void BitpackFloatPortable(const float* x, std::int64_t k, TWord* out);
 void BitpackFloatAvx2(const float* x, std::int64_t k, TWord* out);
 void BitpackFloatAvx512(const float* x, std::int64_t k, TWord* out);
 
-// XOR+popcount roofline: `iters` passes of the kernel's register tile over
-// L1-resident rows a, b of `words` words (a multiple of 64), so that the loop
-// is bound by XOR/popcount/add throughput, not by memory. Returns the number
-// of binary multiply-accumulates performed (the benchmark divides by time).
+// XOR+popcount roofline: `iters` passes of the kernel's fastest register
+// tile over L1-resident data made from rows a, b of `words` words (a
+// multiple of 64), so that the loop is bound by XOR/popcount/add
+// throughput, not by memory. Returns the number of binary
+// multiply-accumulates performed (the benchmark divides by time); the work
+// of one pass differs between kernels.
 std::int64_t XorPopcountRoofline(KernelType type, const TWord* a,
                                  const TWord* b, std::int64_t words,
                                  std::int64_t iters);
