@@ -138,7 +138,13 @@ void TestGemmTransposed(const std::vector<KernelType>& kernels) {
     PopcountGemmTransposedFn gemm_t = GetPopcountGemmTransposed(t);
     if (gemm_t == nullptr) continue;
     int pick = 0;
-    for (std::int64_t words = 1; words <= 130; ++words) {
+    // Every row length to 130 words, then a few long ones (several flushes
+    // of the byte counters; the drivers pick the transposed path below
+    // kTransposedMaxWords, but the kernels take any length).
+    std::vector<std::int64_t> lengths;
+    for (std::int64_t words = 1; words <= 130; ++words) lengths.push_back(words);
+    for (std::int64_t words : {144, 200, 288, 383}) lengths.push_back(words);
+    for (std::int64_t words : lengths) {
       for (int rep = 0; rep < 3; ++rep, ++pick) {
         const int m = ms[(pick * 5) % 12], n = ns[(pick * 7) % 20];
         const std::int64_t lda = words + rng() % 3, ldb = words;
@@ -217,6 +223,51 @@ void TestDense(const std::vector<KernelType>& kernels) {
       CHECK(out[0] == dot, "dense dot %d vs %d", out[0], dot);
     }
   }
+}
+
+// Rows of 144 to 360 words (3x3 over 512 channels, 5x5 over 256 / 460),
+// the long-row paths of every kernel against the reference: SAME padding
+// with both pad values, batch 2.
+void TestConvLongRows(const std::vector<KernelType>& kernels) {
+  std::mt19937 rng(11);
+  const int shapes[][3] = {{3, 512, 40}, {5, 256, 70}, {5, 460, 17}};  // filter, C, O
+  int cases = 0;
+  for (const auto& s : shapes) {
+    for (int pad_value : {0, 1}) {
+      BConv2DParams p;
+      p.batch = 2;
+      p.in_h = 6;
+      p.in_w = 5;
+      p.channels = s[1];
+      p.words = PackedWords32(p.channels, 32);
+      p.out_channels = s[2];
+      p.filter_h = p.filter_w = s[0];
+      p.pad_value = pad_value;
+      std::string error;
+      CHECK(ComputeConvGeometry(true, &p, &error), "geometry: %s", error.c_str());
+      const std::int64_t taps = p.filter_h * p.filter_w;
+      std::vector<TWord> in(p.batch * p.in_h * p.in_w * p.words);
+      std::vector<TWord> filter(p.out_channels * taps * p.words), mask(p.words);
+      MinusOnesPattern(p.channels, p.words, mask.data());
+      for (std::size_t i = 0; i < in.size(); ++i) in[i] = rng() & mask[i % p.words];
+      for (std::size_t i = 0; i < filter.size(); ++i) filter[i] = rng() & mask[i % p.words];
+      OutputTransform transform;
+      transform.kind = OutputKind::kInt32;
+      const std::size_t n = p.batch * p.out_h * p.out_w * p.out_channels;
+      std::vector<std::int32_t> want(n), got(n);
+      BConv2DReference(p, in.data(), filter.data(), transform, want.data(), p.out_channels);
+      for (KernelType t : kernels) {
+        std::fill(got.begin(), got.end(), -1);
+        BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), p.out_channels,
+                         GetPopcountGemm(t), SerialFor, GetPopcountGemmTransposed(t),
+                         /*min_transposed_pixels=*/0);
+        CHECK(got == want, "conv long rows %s %dx%d C=%d O=%d pad %d", KernelName(t), s[0],
+              s[0], s[1], s[2], pad_value);
+        ++cases;
+      }
+    }
+  }
+  std::printf("conv long rows: %d kernel cases\n", cases);
 }
 
 void TestConv(const std::vector<KernelType>& kernels) {
@@ -439,6 +490,7 @@ int main() {
   TestGemmTransposed(kernels);
   TestDense(kernels);
   TestConv(kernels);
+  TestConvLongRows(kernels);
   TestDotLimits(kernels);
   return tfdisc_test::CheckSummary();
 }
