@@ -225,6 +225,18 @@ void TestDense(const std::vector<KernelType>& kernels) {
   }
 }
 
+// Random packed input [batch, in_h, in_w, words] and filter [out_channels,
+// taps, words] for `p`, with the padding bits past `channels` zero.
+void RandomConvOperands(const BConv2DParams& p, std::mt19937* rng, std::vector<TWord>* in,
+                        std::vector<TWord>* filter) {
+  std::vector<TWord> mask(p.words);
+  MinusOnesPattern(p.channels, p.words, mask.data());
+  in->resize(p.batch * p.in_h * p.in_w * p.words);
+  filter->resize(p.out_channels * p.filter_h * p.filter_w * p.words);
+  for (std::size_t i = 0; i < in->size(); ++i) (*in)[i] = (*rng)() & mask[i % p.words];
+  for (std::size_t i = 0; i < filter->size(); ++i) (*filter)[i] = (*rng)() & mask[i % p.words];
+}
+
 // Rows of 144 to 360 words (3x3 over 512 channels, 5x5 over 256 / 460),
 // the long-row paths of every kernel against the reference: SAME padding
 // with both pad values, batch 2.
@@ -245,12 +257,8 @@ void TestConvLongRows(const std::vector<KernelType>& kernels) {
       p.pad_value = pad_value;
       std::string error;
       CHECK(ComputeConvGeometry(true, &p, &error), "geometry: %s", error.c_str());
-      const std::int64_t taps = p.filter_h * p.filter_w;
-      std::vector<TWord> in(p.batch * p.in_h * p.in_w * p.words);
-      std::vector<TWord> filter(p.out_channels * taps * p.words), mask(p.words);
-      MinusOnesPattern(p.channels, p.words, mask.data());
-      for (std::size_t i = 0; i < in.size(); ++i) in[i] = rng() & mask[i % p.words];
-      for (std::size_t i = 0; i < filter.size(); ++i) filter[i] = rng() & mask[i % p.words];
+      std::vector<TWord> in, filter;
+      RandomConvOperands(p, &rng, &in, &filter);
       OutputTransform transform;
       transform.kind = OutputKind::kInt32;
       const std::size_t n = p.batch * p.out_h * p.out_w * p.out_channels;
@@ -296,12 +304,8 @@ void TestConv(const std::vector<KernelType>& kernels) {
       continue;
     }
     const std::int64_t taps = p.filter_h * p.filter_w;
-    std::vector<TWord> in(p.batch * p.in_h * p.in_w * p.words);
-    std::vector<TWord> filter(p.out_channels * taps * p.words);
-    std::vector<TWord> mask(p.words);
-    MinusOnesPattern(p.channels, p.words, mask.data());
-    for (std::size_t i = 0; i < in.size(); ++i) in[i] = rng() & mask[i % p.words];
-    for (std::size_t i = 0; i < filter.size(); ++i) filter[i] = rng() & mask[i % p.words];
+    std::vector<TWord> in, filter;
+    RandomConvOperands(p, &rng, &in, &filter);
     std::vector<float> mult(p.out_channels), bias(p.out_channels);
     for (auto& v : mult) v = static_cast<float>(static_cast<int>(rng() % 9) - 4) * 0.25f;
     for (auto& v : bias) v = static_cast<float>(static_cast<int>(rng() % 11) - 5);
