@@ -9,14 +9,16 @@
 // median and the minimum are printed; the minimum estimates the undisturbed
 // speed, the median what a run saw. Built and run by cc_ops/bench/run.sh.
 // Conv lines marked (T) ran the transposed ("vertical") kernel, which the
-// driver picks for rows of fewer than kTransposedMaxWords words; the (R)
-// line below each is the row-major kernel on the same shape.
+// driver picks for rows of fewer than kTransposedMaxWords words (on split
+// operands where the kernel has a split form); the (U) line below is that
+// kernel splitting per call, the (R) line the row-major kernel.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cc_ops/core/bconv2d/optimized.h"
@@ -120,24 +122,32 @@ int main(int argc, char** argv) {
       std::vector<float> out(p.out_h * p.out_w * p.out_channels);
       OutputTransform tr;
       tr.kind = OutputKind::kFloat;
-      std::vector<TWord> filter_t;
-      if (gemm_t != nullptr) TransposeFilter(f.data(), p.out_channels, 9 * p.words, &filter_t);
+      const ConvKernels all = ConvKernelsFor(t);
+      TransposedFilter filter_t;
+      if (gemm_t != nullptr)
+        BuildTransposedFilter(f.data(), p.out_channels, 9 * p.words, all.gemm_ts != nullptr,
+                              &filter_t);
       const double ops = 9.0 * p.out_h * p.out_w * p.channels * p.out_channels;
       // What the driver runs; where it picks the transposed kernel, also the
-      // row-major kernel on the same shape, for the comparison.
+      // row-major kernel (R) on the same shape, and for a split kernel the
+      // transposed kernel splitting its operands per call (U).
       const bool transposed = gemm_t != nullptr && 9 * p.words < kTransposedMaxWords;
-      for (PopcountGemmTransposedFn fn_t : {gemm_t, PopcountGemmTransposedFn{nullptr}}) {
+      ConvKernels row_major, unsplit = all;
+      row_major.gemm = gemm;
+      unsplit.gemm_ts = nullptr;
+      std::vector<std::pair<const char*, ConvKernels>> paths = {{" (T): ", all}};
+      if (transposed && all.gemm_ts != nullptr) paths.push_back({" (U): ", unsplit});
+      if (transposed) paths.push_back({" (R): ", row_major});
+      for (const auto& [label, k] : paths) {
         const Timing tm = Time([&] {
-          BConv2DOptimized(p, in.data(), f.data(), tr, out.data(), p.out_channels, gemm,
-                           SerialFor, fn_t, kTransposedMinPixels,
-                           fn_t == nullptr || filter_t.empty() ? nullptr : filter_t.data());
+          BConv2DOptimized(p, in.data(), f.data(), tr, out.data(), p.out_channels, k,
+                           SerialFor, kTransposedMinPixels,
+                           k.gemm_t == nullptr ? nullptr : &filter_t);
         }, reps);
         std::printf("  conv N=1 %2dx%2dx%3d->%3d%s %8.1f (%8.1f) G/s  %5.1f%% of roofline\n",
-                    s[0], s[1], s[2], s[3],
-                    !transposed ? ":     " : fn_t ? " (T): " : " (R): ",
+                    s[0], s[1], s[2], s[3], transposed ? label : ":     ",
                     ops / tm.median / 1e9, ops / tm.min / 1e9,
                     100 * ops / tm.median / roof_rate);
-        if (!transposed) break;
       }
     }
   }

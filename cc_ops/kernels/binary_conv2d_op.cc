@@ -116,53 +116,56 @@ class BinaryConv2DOp : public tf::OpKernel {
       core::BConv2DReference(p, Words(input), Words(filter), transform,
                              out_data, out_stride);
     } else {
-      core::PopcountGemmTransposedFn gemm_t = core::GetPopcountGemmTransposed(type);
-      std::shared_ptr<const TransposedFilter> cached;
-      if (gemm_t != nullptr &&
+      const core::ConvKernels kernels = core::ConvKernelsFor(type);
+      std::shared_ptr<const CachedFilter> cached;
+      if (kernels.gemm_t != nullptr &&
           p.filter_h * p.filter_w * p.words < core::kTransposedMaxWords) {
-        cached = GetTransposedFilter(filter, p);
+        cached = GetTransposedFilter(filter, p, kernels.gemm_ts != nullptr);
       }
       core::BConv2DOptimized(p, Words(input), Words(filter), transform,
-                             out_data, out_stride, core::GetPopcountGemm(type),
-                             MakeParallelFor(ctx), gemm_t,
+                             out_data, out_stride, kernels, MakeParallelFor(ctx),
                              core::kTransposedMinPixels,
-                             cached ? cached->transposed.data() : nullptr);
+                             cached ? &cached->transposed : nullptr);
     }
   }
 
  private:
-  // The filter in the transposed kernel's layout, kept across calls: in a
-  // converted model the filter is a constant, and transposing it on every
-  // call would cost as much as ~16 output pixels. The cache is checked
-  // against a full copy of the filter words (exact, no hashing), so a
-  // changed filter is always re-transposed.
-  struct TransposedFilter {
+  // The filter in the transposed kernel's layout (and, for a split kernel,
+  // its nibble split), kept across calls: in a converted model the filter is
+  // a constant, and transposing it on every call would cost as much as ~16
+  // output pixels. The cache is checked against a full copy of the filter
+  // words (exact, no hashing), so a changed filter is always re-transposed.
+  struct CachedFilter {
     std::vector<core::TWord> original;
-    std::vector<core::TWord> transposed;
+    core::TransposedFilter transposed;
   };
 
-  std::shared_ptr<const TransposedFilter> GetTransposedFilter(
-      const tf::Tensor& filter, const core::BConv2DParams& p) {
+  std::shared_ptr<const CachedFilter> GetTransposedFilter(
+      const tf::Tensor& filter, const core::BConv2DParams& p, bool split) {
     const core::TWord* words = Words(filter);
     const std::size_t n = filter.tensor_data().size() / sizeof(core::TWord);
     {
       std::lock_guard<std::mutex> lock(mu_);
+      // An entry built without the split does not serve a split kernel (the
+      // kernel can change between calls: TFDISC_OPS_KERNEL).
       if (cache_ && cache_->original.size() == n &&
+          (!split || !cache_->transposed.lo.empty()) &&
           std::memcmp(cache_->original.data(), words, n * sizeof(core::TWord)) == 0) {
         return cache_;
       }
     }
-    auto entry = std::make_shared<TransposedFilter>();
+    auto entry = std::make_shared<CachedFilter>();
     entry->original.assign(words, words + n);
-    core::TransposeFilter(words, p.out_channels, p.filter_h * p.filter_w * p.words,
-                          &entry->transposed);
+    core::BuildTransposedFilter(words, p.out_channels,
+                                p.filter_h * p.filter_w * p.words, split,
+                                &entry->transposed);
     std::lock_guard<std::mutex> lock(mu_);
     cache_ = entry;
     return entry;
   }
 
   std::mutex mu_;
-  std::shared_ptr<const TransposedFilter> cache_;
+  std::shared_ptr<const CachedFilter> cache_;
   tf::int64 channels_ = 0;
   std::int64_t stride_h_ = 1, stride_w_ = 1, dilation_h_ = 1, dilation_w_ = 1;
   bool same_ = false;

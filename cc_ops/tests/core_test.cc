@@ -16,6 +16,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cc_ops/core/bconv2d/optimized.h"
@@ -165,6 +166,21 @@ void TestGemmTransposed(const std::vector<KernelType>& kernels) {
               KernelName(t), m, n, static_cast<long>(words), static_cast<long>(lda),
               rep == 2 ? " (all ones)" : "");
         ++cases;
+        if (PopcountGemmTransposedSplitFn gemm_ts = GetPopcountGemmTransposedSplit(t)) {
+          // The same product on nibble-split operands (every m, no internal split).
+          std::vector<TWord> alo(a.size()), ahi(a.size()), blo(bt.size()), bhi(bt.size());
+          SplitNibbleWords(a.data(), static_cast<std::int64_t>(a.size()), alo.data(),
+                           ahi.data());
+          SplitNibbleWords(bt.data(), static_cast<std::int64_t>(bt.size()), blo.data(),
+                           bhi.data());
+          std::fill(got.begin(), got.end(), -7);
+          gemm_ts(alo.data(), ahi.data(), lda, blo.data(), bhi.data(), ldbt, m, n, words,
+                  got.data(), ldp);
+          CHECK(got == want, "split transposed gemm %s m=%d n=%d words=%ld lda=%ld%s",
+                KernelName(t), m, n, static_cast<long>(words), static_cast<long>(lda),
+                rep == 2 ? " (all ones)" : "");
+          ++cases;
+        }
       }
     }
   }
@@ -267,8 +283,7 @@ void TestConvLongRows(const std::vector<KernelType>& kernels) {
       for (KernelType t : kernels) {
         std::fill(got.begin(), got.end(), -1);
         BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), p.out_channels,
-                         GetPopcountGemm(t), SerialFor, GetPopcountGemmTransposed(t),
-                         /*min_transposed_pixels=*/0);
+                         ConvKernelsFor(t), SerialFor, /*min_transposed_pixels=*/0);
         CHECK(got == want, "conv long rows %s %dx%d C=%d O=%d pad %d", KernelName(t), s[0],
               s[0], s[1], s[2], pad_value);
         ++cases;
@@ -327,30 +342,40 @@ void TestConv(const std::vector<KernelType>& kernels) {
     if (trial % 4 == 3 && KernelSupported(KernelType::kAvx2))
       transform.pack = GetBitpackFloat(KernelType::kAvx2);
     for (KernelType t : kernels) {
-      for (PopcountGemmTransposedFn gemm_t : {PopcountGemmTransposedFn{nullptr},
-                                              GetPopcountGemmTransposed(t)}) {
-        if (gemm_t == nullptr && GetPopcountGemmTransposed(t) != nullptr && trial % 2)
-          continue;  // row-major path of such kernels: every other trial
+      // The driver's paths: row-major, transposed, transposed on split
+      // operands (as far as the kernel has them).
+      const ConvKernels all = ConvKernelsFor(t);
+      ConvKernels row_major, unsplit = all;
+      row_major.gemm = all.gemm;
+      unsplit.gemm_ts = nullptr;
+      std::vector<std::pair<const char*, ConvKernels>> paths;
+      if (all.gemm_t == nullptr || trial % 2 == 0)
+        paths.push_back({"", row_major});  // such kernels: every other trial
+      if (all.gemm_t != nullptr) paths.push_back({" transposed", unsplit});
+      if (all.gemm_ts != nullptr) paths.push_back({" transposed split", all});
+      for (const auto& [label, k] : paths) {
         std::fill(got.begin(), got.end(), 0);
-        BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), stride,
-                         GetPopcountGemm(t), SerialFor, gemm_t,
-                         /*min_transposed_pixels=*/0);
-        CHECK(got == want, "conv %s%s trial %d (pad %d, %s)", KernelName(t),
-              gemm_t ? " transposed" : "", trial, p.pad_value, same ? "SAME" : "VALID");
+        BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), stride, k,
+                         SerialFor, /*min_transposed_pixels=*/0);
+        CHECK(got == want, "conv %s%s trial %d (pad %d, %s)", KernelName(t), label, trial,
+              p.pad_value, same ? "SAME" : "VALID");
         ++cases;
-        if (gemm_t != nullptr && taps * p.words < kTransposedMaxWords) {
-          // With a caller-provided (cached) transposed filter.
-          std::vector<TWord> filter_t;
-          TransposeFilter(filter.data(), p.out_channels, taps * p.words, &filter_t);
+        if (k.gemm_t == nullptr || taps * p.words >= kTransposedMaxWords) continue;
+        // With a caller-provided (cached) filter: built for this path, and
+        // for a split kernel also one built without the split (the driver
+        // then runs the unsplit kernel).
+        for (bool with_split : {k.gemm_ts != nullptr, false}) {
+          TransposedFilter filter_t;
+          BuildTransposedFilter(filter.data(), p.out_channels, taps * p.words, with_split,
+                                &filter_t);
           std::fill(got.begin(), got.end(), 0);
-          BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), stride,
-                           GetPopcountGemm(t), SerialFor, gemm_t, kTransposedMinPixels,
-                           filter_t.data());
-          CHECK(got == want, "conv %s given transposed filter, trial %d", KernelName(t),
-                trial);
+          BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), stride, k,
+                           SerialFor, kTransposedMinPixels, &filter_t);
+          CHECK(got == want, "conv %s%s given filter (%s split), trial %d", KernelName(t),
+                label, with_split ? "with" : "without", trial);
           ++cases;
+          if (!with_split) break;
         }
-        if (gemm_t == nullptr && GetPopcountGemmTransposed(t) == nullptr) break;
       }
     }
   }
@@ -476,7 +501,7 @@ void TestDotLimits(const std::vector<KernelType>& kernels) {
       std::int32_t want = 0, got = 0;
       BConv2DReference(p, in.data(), filter.data(), transform, &want, 1);
       BConv2DOptimized(p, in.data(), filter.data(), transform, &got, 1,
-                       GetPopcountGemm(t), SerialFor);
+                       ConvKernelsFor(t), SerialFor);
       const std::int32_t expect = same ? (1 << 30) - 1 : 2147483646;
       CHECK(want == expect && got == expect, "conv k=2^31-2 %s %s: ref %d got %d",
             KernelName(t), same ? "SAME" : "VALID", want, got);

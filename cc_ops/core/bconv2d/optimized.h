@@ -57,6 +57,47 @@ inline std::int64_t TransposeFilter(const TWord* filter, std::int64_t out_channe
   return ldbt;
 }
 
+// The popcount kernels the driver may use: `gemm` always; the transposed
+// kernel for short rows (null: row-major only); its nibble-split form
+// (null: none), which the driver feeds with operands split once, the filter
+// per filter and the patches per pixel block, instead of once per call.
+struct ConvKernels {
+  PopcountGemmFn gemm = nullptr;
+  PopcountGemmTransposedFn gemm_t = nullptr;
+  PopcountGemmTransposedSplitFn gemm_ts = nullptr;
+};
+
+inline ConvKernels ConvKernelsFor(KernelType type) {
+  ConvKernels k;
+  k.gemm = GetPopcountGemm(type);
+  k.gemm_t = GetPopcountGemmTransposed(type);
+  k.gemm_ts = GetPopcountGemmTransposedSplit(type);
+  return k;
+}
+
+// The filter in the transposed kernels' layout (TransposeFilter), and for a
+// split kernel also its nibble split (SplitNibbleWords): built once per
+// filter (the TF op keeps it across calls).
+struct TransposedFilter {
+  std::int64_t ldbt = 0;
+  std::vector<TWord> t;       // [row_words][ldbt]
+  std::vector<TWord> lo, hi;  // split of t; empty when not built for split
+};
+
+inline void BuildTransposedFilter(const TWord* filter, std::int64_t out_channels,
+                                  std::int64_t row_words, bool split,
+                                  TransposedFilter* out) {
+  out->ldbt = TransposeFilter(filter, out_channels, row_words, &out->t);
+  out->lo.clear();
+  out->hi.clear();
+  if (split) {
+    out->lo.resize(out->t.size());
+    out->hi.resize(out->t.size());
+    SplitNibbleWords(out->t.data(), static_cast<std::int64_t>(out->t.size()),
+                     out->lo.data(), out->hi.data());
+  }
+}
+
 // Rows shorter than this use the transposed kernel when there is one.
 // Measured speed-up of the transposed over the row-major path (one thread,
 // whole conv driver at batch 1, 3x3 filters, one run on a Xeon with AVX-512
@@ -75,12 +116,12 @@ constexpr std::int64_t kTransposedMinPixels = 256;
 inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
                              const TWord* filter,
                              const OutputTransform& transform, void* output,
-                             std::int64_t out_stride, PopcountGemmFn gemm,
+                             std::int64_t out_stride,
+                             const ConvKernels& kernels,
                              const ParallelFor& parallel_for,
-                             PopcountGemmTransposedFn gemm_t = nullptr,
                              std::int64_t min_transposed_pixels =
                                  kTransposedMinPixels,
-                             const TWord* filter_t_given = nullptr) {
+                             const TransposedFilter* filter_t_given = nullptr) {
   const std::int64_t pixels = p.batch * p.out_h * p.out_w;
   if (pixels == 0 || p.out_channels == 0) return;
   const std::int64_t taps = p.filter_h * p.filter_w;
@@ -108,22 +149,24 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
   }
   const bool direct = taps == 1 && p.stride_h == 1 && p.stride_w == 1 &&
                       !has_padding;
-  // Transposed filter [row_words][ldbt] for the vertical kernel (see
-  // TransposeFilter), either given by the caller (cached across calls) or
-  // built here. Building costs out_channels * row_words word moves, about
-  // what 16 output pixels cost in the kernel, so without a cached copy it is
-  // only done when there are many pixels.
-  std::vector<TWord> filter_t_local;
-  const TWord* filter_t = nullptr;
-  const std::int64_t ldbt = (p.out_channels + 63) / 64 * 64;
-  if (gemm_t != nullptr && row_words < kTransposedMaxWords) {
+  // Transposed filter for the vertical kernel (TransposedFilter), either
+  // given by the caller (cached across calls) or built here. Building costs
+  // out_channels * row_words word moves, about what 16 output pixels cost in
+  // the kernel, so without a cached copy it is only done when there are many
+  // pixels. A given filter without the split runs the unsplit kernel.
+  TransposedFilter filter_t_local;
+  const TransposedFilter* filter_t = nullptr;
+  if (kernels.gemm_t != nullptr && row_words < kTransposedMaxWords) {
     if (filter_t_given != nullptr) {
       filter_t = filter_t_given;
     } else if (pixels >= min_transposed_pixels) {
-      TransposeFilter(filter, p.out_channels, row_words, &filter_t_local);
-      filter_t = filter_t_local.data();
+      BuildTransposedFilter(filter, p.out_channels, row_words,
+                            kernels.gemm_ts != nullptr, &filter_t_local);
+      filter_t = &filter_t_local;
     }
   }
+  const bool split = filter_t != nullptr && kernels.gemm_ts != nullptr &&
+                     !filter_t->lo.empty();
   const std::int64_t element_size =
       transform.kind == OutputKind::kBitpacked ? sizeof(TWord) : 4;
   const std::int64_t blocks = (pixels + kConvPixelBlock - 1) / kConvPixelBlock;
@@ -145,6 +188,10 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
 
   parallel_for(blocks * groups, cost, [&](std::int64_t begin, std::int64_t end) {
     std::vector<TWord> patches(direct ? 0 : kConvPixelBlock * row_words);
+    // The block's rows (patches or, direct, input pixels), nibble-split once
+    // for all its channel blocks.
+    std::vector<TWord> rows_lo(split ? kConvPixelBlock * row_words : 0);
+    std::vector<TWord> rows_hi(rows_lo.size());
     std::vector<std::int32_t> tmp(kConvPixelBlock * kConvChannelBlock);
     // Per pixel of the block: list of out-of-image taps (zero padding only).
     std::vector<std::int64_t> oob_begin(kConvPixelBlock + 1);
@@ -198,14 +245,24 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
         a = patches.data();
         lda = row_words;
       }
+      // lda == row_words here (direct: one tap), so the rows are contiguous.
+      if (split) SplitNibbleWords(a, nq * row_words, rows_lo.data(), rows_hi.data());
       for (std::int64_t o0 = o_begin; o0 < o_end; o0 += kConvChannelBlock) {
         const std::int64_t no = std::min(kConvChannelBlock, o_end - o0);
-        if (filter_t != nullptr) {
-          gemm_t(a, lda, filter_t + o0, ldbt, static_cast<int>(nq),
-                 static_cast<int>(no), row_words, tmp.data(), kConvChannelBlock);
+        if (split) {
+          kernels.gemm_ts(rows_lo.data(), rows_hi.data(), row_words,
+                          filter_t->lo.data() + o0, filter_t->hi.data() + o0,
+                          filter_t->ldbt, static_cast<int>(nq),
+                          static_cast<int>(no), row_words, tmp.data(),
+                          kConvChannelBlock);
+        } else if (filter_t != nullptr) {
+          kernels.gemm_t(a, lda, filter_t->t.data() + o0, filter_t->ldbt,
+                         static_cast<int>(nq), static_cast<int>(no), row_words,
+                         tmp.data(), kConvChannelBlock);
         } else {
-          gemm(a, lda, filter + o0 * row_words, row_words, static_cast<int>(nq),
-               static_cast<int>(no), row_words, tmp.data(), kConvChannelBlock);
+          kernels.gemm(a, lda, filter + o0 * row_words, row_words,
+                       static_cast<int>(nq), static_cast<int>(no), row_words,
+                       tmp.data(), kConvChannelBlock);
         }
         for (std::int64_t q = 0; q < nq; ++q) {
           std::int32_t* dot = tmp.data() + q * kConvChannelBlock;

@@ -327,6 +327,31 @@ inline void SplitTransposedTile(const TWord* alo, const TWord* ahi,
 
 }  // namespace
 
+// Column groups of 16 (bt may be read up to the next multiple of 64, which
+// the contract guarantees is readable); 4 rows per tile, so each bt load
+// feeds 4 rows and each broadcast 2 vectors.
+constexpr int kTransposedCols = 16;
+
+void PopcountGemmTransposedSplitAvx2(const TWord* alo, const TWord* ahi,
+                                     std::int64_t lda, const TWord* blo,
+                                     const TWord* bhi, std::int64_t ldbt, int m,
+                                     int n, std::int64_t words, std::int32_t* p,
+                                     std::int64_t ldp) {
+  constexpr int kCols = kTransposedCols;
+  for (int j = 0; j < n; j += kCols) {
+    const int nj = n - j < kCols ? n - j : kCols;
+    int i = 0;
+    for (; i + 4 <= m; i += 4)
+      SplitTransposedTile<4, kCols / 8>(alo + i * lda, ahi + i * lda, lda,
+                                        blo + j, bhi + j, ldbt, nj, words,
+                                        p + i * ldp + j, ldp);
+    for (; i < m; ++i)
+      SplitTransposedTile<1, kCols / 8>(alo + i * lda, ahi + i * lda, lda,
+                                        blo + j, bhi + j, ldbt, nj, words,
+                                        p + i * ldp + j, ldp);
+  }
+}
+
 // Blocks with at least this many rows split their operands first
 // (SplitNibbles): splitting costs about 3 + 3 / kCols ops per word of a row
 // or column against 6 per word pair of the split tile, a few percent at the
@@ -337,10 +362,7 @@ void PopcountGemmTransposedAvx2(const TWord* a, std::int64_t lda,
                                 const TWord* bt, std::int64_t ldbt, int m,
                                 int n, std::int64_t words, std::int32_t* p,
                                 std::int64_t ldp) {
-  // Column groups of 16 (bt may be read up to the next multiple of 64, which
-  // the contract guarantees is readable); 4 rows per tile, so each bt load
-  // feeds 4 rows and each broadcast 2 vectors.
-  constexpr int kCols = 16;
+  constexpr int kCols = kTransposedCols;
   if (m >= kSplitMinRows) {
     // Split copies in a per-thread buffer: a's m rows (lo, then hi) and
     // bt's words x cols block (cols = n rounded up to kCols <= ldbt).
@@ -358,18 +380,8 @@ void PopcountGemmTransposedAvx2(const TWord* a, std::int64_t lda,
       SplitNibbles(a + i * lda, words, alo + i * words, ahi + i * words);
     for (std::int64_t w = 0; w < words; ++w)
       SplitNibbles(bt + w * ldbt, cols, blo + w * cols, bhi + w * cols);
-    for (int j = 0; j < n; j += kCols) {
-      const int nj = n - j < kCols ? n - j : kCols;
-      int i = 0;
-      for (; i + 4 <= m; i += 4)
-        SplitTransposedTile<4, kCols / 8>(alo + i * words, ahi + i * words, words,
-                                          blo + j, bhi + j, cols, nj, words,
-                                          p + i * ldp + j, ldp);
-      for (; i < m; ++i)
-        SplitTransposedTile<1, kCols / 8>(alo + i * words, ahi + i * words, words,
-                                          blo + j, bhi + j, cols, nj, words,
-                                          p + i * ldp + j, ldp);
-    }
+    PopcountGemmTransposedSplitAvx2(alo, ahi, words, blo, bhi, cols, m, n, words,
+                                    p, ldp);
     return;
   }
   for (int j = 0; j < n; j += kCols) {

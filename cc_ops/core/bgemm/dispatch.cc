@@ -131,6 +131,16 @@ PopcountGemmTransposedFn GetPopcountGemmTransposed(KernelType type) {
   return nullptr;
 }
 
+PopcountGemmTransposedSplitFn GetPopcountGemmTransposedSplit(KernelType type) {
+#if defined(__x86_64__)
+  // The kernels whose transposed kernel is the AVX2 one.
+  if (type == KernelType::kAvx2 || type == KernelType::kAvx512Bw)
+    return &PopcountGemmTransposedSplitAvx2;
+#endif
+  (void)type;
+  return nullptr;
+}
+
 BitpackFloatFn GetBitpackFloat(KernelType type) {
 #if defined(__x86_64__)
   if (type == KernelType::kAvx512) return &BitpackFloatAvx512;

@@ -42,6 +42,28 @@ using PopcountGemmTransposedFn = void (*)(const TWord* a, std::int64_t lda,
                                           int m, int n, std::int64_t words,
                                           std::int32_t* p, std::int64_t ldp);
 
+// The transposed kernel on nibble-split operands (see SplitNibbleWords): row
+// i of a as alo/ahi + i * lda, bt as blo/bhi with the layout of bt. The
+// same result as PopcountGemmTransposedFn on the unsplit operands. Callers
+// that reuse operands (the conv driver: one filter for every pixel block,
+// one patch block for every channel block) split them once. Null when the
+// ISA has no such kernel.
+using PopcountGemmTransposedSplitFn = void (*)(
+    const TWord* alo, const TWord* ahi, std::int64_t lda, const TWord* blo,
+    const TWord* bhi, std::int64_t ldbt, int m, int n, std::int64_t words,
+    std::int32_t* p, std::int64_t ldp);
+
+// Nibble split: lo[w] = x[w] & 0x0f0f0f0f, hi[w] = (x[w] >> 4) & 0x0f0f0f0f,
+// so popcount(x ^ y) = popcount(lo(x) ^ lo(y)) + popcount(hi(x) ^ hi(y))
+// with every byte of each XOR a 4-bit lookup index.
+inline void SplitNibbleWords(const TWord* x, std::int64_t words, TWord* lo,
+                             TWord* hi) {
+  for (std::int64_t w = 0; w < words; ++w) {
+    lo[w] = x[w] & 0x0f0f0f0fu;
+    hi[w] = (x[w] >> 4) & 0x0f0f0f0fu;
+  }
+}
+
 // Packs `k` float values into PackedWords32(k, 32) words
 // (bit = PacksAsMinusOne(x), core/types.h).
 using BitpackFloatFn = void (*)(const float* x, std::int64_t k, TWord* out);
@@ -80,6 +102,11 @@ void PopcountGemmTransposedAvx2(const TWord* a, std::int64_t lda,
                                 const TWord* bt, std::int64_t ldbt, int m,
                                 int n, std::int64_t words, std::int32_t* p,
                                 std::int64_t ldp);
+void PopcountGemmTransposedSplitAvx2(const TWord* alo, const TWord* ahi,
+                                     std::int64_t lda, const TWord* blo,
+                                     const TWord* bhi, std::int64_t ldbt, int m,
+                                     int n, std::int64_t words, std::int32_t* p,
+                                     std::int64_t ldp);
 void PopcountGemmTransposedAvx512(const TWord* a, std::int64_t lda,
                                   const TWord* bt, std::int64_t ldbt, int m,
                                   int n, std::int64_t words, std::int32_t* p,
@@ -111,6 +138,7 @@ bool SelectKernel(KernelType* type, std::string* error);
 
 PopcountGemmFn GetPopcountGemm(KernelType type);
 PopcountGemmTransposedFn GetPopcountGemmTransposed(KernelType type);
+PopcountGemmTransposedSplitFn GetPopcountGemmTransposedSplit(KernelType type);
 BitpackFloatFn GetBitpackFloat(KernelType type);
 const char* KernelName(KernelType type);
 
