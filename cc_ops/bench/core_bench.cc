@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
       // What the driver runs; where it picks the transposed kernel, also the
       // row-major kernel (R) on the same shape, and for a split kernel the
       // transposed kernel splitting its operands per call (U).
-      const bool transposed = gemm_t != nullptr && 9 * p.words < kTransposedMaxWords;
+      const bool transposed = UsesTransposed(all, 9 * p.words, p.out_h * p.out_w);
       ConvKernels row_major, unsplit = all;
       row_major.gemm = gemm;
       unsplit.gemm_ts = nullptr;

@@ -118,8 +118,8 @@ class BinaryConv2DOp : public tf::OpKernel {
     } else {
       const core::ConvKernels kernels = core::ConvKernelsFor(type);
       std::shared_ptr<const CachedFilter> cached;
-      if (kernels.gemm_t != nullptr &&
-          p.filter_h * p.filter_w * p.words < core::kTransposedMaxWords) {
+      if (core::UsesTransposed(kernels, p.filter_h * p.filter_w * p.words,
+                               p.batch * p.out_h * p.out_w)) {
         cached = GetTransposedFilter(filter, p, kernels.gemm_ts != nullptr);
       }
       core::BConv2DOptimized(p, Words(input), Words(filter), transform,

@@ -253,7 +253,7 @@ void RandomConvOperands(const BConv2DParams& p, std::mt19937* rng, std::vector<T
   for (std::size_t i = 0; i < filter->size(); ++i) (*filter)[i] = (*rng)() & mask[i % p.words];
 }
 
-// Rows of 144 to 360 words (3x3 over 512 channels, 5x5 over 256 / 460),
+// Rows of 144 to 375 words (3x3 over 512 channels, 5x5 over 256 / 460),
 // the long-row paths of every kernel against the reference: SAME padding
 // with both pad values, batch 2.
 void TestConvLongRows(const std::vector<KernelType>& kernels) {
@@ -263,9 +263,11 @@ void TestConvLongRows(const std::vector<KernelType>& kernels) {
   for (const auto& s : shapes) {
     for (int pad_value : {0, 1}) {
       BConv2DParams p;
+      // 2 x 12 x 11 = 264 output pixels: enough for the long-row transposed
+      // path (kTransposedMinPixels).
       p.batch = 2;
-      p.in_h = 6;
-      p.in_w = 5;
+      p.in_h = 12;
+      p.in_w = 11;
       p.channels = s[1];
       p.words = PackedWords32(p.channels, 32);
       p.out_channels = s[2];
@@ -277,16 +279,25 @@ void TestConvLongRows(const std::vector<KernelType>& kernels) {
       RandomConvOperands(p, &rng, &in, &filter);
       OutputTransform transform;
       transform.kind = OutputKind::kInt32;
-      const std::size_t n = p.batch * p.out_h * p.out_w * p.out_channels;
+      const std::int64_t pixels = p.batch * p.out_h * p.out_w;
+      const std::size_t n = pixels * p.out_channels;
       std::vector<std::int32_t> want(n), got(n);
       BConv2DReference(p, in.data(), filter.data(), transform, want.data(), p.out_channels);
       for (KernelType t : kernels) {
-        std::fill(got.begin(), got.end(), -1);
-        BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), p.out_channels,
-                         ConvKernelsFor(t), SerialFor, /*min_transposed_pixels=*/0);
-        CHECK(got == want, "conv long rows %s %dx%d C=%d O=%d pad %d", KernelName(t), s[0],
-              s[0], s[1], s[2], pad_value);
-        ++cases;
+        // What the driver picks (the split transposed kernel below
+        // kSplitTransposedMaxWords where there is one), and row-major.
+        ConvKernels row_major;
+        row_major.gemm = GetPopcountGemm(t);
+        for (const ConvKernels& k : {ConvKernelsFor(t), row_major}) {
+          std::fill(got.begin(), got.end(), -1);
+          BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), p.out_channels,
+                           k, SerialFor, /*min_transposed_pixels=*/0);
+          CHECK(got == want, "conv long rows %s%s %dx%d C=%d O=%d pad %d", KernelName(t),
+                UsesTransposed(k, p.filter_h * p.filter_w * p.words, pixels) ? " transposed" : "",
+                s[0], s[0], s[1], s[2], pad_value);
+          ++cases;
+          if (k.gemm_t == nullptr) break;  // no transposed kernel: one path
+        }
       }
     }
   }
@@ -360,7 +371,7 @@ void TestConv(const std::vector<KernelType>& kernels) {
         CHECK(got == want, "conv %s%s trial %d (pad %d, %s)", KernelName(t), label, trial,
               p.pad_value, same ? "SAME" : "VALID");
         ++cases;
-        if (k.gemm_t == nullptr || taps * p.words >= kTransposedMaxWords) continue;
+        if (!UsesTransposed(k, taps * p.words, p.batch * p.out_h * p.out_w)) continue;
         // With a caller-provided (cached) filter: built for this path, and
         // for a split kernel also one built without the split (the driver
         // then runs the unsplit kernel).
