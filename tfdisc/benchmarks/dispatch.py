@@ -36,6 +36,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfdisc.benchmarks import timing
 from tfdisc.benchmarks.marks import share_mark, target_mark
 
 LOOP = 200
@@ -240,15 +241,15 @@ def eager_pool(report, compare, rounds, min_round_s, kernels, forced=None, quick
         px = ops.bitpack(tf.constant(rng.standard_normal((m, k)).astype(np.float32)))
         pw = tf.constant(ops.pack_dense_weights(rng.standard_normal((k, n)).astype(np.float32)))
         cases.append((f"dense {m}x{k}x{n}",
-                      lambda px=px, pw=pw, k=k: ops.binary_dense(px, pw, k).numpy()))
+                      lambda px=px, pw=pw, k=k: timing.sync(ops.binary_dense(px, pw, k))))
     for h, w_, c, o in ([(8, 8, 64, 64)] if quick else [(32, 32, 128, 128), (8, 8, 512, 512)]):
         px = ops.bitpack(tf.constant(np.where(rng.standard_normal((1, h, w_, c)) < 0, -1.0, 1.0)
                                      .astype(np.float32)))
         pf = tf.constant(ops.pack_conv_filter(rng.standard_normal((3, 3, c, o))
                                               .astype(np.float32)))
         cases.append((f"conv N=1 {h}x{w_}x{c}->{o}",
-                      lambda px=px, pf=pf, c=c: ops.binary_conv2d(
-                          px, pf, c, padding="SAME", pad_value=1).numpy()))
+                      lambda px=px, pf=pf, c=c: timing.sync(ops.binary_conv2d(
+                          px, pf, c, padding="SAME", pad_value=1))))
     for label, call in cases:
         fns = {}
         for name, kernel in _candidates(kernels, True):
