@@ -279,10 +279,7 @@ inline void SplitNibbles(const TWord* x, std::int64_t words, TWord* lo,
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + w),
                         _mm256_and_si256(_mm256_srli_epi16(v, 4), low_mask));
   }
-  for (; w < words; ++w) {
-    lo[w] = x[w] & 0x0f0f0f0fu;
-    hi[w] = (x[w] >> 4) & 0x0f0f0f0fu;
-  }
+  SplitNibbleWords(x + w, words - w, lo + w, hi + w);  // the < 8 last words
 }
 
 // TransposedTile on split operands: rows i of a as alo/ahi + i * lda,
