@@ -134,7 +134,9 @@ class BinaryConv2DOp : public tf::OpKernel {
   // its nibble split), kept across calls: in a converted model the filter is
   // a constant, and transposing it on every call would cost as much as ~16
   // output pixels. The cache is checked against a full copy of the filter
-  // words (exact, no hashing), so a changed filter is always re-transposed.
+  // words (exact, no hashing) and its [out, h * w * words] shape, so a
+  // changed filter, or the same words under another shape (the kernel
+  // instance is shared by eager calls of any shape), is always re-transposed.
   struct CachedFilter {
     std::vector<core::TWord> original;
     core::TransposedFilter transposed;
@@ -149,6 +151,8 @@ class BinaryConv2DOp : public tf::OpKernel {
       // An entry built without the split does not serve a split kernel (the
       // kernel can change between calls: TFDISC_OPS_KERNEL).
       if (cache_ && cache_->original.size() == n &&
+          cache_->transposed.out_channels == p.out_channels &&
+          cache_->transposed.row_words == p.filter_h * p.filter_w * p.words &&
           (!split || !cache_->transposed.lo.empty()) &&
           std::memcmp(cache_->original.data(), words, n * sizeof(core::TWord)) == 0) {
         return cache_;

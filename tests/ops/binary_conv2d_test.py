@@ -111,6 +111,23 @@ class TestBinaryConv2D:
             want = ops.binary_conv2d_reference(px, pf, 64, padding="SAME", output="int32")
             np.testing.assert_array_equal(got.numpy(), want)
 
+    @pytest.mark.parametrize("channels", [64, 200])
+    def test_filter_cache_follows_filter_shape(self, kernel, channels):
+        # The same filter words under another [out, h, w] factorization: [2, 1, 1, W]
+        # holds two 1x1 filters, [1, 1, 2, W] one 1x2 filter. A cache keyed on the
+        # words alone would hand the second call the first one's transposed copy.
+        # 289 and 272 output pixels with short rows: the transposed path where a
+        # kernel has one.
+        rng = np.random.default_rng(channels)
+        px = ops.bitpack(rng.standard_normal((1, 17, 17, channels)).astype(np.float32)).numpy()
+        pf = ops.pack_conv_filter(rng.standard_normal((1, 1, channels, 2)).astype(np.float32))
+        pf = np.asarray(pf)
+        for f in (pf, pf.reshape(1, 1, 2, -1), pf):
+            got = ops.binary_conv2d(px, f, channels, padding="VALID", output="int32")
+            want = ops.binary_conv2d_reference(px, f, channels, padding="VALID",
+                                               output="int32")
+            np.testing.assert_array_equal(got.numpy(), want)
+
     def test_tf_function_shape_inference(self):
         pf = ops.pack_conv_filter(np.ones((3, 3, 40, 8), np.float32))
         fn = tf.function(lambda v: ops.binary_conv2d(v, pf, 40, strides=2, padding="SAME"))

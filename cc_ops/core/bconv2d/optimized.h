@@ -80,6 +80,8 @@ inline ConvKernels ConvKernelsFor(KernelType type) {
 // split kernel also its nibble split (SplitNibbleWords): built once per
 // filter (the TF op keeps it across calls).
 struct TransposedFilter {
+  std::int64_t out_channels = 0;  // the filter it was built from: a copy
+  std::int64_t row_words = 0;     // serves only a conv of this geometry
   std::int64_t ldbt = 0;
   std::vector<TWord> t;       // [row_words][ldbt]
   std::vector<TWord> lo, hi;  // split of t; empty when not built for split
@@ -88,6 +90,8 @@ struct TransposedFilter {
 inline void BuildTransposedFilter(const TWord* filter, std::int64_t out_channels,
                                   std::int64_t row_words, bool split,
                                   TransposedFilter* out) {
+  out->out_channels = out_channels;
+  out->row_words = row_words;
   out->ldbt = TransposeFilter(filter, out_channels, row_words, &out->t);
   out->lo.clear();
   out->hi.clear();
@@ -176,7 +180,11 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
   TransposedFilter filter_t_local;
   const TransposedFilter* filter_t = nullptr;
   if (UsesTransposed(kernels, row_words, pixels)) {
-    if (filter_t_given != nullptr) {
+    // A given filter built for another factorization of the same words
+    // ([2, 1, 1, W] against [1, 1, 2, W]) is not used.
+    if (filter_t_given != nullptr &&
+        filter_t_given->out_channels == p.out_channels &&
+        filter_t_given->row_words == row_words) {
       filter_t = filter_t_given;
     } else if (pixels >= min_transposed_pixels) {
       BuildTransposedFilter(filter, p.out_channels, row_words,
