@@ -78,9 +78,13 @@ int main(int argc, char** argv) {
                 KernelName(t), roof_rate / 1e9, macs / roof.min / 1e9);
     PopcountGemmFn gemm = GetPopcountGemm(t);
     PopcountGemmTransposedFn gemm_t = GetPopcountGemmTransposed(t);
-    // Dense: batch 1 (GEMV) over the whole 4096x4096 layer, and one 32x4096
-    // slice of 256x4096x4096 (what one thread's share looks like).
-    for (std::int64_t m : {1, 32}) {
+    // Dense over a 4096x4096 layer: batch 1 (GEMV), a 32-row slice and 256
+    // rows. Where the driver runs the split transposed kernel (T), also the
+    // row-major kernel (R) on the same shape.
+    const DenseKernels dense_all = DenseKernelsFor(t);
+    DenseKernels dense_row_major;
+    dense_row_major.gemm = gemm;
+    for (std::int64_t m : {1, 32, 256}) {
       BDenseArgs a;
       a.m = m;
       a.n = 4096;
@@ -95,12 +99,18 @@ int main(int argc, char** argv) {
       a.out = out.data();
       a.out_stride = 4096;
       a.transform.kind = OutputKind::kFloat;
-      const Timing tm = Time([&] { BinaryDense(a, gemm, SerialFor); },
-                             m == 1 ? reps : std::max(11, reps / 4));
-      const double ops = static_cast<double>(m) * 4096 * 4096;
-      std::printf("  dense %3ldx4096x4096:          %8.1f (%8.1f) G/s  %5.1f%% of roofline\n",
-                  static_cast<long>(m), ops / tm.median / 1e9, ops / tm.min / 1e9,
-                  100 * ops / tm.median / roof_rate);
+      const bool transposed = DenseUsesTransposed(dense_all, m, a.words);
+      std::vector<std::pair<const char*, DenseKernels>> paths = {
+          {transposed ? " (T): " : ":     ", dense_all}};
+      if (transposed) paths.push_back({" (R): ", dense_row_major});
+      for (const auto& [label, k] : paths) {
+        const Timing tm = Time([&] { BinaryDense(a, k, SerialFor); },
+                               m == 1 ? reps : std::max(5, reps / (m / 8)));
+        const double ops = static_cast<double>(m) * 4096 * 4096;
+        std::printf("  dense %3ldx4096x4096%s       %8.1f (%8.1f) G/s  %5.1f%% of roofline\n",
+                    static_cast<long>(m), label, ops / tm.median / 1e9, ops / tm.min / 1e9,
+                    100 * ops / tm.median / roof_rate);
+      }
     }
     const int shapes[][4] = {{32, 32, 128, 128}, {16, 16, 128, 256}, {16, 16, 256, 256},
                              {8, 8, 256, 512}, {8, 8, 512, 512}};

@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   args.transform.kind = OutputKind::kFloat;
   args.out = out.data();
   args.out_stride = n;
-  const PopcountGemmFn gemm = GetPopcountGemm(type);
+  const DenseKernels kernels = DenseKernelsFor(type);
   constexpr std::int64_t kBenchSpinMicros = 200;  // the opt-in value measured
   SpinPool pool(1, kBenchSpinMicros);
   const double macs = static_cast<double>(k) * n;
@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
     std::vector<double> us;
     for (int r = 0; r < 31; ++r) {
       const auto t0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < 200; ++i) BinaryDense(args, gemm, pf);
+      for (int i = 0; i < 200; ++i) BinaryDense(args, kernels, pf);
       us.push_back(std::chrono::duration<double, std::micro>(
                        std::chrono::steady_clock::now() - t0).count() / 200);
     }

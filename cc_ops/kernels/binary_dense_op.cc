@@ -71,7 +71,7 @@ class BinaryDenseOp : public tf::OpKernel {
     args.out = const_cast<char*>(out->tensor_data().data());
     args.out_stride =
         bitpacked_ ? core::PackedWords32(n, WordBits(out_type_)) : n;
-    core::BinaryDense(args, core::GetPopcountGemm(type), MakeParallelFor(ctx));
+    core::BinaryDense(args, core::DenseKernelsFor(type), MakeParallelFor(ctx));
   }
 
  private:

@@ -191,7 +191,8 @@ void TestDense(const std::vector<KernelType>& kernels) {
   std::mt19937 rng(3);
   for (int trial = 0; trial < 60; ++trial) {
     BDenseArgs args;
-    args.m = rng() % 40;
+    // Up to 80 rows: the split transposed path from kDenseTransposedMinRows.
+    args.m = rng() % 80;
     args.n = 1 + rng() % 150;
     args.k = 1 + rng() % 300;
     args.words = PackedWords32(args.k, 32);
@@ -225,8 +226,18 @@ void TestDense(const std::vector<KernelType>& kernels) {
       std::vector<char>& buf = ki == 0 ? want : got;
       buf.assign(args.m * args.out_stride * 4, 0);
       args.out = buf.data();
-      BinaryDense(args, GetPopcountGemm(kernels[ki]), SerialFor);
+      BinaryDense(args, DenseKernelsFor(kernels[ki]), SerialFor);
       if (ki > 0) CHECK(got == want, "dense %s trial %d", KernelName(kernels[ki]), trial);
+      // The split transposed path at any row count, where the kernel has it.
+      const PopcountGemmTransposedSplitFn gemm_ts =
+          GetPopcountGemmTransposedSplit(kernels[ki]);
+      if (ki > 0 && gemm_ts != nullptr) {
+        std::fill(got.begin(), got.end(), 0);
+        BinaryDenseTransposed(args, gemm_ts, SerialFor);
+        CHECK(got == want, "dense %s transposed split, trial %d (m %ld, n %ld, k %ld)",
+              KernelName(kernels[ki]), trial, static_cast<long>(args.m),
+              static_cast<long>(args.n), static_cast<long>(args.k));
+      }
     }
     // Independent check of the int32 path against a bit-level dot product.
     if (kind == 0 && args.m > 0) {
@@ -490,7 +501,7 @@ void TestDotLimits(const std::vector<KernelType>& kernels) {
       args.out_stride = 1;
       std::vector<std::int32_t> out(2, 0);
       args.out = out.data();
-      BinaryDense(args, GetPopcountGemm(t), SerialFor);
+      BinaryDense(args, DenseKernelsFor(t), SerialFor);
       if (kind == 0) {
         CHECK(out[0] == 2147483647 && out[1] == 2147483647 - 64,
               "dense k=2^31-1 %s int32: %d %d", KernelName(t), out[0], out[1]);

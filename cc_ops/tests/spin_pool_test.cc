@@ -264,7 +264,7 @@ void TestDenseThroughPool() {
       args.out_stride = n;
       std::vector<std::int32_t> serial(m * n, -7), pooled(m * n, -9);
       args.out = serial.data();
-      BinaryDense(args, GetPopcountGemm(type), SerialFor);
+      BinaryDense(args, DenseKernelsFor(type), SerialFor);
       args.out = pooled.data();
       int pool_calls = 0;
       const ParallelFor pooled_for = [&](std::int64_t total, std::int64_t cost,
@@ -277,7 +277,7 @@ void TestDenseThroughPool() {
           SerialFor(total, cost, fn);
         }
       };
-      BinaryDense(args, GetPopcountGemm(type), pooled_for);
+      BinaryDense(args, DenseKernelsFor(type), pooled_for);
       CHECK(serial == pooled, "dense %lldx%lldx%lld through the pool differs",
             static_cast<long long>(m), static_cast<long long>(words),
             static_cast<long long>(n));
