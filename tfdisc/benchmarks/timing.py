@@ -3,8 +3,13 @@
 Candidates compared by ``compare`` are timed in interleaved rounds (A, B, A, B,
 ...), each long enough to amortize timer and dispatch overhead, so that on a
 shared machine every candidate sees the same kind of interference; ratios are
-between medians of the same run.
+between medians of the same run. As ``timeit`` does, the garbage collector is
+off while rounds run (after one full collection): a generation-2 collection
+walks every Python object TensorFlow and Keras hold, tens of milliseconds that
+land in whichever round it happens to interrupt and belong to no op.
 """
+import contextlib
+import gc
 import time
 
 import numpy as np
@@ -18,10 +23,28 @@ def _calls_per_round(fn, min_round_s):
     return max(1, int(min_round_s / one))
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """The garbage collector off (after a full collection), as timeit runs."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def compare(candidates, rounds, min_round_s):
     """Median seconds per call for each candidate, timed in interleaved rounds."""
     for fn in candidates.values():
         fn()  # warm up (tracing, allocation, library load)
+    with gc_paused():
+        return _timed_rounds(candidates, rounds, min_round_s)
+
+
+def _timed_rounds(candidates, rounds, min_round_s):
     calls = {name: _calls_per_round(fn, min_round_s) for name, fn in candidates.items()}
     samples = {name: [] for name in candidates}
     for _ in range(rounds):
