@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
       if (transposed) paths.push_back({" (R): ", dense_row_major});
       for (const auto& [label, k] : paths) {
         const Timing tm = Time([&] { BinaryDense(a, k, SerialFor); },
-                               m == 1 ? reps : std::max(5, reps / (m / 8)));
+                               m == 1 ? reps : static_cast<int>(std::max<std::int64_t>(5, reps / (m / 8))));
         const double ops = static_cast<double>(m) * 4096 * 4096;
         std::printf("  dense %3ldx4096x4096%s       %8.1f (%8.1f) G/s  %5.1f%% of roofline\n",
                     static_cast<long>(m), label, ops / tm.median / 1e9, ops / tm.min / 1e9,

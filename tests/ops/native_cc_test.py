@@ -2,7 +2,8 @@
 
 ``core_test.cc`` checks every kernel this CPU supports (dense and conv drivers) against the
 reference kernel; ``spin_pool_test.cc`` checks the op library's worker pool. CI otherwise
-runs core_test only cross-compiled for AArch64 (cc_ops/test_aarch64.sh).
+runs core_test only cross-compiled for AArch64 (cc_ops/test_aarch64.sh). The C++ benchmarks
+(``cc_ops/bench``) are compiled, not run.
 """
 import ast
 import os
@@ -40,3 +41,14 @@ def test_native_cc(test, tmp_path):
     summary = re.search(r"(\d+) checks, (\d+) failures", run.stdout)
     assert summary, tail
     assert int(summary.group(1)) > 100 and int(summary.group(2)) == 0, tail
+
+
+@pytest.mark.skipif(shutil.which(CXX) is None, reason=f"no C++ compiler ({CXX})")
+@pytest.mark.parametrize("bench", ["core_bench", "spin_pool_bench"])
+def test_benchmark_sources_compile(bench):
+    # The C++ benchmarks run by hand (cc_ops/bench/run.sh) and by Bazel's build //...; a change
+    # to a core/ interface must not leave them broken until someone next runs them.
+    build = subprocess.run(
+        [CXX, "-std=c++17", "-fsyntax-only", "-I.", os.path.join("cc_ops", "bench", bench + ".cc")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert build.returncode == 0, build.stderr[-4000:]
