@@ -67,15 +67,15 @@ inline bool DenseUsesTransposed(const DenseKernels& kernels, std::int64_t m,
          words <= kDenseTransposedMaxWords;
 }
 
-// Writes dot products tmp[i][j] (popcounts on entry) of rows i0.. and
-// columns j0.. through the output transform.
+// Writes dot products tmp[i * kDenseColBlock + j] (popcounts on entry) of
+// rows i0.. and columns j0.. through the output transform.
 inline void WriteDenseBlock(const BDenseArgs& args, std::int64_t i0,
                             std::int64_t mi, std::int64_t j0, std::int64_t nj,
-                            std::int32_t* tmp, std::int64_t ldt = kDenseColBlock) {
+                            std::int32_t* tmp) {
   const std::int64_t element_size =
       args.transform.kind == OutputKind::kBitpacked ? sizeof(TWord) : 4;
   for (std::int64_t i = 0; i < mi; ++i) {
-    std::int32_t* dot = tmp + i * ldt;
+    std::int32_t* dot = tmp + i * kDenseColBlock;
     for (std::int64_t j = 0; j < nj; ++j) dot[j] = DotFromPopcount(args.k, dot[j]);
     char* row = static_cast<char*>(args.out) +
                 (i0 + i) * args.out_stride * element_size;
