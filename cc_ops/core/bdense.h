@@ -98,8 +98,8 @@ inline void BinaryDenseTransposed(const BDenseArgs& args,
       (args.n + kDenseColBlock - 1) / kDenseColBlock;
   const std::int64_t cost = args.m * kDenseColBlock * (words / 8 + 4);
   parallel_for(col_blocks, cost, [&](std::int64_t begin, std::int64_t end) {
-    // The weight block, transposed and split: [words][kDenseColBlock], lo
-    // then hi; columns past n zero (the kernel reads up to a multiple of 64).
+    // The weight block, transposed and split into panels of 16 columns
+    // (PopcountGemmTransposedSplitFn), lo then hi.
     std::vector<TWord> wt(2 * words * kDenseColBlock);
     TWord* wlo = wt.data();
     TWord* whi = wlo + words * kDenseColBlock;
@@ -108,24 +108,30 @@ inline void BinaryDenseTransposed(const BDenseArgs& args,
       const std::int64_t j0 = cb * kDenseColBlock;
       const std::int64_t nj = std::min(kDenseColBlock, args.n - j0);
       const TWord* wb = args.w + j0 * words;
-      // Word-major: contiguous stores (column-major stores ran 2.7 ns per
-      // word, as slow as the kernel's work at 32 rows).
-      for (std::int64_t w = 0; w < words; ++w) {
-        TWord* lo = wlo + w * kDenseColBlock;
-        TWord* hi = whi + w * kDenseColBlock;
-        for (std::int64_t j = 0; j < nj; ++j) {
-          const TWord v = wb[j * words + w];
-          lo[j] = v & 0x0f0f0f0fu;
-          hi[j] = (v >> 4) & 0x0f0f0f0fu;
+      // Into the split kernel's 16-column panels ([words][16] each), read
+      // word by word across the panel's 16 weight rows, stores contiguous
+      // (column-major stores ran 2.7 ns per word, as slow as the kernel's
+      // work at 32 rows).
+      for (std::int64_t j = 0; j < kDenseColBlock; j += kSplitPanelCols) {
+        const std::int64_t pj = std::max<std::int64_t>(
+            0, std::min(kSplitPanelCols, nj - j));
+        for (std::int64_t w = 0; w < words; ++w) {
+          TWord* lo = wlo + j * words + w * kSplitPanelCols;
+          TWord* hi = whi + j * words + w * kSplitPanelCols;
+          for (std::int64_t c = 0; c < pj; ++c) {
+            const TWord v = wb[(j + c) * words + w];
+            lo[c] = v & 0x0f0f0f0fu;
+            hi[c] = (v >> 4) & 0x0f0f0f0fu;
+          }
+          // The last block's tail: the kernel reads whole panels.
+          for (std::int64_t c = pj; c < kSplitPanelCols; ++c) lo[c] = hi[c] = 0;
         }
-        std::fill(lo + nj, lo + kDenseColBlock, 0u);  // the last block's tail
-        std::fill(hi + nj, hi + kDenseColBlock, 0u);
       }
       for (std::int64_t i0 = 0; i0 < args.m; i0 += kDenseRowBlock) {
         const std::int64_t mi = std::min(kDenseRowBlock, args.m - i0);
         gemm_ts(xlo + i0 * words, xhi + i0 * words, words, wlo, whi,
-                kDenseColBlock, static_cast<int>(mi), static_cast<int>(nj),
-                words, tmp.data(), kDenseColBlock);
+                static_cast<int>(mi), static_cast<int>(nj), words, tmp.data(),
+                kDenseColBlock);
         WriteDenseBlock(args, i0, mi, j0, nj, tmp.data());
       }
     }

@@ -84,7 +84,9 @@ struct TransposedFilter {
   std::int64_t row_words = 0;     // serves only a conv of this geometry
   std::int64_t ldbt = 0;
   std::vector<TWord> t;       // [row_words][ldbt]
-  std::vector<TWord> lo, hi;  // split of t; empty when not built for split
+  std::vector<TWord> lo, hi;  // split of t in 16-column panels
+                              // (SplitTransposedPanels); empty when not
+                              // built for split
 };
 
 inline void BuildTransposedFilter(const TWord* filter, std::int64_t out_channels,
@@ -98,8 +100,8 @@ inline void BuildTransposedFilter(const TWord* filter, std::int64_t out_channels
   if (split) {
     out->lo.resize(out->t.size());
     out->hi.resize(out->t.size());
-    SplitNibbleWords(out->t.data(), static_cast<std::int64_t>(out->t.size()),
-                     out->lo.data(), out->hi.data());
+    SplitTransposedPanels(out->t.data(), out->ldbt, out->ldbt, row_words,
+                          out->lo.data(), out->hi.data());
   }
 }
 
@@ -277,11 +279,12 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
       for (std::int64_t o0 = o_begin; o0 < o_end; o0 += kConvChannelBlock) {
         const std::int64_t no = std::min(kConvChannelBlock, o_end - o0);
         if (split) {
+          // o0 is a multiple of 64: panel o0 / 16 starts at o0 * row_words.
           kernels.gemm_ts(rows_lo.data(), rows_hi.data(), row_words,
-                          filter_t->lo.data() + o0, filter_t->hi.data() + o0,
-                          filter_t->ldbt, static_cast<int>(nq),
-                          static_cast<int>(no), row_words, tmp.data(),
-                          kConvChannelBlock);
+                          filter_t->lo.data() + o0 * row_words,
+                          filter_t->hi.data() + o0 * row_words,
+                          static_cast<int>(nq), static_cast<int>(no),
+                          row_words, tmp.data(), kConvChannelBlock);
         } else if (filter_t != nullptr) {
           kernels.gemm_t(a, lda, filter_t->t.data() + o0, filter_t->ldbt,
                          static_cast<int>(nq), static_cast<int>(no), row_words,

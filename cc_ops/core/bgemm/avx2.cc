@@ -326,25 +326,29 @@ inline void SplitTransposedTile(const TWord* alo, const TWord* ahi,
 
 // Column groups of 16 (bt may be read up to the next multiple of 64, which
 // the contract guarantees is readable); 4 rows per tile, so each bt load
-// feeds 4 rows and each broadcast 2 vectors.
+// feeds 4 rows and each broadcast 2 vectors. The split kernel's column
+// groups are its panels (kSplitPanelCols).
 constexpr int kTransposedCols = 16;
+static_assert(kTransposedCols == kSplitPanelCols, "one split panel per tile");
 
 void PopcountGemmTransposedSplitAvx2(const TWord* alo, const TWord* ahi,
                                      std::int64_t lda, const TWord* blo,
-                                     const TWord* bhi, std::int64_t ldbt, int m,
-                                     int n, std::int64_t words, std::int32_t* p,
+                                     const TWord* bhi, int m, int n,
+                                     std::int64_t words, std::int32_t* p,
                                      std::int64_t ldp) {
   constexpr int kCols = kTransposedCols;
   for (int j = 0; j < n; j += kCols) {
     const int nj = n - j < kCols ? n - j : kCols;
+    const TWord* plo = blo + j * words;  // panel j / 16: [words][16]
+    const TWord* phi = bhi + j * words;
     int i = 0;
     for (; i + 4 <= m; i += 4)
       SplitTransposedTile<4, kCols / 8>(alo + i * lda, ahi + i * lda, lda,
-                                        blo + j, bhi + j, ldbt, nj, words,
+                                        plo, phi, kCols, nj, words,
                                         p + i * ldp + j, ldp);
     for (; i < m; ++i)
       SplitTransposedTile<1, kCols / 8>(alo + i * lda, ahi + i * lda, lda,
-                                        blo + j, bhi + j, ldbt, nj, words,
+                                        plo, phi, kCols, nj, words,
                                         p + i * ldp + j, ldp);
   }
 }
@@ -375,10 +379,13 @@ void PopcountGemmTransposedAvx2(const TWord* a, std::int64_t lda,
     TWord* bhi = blo + cols * words;
     for (int i = 0; i < m; ++i)
       SplitNibbles(a + i * lda, words, alo + i * words, ahi + i * words);
-    for (std::int64_t w = 0; w < words; ++w)
-      SplitNibbles(bt + w * ldbt, cols, blo + w * cols, bhi + w * cols);
-    PopcountGemmTransposedSplitAvx2(alo, ahi, words, blo, bhi, cols, m, n, words,
-                                    p, ldp);
+    // In panels of 16 columns (bt is readable up to cols <= ldbt).
+    for (int q = 0; q < cols / kCols; ++q)
+      for (std::int64_t w = 0; w < words; ++w)
+        SplitNibbles(bt + w * ldbt + q * kCols, kCols,
+                     blo + (q * words + w) * kCols, bhi + (q * words + w) * kCols);
+    PopcountGemmTransposedSplitAvx2(alo, ahi, words, blo, bhi, m, n, words, p,
+                                    ldp);
     return;
   }
   for (int j = 0; j < n; j += kCols) {
