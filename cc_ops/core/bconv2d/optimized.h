@@ -77,11 +77,13 @@ inline ConvKernels ConvKernelsFor(KernelType type) {
 }
 
 // The filter in the transposed kernels' layout (TransposeFilter), and for a
-// split kernel also its nibble split (SplitNibbleWords): built once per
-// filter (the TF op keeps it across calls).
+// split kernel also its nibble split in 16-column panels
+// (SplitTransposedPanels): built once per filter (the TF op keeps it across
+// calls).
 struct TransposedFilter {
-  std::int64_t out_channels = 0;  // the filter it was built from: a copy
-  std::int64_t row_words = 0;     // serves only a conv of this geometry
+  // The filter's shape: the copy serves only a conv of this geometry.
+  std::int64_t out_channels = 0;
+  std::int64_t row_words = 0;
   std::int64_t ldbt = 0;
   std::vector<TWord> t;       // [row_words][ldbt]
   std::vector<TWord> lo, hi;  // split of t in 16-column panels

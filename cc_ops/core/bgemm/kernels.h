@@ -47,7 +47,7 @@ using PopcountGemmTransposedFn = void (*)(const TWord* a, std::int64_t lda,
 // kSplitPanelCols (SplitTransposedPanels): panel q holds columns 16q ..
 // 16q + 15 as [words][16] at blo/bhi + q * 16 * words, so the 16 columns a
 // register tile reads are one contiguous block (a word-major layout with a
-// row stride of 64-512 columns mapped a tile's words onto few L1 sets: 16
+// row stride of 64-512 columns mapped a tile's words onto few L1 sets; the
 // panels ran 1.00-1.15x that layout for rows of 36-144 words, one thread).
 // The kernel reads whole panels (ceil(n / 16)). The same result as
 // PopcountGemmTransposedFn on the unsplit operands. Callers that reuse
