@@ -107,26 +107,9 @@ inline void BinaryDenseTransposed(const BDenseArgs& args,
     for (std::int64_t cb = begin; cb < end; ++cb) {
       const std::int64_t j0 = cb * kDenseColBlock;
       const std::int64_t nj = std::min(kDenseColBlock, args.n - j0);
-      const TWord* wb = args.w + j0 * words;
-      // Into the split kernel's 16-column panels ([words][16] each), read
-      // word by word across the panel's 16 weight rows, stores contiguous
-      // (column-major stores ran 2.7 ns per word, as slow as the kernel's
-      // work at 32 rows).
-      for (std::int64_t j = 0; j < kDenseColBlock; j += kSplitPanelCols) {
-        const std::int64_t pj = std::max<std::int64_t>(
-            0, std::min(kSplitPanelCols, nj - j));
-        for (std::int64_t w = 0; w < words; ++w) {
-          TWord* lo = wlo + j * words + w * kSplitPanelCols;
-          TWord* hi = whi + j * words + w * kSplitPanelCols;
-          for (std::int64_t c = 0; c < pj; ++c) {
-            const TWord v = wb[(j + c) * words + w];
-            lo[c] = v & 0x0f0f0f0fu;
-            hi[c] = (v >> 4) & 0x0f0f0f0fu;
-          }
-          // The last block's tail: the kernel reads whole panels.
-          for (std::int64_t c = pj; c < kSplitPanelCols; ++c) lo[c] = hi[c] = 0;
-        }
-      }
+      // From the weight rows straight into the split kernel's panels (the
+      // tail panel of the last block zero-padded).
+      SplitIntoPanels(args.w + j0 * words, words, 1, nj, words, wlo, whi);
       for (std::int64_t i0 = 0; i0 < args.m; i0 += kDenseRowBlock) {
         const std::int64_t mi = std::min(kDenseRowBlock, args.m - i0);
         gemm_ts(xlo + i0 * words, xhi + i0 * words, words, wlo, whi,

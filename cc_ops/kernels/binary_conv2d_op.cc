@@ -117,10 +117,11 @@ class BinaryConv2DOp : public tf::OpKernel {
                              out_data, out_stride);
     } else {
       const core::ConvKernels kernels = core::ConvKernelsFor(type);
+      const std::int64_t row_words = p.filter_h * p.filter_w * p.words;
       std::shared_ptr<const CachedFilter> cached;
-      if (core::UsesTransposed(kernels, p.filter_h * p.filter_w * p.words,
-                               p.batch * p.out_h * p.out_w)) {
-        cached = GetTransposedFilter(filter, p, kernels.gemm_ts != nullptr);
+      if (core::UsesTransposed(kernels, row_words, p.batch * p.out_h * p.out_w)) {
+        cached = GetTransposedFilter(filter, p.out_channels, row_words,
+                                     kernels.gemm_ts != nullptr);
       }
       core::BConv2DOptimized(p, Words(input), Words(filter), transform,
                              out_data, out_stride, kernels, MakeParallelFor(ctx),
@@ -143,7 +144,8 @@ class BinaryConv2DOp : public tf::OpKernel {
   };
 
   std::shared_ptr<const CachedFilter> GetTransposedFilter(
-      const tf::Tensor& filter, const core::BConv2DParams& p, bool split) {
+      const tf::Tensor& filter, std::int64_t out_channels,
+      std::int64_t row_words, bool split) {
     const core::TWord* words = Words(filter);
     const std::size_t n = filter.tensor_data().size() / sizeof(core::TWord);
     {
@@ -151,8 +153,8 @@ class BinaryConv2DOp : public tf::OpKernel {
       // An entry built without the split does not serve a split kernel (the
       // kernel can change between calls: TFDISC_OPS_KERNEL).
       if (cache_ && cache_->original.size() == n &&
-          cache_->transposed.out_channels == p.out_channels &&
-          cache_->transposed.row_words == p.filter_h * p.filter_w * p.words &&
+          cache_->transposed.out_channels == out_channels &&
+          cache_->transposed.row_words == row_words &&
           (!split || !cache_->transposed.lo.empty()) &&
           std::memcmp(cache_->original.data(), words, n * sizeof(core::TWord)) == 0) {
         return cache_;
@@ -160,8 +162,7 @@ class BinaryConv2DOp : public tf::OpKernel {
     }
     auto entry = std::make_shared<CachedFilter>();
     entry->original.assign(words, words + n);
-    core::BuildTransposedFilter(words, p.out_channels,
-                                p.filter_h * p.filter_w * p.words, split,
+    core::BuildTransposedFilter(words, out_channels, row_words, split,
                                 &entry->transposed);
     std::lock_guard<std::mutex> lock(mu_);
     cache_ = entry;

@@ -173,7 +173,7 @@ void TestGemmTransposed(const std::vector<KernelType>& kernels) {
           std::vector<TWord> alo(a.size()), ahi(a.size()), blo(panel_words), bhi(panel_words);
           SplitNibbleWords(a.data(), static_cast<std::int64_t>(a.size()), alo.data(),
                            ahi.data());
-          SplitTransposedPanels(bt.data(), ldbt, n, words, blo.data(), bhi.data());
+          SplitIntoPanels(bt.data(), 1, ldbt, n, words, blo.data(), bhi.data());
           std::fill(got.begin(), got.end(), -7);
           gemm_ts(alo.data(), ahi.data(), lda, blo.data(), bhi.data(), m, n, words,
                   got.data(), ldp);

@@ -78,7 +78,7 @@ inline ConvKernels ConvKernelsFor(KernelType type) {
 
 // The filter in the transposed kernels' layout (TransposeFilter), and for a
 // split kernel also its nibble split in 16-column panels
-// (SplitTransposedPanels): built once per filter (the TF op keeps it across
+// (SplitIntoPanels): built once per filter (the TF op keeps it across
 // calls).
 struct TransposedFilter {
   // The filter's shape: the copy serves only a conv of this geometry.
@@ -87,7 +87,7 @@ struct TransposedFilter {
   std::int64_t ldbt = 0;
   std::vector<TWord> t;       // [row_words][ldbt]
   std::vector<TWord> lo, hi;  // split of t in 16-column panels
-                              // (SplitTransposedPanels); empty when not
+                              // (SplitIntoPanels); empty when not
                               // built for split
 };
 
@@ -102,8 +102,8 @@ inline void BuildTransposedFilter(const TWord* filter, std::int64_t out_channels
   if (split) {
     out->lo.resize(out->t.size());
     out->hi.resize(out->t.size());
-    SplitTransposedPanels(out->t.data(), out->ldbt, out->ldbt, row_words,
-                          out->lo.data(), out->hi.data());
+    SplitIntoPanels(out->t.data(), 1, out->ldbt, out->ldbt, row_words,
+                    out->lo.data(), out->hi.data());
   }
 }
 

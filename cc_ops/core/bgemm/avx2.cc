@@ -380,10 +380,7 @@ void PopcountGemmTransposedAvx2(const TWord* a, std::int64_t lda,
     for (int i = 0; i < m; ++i)
       SplitNibbles(a + i * lda, words, alo + i * words, ahi + i * words);
     // In panels of 16 columns (bt is readable up to cols <= ldbt).
-    for (int q = 0; q < cols / kCols; ++q)
-      for (std::int64_t w = 0; w < words; ++w)
-        SplitNibbles(bt + w * ldbt + q * kCols, kCols,
-                     blo + (q * words + w) * kCols, bhi + (q * words + w) * kCols);
+    SplitIntoPanels(bt, 1, ldbt, cols, words, blo, bhi);
     PopcountGemmTransposedSplitAvx2(alo, ahi, words, blo, bhi, m, n, words, p,
                                     ldp);
     return;

@@ -44,7 +44,7 @@ using PopcountGemmTransposedFn = void (*)(const TWord* a, std::int64_t lda,
 
 // The transposed kernel on nibble-split operands (see SplitNibbleWords): row
 // i of a as alo/ahi + i * lda; the columns of b in panels of
-// kSplitPanelCols (SplitTransposedPanels): panel q holds columns 16q ..
+// kSplitPanelCols (SplitIntoPanels): panel q holds columns 16q ..
 // 16q + 15 as [words][16] at blo/bhi + q * 16 * words, so the 16 columns a
 // register tile reads are one contiguous block (a word-major layout with a
 // row stride of 64-512 columns mapped a tile's words onto few L1 sets; the
@@ -72,20 +72,30 @@ inline void SplitNibbleWords(const TWord* x, std::int64_t words, TWord* lo,
   }
 }
 
-// Columns [0, n) of bt (the layout of PopcountGemmTransposedFn: bt[w * ldbt
-// + j]) split into the panels of PopcountGemmTransposedSplitFn, ceil(n / 16)
-// panels of 16 * words words each in lo and hi; columns past n are zero.
-inline void SplitTransposedPanels(const TWord* bt, std::int64_t ldbt,
-                                  std::int64_t n, std::int64_t words, TWord* lo,
-                                  TWord* hi) {
+// Columns [0, n) of b, word w of column j at b[j * col_stride + w *
+// word_stride], split into the panels of PopcountGemmTransposedSplitFn:
+// ceil(n / 16) panels of 16 * words words each in lo and hi, columns past n
+// zero. From the transposed layout (bt[w * ldbt + j]): col_stride 1,
+// word_stride ldbt; from rows (b_j = b + j * ldb): col_stride ldb,
+// word_stride 1. The stores are contiguous either way (column-major stores
+// into the panels ran 2.7 ns per word in the dense driver, as slow as the
+// kernel's work at 32 rows).
+inline void SplitIntoPanels(const TWord* b, std::int64_t col_stride,
+                            std::int64_t word_stride, std::int64_t n,
+                            std::int64_t words, TWord* lo, TWord* hi) {
   const std::int64_t panels = (n + kSplitPanelCols - 1) / kSplitPanelCols;
   for (std::int64_t q = 0; q < panels; ++q) {
     const std::int64_t j0 = q * kSplitPanelCols;
     const std::int64_t nj = n - j0 < kSplitPanelCols ? n - j0 : kSplitPanelCols;
     for (std::int64_t w = 0; w < words; ++w) {
+      const TWord* src = b + j0 * col_stride + w * word_stride;
       TWord* l = lo + (q * words + w) * kSplitPanelCols;
       TWord* h = hi + (q * words + w) * kSplitPanelCols;
-      SplitNibbleWords(bt + w * ldbt + j0, nj, l, h);
+      for (std::int64_t c = 0; c < nj; ++c) {
+        const TWord v = src[c * col_stride];
+        l[c] = v & 0x0f0f0f0fu;
+        h[c] = (v >> 4) & 0x0f0f0f0fu;
+      }
       for (std::int64_t c = nj; c < kSplitPanelCols; ++c) l[c] = h[c] = 0;
     }
   }
