@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
     std::printf("\nkernel %s\n  roofline tile (rows in L1): %8.1f (%8.1f) G/s\n",
                 KernelName(t), roof_rate / 1e9, macs / roof.min / 1e9);
     PopcountGemmFn gemm = GetPopcountGemm(t);
-    PopcountGemmTransposedFn gemm_t = GetPopcountGemmTransposed(t);
+    const ConvKernels all = ConvKernelsFor(t);
     // Dense over a 4096x4096 layer: batch 1 (GEMV), a 32-row slice and 256
     // rows. Where the driver runs the split transposed kernel (T), also the
     // row-major kernel (R) on the same shape.
@@ -132,9 +132,8 @@ int main(int argc, char** argv) {
       std::vector<float> out(p.out_h * p.out_w * p.out_channels);
       OutputTransform tr;
       tr.kind = OutputKind::kFloat;
-      const ConvKernels all = ConvKernelsFor(t);
       TransposedFilter filter_t;
-      if (gemm_t != nullptr)
+      if (all.gemm_t != nullptr)
         BuildTransposedFilter(f.data(), p.out_channels, 9 * p.words, all.gemm_ts != nullptr,
                               &filter_t);
       const double ops = 9.0 * p.out_h * p.out_w * p.channels * p.out_channels;
