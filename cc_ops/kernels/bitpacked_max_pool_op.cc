@@ -8,6 +8,7 @@
 // reversed (BN(max y) = min BN(y)), and the channel needs a min, i.e. a
 // bitwise OR; `or_mask` marks such channels (bit set = OR). SAME padding
 // ignores out-of-image positions, as tf.nn.max_pool does.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -63,33 +64,39 @@ class BitpackedMaxPool2DOp : public tf::OpKernel {
     const core::TWord* in = Words(input);
     const core::TWord* mask = or_mask.dim_size(0) > 0 ? Words(or_mask) : nullptr;
     core::TWord* dst = MutableWords(out);
-    const std::int64_t pixels = p.batch * p.out_h * p.out_w;
+    // One unit of work per output row (image, oy): the window's rows are
+    // found once per row and its columns once per pixel, and the words of a
+    // pixel are combined in contiguous (vectorizable) loops.
+    const std::int64_t out_rows = p.batch * p.out_h;
     MakeParallelFor(ctx)(
-        pixels, p.filter_h * p.filter_w * p.words + 8,
+        out_rows, p.out_w * (p.filter_h * p.filter_w * p.words + 8),
         [&](std::int64_t begin, std::int64_t end) {
-          for (std::int64_t q = begin; q < end; ++q) {
-            const std::int64_t b = q / (p.out_h * p.out_w);
-            const std::int64_t oy = (q / p.out_w) % p.out_h;
-            const std::int64_t ox = q % p.out_w;
-            const std::int64_t y0 = oy * p.stride_h - p.pad_top;
-            const std::int64_t x0 = ox * p.stride_w - p.pad_left;
-            core::TWord* o = dst + q * p.words;
-            for (std::int64_t w = 0; w < p.words; ++w) {
-              core::TWord all = ~core::TWord{0}, any = 0;
-              for (std::int64_t fy = 0; fy < p.filter_h; ++fy) {
-                const std::int64_t iy = y0 + fy;
-                if (iy < 0 || iy >= p.in_h) continue;
-                for (std::int64_t fx = 0; fx < p.filter_w; ++fx) {
-                  const std::int64_t ix = x0 + fx;
-                  if (ix < 0 || ix >= p.in_w) continue;
-                  const core::TWord v =
-                      in[((b * p.in_h + iy) * p.in_w + ix) * p.words + w];
-                  all &= v;
-                  any |= v;
+          std::vector<core::TWord> any(mask != nullptr ? p.words : 0);
+          for (std::int64_t r = begin; r < end; ++r) {
+            const std::int64_t b = r / p.out_h;
+            const std::int64_t y0 = r % p.out_h * p.stride_h - p.pad_top;
+            const std::int64_t fy0 = std::max<std::int64_t>(0, -y0);
+            const std::int64_t fy1 = std::min(p.filter_h, p.in_h - y0);
+            for (std::int64_t ox = 0; ox < p.out_w; ++ox) {
+              const std::int64_t x0 = ox * p.stride_w - p.pad_left;
+              const std::int64_t fx0 = std::max<std::int64_t>(0, -x0);
+              const std::int64_t fx1 = std::min(p.filter_w, p.in_w - x0);
+              core::TWord* o = dst + (r * p.out_w + ox) * p.words;
+              for (std::int64_t w = 0; w < p.words; ++w) o[w] = ~core::TWord{0};
+              for (std::int64_t w = 0; w < static_cast<std::int64_t>(any.size()); ++w)
+                any[w] = 0;
+              for (std::int64_t fy = fy0; fy < fy1; ++fy) {
+                for (std::int64_t fx = fx0; fx < fx1; ++fx) {
+                  const core::TWord* v =
+                      in + ((b * p.in_h + y0 + fy) * p.in_w + x0 + fx) * p.words;
+                  for (std::int64_t w = 0; w < p.words; ++w) o[w] &= v[w];
+                  if (mask != nullptr)
+                    for (std::int64_t w = 0; w < p.words; ++w) any[w] |= v[w];
                 }
               }
-              const core::TWord m = mask ? mask[w] : 0;
-              o[w] = (all & ~m) | (any & m);
+              if (mask != nullptr)
+                for (std::int64_t w = 0; w < p.words; ++w)
+                  o[w] = (o[w] & ~mask[w]) | (any[w] & mask[w]);
             }
           }
         });
