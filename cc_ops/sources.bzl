@@ -24,11 +24,13 @@ BGEMM_SRCS = [
 
 # TensorFlow OpKernels and op registrations.
 TF_OPS_SRCS = [
+    "kernels/bit_depth_op.cc",
     "kernels/bitpack_op.cc",
     "kernels/binary_dense_op.cc",
     "kernels/binary_conv2d_op.cc",
     "kernels/bitpacked_max_pool_op.cc",
     "kernels/roofline_op.cc",
+    "ops/bit_depth_op.cc",
     "ops/bitpack_op.cc",
     "ops/binary_dense_op.cc",
     "ops/binary_conv2d_op.cc",

@@ -228,6 +228,27 @@ class TestCustomModels:
         np.testing.assert_array_equal(clone(x).numpy(), layer(x).numpy())
 
 
+@pytest.mark.parametrize("gradient", ["straight_through", "none"])
+def test_input_quantizer_runs_as_one_op_with_the_same_values(gradient):
+    """BitDepthQuantization becomes PackedBitDepthQuantization (tfdisc.ops.bit_depth):
+    same configuration, same values bit for bit, float32 or uint8 input."""
+    model = tfdisc.models.build("fcn2", precision="binary", input_bits=2, width=40, depth=2,
+                                gradient=gradient)
+    packed = convert.to_packed(model)
+    quant = model.get_layer("input_quantization")
+    layer = packed.get_layer("input_quantization")
+    assert type(layer) is convert.PackedBitDepthQuantization  # pylint: disable=unidiomatic-typecheck
+    assert layer.get_config() == quant.get_config()
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-0.1, 1.1, (16, 28, 28, 1)).astype(np.float32)
+    x[0, 0, :3, 0] = [np.nan, np.inf, -np.inf]
+    np.testing.assert_array_equal(layer(x).numpy().view(np.int32),
+                                  quant(x).numpy().view(np.int32))
+    assert_same_predictions(model, packed, x, exact=True)
+    images = rng.integers(0, 256, (4, 28, 28, 1)).astype(np.uint8)
+    np.testing.assert_array_equal(layer(images).numpy(), quant(images).numpy())
+
+
 def test_keras3_model_is_named_in_the_error():
     """Issue 7 item 15: a Keras 3 model gets our error, not a raw one."""
     import keras  # pylint: disable=import-outside-toplevel

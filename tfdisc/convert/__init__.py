@@ -23,9 +23,11 @@ on the packed C++ ops, with its weights packed once, here:
   pool runs after them on bits (AND, or OR for channels whose BN multiplier
   is negative).
 
-Everything else (the full-precision first and last layers, ``BitDepthQuantization``,
-adds, pooling of float data) stays the original TensorFlow layer, shared with
-the input model. A larq layer whose configuration cannot run packed (other
+``BitDepthQuantization`` becomes ``PackedBitDepthQuantization``: the same
+values, bit for bit, from one C++ op (``tfdisc.ops.bit_depth``) instead of
+~15 element-wise TensorFlow ops. Everything else (the full-precision first and
+last layers, adds, pooling of float data) stays the original TensorFlow layer,
+shared with the input model. A larq layer whose configuration cannot run packed (other
 quantizers, a non-linear activation is fine but prevents folding, groups,
 non-+-1/0 ``pad_values``, channels_first) stays float and a warning names it.
 
@@ -61,10 +63,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfdisc.convert import folding, planning
+from tfdisc.layers import BitDepthQuantization
 from tfdisc.convert.layers import (
     PACKED_LAYERS,
     PackedBinaryConv2D,
     PackedBinaryDense,
+    PackedBitDepthQuantization,
     PackedMaxPool2D,
 )
 from tfdisc.convert.planning import check_model
@@ -74,6 +78,7 @@ __all__ = [
     "PACKED_LAYERS",
     "PackedBinaryConv2D",
     "PackedBinaryDense",
+    "PackedBitDepthQuantization",
     "PackedMaxPool2D",
     "PackingReport",
     "check_model",
@@ -177,12 +182,19 @@ def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=Tr
                 or_mask=or_mask,
                 name=f"{pool.name}_packed")
 
+    for layer in model.layers:
+        # The input quantizer as one op (same values; its ~15 element-wise ops
+        # cost more than a binary layer at batch 1).
+        if type(layer) is BitDepthQuantization:  # pylint: disable=unidiomatic-typecheck
+            replacements[layer.name] = PackedBitDepthQuantization.from_config(
+                layer.get_config())
+
     def clone(layer):
         return replacements.get(layer.name, layer)
 
     packed_model = tf.keras.models.clone_model(model, clone_function=clone)
     for layer in replacements.values():
-        if isinstance(layer, PACKED_LAYERS) and not isinstance(layer, PackedMaxPool2D):
+        if isinstance(layer, (PackedBinaryDense, PackedBinaryConv2D)):
             binary_packed += weight_bytes(layer.get_weights())
     report = PackingReport(
         packed_layers=tuple(plans),

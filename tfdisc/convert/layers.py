@@ -9,7 +9,15 @@ on their first call.
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["PackedBinaryConv2D", "PackedBinaryDense", "PackedMaxPool2D", "PACKED_LAYERS"]
+from tfdisc.layers import BitDepthQuantization
+
+__all__ = [
+    "PackedBinaryConv2D",
+    "PackedBinaryDense",
+    "PackedBitDepthQuantization",
+    "PackedMaxPool2D",
+    "PACKED_LAYERS",
+]
 
 
 def _ops():
@@ -194,5 +202,24 @@ class PackedMaxPool2D(tf.keras.layers.Layer):
                 "word_bits": self.word_bits, "has_or_mask": self.has_or_mask}
 
 
+@tf.keras.utils.register_keras_serializable(package="tfdisc")
+class PackedBitDepthQuantization(BitDepthQuantization):
+    """``BitDepthQuantization`` for inference, in one op (``tfdisc.ops.bit_depth``).
+
+    Same configuration and the same float32 values, bit for bit, as the
+    layer it replaces, computed by one C++ op instead of ~15 TensorFlow
+    element-wise ops (which cost more than a binary layer at batch 1). No
+    gradient: packed models are for inference. Inputs other than float32
+    (e.g. uint8 images) take the TensorFlow ops of the parent layer.
+    """
+
+    def call(self, inputs):
+        if inputs.dtype != tf.float32:
+            return super().call(inputs)
+        return _ops().bit_depth(inputs, self.bits, value_range=self.value_range,
+                                straight_through=self.gradient != "none")
+
+
 #: Every packed layer class, for code that must tell packed models apart.
-PACKED_LAYERS = (PackedBinaryDense, PackedBinaryConv2D, PackedMaxPool2D)
+PACKED_LAYERS = (PackedBinaryDense, PackedBinaryConv2D, PackedMaxPool2D,
+                 PackedBitDepthQuantization)

@@ -32,6 +32,7 @@ import tensorflow as _tf
 
 from tfdisc.ops import _loader
 from tfdisc.ops._loader import load as _load
+from tfdisc.ops.bit_depth import bit_depth
 from tfdisc.ops.binary_conv2d import (
     binary_conv2d,
     binary_conv2d_reference,
@@ -64,7 +65,7 @@ def library():
 # Inference-only ops: differentiating through them is an error in the model,
 # so say "no gradient" explicitly (tape.gradient returns None).
 for _name in ("Tfdisc>Bitpack", "Tfdisc>BinaryDense", "Tfdisc>BinaryConv2D",
-              "Tfdisc>BitpackedMaxPool2D"):
+              "Tfdisc>BitpackedMaxPool2D", "Tfdisc>BitDepth"):
     _tf.no_gradient(_name)
 del _name
 
@@ -75,6 +76,7 @@ __all__ = [
     "binary_conv2d_reference",
     "binary_dense",
     "binary_dense_reference",
+    "bit_depth",
     "bitpack",
     "bitpack_reference",
     "bitpacked_max_pool2d",
