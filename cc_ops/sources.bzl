@@ -29,10 +29,12 @@ TF_OPS_SRCS = [
     "kernels/binary_dense_op.cc",
     "kernels/binary_conv2d_op.cc",
     "kernels/bitpacked_max_pool_op.cc",
+    "kernels/float_conv2d_bits_op.cc",
     "kernels/roofline_op.cc",
     "ops/bit_depth_op.cc",
     "ops/bitpack_op.cc",
     "ops/binary_dense_op.cc",
     "ops/binary_conv2d_op.cc",
     "ops/bitpacked_max_pool_op.cc",
+    "ops/float_conv2d_bits_op.cc",
 ]

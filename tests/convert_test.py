@@ -68,6 +68,14 @@ class TestZoo:
         if name in ("alexnet_cifar", "resnet20"):
             # The full-precision first convolution takes its batch norm in.
             assert report.folded_float_convs[0] == ("conv_in", "bn_in")
+        # alexnet_cifar's first layer feeds only conv_1: it emits sign bits
+        # (resnet20's also feeds the shortcut add, so it stays float).
+        assert report.bit_output_float_convs == (
+            ("conv_in",) if name == "alexnet_cifar" else ())
+        if name == "alexnet_cifar":
+            assert isinstance(packed.get_layer("conv_in_with_bn_bits"),
+                              convert.PackedFloatConv2D)
+            assert packed.get_layer("conv_1").input_packed
         if name != "resnet20":
             # Every binary layer but the last feeds another binary layer.
             assert len(report.bitpacked_outputs) == n_quant - 1
@@ -226,6 +234,22 @@ class TestCustomModels:
         if layer.input_packed:
             x = ops.bitpack(x).numpy()
         np.testing.assert_array_equal(clone(x).numpy(), layer(x).numpy())
+
+
+def test_bit_output_float_conv_saves_and_loads(tmp_path):
+    """PackedFloatConv2D (the first layer emitting sign bits) survives .keras save/load."""
+    model = tfdisc.models.build("alexnet_cifar", precision="binary", width=16, depth=1,
+                                input_shape=(16, 16, 3))
+    randomize_batch_norms(model, seed=3)
+    packed = convert.to_packed(model)
+    assert packed.packing_report.bit_output_float_convs == ("conv_in",)
+    packed.save(tmp_path / "packed.keras")
+    loaded = tf.keras.models.load_model(tmp_path / "packed.keras")
+    layer = loaded.get_layer("conv_in_with_bn_bits")
+    assert isinstance(layer, convert.PackedFloatConv2D) and layer.padding == "SAME"
+    x = np.random.default_rng(9).random((6, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x).numpy(), packed(x).numpy())
+    assert_same_predictions(model, packed, x, exact=False)
 
 
 @pytest.mark.parametrize("gradient", ["straight_through", "none"])

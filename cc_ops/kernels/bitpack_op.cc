@@ -14,11 +14,7 @@ template <typename T>
 class BitpackOp : public tf::OpKernel {
  public:
   explicit BitpackOp(tf::OpKernelConstruction* ctx) : tf::OpKernel(ctx) {
-    tf::DataType out_type;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("out_type", &out_type));
-    word_bits_ = WordBits(out_type);
-    OP_REQUIRES(ctx, word_bits_ != 0,
-                tf::errors::InvalidArgument("out_type must be int32 or int64"));
+    OP_REQUIRES_OK(ctx, ReadWordBitsAttr(ctx, "out_type", &word_bits_));
   }
 
   void Compute(tf::OpKernelContext* ctx) override {

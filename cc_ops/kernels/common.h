@@ -52,6 +52,18 @@ inline int WordBits(tf::DataType dtype) {
   return 0;
 }
 
+// Reads a word-type attribute (int32 or int64) as its number of bits.
+inline absl::Status ReadWordBitsAttr(tf::OpKernelConstruction* ctx,
+                                     const char* name, int* word_bits) {
+  tf::DataType type;
+  TF_RETURN_IF_ERROR(ctx->GetAttr(name, &type));
+  *word_bits = WordBits(type);
+  if (*word_bits == 0) {
+    return tf::errors::InvalidArgument(name, " must be int32 or int64");
+  }
+  return absl::OkStatus();
+}
+
 // Selects the popcount kernel (TFDISC_OPS_KERNEL) or fails the op.
 inline bool GetKernelType(tf::OpKernelContext* ctx, core::KernelType* type) {
   std::string error;

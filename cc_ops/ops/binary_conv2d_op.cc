@@ -31,26 +31,9 @@ REGISTER_OP("Tfdisc>BinaryConv2D")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &unused));
       si::DimensionHandle words;
       TF_RETURN_IF_ERROR(c->Merge(c->Dim(input, 3), c->Dim(filter, 3), &words));
-      std::vector<::tensorflow::int32> strides, dilations;
-      std::string padding;
-      TF_RETURN_IF_ERROR(c->GetAttr("strides", &strides));
-      TF_RETURN_IF_ERROR(c->GetAttr("dilations", &dilations));
-      TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
-      if (strides.size() != 2 || dilations.size() != 2) {
-        return ::tensorflow::errors::InvalidArgument(
-            "strides and dilations must have 2 elements [h, w]");
-      }
-      si::DimensionHandle oh = c->UnknownDim(), ow = c->UnknownDim();
-      if (c->ValueKnown(c->Dim(filter, 1)) && c->ValueKnown(c->Dim(filter, 2)) &&
-          strides[0] >= 1 && strides[1] >= 1 && dilations[0] >= 1 &&
-          dilations[1] >= 1) {
-        TF_RETURN_IF_ERROR(WindowedDim(c, c->Dim(input, 1),
-                                       c->Value(c->Dim(filter, 1)), strides[0],
-                                       dilations[0], padding == "SAME", &oh));
-        TF_RETURN_IF_ERROR(WindowedDim(c, c->Dim(input, 2),
-                                       c->Value(c->Dim(filter, 2)), strides[1],
-                                       dilations[1], padding == "SAME", &ow));
-      }
+      si::DimensionHandle oh, ow;
+      TF_RETURN_IF_ERROR(ConvOutputHeightWidth(c, input, c->Dim(filter, 1),
+                                               c->Dim(filter, 2), &oh, &ow));
       bool bitpacked;
       ::tensorflow::DataType out_type;
       TF_RETURN_IF_ERROR(c->GetAttr("bitpacked_output", &bitpacked));

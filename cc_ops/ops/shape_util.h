@@ -40,6 +40,36 @@ inline absl::Status WindowedDim(si::InferenceContext* c, si::DimensionHandle in,
   return absl::OkStatus();
 }
 
+// Output height and width of a convolution op with `strides`, `dilations`
+// and `padding` attributes, for a filter of height / width dimensions
+// `filter_h` / `filter_w`; unknown where a size is not known yet.
+inline absl::Status ConvOutputHeightWidth(si::InferenceContext* c,
+                                          si::ShapeHandle input,
+                                          si::DimensionHandle filter_h,
+                                          si::DimensionHandle filter_w,
+                                          si::DimensionHandle* oh,
+                                          si::DimensionHandle* ow) {
+  std::vector<::tensorflow::int32> strides, dilations;
+  std::string padding;
+  TF_RETURN_IF_ERROR(c->GetAttr("strides", &strides));
+  TF_RETURN_IF_ERROR(c->GetAttr("dilations", &dilations));
+  TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
+  if (strides.size() != 2 || dilations.size() != 2) {
+    return ::tensorflow::errors::InvalidArgument(
+        "strides and dilations must have 2 elements [h, w]");
+  }
+  *oh = c->UnknownDim();
+  *ow = c->UnknownDim();
+  if (c->ValueKnown(filter_h) && c->ValueKnown(filter_w) && strides[0] >= 1 &&
+      strides[1] >= 1 && dilations[0] >= 1 && dilations[1] >= 1) {
+    TF_RETURN_IF_ERROR(WindowedDim(c, c->Dim(input, 1), c->Value(filter_h),
+                                   strides[0], dilations[0], padding == "SAME", oh));
+    TF_RETURN_IF_ERROR(WindowedDim(c, c->Dim(input, 2), c->Value(filter_w),
+                                   strides[1], dilations[1], padding == "SAME", ow));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace ops
 }  // namespace tfdisc
 

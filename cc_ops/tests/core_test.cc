@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "cc_ops/core/bconv2d/float_input.h"
 #include "cc_ops/core/bconv2d/optimized.h"
 #include "cc_ops/core/bconv2d/reference.h"
 #include "cc_ops/core/bdense.h"
@@ -547,6 +548,77 @@ void TestDotLimits(const std::vector<KernelType>& kernels) {
 
 }  // namespace
 
+// The float first layer (core/bconv2d/float_input.h) of each kernel against
+// a double-precision direct convolution: every bit agrees except for values
+// within rounding of zero, and the padding words are zero.
+void TestFloatConvBits(const std::vector<KernelType>& kernels) {
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int cases = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    BConv2DParams p;
+    p.batch = 1 + rng() % 2;
+    p.channels = 1 + rng() % 5;
+    p.out_channels = 1 + rng() % 70;
+    p.filter_h = 1 + rng() % 3;
+    p.filter_w = 1 + rng() % 3;
+    p.stride_h = 1 + rng() % 2;
+    p.stride_w = 1 + rng() % 2;
+    p.in_h = p.filter_h + rng() % 9;
+    p.in_w = p.filter_w + rng() % 9;
+    std::string error;
+    if (!ComputeConvGeometry(trial % 2 == 0, &p, &error)) continue;
+    const std::int64_t taps = p.filter_h * p.filter_w;
+    std::vector<float> x(p.batch * p.in_h * p.in_w * p.channels);
+    std::vector<float> w(taps * p.channels * p.out_channels), bias(p.out_channels);
+    for (float& v : x) v = normal(rng);
+    for (float& v : w) v = normal(rng);
+    for (float& v : bias) v = normal(rng);
+    const std::int64_t pixels = p.batch * p.out_h * p.out_w;
+    const std::int64_t out_words = PackedWords32(p.out_channels, 64);  // int64 words
+    PaddedFloatFilter padded;
+    PadFloatFilter(w.data(), bias.data(), taps * p.channels, p.out_channels, &padded);
+    for (KernelType t : kernels) {
+      std::vector<TWord> out(pixels * out_words, 0xdeadbeefu);
+      FloatConv2DBits(p, x.data(), padded, GetFloatGemm(t), GetBitpackFloat(t), out.data(),
+                      out_words, SerialFor);
+      int wrong_bits = 0, bad_padding = 0;
+      for (std::int64_t q = 0; q < pixels; ++q) {
+        const std::int64_t b = q / (p.out_h * p.out_w);
+        const std::int64_t oy = q / p.out_w % p.out_h, ox = q % p.out_w;
+        for (std::int64_t o = 0; o < p.out_channels; ++o) {
+          double v = bias[o], bound = std::abs(bias[o]);
+          for (std::int64_t fy = 0; fy < p.filter_h; ++fy)
+            for (std::int64_t fx = 0; fx < p.filter_w; ++fx) {
+              const std::int64_t iy = oy * p.stride_h - p.pad_top + fy;
+              const std::int64_t ix = ox * p.stride_w - p.pad_left + fx;
+              if (iy < 0 || iy >= p.in_h || ix < 0 || ix >= p.in_w) continue;
+              for (std::int64_t c = 0; c < p.channels; ++c) {
+                const double term =
+                    double(x[((b * p.in_h + iy) * p.in_w + ix) * p.channels + c]) *
+                    w[((fy * p.filter_w + fx) * p.channels + c) * p.out_channels + o];
+                v += term;
+                bound += std::abs(term);
+              }
+            }
+          const bool bit = (out[q * out_words + o / 32] >> (o % 32)) & 1u;
+          if (std::abs(v) > bound * 1e-5 && bit != (v < 0)) ++wrong_bits;
+        }
+        for (std::int64_t wd = PackedWords32(p.out_channels, 32); wd < out_words; ++wd)
+          bad_padding += out[q * out_words + wd] != 0;
+        const std::int64_t rest = p.out_channels % 32;
+        if (rest != 0) bad_padding += (out[q * out_words + p.out_channels / 32] >> rest) != 0;
+      }
+      CHECK(wrong_bits == 0, "float conv bits: kernel %s trial %d: %d wrong bits",
+            KernelName(t), trial, wrong_bits);
+      CHECK(bad_padding == 0, "float conv bits: kernel %s trial %d: %d nonzero padding words",
+            KernelName(t), trial, bad_padding);
+      ++cases;
+    }
+  }
+  CHECK(cases > 40, "float conv bits ran only %d cases", cases);
+}
+
 int main() {
   const std::vector<KernelType> kernels = SupportedKernels();
   TestBitpack();
@@ -557,5 +629,6 @@ int main() {
   TestConv(kernels);
   TestConvLongRows(kernels);
   TestDotLimits(kernels);
+  TestFloatConvBits(kernels);
   return tfdisc_test::CheckSummary();
 }

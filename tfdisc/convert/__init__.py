@@ -14,7 +14,10 @@ on the packed C++ ops, with its weights packed once, here:
   ``Conv2D`` (the first layer) is folded into that convolution's kernel and
   bias (a new float ``Conv2D``): TensorFlow would otherwise fuse the pair
   into a oneDNN convolution with batch-norm post-ops, which is ~20x slower at
-  batch 1 on CPUs without AVX-512 (``planning.float_conv_batch_norms``);
+  batch 1 on CPUs without AVX-512 (``planning.float_conv_batch_norms``); when
+  that convolution only feeds packed layers, it emits their sign bits itself
+  (``PackedFloatConv2D``, ``tfdisc.ops.float_conv2d_bits``) and its float
+  output is never written;
 * when every consumer of that output is itself a packed layer (possibly
   through ``MaxPool2D`` and/or ``Flatten``), the op emits the sign bits
   directly (``bitpacked`` output), max pooling runs on packed words, and the
@@ -69,6 +72,7 @@ from tfdisc.convert.layers import (
     PackedBinaryConv2D,
     PackedBinaryDense,
     PackedBitDepthQuantization,
+    PackedFloatConv2D,
     PackedMaxPool2D,
 )
 from tfdisc.convert.planning import check_model
@@ -79,6 +83,7 @@ __all__ = [
     "PackedBinaryConv2D",
     "PackedBinaryDense",
     "PackedBitDepthQuantization",
+    "PackedFloatConv2D",
     "PackedMaxPool2D",
     "PackingReport",
     "check_model",
@@ -115,6 +120,15 @@ def _make_layer(plan, word_bits):
         packed_kernel=packed, **common)
 
 
+def _bit_output_conv(folded, word_bits):
+    """The folded float Conv2D as a PackedFloatConv2D emitting sign bits."""
+    kernel, bias = folded.get_weights()
+    return PackedFloatConv2D(
+        folded.filters, folded.kernel_size, strides=folded.strides, padding=folded.padding,
+        dilations=folded.dilation_rate, word_bits=word_bits, kernel=kernel, bias=bias,
+        name=f"{folded.name}_bits")
+
+
 def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=True,
               warn=True):
     """Converts a trained larq model to an inference model on packed ops.
@@ -149,10 +163,17 @@ def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=Tr
                           stacklevel=2)
 
     replacements = {}
-    folded, bitpacked, float_folds = [], [], []
+    folded, bitpacked, float_folds, float_bits = [], [], [], []
     if fold_batch_norm:
+        # Before the packed layers are made: this marks their inputs packed.
+        bit_convs = ({conv.name for conv, _ in planning.bit_output_float_convs(
+            model, plans, word_bits)} if bitpacked_outputs else set())
         for conv, bn in planning.float_conv_batch_norms(model):
             replacements[conv.name] = folding.folded_conv(conv, bn)
+            if conv.name in bit_convs:
+                replacements[conv.name] = _bit_output_conv(replacements[conv.name],
+                                                           word_bits)
+                float_bits.append(conv.name)
             replacements[bn.name] = tf.keras.layers.Activation(
                 "linear", name=f"{bn.name}_folded")
             float_folds.append((conv.name, bn.name))
@@ -206,6 +227,7 @@ def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=Tr
         binary_float_bytes=binary_float,
         binary_packed_bytes=binary_packed,
         folded_float_convs=tuple(float_folds),
+        bit_output_float_convs=tuple(float_bits),
     )
     packed_model.packing_report = report
     return packed_model

@@ -15,6 +15,7 @@ __all__ = [
     "PackedBinaryConv2D",
     "PackedBinaryDense",
     "PackedBitDepthQuantization",
+    "PackedFloatConv2D",
     "PackedMaxPool2D",
     "PACKED_LAYERS",
 ]
@@ -203,6 +204,52 @@ class PackedMaxPool2D(tf.keras.layers.Layer):
 
 
 @tf.keras.utils.register_keras_serializable(package="tfdisc")
+class PackedFloatConv2D(tf.keras.layers.Layer):
+    """A full-precision convolution (batch norm folded) that emits sign bits.
+
+    ``tfdisc.ops.float_conv2d_bits``: the bits of ``conv2d(x, kernel) + bias``
+    for the packed layers it feeds, without writing the float output. The
+    sums run in filter order, so a value within float rounding of zero can
+    take the other bit than TensorFlow's convolution would give it.
+    """
+
+    def __init__(self, filters, kernel_size, *, strides=(1, 1), padding="VALID",
+                 dilations=(1, 1), word_bits=32, kernel=None, bias=None, **kwargs):
+        kwargs.pop("trainable", None)
+        super().__init__(trainable=False, **kwargs)
+        self.filters = int(filters)
+        self.kernel_size = tuple(int(v) for v in kernel_size)
+        self.strides = tuple(int(v) for v in strides)
+        self.padding = padding.upper()
+        self.dilations = tuple(int(v) for v in dilations)
+        self.word_bits = int(word_bits)
+        self._init_values = dict(kernel=kernel, bias=bias)
+
+    def build(self, input_shape):
+        def constant(name, shape, value):
+            init = "zeros" if value is None else tf.constant_initializer(np.asarray(value))
+            return self.add_weight(name=name, shape=shape, dtype=tf.float32,
+                                   initializer=init, trainable=False)
+
+        self.kernel = constant("kernel", (*self.kernel_size, int(input_shape[-1]), self.filters),
+                               self._init_values["kernel"])
+        self.bias = constant("bias", (self.filters,), self._init_values["bias"])
+        self._init_values = {}
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return _ops().float_conv2d_bits(inputs, self.kernel, self.bias, strides=self.strides,
+                                        padding=self.padding, dilations=self.dilations,
+                                        word_bits=self.word_bits)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "strides": self.strides,
+                "padding": self.padding, "dilations": self.dilations,
+                "word_bits": self.word_bits}
+
+
+@tf.keras.utils.register_keras_serializable(package="tfdisc")
 class PackedBitDepthQuantization(BitDepthQuantization):
     """``BitDepthQuantization`` for inference, in one op (``tfdisc.ops.bit_depth``).
 
@@ -222,4 +269,4 @@ class PackedBitDepthQuantization(BitDepthQuantization):
 
 #: Every packed layer class, for code that must tell packed models apart.
 PACKED_LAYERS = (PackedBinaryDense, PackedBinaryConv2D, PackedMaxPool2D,
-                 PackedBitDepthQuantization)
+                 PackedBitDepthQuantization, PackedFloatConv2D)

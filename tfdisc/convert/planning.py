@@ -151,6 +151,46 @@ def _is_linear(layer):
     return layer.activation in (None, tf.keras.activations.linear)
 
 
+def _packed_consumers_ok(layers_graph, supported, word_bits, name, channels, rank):
+    """All consumers of `name` can take its output as sign bits with
+    `channels` channels: supported (packed) layers, or a Flatten of NHWC
+    whose rows fill whole words and that feeds only packed dense layers."""
+    by_name, producers, consumers, outputs = layers_graph
+    cons = consumers[name]
+    if name in outputs or not cons:
+        return False
+    for c in cons:
+        if len(producers[c]) != 1:
+            return False
+        layer = by_name[c]
+        if c in supported:
+            if isinstance(layer, lq.layers.QuantDense) and rank != 2:
+                return False
+            continue
+        if (isinstance(layer, tf.keras.layers.Flatten) and rank == 4
+                and getattr(layer, "data_format", "channels_last") == "channels_last"):
+            # A Flatten of packed NHWC is the packed flat row only when
+            # no padding bits sit between pixels.
+            if channels % word_bits or c in outputs or not consumers[c]:
+                return False
+            if not all(d in supported and len(producers[d]) == 1
+                       and isinstance(by_name[d], lq.layers.QuantDense)
+                       for d in consumers[c]):
+                return False
+            continue
+        return False
+    return True
+
+
+def _mark_packed_inputs(layers_graph, plans, tail):
+    """The packed layers fed by `tail` (directly or through a Flatten) receive bits."""
+    by_name, _, consumers, _ = layers_graph
+    for c in consumers[tail]:
+        targets = consumers[c] if isinstance(by_name[c], tf.keras.layers.Flatten) else [c]
+        for t in targets:
+            plans[t].input_packed = True
+
+
 @dataclasses.dataclass
 class Plan:
     """How one larq layer runs on sign-bit ops.
@@ -210,31 +250,8 @@ def plan(model, word_bits=32, fold_batch_norm=True, bitpacked_outputs=True):
                 and layer.data_format == "channels_last")
 
     def packed_consumers_ok(name, channels, rank):
-        """All consumers of `name` can take bits with `channels` channels."""
-        cons = consumers[name]
-        if name in outputs or not cons:
-            return False
-        for c in cons:
-            if len(producers[c]) != 1:
-                return False
-            layer = by_name[c]
-            if c in supported:
-                if isinstance(layer, lq.layers.QuantDense) and rank != 2:
-                    return False
-                continue
-            if (isinstance(layer, tf.keras.layers.Flatten) and rank == 4
-                    and getattr(layer, "data_format", "channels_last") == "channels_last"):
-                # A Flatten of packed NHWC is the packed flat row only when
-                # no padding bits sit between pixels.
-                if channels % word_bits or c in outputs or not consumers[c]:
-                    return False
-                if not all(d in supported and len(producers[d]) == 1
-                           and isinstance(by_name[d], lq.layers.QuantDense)
-                           for d in consumers[c]):
-                    return False
-                continue
-            return False
-        return True
+        return _packed_consumers_ok((by_name, producers, consumers, outputs), supported,
+                                    word_bits, name, channels, rank)
 
     plans = {}
     for name, layer in supported.items():
@@ -272,11 +289,27 @@ def plan(model, word_bits=32, fold_batch_norm=True, bitpacked_outputs=True):
         for step in (p.pool_before_bn, p.bn, p.pool_after):
             if step is not None:
                 tail = step.name
-        for c in consumers[tail]:
-            targets = consumers[c] if isinstance(by_name[c], tf.keras.layers.Flatten) else [c]
-            for t in targets:
-                plans[t].input_packed = True
+        _mark_packed_inputs((by_name, producers, consumers, outputs), plans, tail)
     return plans, float_layers
+
+
+def bit_output_float_convs(model, plans, word_bits=32):
+    """``[(conv, bn)]`` of :func:`float_conv_batch_norms` whose batch norm's
+    output only feeds packed layers (`plans`, from :func:`plan`): the folded
+    convolution can emit sign bits (``tfdisc.ops.float_conv2d_bits``), and
+    those layers' plans are marked ``input_packed`` here.
+
+    Why: TensorFlow would write the float output (16 MiB for alexnet_cifar's
+    first layer at batch 32) only for the next layer to read it back and
+    pack its signs.
+    """
+    layers_graph = graph(model)
+    pairs = []
+    for conv, bn in float_conv_batch_norms(model):
+        if _packed_consumers_ok(layers_graph, plans, word_bits, bn.name, conv.filters, 4):
+            _mark_packed_inputs(layers_graph, plans, bn.name)
+            pairs.append((conv, bn))
+    return pairs
 
 
 def _is_float_conv(layer):

@@ -22,6 +22,9 @@ class PackingReport:
       folded_float_convs: ``(conv, batch norm)`` names of full-precision
         convolutions whose batch norm was folded into their kernel and bias.
       bitpacked_outputs: Names of packed layers emitting sign bits.
+      bit_output_float_convs: Names of those folded full-precision
+        convolutions that emit sign bits for the packed layers they feed
+        (``PackedFloatConv2D``: the float output is never written).
       float_bytes: Weight bytes of the input model (float32 latent weights).
       packed_bytes: Weight bytes of the converted model (packed words,
         float multipliers/biases, and the layers it keeps in float).
@@ -38,6 +41,7 @@ class PackingReport:
     binary_float_bytes: int
     binary_packed_bytes: int
     folded_float_convs: tuple = ()
+    bit_output_float_convs: tuple = ()
 
     @property
     def compression(self):
@@ -50,7 +54,8 @@ class PackingReport:
             + "".join(f"\n  {n}: {r}" for n, r in self.float_layers),
             f"folded batch norms: {len(self.folded_batch_norms)}; bit-packed outputs: "
             f"{len(self.bitpacked_outputs)}; float convolutions with a folded batch norm: "
-            f"{len(self.folded_float_convs)}",
+            f"{len(self.folded_float_convs)} ({len(self.bit_output_float_convs)} emitting "
+            "sign bits)",
             f"model size: {self.float_bytes / 1024:.1f} KiB float -> "
             f"{self.packed_bytes / 1024:.1f} KiB packed ({self.compression:.1f}x)",
             f"binary layers: {self.binary_float_bytes / 1024:.1f} KiB float -> "

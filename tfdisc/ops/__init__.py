@@ -38,6 +38,7 @@ from tfdisc.ops.binary_conv2d import (
     binary_conv2d_reference,
     bitpacked_max_pool2d,
     bitpacked_max_pool2d_reference,
+    float_conv2d_bits,
     pack_conv_filter,
 )
 from tfdisc.ops.binary_dense import (
@@ -65,7 +66,8 @@ def library():
 # Inference-only ops: differentiating through them is an error in the model,
 # so say "no gradient" explicitly (tape.gradient returns None).
 for _name in ("Tfdisc>Bitpack", "Tfdisc>BinaryDense", "Tfdisc>BinaryConv2D",
-              "Tfdisc>BitpackedMaxPool2D", "Tfdisc>BitDepth"):
+              "Tfdisc>BitpackedMaxPool2D", "Tfdisc>BitDepth",
+              "Tfdisc>FloatConv2DBits"):
     _tf.no_gradient(_name)
 del _name
 
@@ -82,6 +84,7 @@ __all__ = [
     "bitpacked_max_pool2d",
     "bitpacked_max_pool2d_reference",
     "current_kernel",
+    "float_conv2d_bits",
     "kernel_supported",
     "pack_conv_filter",
     "pack_dense_weights",

@@ -1,4 +1,5 @@
-"""``binary_conv2d`` and ``bitpacked_max_pool2d`` on channel-packed NHWC."""
+"""``binary_conv2d`` and ``bitpacked_max_pool2d`` on channel-packed NHWC, and
+``float_conv2d_bits``: a float first layer that emits packed sign bits."""
 
 import numpy as np
 import tensorflow as tf
@@ -54,6 +55,43 @@ def binary_conv2d(x, filters, channels_in, *, strides=1, padding="VALID",
         channels_in=int(channels_in), strides=list(_pair(strides, "strides")),
         dilations=list(_pair(dilations, "dilations")), padding=padding.upper(),
         pad_value=int(pad_value), out_type=out_type, bitpacked_output=bitpacked)
+
+
+def float_conv2d_bits(x, kernel, bias=None, *, strides=1, padding="VALID", dilations=1,
+                      word_bits=32):
+    """Sign bits of a float convolution, ``bitpack(tf.nn.conv2d(x, kernel) + bias)``.
+
+    For a full-precision layer whose output only feeds binary layers (a BNN's
+    first convolution with its batch norm folded in): the float output is
+    never written, only its bits. The sums run in filter order (fused
+    multiply-adds on AVX2), not TensorFlow's, so a value within float
+    rounding of zero can get the other bit.
+
+    Args:
+      x: ``[N, H, W, C]`` float32.
+      kernel: ``[kh, kw, C, out_channels]`` float32 (HWIO, a Keras kernel).
+      bias: ``[out_channels]`` float32, or None for zeros.
+      strides, dilations: Int or ``(h, w)``.
+      padding: ``"SAME"`` (zeros) or ``"VALID"``.
+      word_bits: 32 (int32 words) or 64 (int64 words).
+
+    Returns:
+      ``[N, OH, OW, ceil(out_channels / word_bits)]`` packed words, bit 1 = -1.
+
+    Raises:
+      ValueError: bad ``padding``, ``strides``, ``dilations`` or ``word_bits``.
+      tf.errors.InvalidArgumentError: shapes that do not fit together.
+    """
+    if word_bits not in (32, 64):
+        raise ValueError(f"`word_bits` must be 32 or 64, got {word_bits!r}.")
+    x = tf.convert_to_tensor(x, tf.float32)
+    kernel = tf.convert_to_tensor(kernel, tf.float32)
+    if bias is None:
+        bias = tf.zeros(kernel.shape[-1:] if kernel.shape.rank == 4 else (0,), tf.float32)
+    return _loader.load().tfdisc_float_conv2d_bits(
+        x, kernel, tf.convert_to_tensor(bias, tf.float32),
+        strides=list(_pair(strides, "strides")), dilations=list(_pair(dilations, "dilations")),
+        padding=_padding(padding), out_type=tf.int32 if word_bits == 32 else tf.int64)
 
 
 def bitpacked_max_pool2d(x, pool_size, *, strides=None, padding="VALID",

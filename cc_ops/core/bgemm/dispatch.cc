@@ -151,6 +151,23 @@ BitpackFloatFn GetBitpackFloat(KernelType type) {
   return &BitpackFloatPortable;
 }
 
+#if defined(__x86_64__)
+void FloatGemmAvx2(const float* a, std::int64_t m, std::int64_t k,
+                   const float* w, const float* bias, std::int64_t n,
+                   float* out);
+#endif
+
+FloatGemmFn GetFloatGemm(KernelType type) {
+#if defined(__x86_64__)
+  if ((type == KernelType::kAvx2 || type == KernelType::kAvx512Bw ||
+       type == KernelType::kAvx512) &&
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return &FloatGemmAvx2;
+#endif
+  (void)type;
+  return &FloatGemmPortable;
+}
+
 std::int64_t XorPopcountRoofline(KernelType type, const TWord* a,
                                  const TWord* b, std::int64_t words,
                                  std::int64_t iters) {

@@ -105,6 +105,17 @@ inline void SplitIntoPanels(const TWord* b, std::int64_t col_stride,
 // (bit = PacksAsMinusOne(x), core/types.h).
 using BitpackFloatFn = void (*)(const float* x, std::int64_t k, TWord* out);
 
+// Float rows of a full-precision convolution whose output is only packed into
+// sign bits (core/bconv2d/float_input.h): for i < m, j < n,
+//   out[i * n + j] = bias[j] + sum_{t < k} a[i * k + t] * w[t * n + j],
+// summed in t order (the AVX2 one with fused multiply-adds, the portable one
+// with a multiply and an add, so their last bits can differ). n is a
+// multiple of kFloatGemmCols (w and bias zero-padded).
+using FloatGemmFn = void (*)(const float* a, std::int64_t m, std::int64_t k,
+                             const float* w, const float* bias, std::int64_t n,
+                             float* out);
+constexpr std::int64_t kFloatGemmCols = 16;
+
 enum class KernelType { kReference, kPortable, kAvx2, kAvx512Bw, kAvx512, kNeon };
 
 // Straightforward loops; the oracle the optimized kernels are tested against.
@@ -150,6 +161,9 @@ void PopcountGemmTransposedAvx512(const TWord* a, std::int64_t lda,
                                   std::int64_t ldp);
 
 void BitpackFloatPortable(const float* x, std::int64_t k, TWord* out);
+void FloatGemmPortable(const float* a, std::int64_t m, std::int64_t k,
+                       const float* w, const float* bias, std::int64_t n,
+                       float* out);
 void BitpackFloatAvx2(const float* x, std::int64_t k, TWord* out);
 void BitpackFloatAvx512(const float* x, std::int64_t k, TWord* out);
 
@@ -177,6 +191,9 @@ PopcountGemmFn GetPopcountGemm(KernelType type);
 PopcountGemmTransposedFn GetPopcountGemmTransposed(KernelType type);
 PopcountGemmTransposedSplitFn GetPopcountGemmTransposedSplit(KernelType type);
 BitpackFloatFn GetBitpackFloat(KernelType type);
+// The x86 kernels (avx2, avx512bw, avx512) run the AVX2 + FMA float rows
+// when the CPU has FMA; everything else the portable loop.
+FloatGemmFn GetFloatGemm(KernelType type);
 const char* KernelName(KernelType type);
 
 }  // namespace core

@@ -133,6 +133,20 @@ void PopcountGemmPortable(const TWord* a, std::int64_t lda, const TWord* b,
   }
 }
 
+void FloatGemmPortable(const float* a, std::int64_t m, std::int64_t k,
+                       const float* w, const float* bias, std::int64_t n,
+                       float* out) {
+  for (std::int64_t i = 0; i < m; ++i) {
+    float* __restrict o = out + i * n;
+    for (std::int64_t j = 0; j < n; ++j) o[j] = bias[j];
+    for (std::int64_t t = 0; t < k; ++t) {
+      const float v = a[i * k + t];
+      const float* __restrict wt = w + t * n;
+      for (std::int64_t j = 0; j < n; ++j) o[j] += v * wt[j];
+    }
+  }
+}
+
 void BitpackFloatPortable(const float* x, std::int64_t k, TWord* out) {
   const std::int64_t full = k / kWordBits;
   for (std::int64_t w = 0; w < full; ++w) {

@@ -1,0 +1,122 @@
+// A full-precision 2-D convolution whose output is consumed only as sign
+// bits: the first layer of a BNN (its batch norm folded into kernel and
+// bias) feeding a binary layer.
+//
+// TensorFlow would write the float output (16 MiB for alexnet_cifar's
+// 32x32x128 at batch 32), and the next layer would read it back to pack its
+// signs. Here each block of output pixels is computed in float (im2col with
+// zero padding, then FloatGemmFn), packed at once (BitpackFloatFn,
+// PacksAsMinusOne) and only the bits are written.
+//
+// Rounding: sums run in filter order (ky, kx, c) from the bias, the AVX2
+// kernel with fused multiply-adds; TensorFlow's (oneDNN's) order is its
+// own, so a value within rounding of zero can take the other sign (the same
+// caveat as folding the batch norm, see the converter's "Exactness").
+#ifndef TFDISC_CC_OPS_CORE_BCONV2D_FLOAT_INPUT_H_
+#define TFDISC_CC_OPS_CORE_BCONV2D_FLOAT_INPUT_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "cc_ops/core/bconv2d/params.h"
+#include "cc_ops/core/bgemm/kernels.h"
+#include "cc_ops/core/parallel.h"
+#include "cc_ops/core/types.h"
+
+namespace tfdisc {
+namespace core {
+
+// A multiple of the AVX2 kernel's 6-row tile.
+constexpr std::int64_t kFloatConvPixelBlock = 48;
+
+// The filter [filter_h][filter_w][channels][out_channels] (HWIO, i.e. rows
+// t = (ky * filter_w + kx) * channels + c) and bias [out_channels] with
+// the columns padded with zeros to a multiple of kFloatGemmCols.
+struct PaddedFloatFilter {
+  std::int64_t cols = 0;
+  std::vector<float> w, bias;
+};
+
+inline void PadFloatFilter(const float* filter, const float* bias,
+                           std::int64_t rows, std::int64_t out_channels,
+                           PaddedFloatFilter* padded) {
+  const std::int64_t cols =
+      (out_channels + kFloatGemmCols - 1) / kFloatGemmCols * kFloatGemmCols;
+  padded->cols = cols;
+  padded->w.assign(rows * cols, 0.0f);
+  padded->bias.assign(cols, 0.0f);
+  for (std::int64_t t = 0; t < rows; ++t)
+    std::copy(filter + t * out_channels, filter + (t + 1) * out_channels,
+              padded->w.begin() + t * cols);
+  if (bias != nullptr) std::copy(bias, bias + out_channels, padded->bias.begin());
+}
+
+// input [batch][in_h][in_w][channels] floats; p's geometry filled by
+// ComputeConvGeometry (pad_value is ignored: out-of-image taps are 0).
+// out: `out_words` 32-bit words per output pixel (>= PackedWords32 of
+// out_channels; the rest are zeroed).
+inline void FloatConv2DBits(const BConv2DParams& p, const float* input,
+                            const PaddedFloatFilter& filter, FloatGemmFn gemm,
+                            BitpackFloatFn pack, TWord* out,
+                            std::int64_t out_words,
+                            const ParallelFor& parallel_for) {
+  const std::int64_t pixels = p.batch * p.out_h * p.out_w;
+  if (pixels == 0 || p.out_channels == 0) return;
+  const std::int64_t row = p.filter_h * p.filter_w * p.channels;
+  const std::int64_t cols = filter.cols;
+  const std::int64_t packed_words = PackedWords32(p.out_channels, kWordBits);
+  const std::int64_t blocks =
+      (pixels + kFloatConvPixelBlock - 1) / kFloatConvPixelBlock;
+  const std::int64_t cost =
+      std::min(kFloatConvPixelBlock, pixels) * (row * cols / 4 + row + cols);
+  parallel_for(blocks, cost, [&](std::int64_t begin, std::int64_t end) {
+    std::vector<float> patches(kFloatConvPixelBlock * row);
+    std::vector<float> values(kFloatConvPixelBlock * cols);
+    for (std::int64_t blk = begin; blk < end; ++blk) {
+      const std::int64_t q0 = blk * kFloatConvPixelBlock;
+      const std::int64_t nq = std::min(kFloatConvPixelBlock, pixels - q0);
+      std::int64_t b = q0 / (p.out_h * p.out_w);
+      std::int64_t oy = q0 / p.out_w % p.out_h;
+      std::int64_t ox = q0 % p.out_w;
+      for (std::int64_t q = 0; q < nq; ++q) {
+        float* dst = patches.data() + q * row;
+        for (std::int64_t fy = 0; fy < p.filter_h; ++fy) {
+          const std::int64_t iy = oy * p.stride_h - p.pad_top + fy * p.dilation_h;
+          for (std::int64_t fx = 0; fx < p.filter_w; ++fx) {
+            const std::int64_t ix =
+                ox * p.stride_w - p.pad_left + fx * p.dilation_w;
+            float* d = dst + (fy * p.filter_w + fx) * p.channels;
+            if (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w) {
+              const float* s =
+                  input + ((b * p.in_h + iy) * p.in_w + ix) * p.channels;
+              // A few channels (3 for RGB): a loop, not a memmove call.
+              for (std::int64_t c = 0; c < p.channels; ++c) d[c] = s[c];
+            } else {
+              for (std::int64_t c = 0; c < p.channels; ++c) d[c] = 0.0f;
+            }
+          }
+        }
+        if (++ox == p.out_w) {  // next output pixel
+          ox = 0;
+          if (++oy == p.out_h) {
+            oy = 0;
+            ++b;
+          }
+        }
+      }
+      gemm(patches.data(), nq, row, filter.w.data(), filter.bias.data(), cols,
+           values.data());
+      for (std::int64_t q = 0; q < nq; ++q) {
+        TWord* o = out + (q0 + q) * out_words;
+        pack(values.data() + q * cols, p.out_channels, o);
+        for (std::int64_t w = packed_words; w < out_words; ++w) o[w] = 0;
+      }
+    }
+  });
+}
+
+}  // namespace core
+}  // namespace tfdisc
+
+#endif  // TFDISC_CC_OPS_CORE_BCONV2D_FLOAT_INPUT_H_
