@@ -75,8 +75,7 @@ class FloatConv2DBitsOp : public tf::OpKernel {
                          p.filter_h * p.filter_w * p.channels, p.out_channels,
                          &padded);
     core::FloatConv2DBits(p, input.flat<float>().data(), padded,
-                          core::GetFloatGemm(type), core::GetBitpackFloat(type),
-                          MutableWords(out),
+                          core::GetFloatGemmBits(type), MutableWords(out),
                           core::PackedWords32(p.out_channels, word_bits_),
                           MakeParallelFor(ctx));
   }

@@ -580,8 +580,8 @@ void TestFloatConvBits(const std::vector<KernelType>& kernels) {
     PadFloatFilter(w.data(), bias.data(), taps * p.channels, p.out_channels, &padded);
     for (KernelType t : kernels) {
       std::vector<TWord> out(pixels * out_words, 0xdeadbeefu);
-      FloatConv2DBits(p, x.data(), padded, GetFloatGemm(t), GetBitpackFloat(t), out.data(),
-                      out_words, SerialFor);
+      FloatConv2DBits(p, x.data(), padded, GetFloatGemmBits(t), out.data(), out_words,
+                      SerialFor);
       int wrong_bits = 0, bad_padding = 0;
       for (std::int64_t q = 0; q < pixels; ++q) {
         const std::int64_t b = q / (p.out_h * p.out_w);

@@ -4,9 +4,9 @@
 //
 // TensorFlow would write the float output (16 MiB for alexnet_cifar's
 // 32x32x128 at batch 32), and the next layer would read it back to pack its
-// signs. Here each block of output pixels is computed in float (im2col with
-// zero padding, then FloatGemmFn), packed at once (BitpackFloatFn,
-// PacksAsMinusOne) and only the bits are written.
+// signs. Here each block of output pixels is gathered (im2col with zero
+// padding) and FloatGemmBitsFn computes the float values in registers and
+// writes only their sign bits (PacksAsMinusOne).
 //
 // Rounding: sums run in filter order (ky, kx, c) from the bias, the AVX2
 // kernel with fused multiply-adds; TensorFlow's (oneDNN's) order is its
@@ -57,22 +57,19 @@ inline void PadFloatFilter(const float* filter, const float* bias,
 // out: `out_words` 32-bit words per output pixel (>= PackedWords32 of
 // out_channels; the rest are zeroed).
 inline void FloatConv2DBits(const BConv2DParams& p, const float* input,
-                            const PaddedFloatFilter& filter, FloatGemmFn gemm,
-                            BitpackFloatFn pack, TWord* out,
-                            std::int64_t out_words,
+                            const PaddedFloatFilter& filter, FloatGemmBitsFn gemm,
+                            TWord* out, std::int64_t out_words,
                             const ParallelFor& parallel_for) {
   const std::int64_t pixels = p.batch * p.out_h * p.out_w;
   if (pixels == 0 || p.out_channels == 0) return;
   const std::int64_t row = p.filter_h * p.filter_w * p.channels;
   const std::int64_t cols = filter.cols;
-  const std::int64_t packed_words = PackedWords32(p.out_channels, kWordBits);
   const std::int64_t blocks =
       (pixels + kFloatConvPixelBlock - 1) / kFloatConvPixelBlock;
   const std::int64_t cost =
       std::min(kFloatConvPixelBlock, pixels) * (row * cols / 4 + row + cols);
   parallel_for(blocks, cost, [&](std::int64_t begin, std::int64_t end) {
     std::vector<float> patches(kFloatConvPixelBlock * row);
-    std::vector<float> values(kFloatConvPixelBlock * cols);
     for (std::int64_t blk = begin; blk < end; ++blk) {
       const std::int64_t q0 = blk * kFloatConvPixelBlock;
       const std::int64_t nq = std::min(kFloatConvPixelBlock, pixels - q0);
@@ -105,13 +102,11 @@ inline void FloatConv2DBits(const BConv2DParams& p, const float* input,
           }
         }
       }
+      // The kernel writes the first cols / 16 half-words of each row; the
+      // rest (a 64-bit word's high half) stays zero.
+      std::fill(out + q0 * out_words, out + (q0 + nq) * out_words, TWord{0});
       gemm(patches.data(), nq, row, filter.w.data(), filter.bias.data(), cols,
-           values.data());
-      for (std::int64_t q = 0; q < nq; ++q) {
-        TWord* o = out + (q0 + q) * out_words;
-        pack(values.data() + q * cols, p.out_channels, o);
-        for (std::int64_t w = packed_words; w < out_words; ++w) o[w] = 0;
-      }
+           out + q0 * out_words, out_words);
     }
   });
 }

@@ -489,13 +489,24 @@ std::int64_t XorPopcountRooflineAvx2(const TWord* a, const TWord* b,
   return iters * kRows * kCols * k * 32;  // binary MACs performed
 }
 
-// Float rows (FloatGemmFn): six rows x 16 columns in 12 accumulators
+// Float rows (FloatGemmBitsFn): six rows x 16 columns in 12 accumulators
 // started at the bias; per t, two loads of w and six broadcasts of a feed
-// 12 fused multiply-adds. Named variables, not arrays: with arrays GCC 12
-// stored every accumulator back to the stack on each t (half speed).
+// 12 fused multiply-adds; then each row's 16 values become 16 sign bits
+// (compare with -FLT_MIN, movemask). Named variables, not arrays: with
+// arrays GCC 12 stored every accumulator back to the stack on each t (half
+// speed).
+__attribute__((target("avx2,fma"))) inline std::uint16_t SignBits16(__m256 lo,
+                                                                    __m256 hi) {
+  // PacksAsMinusOne: v <= -FLT_MIN (ordered: NaN gives 0).
+  const __m256 limit = _mm256_set1_ps(-std::numeric_limits<float>::min());
+  return static_cast<std::uint16_t>(
+      _mm256_movemask_ps(_mm256_cmp_ps(lo, limit, _CMP_LE_OQ)) |
+      (_mm256_movemask_ps(_mm256_cmp_ps(hi, limit, _CMP_LE_OQ)) << 8));
+}
+
 __attribute__((target("avx2,fma"))) inline void FloatTile6(
     const float* a, std::int64_t k, const float* w, std::int64_t n,
-    __m256 bias0, __m256 bias1, float* out) {
+    __m256 bias0, __m256 bias1, TWord* out, std::int64_t ldo, std::int64_t j) {
   __m256 c00 = bias0, c01 = bias1, c10 = bias0, c11 = bias1;
   __m256 c20 = bias0, c21 = bias1, c30 = bias0, c31 = bias1;
   __m256 c40 = bias0, c41 = bias1, c50 = bias0, c51 = bias1;
@@ -521,39 +532,38 @@ __attribute__((target("avx2,fma"))) inline void FloatTile6(
     c50 = _mm256_fmadd_ps(v, w0, c50);
     c51 = _mm256_fmadd_ps(v, w1, c51);
   }
-  const __m256 rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
-                             {c30, c31}, {c40, c41}, {c50, c51}};
-  for (int r = 0; r < 6; ++r) {
-    _mm256_storeu_ps(out + r * n, rows[r][0]);
-    _mm256_storeu_ps(out + r * n + 8, rows[r][1]);
-  }
+  StoreBits16(out, j, SignBits16(c00, c01));
+  StoreBits16(out + ldo, j, SignBits16(c10, c11));
+  StoreBits16(out + 2 * ldo, j, SignBits16(c20, c21));
+  StoreBits16(out + 3 * ldo, j, SignBits16(c30, c31));
+  StoreBits16(out + 4 * ldo, j, SignBits16(c40, c41));
+  StoreBits16(out + 5 * ldo, j, SignBits16(c50, c51));
 }
 
 __attribute__((target("avx2,fma"))) inline void FloatTile1(
     const float* a, std::int64_t k, const float* w, std::int64_t n,
-    __m256 bias0, __m256 bias1, float* out) {
+    __m256 bias0, __m256 bias1, TWord* out, std::int64_t j) {
   __m256 c0 = bias0, c1 = bias1;
   for (std::int64_t t = 0; t < k; ++t) {
     const __m256 v = _mm256_broadcast_ss(a + t);
     c0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + t * n), c0);
     c1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + t * n + 8), c1);
   }
-  _mm256_storeu_ps(out, c0);
-  _mm256_storeu_ps(out + 8, c1);
+  StoreBits16(out, j, SignBits16(c0, c1));
 }
 
-__attribute__((target("avx2,fma"))) void FloatGemmAvx2(
+__attribute__((target("avx2,fma"))) void FloatGemmBitsAvx2(
     const float* a, std::int64_t m, std::int64_t k, const float* w,
-    const float* bias, std::int64_t n, float* out) {
+    const float* bias, std::int64_t n, TWord* out, std::int64_t ldo) {
   static_assert(kFloatGemmCols == 16, "two vectors of 8 floats per tile");
   for (std::int64_t j = 0; j < n; j += kFloatGemmCols) {
     const __m256 bias0 = _mm256_loadu_ps(bias + j);
     const __m256 bias1 = _mm256_loadu_ps(bias + j + 8);
     std::int64_t i = 0;
     for (; i + 6 <= m; i += 6)
-      FloatTile6(a + i * k, k, w + j, n, bias0, bias1, out + i * n + j);
+      FloatTile6(a + i * k, k, w + j, n, bias0, bias1, out + i * ldo, ldo, j);
     for (; i < m; ++i)
-      FloatTile1(a + i * k, k, w + j, n, bias0, bias1, out + i * n + j);
+      FloatTile1(a + i * k, k, w + j, n, bias0, bias1, out + i * ldo, j);
   }
 }
 

@@ -152,20 +152,20 @@ BitpackFloatFn GetBitpackFloat(KernelType type) {
 }
 
 #if defined(__x86_64__)
-void FloatGemmAvx2(const float* a, std::int64_t m, std::int64_t k,
-                   const float* w, const float* bias, std::int64_t n,
-                   float* out);
+void FloatGemmBitsAvx2(const float* a, std::int64_t m, std::int64_t k,
+                       const float* w, const float* bias, std::int64_t n,
+                       TWord* out, std::int64_t ldo);
 #endif
 
-FloatGemmFn GetFloatGemm(KernelType type) {
+FloatGemmBitsFn GetFloatGemmBits(KernelType type) {
 #if defined(__x86_64__)
   if ((type == KernelType::kAvx2 || type == KernelType::kAvx512Bw ||
        type == KernelType::kAvx512) &&
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return &FloatGemmAvx2;
+    return &FloatGemmBitsAvx2;
 #endif
   (void)type;
-  return &FloatGemmPortable;
+  return &FloatGemmBitsPortable;
 }
 
 std::int64_t XorPopcountRoofline(KernelType type, const TWord* a,

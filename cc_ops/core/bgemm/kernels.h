@@ -16,6 +16,7 @@
 #define TFDISC_CC_OPS_CORE_BGEMM_KERNELS_H_
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "cc_ops/core/types.h"
@@ -105,15 +106,23 @@ inline void SplitIntoPanels(const TWord* b, std::int64_t col_stride,
 // (bit = PacksAsMinusOne(x), core/types.h).
 using BitpackFloatFn = void (*)(const float* x, std::int64_t k, TWord* out);
 
-// Float rows of a full-precision convolution whose output is only packed into
-// sign bits (core/bconv2d/float_input.h): for i < m, j < n,
-//   out[i * n + j] = bias[j] + sum_{t < k} a[i * k + t] * w[t * n + j],
-// summed in t order (the AVX2 one with fused multiply-adds, the portable one
-// with a multiply and an add, so their last bits can differ). n is a
-// multiple of kFloatGemmCols (w and bias zero-padded).
-using FloatGemmFn = void (*)(const float* a, std::int64_t m, std::int64_t k,
-                             const float* w, const float* bias, std::int64_t n,
-                             float* out);
+// Sign bits of the float rows of a full-precision convolution whose output
+// is only packed (core/bconv2d/float_input.h): for i < m, j < n, with
+//   v = bias[j] + sum_{t < k} a[i * k + t] * w[t * n + j]
+// summed in t order (the AVX2 kernel with fused multiply-adds, the portable
+// one with a multiply and an add, so their last bits can differ), bit j of
+// row i (word j / 32, bit j % 32, at out + i * ldo) is PacksAsMinusOne(v).
+// n is a multiple of kFloatGemmCols (w and bias zero-padded: padding
+// columns give v = 0, bit 0); whole 16-bit halves of words are written.
+// Stores 16 sign bits as bits [16 * (j / 16), +16) of a packed row (the
+// half-word j / 16 of little-endian 32-bit words).
+inline void StoreBits16(TWord* row, std::int64_t j, std::uint16_t bits) {
+  std::memcpy(reinterpret_cast<char*>(row) + 2 * (j / 16), &bits, 2);
+}
+
+using FloatGemmBitsFn = void (*)(const float* a, std::int64_t m, std::int64_t k,
+                                 const float* w, const float* bias, std::int64_t n,
+                                 TWord* out, std::int64_t ldo);
 constexpr std::int64_t kFloatGemmCols = 16;
 
 enum class KernelType { kReference, kPortable, kAvx2, kAvx512Bw, kAvx512, kNeon };
@@ -161,9 +170,9 @@ void PopcountGemmTransposedAvx512(const TWord* a, std::int64_t lda,
                                   std::int64_t ldp);
 
 void BitpackFloatPortable(const float* x, std::int64_t k, TWord* out);
-void FloatGemmPortable(const float* a, std::int64_t m, std::int64_t k,
-                       const float* w, const float* bias, std::int64_t n,
-                       float* out);
+void FloatGemmBitsPortable(const float* a, std::int64_t m, std::int64_t k,
+                           const float* w, const float* bias, std::int64_t n,
+                           TWord* out, std::int64_t ldo);
 void BitpackFloatAvx2(const float* x, std::int64_t k, TWord* out);
 void BitpackFloatAvx512(const float* x, std::int64_t k, TWord* out);
 
@@ -193,7 +202,7 @@ PopcountGemmTransposedSplitFn GetPopcountGemmTransposedSplit(KernelType type);
 BitpackFloatFn GetBitpackFloat(KernelType type);
 // The x86 kernels (avx2, avx512bw, avx512) run the AVX2 + FMA float rows
 // when the CPU has FMA; everything else the portable loop.
-FloatGemmFn GetFloatGemm(KernelType type);
+FloatGemmBitsFn GetFloatGemmBits(KernelType type);
 const char* KernelName(KernelType type);
 
 }  // namespace core

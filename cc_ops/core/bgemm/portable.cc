@@ -133,16 +133,22 @@ void PopcountGemmPortable(const TWord* a, std::int64_t lda, const TWord* b,
   }
 }
 
-void FloatGemmPortable(const float* a, std::int64_t m, std::int64_t k,
-                       const float* w, const float* bias, std::int64_t n,
-                       float* out) {
+void FloatGemmBitsPortable(const float* a, std::int64_t m, std::int64_t k,
+                           const float* w, const float* bias, std::int64_t n,
+                           TWord* out, std::int64_t ldo) {
   for (std::int64_t i = 0; i < m; ++i) {
-    float* __restrict o = out + i * n;
-    for (std::int64_t j = 0; j < n; ++j) o[j] = bias[j];
-    for (std::int64_t t = 0; t < k; ++t) {
-      const float v = a[i * k + t];
-      const float* __restrict wt = w + t * n;
-      for (std::int64_t j = 0; j < n; ++j) o[j] += v * wt[j];
+    for (std::int64_t j = 0; j < n; j += kFloatGemmCols) {
+      float v[kFloatGemmCols];
+      for (std::int64_t c = 0; c < kFloatGemmCols; ++c) v[c] = bias[j + c];
+      for (std::int64_t t = 0; t < k; ++t) {
+        const float x = a[i * k + t];
+        const float* wt = w + t * n + j;
+        for (std::int64_t c = 0; c < kFloatGemmCols; ++c) v[c] += x * wt[c];
+      }
+      std::uint16_t bits = 0;
+      for (std::int64_t c = 0; c < kFloatGemmCols; ++c)
+        bits |= static_cast<std::uint16_t>(PacksAsMinusOne(v[c])) << c;
+      StoreBits16(out + i * ldo, j, bits);
     }
   }
 }
