@@ -120,13 +120,13 @@ def _make_layer(plan, word_bits):
         packed_kernel=packed, **common)
 
 
-def _bit_output_conv(folded, word_bits):
-    """The folded float Conv2D as a PackedFloatConv2D emitting sign bits."""
-    kernel, bias = folded.get_weights()
+def _bit_output_conv(conv, bn, word_bits):
+    """`conv` with inference `bn` folded in, as a PackedFloatConv2D emitting sign bits."""
+    kernel, bias = folding.folded_conv_weights(conv, bn)
     return PackedFloatConv2D(
-        folded.filters, folded.kernel_size, strides=folded.strides, padding=folded.padding,
-        dilations=folded.dilation_rate, word_bits=word_bits, kernel=kernel, bias=bias,
-        name=f"{folded.name}_bits")
+        conv.filters, conv.kernel_size, strides=conv.strides, padding=conv.padding,
+        dilations=conv.dilation_rate, word_bits=word_bits, kernel=kernel, bias=bias,
+        name=f"{conv.name}_with_bn_bits")
 
 
 def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=True,
@@ -165,15 +165,16 @@ def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=Tr
     replacements = {}
     folded, bitpacked, float_folds, float_bits = [], [], [], []
     if fold_batch_norm:
+        pairs = planning.float_conv_batch_norms(model)
         # Before the packed layers are made: this marks their inputs packed.
         bit_convs = ({conv.name for conv, _ in planning.bit_output_float_convs(
-            model, plans, word_bits)} if bitpacked_outputs else set())
-        for conv, bn in planning.float_conv_batch_norms(model):
-            replacements[conv.name] = folding.folded_conv(conv, bn)
+            model, pairs, plans, word_bits)} if bitpacked_outputs else set())
+        for conv, bn in pairs:
             if conv.name in bit_convs:
-                replacements[conv.name] = _bit_output_conv(replacements[conv.name],
-                                                           word_bits)
+                replacements[conv.name] = _bit_output_conv(conv, bn, word_bits)
                 float_bits.append(conv.name)
+            else:
+                replacements[conv.name] = folding.folded_conv(conv, bn)
             replacements[bn.name] = tf.keras.layers.Activation(
                 "linear", name=f"{bn.name}_folded")
             float_folds.append((conv.name, bn.name))

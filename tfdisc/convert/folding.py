@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfdisc.convert import planning
 
-__all__ = ["batch_norm_affine", "folded_conv", "output_transform"]
+__all__ = ["batch_norm_affine", "folded_conv", "folded_conv_weights", "output_transform"]
 
 
 def batch_norm_affine(bn):
@@ -46,16 +46,22 @@ def output_transform(plan):
     return to_np(multiplier), to_np(bias)
 
 
-def folded_conv(conv, bn):
-    """A new float ``tf.keras.layers.Conv2D``: `conv` followed by inference `bn`,
-    as one convolution with kernel ``w * inv`` and bias ``b * inv + shift``.
-    Its outputs equal the pair's within float rounding."""
+def folded_conv_weights(conv, bn):
+    """``(kernel, bias)`` float32 numpy arrays of `conv` followed by inference
+    `bn` as one convolution: kernel ``w * inv`` and bias ``b * inv + shift``."""
     inv, shift = batch_norm_affine(bn)
     kernel = tf.convert_to_tensor(conv.kernel) * inv
     bias = shift if not conv.use_bias else tf.convert_to_tensor(conv.bias) * inv + shift
+    return np.asarray(kernel, np.float32), np.asarray(bias, np.float32)
+
+
+def folded_conv(conv, bn):
+    """A new float ``tf.keras.layers.Conv2D``: `conv` followed by inference `bn`
+    (:func:`folded_conv_weights`). Its outputs equal the pair's within float
+    rounding."""
     layer = tf.keras.layers.Conv2D(
         conv.filters, conv.kernel_size, strides=conv.strides, padding=conv.padding,
         dilation_rate=conv.dilation_rate, use_bias=True, name=f"{conv.name}_with_bn")
     layer.build(conv.input_shape)
-    layer.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
+    layer.set_weights(list(folded_conv_weights(conv, bn)))
     return layer

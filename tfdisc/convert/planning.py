@@ -293,23 +293,24 @@ def plan(model, word_bits=32, fold_batch_norm=True, bitpacked_outputs=True):
     return plans, float_layers
 
 
-def bit_output_float_convs(model, plans, word_bits=32):
-    """``[(conv, bn)]`` of :func:`float_conv_batch_norms` whose batch norm's
-    output only feeds packed layers (`plans`, from :func:`plan`): the folded
-    convolution can emit sign bits (``tfdisc.ops.float_conv2d_bits``), and
-    those layers' plans are marked ``input_packed`` here.
+def bit_output_float_convs(model, pairs, plans, word_bits=32):
+    """The ``(conv, bn)`` of `pairs` (from :func:`float_conv_batch_norms`)
+    whose batch norm's output only feeds packed layers (`plans`, from
+    :func:`plan`): the folded convolution can emit sign bits
+    (``tfdisc.ops.float_conv2d_bits``), and those layers' plans are marked
+    ``input_packed`` here.
 
     Why: TensorFlow would write the float output (16 MiB for alexnet_cifar's
     first layer at batch 32) only for the next layer to read it back and
     pack its signs.
     """
     layers_graph = graph(model)
-    pairs = []
-    for conv, bn in float_conv_batch_norms(model):
+    bits = []
+    for conv, bn in pairs:
         if _packed_consumers_ok(layers_graph, plans, word_bits, bn.name, conv.filters, 4):
             _mark_packed_inputs(layers_graph, plans, bn.name)
-            pairs.append((conv, bn))
-    return pairs
+            bits.append((conv, bn))
+    return bits
 
 
 def _is_float_conv(layer):
