@@ -27,11 +27,7 @@ class BinaryConv2DOp : public tf::OpKernel {
                     "binary_conv2d: channels_in must be <= 2^31 - 1 = ",
                     core::kMaxDotBits, " (dot products are int32), got ",
                     channels_));
-    OP_REQUIRES_OK(ctx,
-                   ReadHeightWidthAttr(ctx, "strides", &stride_h_, &stride_w_));
-    OP_REQUIRES_OK(ctx, ReadHeightWidthAttr(ctx, "dilations", &dilation_h_,
-                                            &dilation_w_));
-    OP_REQUIRES_OK(ctx, ReadPaddingAttr(ctx, &same_));
+    OP_REQUIRES_OK(ctx, window_.Read(ctx));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &pad_value_));
     OP_REQUIRES(ctx, pad_value_ >= -1 && pad_value_ <= 1,
                 tf::errors::InvalidArgument(
@@ -77,22 +73,12 @@ class BinaryConv2DOp : public tf::OpKernel {
                 tf::errors::InvalidArgument(
                     "binary_conv2d: filter height and width must be >= 1"));
     core::BConv2DParams p;
-    p.batch = input.dim_size(0);
-    p.in_h = input.dim_size(1);
-    p.in_w = input.dim_size(2);
     p.channels = channels_;
     p.words = core::PackedWords32(channels_, word_bits_);
     p.out_channels = filter.dim_size(0);
-    p.filter_h = filter.dim_size(1);
-    p.filter_w = filter.dim_size(2);
-    p.stride_h = stride_h_;
-    p.stride_w = stride_w_;
-    p.dilation_h = dilation_h_;
-    p.dilation_w = dilation_w_;
     p.pad_value = pad_value_;
-    std::string error;
-    OP_REQUIRES(ctx, core::ComputeConvGeometry(same_, &p, &error),
-                tf::errors::InvalidArgument("binary_conv2d: ", error));
+    OP_REQUIRES_OK(ctx, window_.Geometry(input, filter.dim_size(1),
+                                         filter.dim_size(2), "binary_conv2d", &p));
     core::OutputTransform transform;
     OP_REQUIRES_OK(ctx, MakeTransform(ctx->input(2), ctx->input(3),
                                       p.out_channels, out_type_, bitpacked_,
@@ -172,8 +158,7 @@ class BinaryConv2DOp : public tf::OpKernel {
   std::mutex mu_;
   std::shared_ptr<const CachedFilter> cache_;
   tf::int64 channels_ = 0;
-  std::int64_t stride_h_ = 1, stride_w_ = 1, dilation_h_ = 1, dilation_w_ = 1;
-  bool same_ = false;
+  ConvWindowAttrs window_;
   int pad_value_ = 0;
   tf::DataType out_type_ = tf::DT_FLOAT;
   bool bitpacked_ = false;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cc_ops/core/bconv2d/params.h"
 #include "cc_ops/core/bgemm/kernels.h"
 #include "cc_ops/core/output_transform.h"
 #include "cc_ops/core/parallel.h"
@@ -102,6 +103,42 @@ inline absl::Status ReadPaddingAttr(tf::OpKernelConstruction* ctx,
   *same = padding == "SAME";
   return absl::OkStatus();
 }
+
+// The window attributes of the convolution ops (`strides`, `dilations`,
+// `padding`), read once per kernel instance.
+struct ConvWindowAttrs {
+  std::int64_t stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
+  bool same = false;
+
+  absl::Status Read(tf::OpKernelConstruction* ctx) {
+    TF_RETURN_IF_ERROR(ReadHeightWidthAttr(ctx, "strides", &stride_h, &stride_w));
+    TF_RETURN_IF_ERROR(
+        ReadHeightWidthAttr(ctx, "dilations", &dilation_h, &dilation_w));
+    return ReadPaddingAttr(ctx, &same);
+  }
+
+  // Fills p's batch and input size from the NHWC `input`, its window from
+  // these attributes and the filter size, and its output geometry
+  // (ComputeConvGeometry); an invalid one fails with `op`'s name.
+  absl::Status Geometry(const tf::Tensor& input, std::int64_t filter_h,
+                        std::int64_t filter_w, const char* op,
+                        core::BConv2DParams* p) const {
+    p->batch = input.dim_size(0);
+    p->in_h = input.dim_size(1);
+    p->in_w = input.dim_size(2);
+    p->filter_h = filter_h;
+    p->filter_w = filter_w;
+    p->stride_h = stride_h;
+    p->stride_w = stride_w;
+    p->dilation_h = dilation_h;
+    p->dilation_w = dilation_w;
+    std::string error;
+    if (!core::ComputeConvGeometry(same, p, &error)) {
+      return tf::errors::InvalidArgument(op, ": ", error);
+    }
+    return absl::OkStatus();
+  }
+};
 
 // Reads the `out_type` / `bitpacked_output` attributes shared by the
 // binary_dense and binary_conv2d ops.

@@ -14,11 +14,7 @@ namespace kernels {
 class FloatConv2DBitsOp : public tf::OpKernel {
  public:
   explicit FloatConv2DBitsOp(tf::OpKernelConstruction* ctx) : tf::OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx,
-                   ReadHeightWidthAttr(ctx, "strides", &stride_h_, &stride_w_));
-    OP_REQUIRES_OK(ctx, ReadHeightWidthAttr(ctx, "dilations", &dilation_h_,
-                                            &dilation_w_));
-    OP_REQUIRES_OK(ctx, ReadPaddingAttr(ctx, &same_));
+    OP_REQUIRES_OK(ctx, window_.Read(ctx));
     OP_REQUIRES_OK(ctx, ReadWordBitsAttr(ctx, "out_type", &word_bits_));
   }
 
@@ -47,20 +43,10 @@ class FloatConv2DBitsOp : public tf::OpKernel {
                     filter.dim_size(3), " (the output channels), got shape ",
                     bias.shape().DebugString()));
     core::BConv2DParams p;
-    p.batch = input.dim_size(0);
-    p.in_h = input.dim_size(1);
-    p.in_w = input.dim_size(2);
     p.channels = input.dim_size(3);
     p.out_channels = filter.dim_size(3);
-    p.filter_h = filter.dim_size(0);
-    p.filter_w = filter.dim_size(1);
-    p.stride_h = stride_h_;
-    p.stride_w = stride_w_;
-    p.dilation_h = dilation_h_;
-    p.dilation_w = dilation_w_;
-    std::string error;
-    OP_REQUIRES(ctx, core::ComputeConvGeometry(same_, &p, &error),
-                tf::errors::InvalidArgument("float_conv2d_bits: ", error));
+    OP_REQUIRES_OK(ctx, window_.Geometry(input, filter.dim_size(0),
+                                         filter.dim_size(1), "float_conv2d_bits", &p));
     tf::Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(
                             0,
@@ -81,8 +67,7 @@ class FloatConv2DBitsOp : public tf::OpKernel {
   }
 
  private:
-  std::int64_t stride_h_ = 1, stride_w_ = 1, dilation_h_ = 1, dilation_w_ = 1;
-  bool same_ = false;
+  ConvWindowAttrs window_;
   int word_bits_ = 32;
 };
 
