@@ -30,6 +30,8 @@ struct BDenseArgs {
 // words.
 constexpr std::int64_t kDenseRowBlock = 32;
 constexpr std::int64_t kDenseColBlock = 64;
+static_assert(kDenseColBlock == kSplitPanelCols,
+              "a dense column block is one panel of the table kernel");
 
 // The popcount kernels BinaryDense may use: `gemm` always, and the
 // nibble-split transposed kernel (null: none) for batches of at least
@@ -90,29 +92,28 @@ inline void BinaryDenseTransposed(const BDenseArgs& args,
                                   const ParallelFor& parallel_for) {
   if (args.m == 0 || args.n == 0) return;
   const std::int64_t words = args.words;
-  std::vector<TWord> x_split(2 * args.m * words);
-  TWord* xlo = x_split.data();
-  TWord* xhi = xlo + args.m * words;
-  SplitNibbleWords(args.x, args.m * words, xlo, xhi);
+  // The input rows in the table kernel's row form, once per call.
+  std::vector<std::uint16_t> x_rows(
+      static_cast<std::size_t>(SplitRowsSize(args.m, words)));
+  SplitRows(args.x, words, args.m, words, x_rows.data());
   const std::int64_t col_blocks =
       (args.n + kDenseColBlock - 1) / kDenseColBlock;
   const std::int64_t cost = args.m * kDenseColBlock * (words / 8 + 4);
   parallel_for(col_blocks, cost, [&](std::int64_t begin, std::int64_t end) {
-    // The weight block, transposed and split into panels of 16 columns
-    // (PopcountGemmTransposedSplitFn), lo then hi.
-    std::vector<TWord> wt(2 * words * kDenseColBlock);
-    TWord* wlo = wt.data();
-    TWord* whi = wlo + words * kDenseColBlock;
+    // The weight block (kDenseColBlock = one panel) in the table kernel's
+    // column form.
+    std::vector<std::uint8_t> panel(
+        static_cast<std::size_t>(SplitPanelsSize(kDenseColBlock, words)));
     std::vector<std::int32_t> tmp(kDenseRowBlock * kDenseColBlock);
     for (std::int64_t cb = begin; cb < end; ++cb) {
       const std::int64_t j0 = cb * kDenseColBlock;
       const std::int64_t nj = std::min(kDenseColBlock, args.n - j0);
-      // From the weight rows straight into the split kernel's panels (the
-      // tail panel of the last block zero-padded).
-      SplitIntoPanels(args.w + j0 * words, words, 1, nj, words, wlo, whi);
+      // From the weight rows straight into the panel (zero-padded past nj).
+      SplitIntoPanels(args.w + j0 * words, words, 1, nj, words, panel.data());
       for (std::int64_t i0 = 0; i0 < args.m; i0 += kDenseRowBlock) {
         const std::int64_t mi = std::min(kDenseRowBlock, args.m - i0);
-        gemm_ts(xlo + i0 * words, xhi + i0 * words, words, wlo, whi,
+        // i0 is even: its row pair starts at i0 / 2.
+        gemm_ts(x_rows.data() + SplitRowsSize(i0, words), panel.data(),
                 static_cast<int>(mi), static_cast<int>(nj), words, tmp.data(),
                 kDenseColBlock);
         WriteDenseBlock(args, i0, mi, j0, nj, tmp.data());

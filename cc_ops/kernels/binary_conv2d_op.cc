@@ -141,7 +141,7 @@ class BinaryConv2DOp : public tf::OpKernel {
       if (cache_ && cache_->original.size() == n &&
           cache_->transposed.out_channels == out_channels &&
           cache_->transposed.row_words == row_words &&
-          (!split || !cache_->transposed.lo.empty()) &&
+          (!split || !cache_->transposed.panels.empty()) &&
           std::memcmp(cache_->original.data(), words, n * sizeof(core::TWord)) == 0) {
         return cache_;
       }

@@ -125,7 +125,8 @@ void TestGemm(const std::vector<KernelType>& kernels) {
 
 // The transposed kernels on their own: every row length 1..130 words (one
 // and several flushes of the AVX2 byte counters, which flush every 31
-// words), n around the vector widths (8 and 16 columns for AVX2, 16 and 64
+// words, or every 63 nibble steps in the table kernel), a few past 2040
+// (the table kernel's row chunks), n around the vector widths (8 and 16 columns for AVX2, 16 and 64
 // for AVX-512) and past one 64-column block, m around the row tiles, and
 // output rows with a gap (ldp > n) whose sentinels must survive: the
 // masked stores may write columns < n only. bt is exactly words * ldbt
@@ -146,6 +147,9 @@ void TestGemmTransposed(const std::vector<KernelType>& kernels) {
     std::vector<std::int64_t> lengths;
     for (std::int64_t words = 1; words <= 130; ++words) lengths.push_back(words);
     for (std::int64_t words : {144, 200, 288, 383}) lengths.push_back(words);
+    // Past 2040 words the table kernel runs its rows in chunks (its 16-bit
+    // column counters), adding each chunk into p.
+    for (std::int64_t words : {2040, 2041, 4100}) lengths.push_back(words);
     for (std::int64_t words : lengths) {
       for (int rep = 0; rep < 3; ++rep, ++pick) {
         const int m = ms[(pick * 5) % 12], n = ns[(pick * 7) % 20];
@@ -168,16 +172,15 @@ void TestGemmTransposed(const std::vector<KernelType>& kernels) {
               rep == 2 ? " (all ones)" : "");
         ++cases;
         if (PopcountGemmTransposedSplitFn gemm_ts = GetPopcountGemmTransposedSplit(t)) {
-          // The same product on nibble-split operands (every m, no internal split).
-          // Panels sized exactly (ASan sees a read past the last one).
-          const std::size_t panel_words = (n + 15) / 16 * 16 * words;
-          std::vector<TWord> alo(a.size()), ahi(a.size()), blo(panel_words), bhi(panel_words);
-          SplitNibbleWords(a.data(), static_cast<std::int64_t>(a.size()), alo.data(),
-                           ahi.data());
-          SplitIntoPanels(bt.data(), 1, ldbt, n, words, blo.data(), bhi.data());
+          // The same product on operands prepared in the table kernel's form
+          // (every m, odd ones included, no internal preparation), rows and
+          // panels sized exactly (ASan sees a read past either).
+          std::vector<std::uint16_t> rows(static_cast<std::size_t>(SplitRowsSize(m, words)));
+          std::vector<std::uint8_t> panels(static_cast<std::size_t>(SplitPanelsSize(n, words)));
+          SplitRows(a.data(), lda, m, words, rows.data());
+          SplitIntoPanels(bt.data(), 1, ldbt, n, words, panels.data());
           std::fill(got.begin(), got.end(), -7);
-          gemm_ts(alo.data(), ahi.data(), lda, blo.data(), bhi.data(), m, n, words,
-                  got.data(), ldp);
+          gemm_ts(rows.data(), panels.data(), m, n, words, got.data(), ldp);
           CHECK(got == want, "split transposed gemm %s m=%d n=%d words=%ld lda=%ld%s",
                 KernelName(t), m, n, static_cast<long>(words), static_cast<long>(lda),
                 rep == 2 ? " (all ones)" : "");

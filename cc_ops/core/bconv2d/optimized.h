@@ -41,6 +41,8 @@ inline void CopyWords(TWord* dst, const TWord* src, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 constexpr std::int64_t kConvChannelBlock = 64;  // multiple of 64, see dense
+static_assert(kConvChannelBlock % kSplitPanelCols == 0,
+              "channel blocks start at a table-kernel panel");
 // Below this many pixel blocks, work is also split over output channels.
 constexpr std::int64_t kConvMinPixelBlocks = 8;
 
@@ -77,18 +79,17 @@ inline ConvKernels ConvKernelsFor(KernelType type) {
 }
 
 // The filter in the transposed kernels' layout (TransposeFilter), and for a
-// split kernel also its nibble split in 16-column panels
-// (SplitIntoPanels): built once per filter (the TF op keeps it across
-// calls).
+// kernel with a nibble-table form also its panels (SplitIntoPanels): built
+// once per filter (the TF op keeps it across calls).
 struct TransposedFilter {
   // The filter's shape: the copy serves only a conv of this geometry.
   std::int64_t out_channels = 0;
   std::int64_t row_words = 0;
   std::int64_t ldbt = 0;
   std::vector<TWord> t;       // [row_words][ldbt]
-  std::vector<TWord> lo, hi;  // split of t in 16-column panels
-                              // (SplitIntoPanels); empty when not
-                              // built for split
+  std::vector<std::uint8_t> panels;  // t in the table kernel's panels
+                                     // (SplitIntoPanels); empty when not
+                                     // built for split
 };
 
 inline void BuildTransposedFilter(const TWord* filter, std::int64_t out_channels,
@@ -97,13 +98,11 @@ inline void BuildTransposedFilter(const TWord* filter, std::int64_t out_channels
   out->out_channels = out_channels;
   out->row_words = row_words;
   out->ldbt = TransposeFilter(filter, out_channels, row_words, &out->t);
-  out->lo.clear();
-  out->hi.clear();
+  out->panels.clear();
   if (split) {
-    out->lo.resize(out->t.size());
-    out->hi.resize(out->t.size());
-    SplitIntoPanels(out->t.data(), 1, out->ldbt, out->ldbt, row_words,
-                    out->lo.data(), out->hi.data());
+    out->panels.resize(static_cast<std::size_t>(SplitPanelsSize(out_channels, row_words)));
+    SplitIntoPanels(out->t.data(), 1, out->ldbt, out_channels, row_words,
+                    out->panels.data());
   }
 }
 
@@ -197,7 +196,7 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
     }
   }
   const bool split = filter_t != nullptr && kernels.gemm_ts != nullptr &&
-                     !filter_t->lo.empty();
+                     !filter_t->panels.empty();
   const std::int64_t element_size =
       transform.kind == OutputKind::kBitpacked ? sizeof(TWord) : 4;
   const std::int64_t blocks = (pixels + kConvPixelBlock - 1) / kConvPixelBlock;
@@ -219,10 +218,10 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
 
   parallel_for(blocks * groups, cost, [&](std::int64_t begin, std::int64_t end) {
     std::vector<TWord> patches(direct ? 0 : kConvPixelBlock * row_words);
-    // The block's rows (patches or, direct, input pixels), nibble-split once
-    // for all its channel blocks.
-    std::vector<TWord> rows_lo(split ? kConvPixelBlock * row_words : 0);
-    std::vector<TWord> rows_hi(rows_lo.size());
+    // The block's rows (patches or, direct, input pixels) in the table
+    // kernel's row form, prepared once for all its channel blocks.
+    std::vector<std::uint16_t> split_rows(
+        split ? static_cast<std::size_t>(SplitRowsSize(kConvPixelBlock, row_words)) : 0);
     std::vector<std::int32_t> tmp(kConvPixelBlock * kConvChannelBlock);
     // Per pixel of the block: list of out-of-image taps (zero padding only).
     std::vector<std::int64_t> oob_begin(kConvPixelBlock + 1);
@@ -277,14 +276,14 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
         lda = row_words;
       }
       // lda == row_words here (direct: one tap), so the rows are contiguous.
-      if (split) SplitNibbleWords(a, nq * row_words, rows_lo.data(), rows_hi.data());
+      if (split) SplitRows(a, lda, nq, row_words, split_rows.data());
       for (std::int64_t o0 = o_begin; o0 < o_end; o0 += kConvChannelBlock) {
         const std::int64_t no = std::min(kConvChannelBlock, o_end - o0);
         if (split) {
-          // o0 is a multiple of 64: panel o0 / 16 starts at o0 * row_words.
-          kernels.gemm_ts(rows_lo.data(), rows_hi.data(), row_words,
-                          filter_t->lo.data() + o0 * row_words,
-                          filter_t->hi.data() + o0 * row_words,
+          // o0 is a multiple of 64: panel o0 / 64 starts at
+          // o0 * kSplitStepsPerWord * row_words.
+          kernels.gemm_ts(split_rows.data(),
+                          filter_t->panels.data() + o0 * kSplitStepsPerWord * row_words,
                           static_cast<int>(nq), static_cast<int>(no),
                           row_words, tmp.data(), kConvChannelBlock);
         } else if (filter_t != nullptr) {

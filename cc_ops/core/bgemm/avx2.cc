@@ -13,8 +13,9 @@
 //   * short rows with the other operand transposed (convolutions, see
 //     PopcountGemmTransposedFn): the same lookup with the vector lanes over
 //     output channels, byte accumulators flushed to 32-bit channel lanes;
-//     blocks of >= 16 rows first split both operands into low and high
-//     nibbles (SplitNibbles), which saves the per-pair nibble split.
+//   * blocks of >= 16 such rows, and operands prepared once by the
+//     drivers (PopcountGemmTransposedSplitFn): nibble tables, one vpshufb
+//     per 16 columns x 2 rows x 4 bits (see PairTables).
 //
 // AVX2 is enabled with `#pragma GCC target` for this file's own code only;
 // see avx512.cc for why.
@@ -262,102 +263,149 @@ inline void TransposedTile(const TWord* a, std::int64_t lda, const TWord* bt,
 }
 
 
-// Nibble split (Mula et al.'s lookup, one step earlier): popcount(x XOR y)
-// is the sum of the lookups of lo(x) XOR lo(y) and hi(x) XOR hi(y), where
-// lo(x) = x & 0x0f0f0f0f and hi(x) = (x >> 4) & 0x0f0f0f0f. Split once per
-// operand word, a pair costs two XORs, two lookups and two byte adds
-// instead of the eight ops of ByteCounts on the XOR; the split words of a
-// are broadcast from memory (load ports only).
-inline void SplitNibbles(const TWord* x, std::int64_t words, TWord* lo,
-                         TWord* hi) {
-  const __m256i low_mask = _mm256_set1_epi8(0x0f);
-  std::int64_t w = 0;
-  for (; w + 8 <= words; w += 8) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + w));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + w),
-                        _mm256_and_si256(v, low_mask));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + w),
-                        _mm256_and_si256(_mm256_srli_epi16(v, 4), low_mask));
+// Nibble tables (PopcountGemmTransposedSplitFn, kernels.h): for a pair of
+// rows and one nibble step, the 32-byte table whose low lane is
+// T[x] = popcount(x ^ nibble of the first row) and whose high lane is the
+// same for the second row (256 tables, 8 KiB, read at the offsets SplitRows
+// stores). The 16 column nibbles of a panel step are broadcast to both
+// lanes, so one vpshufb gives 16 columns x 2 rows of nibble counts and one
+// vpaddb sums them: 2 vector ops per 128 binary MACs, against 3 for the
+// lookup on split words (xor, vpshufb, vpaddb per 4 bits of 8 columns).
+struct PairTables {
+  alignas(64) std::uint8_t t[256][32];
+  constexpr PairTables() : t() {
+    for (int v = 0; v < 256; ++v)
+      for (int x = 0; x < 16; ++x) {
+        t[v][x] = static_cast<std::uint8_t>(__builtin_popcount(x ^ (v & 15)));
+        t[v][16 + x] = static_cast<std::uint8_t>(__builtin_popcount(x ^ (v >> 4)));
+      }
   }
-  SplitNibbleWords(x + w, words - w, lo + w, hi + w);  // the < 8 last words
+};
+constexpr PairTables kPairTables;
+
+// Each step adds at most 4 per byte: 63 steps stay below 255.
+constexpr std::int64_t kTableFlushSteps = 63;
+// The 16-bit column counters take up to 65535: 16320 steps (2040 words)
+// add at most 65280. Longer rows run in chunks added into p.
+constexpr std::int64_t kTableMaxSteps = 16320;
+
+// Writes (accumulate: adds) the counts of `pairs` row pairs x 16 * NV
+// columns: acc16[i][c][h] holds, as 16-bit lanes, columns 16c + 8h ..
+// 16c + 8h + 7 of row 2i (low lane) and of row 2i + 1 (high lane). Rows
+// >= m_left and columns >= n are not written.
+template <int MP, int NV>
+inline void StoreTableTile(const __m256i (&acc16)[MP][NV][2], int m_left,
+                           int n, bool accumulate, std::int32_t* p,
+                           std::int64_t ldp) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int i = 0; i < MP; ++i)
+    for (int r = 0; r < 2; ++r) {
+      if (2 * i + r >= m_left) return;
+      std::int32_t* row = p + (2 * i + r) * ldp;
+      for (int c = 0; c < NV; ++c)
+        for (int h = 0; h < 2; ++h) {
+          const int col = 16 * c + 8 * h, left = n - col;
+          if (left <= 0) break;
+          const __m128i half = r == 0 ? _mm256_castsi256_si128(acc16[i][c][h])
+                                      : _mm256_extracti128_si256(acc16[i][c][h], 1);
+          __m256i v = _mm256_cvtepu16_epi32(half);
+          auto* dst = reinterpret_cast<__m256i*>(row + col);
+          if (left >= 8) {
+            if (accumulate) v = _mm256_add_epi32(v, _mm256_loadu_si256(dst));
+            _mm256_storeu_si256(dst, v);
+          } else {
+            const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), idx);
+            if (accumulate)
+              v = _mm256_add_epi32(v, _mm256_maskload_epi32(reinterpret_cast<int*>(dst), mask));
+            _mm256_maskstore_epi32(reinterpret_cast<int*>(dst), mask, v);
+          }
+        }
+    }
 }
 
-// TransposedTile on split operands: rows i of a as alo/ahi + i * lda,
-// columns as word rows of width ldbt in blo/bhi.
-template <int MR, int NV>
-inline void SplitTransposedTile(const TWord* alo, const TWord* ahi,
-                                std::int64_t lda, const TWord* blo,
-                                const TWord* bhi, std::int64_t ldbt, int n,
-                                std::int64_t words, std::int32_t* p,
-                                std::int64_t ldp) {
-  const __m256i lut = NibbleLut();
+// MP row pairs (rows + i * ldr) x 16 * NV columns of one panel (steps of
+// kSplitPanelCols bytes), `steps` <= kTableMaxSteps nibble steps.
+template <int MP, int NV>
+inline void TableTile(const std::uint16_t* rows, std::int64_t ldr,
+                      const std::uint8_t* panel, std::int64_t steps,
+                      int m_left, int n, bool accumulate, std::int32_t* p,
+                      std::int64_t ldp) {
+  const char* tables = reinterpret_cast<const char*>(kPairTables.t);
   const __m256i zero = _mm256_setzero_si256();
-  __m256i acc[MR][NV], bytes[MR][NV];
-  for (int i = 0; i < MR; ++i)
-    for (int c = 0; c < NV; ++c) acc[i][c] = bytes[i][c] = zero;
-  for (std::int64_t w0 = 0; w0 < words; w0 += kFlushEvery) {
-    const std::int64_t w1 = w0 + kFlushEvery < words ? w0 + kFlushEvery : words;
-    for (std::int64_t w = w0; w < w1; ++w) {
-      // Each word adds at most 4 + 4 per byte.
-      __m256i bl[NV], bh[NV];
-      for (int c = 0; c < NV; ++c) {
-        bl[c] = _mm256_loadu_si256(
-            reinterpret_cast<const __m256i*>(blo + w * ldbt + 8 * c));
-        bh[c] = _mm256_loadu_si256(
-            reinterpret_cast<const __m256i*>(bhi + w * ldbt + 8 * c));
-      }
-      for (int i = 0; i < MR; ++i) {
-        const __m256i al = _mm256_set1_epi32(static_cast<int>(alo[i * lda + w]));
-        const __m256i ah = _mm256_set1_epi32(static_cast<int>(ahi[i * lda + w]));
-        for (int c = 0; c < NV; ++c) {
-          bytes[i][c] = _mm256_add_epi8(
-              bytes[i][c], _mm256_shuffle_epi8(lut, _mm256_xor_si256(al, bl[c])));
-          bytes[i][c] = _mm256_add_epi8(
-              bytes[i][c], _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah, bh[c])));
-        }
+  __m256i acc[MP][NV], acc16[MP][NV][2];
+  for (int i = 0; i < MP; ++i)
+    for (int c = 0; c < NV; ++c) acc[i][c] = acc16[i][c][0] = acc16[i][c][1] = zero;
+  for (std::int64_t s0 = 0; s0 < steps; s0 += kTableFlushSteps) {
+    const std::int64_t s1 = s0 + kTableFlushSteps < steps ? s0 + kTableFlushSteps : steps;
+#pragma GCC unroll 2
+    for (std::int64_t s = s0; s < s1; ++s) {
+      __m256i b[NV];
+      for (int c = 0; c < NV; ++c)
+        b[c] = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+            reinterpret_cast<const __m128i*>(panel + s * kSplitPanelCols + 16 * c)));
+      for (int i = 0; i < MP; ++i) {
+        const __m256i t = _mm256_load_si256(
+            reinterpret_cast<const __m256i*>(tables + rows[i * ldr + s]));
+        for (int c = 0; c < NV; ++c)
+          acc[i][c] = _mm256_add_epi8(acc[i][c], _mm256_shuffle_epi8(t, b[c]));
       }
     }
-    FlushColumns<MR, NV>(bytes, acc);
+    for (int i = 0; i < MP; ++i)
+      for (int c = 0; c < NV; ++c) {
+        acc16[i][c][0] = _mm256_add_epi16(acc16[i][c][0], _mm256_unpacklo_epi8(acc[i][c], zero));
+        acc16[i][c][1] = _mm256_add_epi16(acc16[i][c][1], _mm256_unpackhi_epi8(acc[i][c], zero));
+        acc[i][c] = zero;
+      }
   }
-  StoreColumns<MR, NV>(acc, n, p, ldp);
+  StoreTableTile<MP, NV>(acc16, m_left, n, accumulate, p, ldp);
 }
 
 }  // namespace
 
-// Column groups of 16 (bt may be read up to the next multiple of 64, which
-// the contract guarantees is readable); 4 rows per tile, so each bt load
-// feeds 4 rows and each broadcast 2 vectors. The split kernel's column
-// groups are its panels (kSplitPanelCols).
-constexpr int kTransposedCols = 16;
-static_assert(kTransposedCols == kSplitPanelCols, "one split panel per tile");
+// Register tiles of 2 row pairs (4 rows) x 4 vectors of 16 columns (one
+// panel): 8 byte accumulators, 4 column vectors and a table in 13 ymm
+// registers; per step 2 table loads, 2 offset loads and 4 broadcasts feed
+// 8 vpshufb + 8 vpaddb. Rows in L1, one thread, Xeon family 6 model 167,
+// 32 rows x 384 columns, against the 4x16 lookup tile on lo/hi-split
+// words: 1.15-1.17x at 36 words, 1.19-1.21x at 72, 1.24-1.26x at 128-144;
+// 2x3 and 4x2 pairs and 1-row tables (32 columns a lane) ran 1.0-1.2x.
+constexpr int kTablePairs = 2;
+constexpr int kTableVectors = static_cast<int>(kSplitPanelCols) / 16;
 
-void PopcountGemmTransposedSplitAvx2(const TWord* alo, const TWord* ahi,
-                                     std::int64_t lda, const TWord* blo,
-                                     const TWord* bhi, int m, int n,
+void PopcountGemmTransposedSplitAvx2(const std::uint16_t* rows,
+                                     const std::uint8_t* panels, int m, int n,
                                      std::int64_t words, std::int32_t* p,
                                      std::int64_t ldp) {
-  constexpr int kCols = kTransposedCols;
-  for (int j = 0; j < n; j += kCols) {
-    const int nj = n - j < kCols ? n - j : kCols;
-    const TWord* plo = blo + j * words;  // panel j / 16: [words][16]
-    const TWord* phi = bhi + j * words;
-    int i = 0;
-    for (; i + 4 <= m; i += 4)
-      SplitTransposedTile<4, kCols / 8>(alo + i * lda, ahi + i * lda, lda,
-                                        plo, phi, kCols, nj, words,
-                                        p + i * ldp + j, ldp);
-    for (; i < m; ++i)
-      SplitTransposedTile<1, kCols / 8>(alo + i * lda, ahi + i * lda, lda,
-                                        plo, phi, kCols, nj, words,
-                                        p + i * ldp + j, ldp);
+  const std::int64_t steps = kSplitStepsPerWord * words;
+  const std::int64_t pairs = (m + 1) / 2;
+  for (int j = 0; j < n; j += static_cast<int>(kSplitPanelCols)) {
+    const int nj = n - j < kSplitPanelCols ? n - j : static_cast<int>(kSplitPanelCols);
+    const std::uint8_t* panel = panels + j * steps;  // panel j / 64
+    for (std::int64_t s0 = 0; s0 < steps; s0 += kTableMaxSteps) {
+      const std::int64_t ns = steps - s0 < kTableMaxSteps ? steps - s0 : kTableMaxSteps;
+      const bool accumulate = s0 > 0;
+      std::int64_t i = 0;
+      for (; i + kTablePairs <= pairs; i += kTablePairs)
+        TableTile<kTablePairs, kTableVectors>(
+            rows + i * steps + s0, steps, panel + s0 * kSplitPanelCols, ns,
+            static_cast<int>(m - 2 * i), nj, accumulate, p + 2 * i * ldp + j, ldp);
+      for (; i < pairs; ++i)
+        TableTile<1, kTableVectors>(
+            rows + i * steps + s0, steps, panel + s0 * kSplitPanelCols, ns,
+            static_cast<int>(m - 2 * i), nj, accumulate, p + 2 * i * ldp + j, ldp);
+    }
   }
 }
 
-// Blocks with at least this many rows split their operands first
-// (SplitNibbles): splitting costs about 3 + 3 / kCols ops per word of a row
-// or column against 6 per word pair of the split tile, a few percent at the
-// conv driver's 32-pixel blocks, and most of the gain with 4 rows.
+// Blocks with at least this many rows prepare their operands first
+// (SplitRows, SplitIntoPanels) and run the table kernel; fewer rows run the
+// lookup tile on the words as given.
 constexpr int kSplitMinRows = 16;
+
+// The lookup tile's column groups (bt may be read up to the next multiple
+// of 64, which the contract guarantees is readable); 4 rows per tile, so
+// each bt load feeds 4 rows and each broadcast 2 vectors.
+constexpr int kTransposedCols = 16;
 
 void PopcountGemmTransposedAvx2(const TWord* a, std::int64_t lda,
                                 const TWord* bt, std::int64_t ldbt, int m,
@@ -365,24 +413,18 @@ void PopcountGemmTransposedAvx2(const TWord* a, std::int64_t lda,
                                 std::int64_t ldp) {
   constexpr int kCols = kTransposedCols;
   if (m >= kSplitMinRows) {
-    // Split copies in a per-thread buffer: a's m rows (lo, then hi) and
-    // bt's words x cols block (cols = n rounded up to kCols <= ldbt).
-    // Rows in L1, one thread, same Xeon (family 6, model 167): the split
-    // 4x16 tile ran 1.23-1.34x the lookup one at 36, 72 and 108 words.
-    const int cols = (n + kCols - 1) / kCols * kCols;
-    thread_local std::vector<TWord> buffer;
-    const std::size_t need = static_cast<std::size_t>(2 * (m + cols) * words);
-    if (buffer.size() < need) buffer.resize(need);
-    TWord* alo = buffer.data();
-    TWord* ahi = alo + m * words;
-    TWord* blo = ahi + m * words;
-    TWord* bhi = blo + cols * words;
-    for (int i = 0; i < m; ++i)
-      SplitNibbles(a + i * lda, words, alo + i * words, ahi + i * words);
-    // In panels of 16 columns (bt is readable up to cols <= ldbt).
-    SplitIntoPanels(bt, 1, ldbt, cols, words, blo, bhi);
-    PopcountGemmTransposedSplitAvx2(alo, ahi, words, blo, bhi, m, n, words, p,
-                                    ldp);
+    // Prepared copies in a per-thread buffer: a's m rows as row pairs, bt's
+    // n columns as panels (bt is readable up to ldbt >= n).
+    thread_local std::vector<std::uint16_t> row_buffer;
+    thread_local std::vector<std::uint8_t> panel_buffer;
+    const auto rows_size = static_cast<std::size_t>(SplitRowsSize(m, words));
+    const auto panels_size = static_cast<std::size_t>(SplitPanelsSize(n, words));
+    if (row_buffer.size() < rows_size) row_buffer.resize(rows_size);
+    if (panel_buffer.size() < panels_size) panel_buffer.resize(panels_size);
+    SplitRows(a, lda, m, words, row_buffer.data());
+    SplitIntoPanels(bt, 1, ldbt, n, words, panel_buffer.data());
+    PopcountGemmTransposedSplitAvx2(row_buffer.data(), panel_buffer.data(), m, n,
+                                    words, p, ldp);
     return;
   }
   for (int j = 0; j < n; j += kCols) {
@@ -459,28 +501,29 @@ void BitpackFloatAvx2(const float* x, std::int64_t k, TWord* out) {
 
 std::int64_t XorPopcountRooflineAvx2(const TWord* a, const TWord* b,
                                      std::int64_t words, std::int64_t iters) {
-  // The fastest tile: the split transposed 4x16 one of convolution blocks
-  // (1.2-1.3x the Harley-Seal 1x1 tile of single long rows, the roofline
-  // before it), over k = words / 4 words of 4 rows of a and 16 columns
-  // made from b, split once outside the loop (5 * words words: L1).
-  // One iteration is 4 x 16 x k word pairs, 16 times the words pairs of
-  // one row pair.
+  // The fastest tile: the nibble-table 2-pair x 64-column one of the
+  // transposed kernel (1.15-1.26x the lo/hi-split 4x16 lookup tile, the
+  // roofline before it, which was 1.2-1.3x the Harley-Seal 1x1 tile), over
+  // k = words / 4 words of 4 rows of a and 64 columns made from b, prepared
+  // once outside the loop (k * (32 + 512) bytes: L1). One iteration is
+  // 4 x 64 x k word pairs, 64 times the words pairs of one row pair.
   const std::int64_t k = words / 4;
-  constexpr int kRows = 4, kCols = 16;
-  std::vector<TWord> alo(kRows * k), ahi(kRows * k), blo(k * kCols), bhi(k * kCols);
+  constexpr int kRows = 2 * kTablePairs, kCols = static_cast<int>(kSplitPanelCols);
   std::vector<TWord> bt(k * kCols);
   for (std::int64_t w = 0; w < k; ++w)
     for (int c = 0; c < kCols; ++c) bt[w * kCols + c] = b[(w * kCols + c) % words];
-  for (int i = 0; i < kRows; ++i)
-    SplitNibbles(a + i * k, k, alo.data() + i * k, ahi.data() + i * k);
-  SplitNibbles(bt.data(), k * kCols, blo.data(), bhi.data());
+  std::vector<std::uint16_t> rows(static_cast<std::size_t>(SplitRowsSize(kRows, k)));
+  std::vector<std::uint8_t> panel(static_cast<std::size_t>(SplitPanelsSize(kCols, k)));
+  SplitRows(a, k, kRows, k, rows.data());
+  SplitIntoPanels(bt.data(), 1, kCols, kCols, k, panel.data());
+  const std::int64_t steps = kSplitStepsPerWord * k;
   std::int32_t p[kRows * kCols];
   std::int64_t total = 0;
   for (std::int64_t it = 0; it < iters; ++it) {
     // The same inputs every pass: keep the compiler from reusing results.
-    asm volatile("" : : "r"(alo.data()), "r"(blo.data()) : "memory");
-    SplitTransposedTile<kRows, kCols / 8>(alo.data(), ahi.data(), k, blo.data(),
-                                          bhi.data(), kCols, kCols, k, p, kCols);
+    asm volatile("" : : "r"(rows.data()), "r"(panel.data()) : "memory");
+    TableTile<kTablePairs, kTableVectors>(rows.data(), steps, panel.data(), steps,
+                                          kRows, kCols, false, p, kCols);
     // Every output is used (else dead-code elimination drops tile rows).
     for (int q = 0; q < kRows * kCols; ++q) total += p[q];
   }

@@ -43,67 +43,100 @@ using PopcountGemmTransposedFn = void (*)(const TWord* a, std::int64_t lda,
                                           int m, int n, std::int64_t words,
                                           std::int32_t* p, std::int64_t ldp);
 
-// The transposed kernel on nibble-split operands (see SplitNibbleWords): row
-// i of a as alo/ahi + i * lda; the columns of b in panels of
-// kSplitPanelCols (SplitIntoPanels): panel q holds columns 16q ..
-// 16q + 15 as [words][16] at blo/bhi + q * 16 * words, so the 16 columns a
-// register tile reads are one contiguous block (a word-major layout with a
-// row stride of 64-512 columns mapped a tile's words onto few L1 sets; the
-// panels ran 1.00-1.15x that layout for rows of 36-144 words, one thread).
-// The kernel reads whole panels (ceil(n / 16)). The same result as
-// PopcountGemmTransposedFn on the unsplit operands. Callers that reuse
-// operands (the conv driver: one filter for every pixel block, one patch
-// block for every channel block; the dense driver: one weight block for
-// every row) split them once. Null when the ISA has no such kernel.
-using PopcountGemmTransposedSplitFn = void (*)(
-    const TWord* alo, const TWord* ahi, std::int64_t lda, const TWord* blo,
-    const TWord* bhi, int m, int n, std::int64_t words, std::int32_t* p,
-    std::int64_t ldp);
+// The transposed kernel on operands prepared once in its nibble form
+// (issue 13, "nibble tables"). popcount(x ^ y) is the sum over the 4-bit
+// nibbles of x and y of popcount(nx ^ ny), and for a fixed nibble nx that
+// is a 16-entry table T_nx[ny]: one vpshufb looks up 32 columns' nibbles
+// at once, and one byte add accumulates them, 2 vector ops per 128 binary
+// MACs (the lookup on lo/hi-split words took 3). The tables of two rows
+// share one register (one per 128-bit lane), so both operand forms are:
+//   * rows (SplitRows): for each pair of rows (2r, 2r + 1), for each
+//     nibble step s (byte t = s / 2 of the packed row, its low nibble for
+//     even s, its high nibble for odd s), the uint16 byte offset
+//     32 * (nibble of row 2r | nibble of row 2r + 1 << 4) of that pair's
+//     table; an odd last row is paired with a row of zeros. 8 steps per
+//     word, (m + 1) / 2 * 8 * words entries.
+//   * columns (SplitIntoPanels): panels of kSplitPanelCols = 64 columns,
+//     panel q as [8 * words steps][64] bytes, the step's nibble of each
+//     column (columns past n are zero).
+// Same result as PopcountGemmTransposedFn on the unprepared operands. The
+// kernel reads whole panels (ceil(n / 64)). Callers that reuse operands
+// (the conv driver: one filter for every pixel block, one patch block for
+// every channel block; the dense driver: one weight block for every row)
+// prepare them once. Null when the ISA has no such kernel.
+using PopcountGemmTransposedSplitFn = void (*)(const std::uint16_t* rows,
+                                               const std::uint8_t* panels,
+                                               int m, int n,
+                                               std::int64_t words,
+                                               std::int32_t* p,
+                                               std::int64_t ldp);
 
-constexpr std::int64_t kSplitPanelCols = 16;
+constexpr std::int64_t kSplitPanelCols = 64;
+constexpr std::int64_t kSplitStepsPerWord = 2 * sizeof(TWord);
 
-// Nibble split: lo[w] = x[w] & 0x0f0f0f0f, hi[w] = (x[w] >> 4) & 0x0f0f0f0f,
-// so popcount(x ^ y) = popcount(lo(x) ^ lo(y)) + popcount(hi(x) ^ hi(y))
-// with every byte of each XOR a 4-bit lookup index.
-inline void SplitNibbleWords(const TWord* x, std::int64_t words, TWord* lo,
-                             TWord* hi) {
-  for (std::int64_t w = 0; w < words; ++w) {
-    lo[w] = x[w] & 0x0f0f0f0fu;
-    hi[w] = (x[w] >> 4) & 0x0f0f0f0fu;
-  }
+// Entries of SplitRows' output for m rows of `words` words.
+inline std::int64_t SplitRowsSize(std::int64_t m, std::int64_t words) {
+  return (m + 1) / 2 * kSplitStepsPerWord * words;
 }
 
-// Columns [0, n) of b, word w of column j at b[j * col_stride + w *
-// word_stride], split into the panels of PopcountGemmTransposedSplitFn:
-// ceil(n / 16) panels of 16 * words words each in lo and hi, columns past n
-// zero. From the transposed layout (bt[w * ldbt + j]): col_stride 1,
-// word_stride ldbt; from rows (b_j = b + j * ldb): col_stride ldb,
-// word_stride 1. The stores are contiguous either way (column-major stores
-// into the panels ran 2.7 ns per word in the dense driver, as slow as the
-// kernel's work at 32 rows).
-inline void SplitIntoPanels(const TWord* b, std::int64_t col_stride,
-                            std::int64_t word_stride, std::int64_t n,
-                            std::int64_t words, TWord* lo, TWord* hi) {
-  const std::int64_t panels = (n + kSplitPanelCols - 1) / kSplitPanelCols;
-  for (std::int64_t q = 0; q < panels; ++q) {
-    const std::int64_t j0 = q * kSplitPanelCols;
-    const std::int64_t nj = n - j0 < kSplitPanelCols ? n - j0 : kSplitPanelCols;
-    for (std::int64_t w = 0; w < words; ++w) {
-      const TWord* src = b + j0 * col_stride + w * word_stride;
-      TWord* l = lo + (q * words + w) * kSplitPanelCols;
-      TWord* h = hi + (q * words + w) * kSplitPanelCols;
-      for (std::int64_t c = 0; c < nj; ++c) {
-        const TWord v = src[c * col_stride];
-        l[c] = v & 0x0f0f0f0fu;
-        h[c] = (v >> 4) & 0x0f0f0f0fu;
+// Rows i = 0..m-1 of a (row i at a + i * lda) in the kernel's row form.
+inline void SplitRows(const TWord* a, std::int64_t lda, std::int64_t m,
+                      std::int64_t words, std::uint16_t* out) {
+  const std::int64_t bytes = words * static_cast<std::int64_t>(sizeof(TWord));
+  for (std::int64_t r = 0; r < m; r += 2) {
+    const auto* x0 = reinterpret_cast<const std::uint8_t*>(a + r * lda);
+    std::uint16_t* o = out + (r / 2) * 2 * bytes;
+    if (r + 1 < m) {
+      const auto* x1 = reinterpret_cast<const std::uint8_t*>(a + (r + 1) * lda);
+      for (std::int64_t t = 0; t < bytes; ++t) {
+        const unsigned b0 = x0[t], b1 = x1[t];
+        o[2 * t] = static_cast<std::uint16_t>(((b0 & 15u) | (b1 & 15u) << 4) << 5);
+        o[2 * t + 1] = static_cast<std::uint16_t>(((b0 >> 4) | (b1 & 0xf0u)) << 5);
       }
-      for (std::int64_t c = nj; c < kSplitPanelCols; ++c) l[c] = h[c] = 0;
+    } else {
+      for (std::int64_t t = 0; t < bytes; ++t) {
+        const unsigned b0 = x0[t];
+        o[2 * t] = static_cast<std::uint16_t>((b0 & 15u) << 5);
+        o[2 * t + 1] = static_cast<std::uint16_t>((b0 >> 4) << 5);
+      }
     }
   }
 }
 
-// Packs `k` float values into PackedWords32(k, 32) words
-// (bit = PacksAsMinusOne(x), core/types.h).
+// Bytes of SplitIntoPanels' output for n columns of `words` words.
+inline std::int64_t SplitPanelsSize(std::int64_t n, std::int64_t words) {
+  return (n + kSplitPanelCols - 1) / kSplitPanelCols * kSplitPanelCols *
+         kSplitStepsPerWord * words;
+}
+
+// Columns j = 0..n-1 of b (word w of column j at b[j * col_stride +
+// w * word_stride]) in the kernel's panels.
+inline void SplitIntoPanels(const TWord* b, std::int64_t col_stride,
+                            std::int64_t word_stride, std::int64_t n,
+                            std::int64_t words, std::uint8_t* out) {
+  constexpr std::int64_t kCols = kSplitPanelCols;
+  const std::int64_t panels = (n + kCols - 1) / kCols;
+  for (std::int64_t q = 0; q < panels; ++q) {
+    const std::int64_t j0 = q * kCols;
+    const std::int64_t nj = n - j0 < kCols ? n - j0 : kCols;
+    std::uint8_t* panel = out + q * kCols * kSplitStepsPerWord * words;
+    for (std::int64_t w = 0; w < words; ++w) {
+      std::uint8_t* o = panel + w * kSplitStepsPerWord * kCols;
+      const TWord* src = b + j0 * col_stride + w * word_stride;
+      for (std::int64_t c = 0; c < nj; ++c) {
+        const TWord v = src[c * col_stride];
+        for (std::int64_t k = 0; k < static_cast<std::int64_t>(sizeof(TWord)); ++k) {
+          const unsigned byte = (v >> (8 * k)) & 0xffu;
+          o[(2 * k) * kCols + c] = static_cast<std::uint8_t>(byte & 15u);
+          o[(2 * k + 1) * kCols + c] = static_cast<std::uint8_t>(byte >> 4);
+        }
+      }
+      for (std::int64_t s = 0; s < kSplitStepsPerWord; ++s)
+        for (std::int64_t c = nj; c < kCols; ++c) o[s * kCols + c] = 0;
+    }
+  }
+}
+
 using BitpackFloatFn = void (*)(const float* x, std::int64_t k, TWord* out);
 
 // Sign bits of the float rows of a full-precision convolution whose output
@@ -159,9 +192,8 @@ void PopcountGemmTransposedAvx2(const TWord* a, std::int64_t lda,
                                 const TWord* bt, std::int64_t ldbt, int m,
                                 int n, std::int64_t words, std::int32_t* p,
                                 std::int64_t ldp);
-void PopcountGemmTransposedSplitAvx2(const TWord* alo, const TWord* ahi,
-                                     std::int64_t lda, const TWord* blo,
-                                     const TWord* bhi, int m, int n,
+void PopcountGemmTransposedSplitAvx2(const std::uint16_t* rows,
+                                     const std::uint8_t* panels, int m, int n,
                                      std::int64_t words, std::int32_t* p,
                                      std::int64_t ldp);
 void PopcountGemmTransposedAvx512(const TWord* a, std::int64_t lda,
