@@ -21,6 +21,10 @@
 
 #include "cc_ops/core/types.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>  // baseline on x86-64: the operand preparation below
+#endif
+
 namespace tfdisc {
 namespace core {
 
@@ -88,7 +92,29 @@ inline void SplitRows(const TWord* a, std::int64_t lda, std::int64_t m,
     std::uint16_t* o = out + (r / 2) * 2 * bytes;
     if (r + 1 < m) {
       const auto* x1 = reinterpret_cast<const std::uint8_t*>(a + (r + 1) * lda);
-      for (std::int64_t t = 0; t < bytes; ++t) {
+      std::int64_t t = 0;
+#if defined(__SSE2__)
+      // 16 bytes of each row -> 32 steps: the even steps' index bytes
+      // (low nibbles) and the odd ones' (high nibbles), interleaved, then
+      // widened to uint16 offsets (x 32).
+      const __m128i low = _mm_set1_epi8(0x0f), zero = _mm_setzero_si128();
+      for (; t + 16 <= bytes; t += 16) {
+        const __m128i v0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x0 + t));
+        const __m128i v1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x1 + t));
+        const __m128i even = _mm_or_si128(_mm_and_si128(v0, low),
+                                          _mm_slli_epi16(_mm_and_si128(v1, low), 4));
+        const __m128i odd = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v0, 4), low),
+                                         _mm_andnot_si128(low, v1));
+        const __m128i steps[2] = {_mm_unpacklo_epi8(even, odd), _mm_unpackhi_epi8(even, odd)};
+        for (int h = 0; h < 2; ++h) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * t + 16 * h),
+                           _mm_slli_epi16(_mm_unpacklo_epi8(steps[h], zero), 5));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * t + 16 * h + 8),
+                           _mm_slli_epi16(_mm_unpackhi_epi8(steps[h], zero), 5));
+        }
+      }
+#endif
+      for (; t < bytes; ++t) {
         const unsigned b0 = x0[t], b1 = x1[t];
         o[2 * t] = static_cast<std::uint16_t>(((b0 & 15u) | (b1 & 15u) << 4) << 5);
         o[2 * t + 1] = static_cast<std::uint16_t>(((b0 >> 4) | (b1 & 0xf0u)) << 5);
@@ -120,7 +146,40 @@ inline void SplitIntoPanels(const TWord* b, std::int64_t col_stride,
     const std::int64_t j0 = q * kCols;
     const std::int64_t nj = n - j0 < kCols ? n - j0 : kCols;
     std::uint8_t* panel = out + q * kCols * kSplitStepsPerWord * words;
-    for (std::int64_t w = 0; w < words; ++w) {
+    std::int64_t w0 = 0;
+#if defined(__SSE2__)
+    // Row-major b (a column's words contiguous: dense weights), whole
+    // panels: 4 words of 16 columns at a time, their 16 x 16 bytes
+    // transposed (four rounds of unpacking rows i and i + 8), so that each
+    // vector holds one byte of 16 columns; its nibbles are two steps.
+    if (word_stride == 1 && nj == kCols) {
+      const __m128i low = _mm_set1_epi8(0x0f);
+      for (; w0 + 4 <= words; w0 += 4) {
+        for (std::int64_t c0 = 0; c0 < kCols; c0 += 16) {
+          __m128i x[16], y[16];
+          for (int i = 0; i < 16; ++i)
+            x[i] = _mm_loadu_si128(
+                reinterpret_cast<const __m128i*>(b + (j0 + c0 + i) * col_stride + w0));
+          for (int round = 0; round < 4; ++round) {
+            for (int i = 0; i < 8; ++i) {
+              y[2 * i] = _mm_unpacklo_epi8(x[i], x[i + 8]);
+              y[2 * i + 1] = _mm_unpackhi_epi8(x[i], x[i + 8]);
+            }
+            for (int i = 0; i < 16; ++i) x[i] = y[i];
+          }
+          // x[t]: byte t of the 4 words (word w0 + t / 4) of the 16 columns.
+          std::uint8_t* o = panel + w0 * kSplitStepsPerWord * kCols + c0;
+          for (int t = 0; t < 16; ++t) {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + (2 * t) * kCols),
+                             _mm_and_si128(x[t], low));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + (2 * t + 1) * kCols),
+                             _mm_and_si128(_mm_srli_epi16(x[t], 4), low));
+          }
+        }
+      }
+    }
+#endif
+    for (std::int64_t w = w0; w < words; ++w) {
       std::uint8_t* o = panel + w * kSplitStepsPerWord * kCols;
       const TWord* src = b + j0 * col_stride + w * word_stride;
       for (std::int64_t c = 0; c < nj; ++c) {
