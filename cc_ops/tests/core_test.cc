@@ -276,14 +276,16 @@ void TestConvLongRows(const std::vector<KernelType>& kernels) {
   std::mt19937 rng(11);
   const int shapes[][3] = {{3, 512, 40}, {5, 256, 70}, {5, 460, 17}};  // filter, C, O
   int cases = 0;
+  // Output pixels: 2 x 12 x 11 = 264, 1 x 2 x 3 = 6 (both past
+  // kSplitTransposedMinPixels: the table kernel where there is one) and one
+  // (row-major).
+  const int images[][3] = {{2, 12, 11}, {1, 2, 3}, {1, 1, 1}};
   for (const auto& s : shapes) {
-    for (int pad_value : {0, 1}) {
+    for (int pad_value : {0, 1}) for (const auto& image : images) {
       BConv2DParams p;
-      // 2 x 12 x 11 = 264 output pixels: enough for the long-row transposed
-      // path (kTransposedMinPixels).
-      p.batch = 2;
-      p.in_h = 12;
-      p.in_w = 11;
+      p.batch = image[0];
+      p.in_h = image[1];
+      p.in_w = image[2];
       p.channels = s[1];
       p.words = PackedWords32(p.channels, 32);
       p.out_channels = s[2];
@@ -300,17 +302,17 @@ void TestConvLongRows(const std::vector<KernelType>& kernels) {
       std::vector<std::int32_t> want(n), got(n);
       BConv2DReference(p, in.data(), filter.data(), transform, want.data(), p.out_channels);
       for (KernelType t : kernels) {
-        // What the driver picks (the split transposed kernel below
-        // kSplitTransposedMaxWords where there is one), and row-major.
+        // What the driver picks (UsesTransposed) and row-major.
         ConvKernels row_major;
         row_major.gemm = GetPopcountGemm(t);
         for (const ConvKernels& k : {ConvKernelsFor(t), row_major}) {
           std::fill(got.begin(), got.end(), -1);
           BConv2DOptimized(p, in.data(), filter.data(), transform, got.data(), p.out_channels,
                            k, SerialFor, /*min_transposed_pixels=*/0);
-          CHECK(got == want, "conv long rows %s%s %dx%d C=%d O=%d pad %d", KernelName(t),
+          CHECK(got == want, "conv long rows %s%s %dx%d C=%d O=%d pad %d, %ld pixels",
+                KernelName(t),
                 UsesTransposed(k, p.filter_h * p.filter_w * p.words, pixels) ? " transposed" : "",
-                s[0], s[0], s[1], s[2], pad_value);
+                s[0], s[0], s[1], s[2], pad_value, static_cast<long>(pixels));
           ++cases;
           if (k.gemm_t == nullptr) break;  // no transposed kernel: one path
         }

@@ -120,14 +120,17 @@ inline void BuildTransposedFilter(const TWord* filter, std::int64_t out_channels
 // keeps the TF op's filter cache simple.
 constexpr std::int64_t kTransposedMaxWords = 128;
 constexpr std::int64_t kTransposedMinPixels = 256;
-// With operands split once (ConvKernels::gemm_ts), rows of up to
-// kSplitTransposedMaxWords also take the transposed path, but only with at
-// least kTransposedMinPixels output pixels. 3x3 over 512 channels (144
-// words), emulated AVX2 (avx2 kernel, two threads, old and new rule
-// alternating in five processes each): batch 16 1.24x, alexnet_cifar batch
-// 32 1.06x, but batch 1 (64 pixels) 0.93x; one thread in C++ 1.26x at
-// batch 1.
-constexpr std::int64_t kSplitTransposedMaxWords = 384;
+// With the nibble-table kernel (ConvKernels::gemm_ts), every row length
+// takes the transposed path once there are kSplitTransposedMinPixels output
+// pixels (one 4-row register tile). One thread in C++, avx2, batch 1, 3x3
+// filters into 512 channels, bit outputs, against the row-major path:
+// 2x2 / 4x4 / 6x6 x 512 channels 1.68 / 1.71 / 1.72x, 8x8 x 1024 and x 2048
+// channels 1.80 / 1.64x, 4x4 x 4096 channels (1152 words) 1.55x; one pixel
+// 0.71x. In the op, emulated AVX2, two threads, in a graph loop, old and
+// new rule alternating three times: 8x8x512->512 at batch 1 (64 pixels,
+// 144 words) 338-355 -> 263-270 us. (With the lo/hi-split lookup kernel
+// before it, the long rows needed 256 pixels: batch 1 lost there.)
+constexpr std::int64_t kSplitTransposedMinPixels = 4;
 
 // Whether the driver runs the transposed kernel on `pixels` output pixels
 // with rows of `row_words` words.
@@ -135,8 +138,7 @@ inline bool UsesTransposed(const ConvKernels& k, std::int64_t row_words,
                            std::int64_t pixels) {
   if (k.gemm_t == nullptr) return false;
   if (row_words < kTransposedMaxWords) return true;
-  return k.gemm_ts != nullptr && row_words < kSplitTransposedMaxWords &&
-         pixels >= kTransposedMinPixels;
+  return k.gemm_ts != nullptr && pixels >= kSplitTransposedMinPixels;
 }
 
 inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
