@@ -34,20 +34,25 @@ static_assert(kDenseColBlock == kSplitPanelCols,
               "a dense column block is one panel of the table kernel");
 
 // The popcount kernels BinaryDense may use: `gemm` always, and the
-// nibble-split transposed kernel (null: none) for batches of at least
-// kDenseTransposedMinRows rows of at most kDenseTransposedMaxWords words.
-// Each unit of work then is one block of kDenseColBlock weight rows,
-// transposed and split once into a per-thread buffer and run against every
-// input row (split once per call).
+// nibble-table transposed kernel (null: none) for batches of at least
+// kDenseTransposedMinRows rows of at most kDenseTransposedMaxWords words. Each
+// unit of work then is one block of kDenseColBlock weight rows, brought
+// into the kernel's panel form once in a per-thread buffer and run against
+// every input row (in its row-pair form, made once per call).
 //
 // Measured with one thread on a Xeon with AVX-512 VPOPCNTDQ (family 6,
-// model 167), the avx2 kernel forced, against its row-major 2x2 lookup
-// tile (median of 15): M x K x N = 32x4096x4096 1.19x, 256x4096x4096
-// 1.29x, 256x6144x6144 1.39x, 256x1024x1024 1.74x, 64x16384x16384 1.11x,
-// 64x32768x1024 1.02x, 64x65536x1024 0.91x; 16 rows 0.98x, 8 rows 0.82x.
-// avx512bw keeps its 512-bit row-major kernel: the same measurement
-// gave it 0.96-1.12x at K = 4096-16384 (1.57x only at K = 1024) and 0.97x
-// at 32 rows.
+// model 167), N = 4096 outputs, median of 31, against the kernel's own
+// row-major tile: avx2 (2x2 lookup) at 4096 input bits 0.83 / 1.17 / 1.34 /
+// 1.50 / 1.68x for 4 / 8 / 12 / 16 / 32 rows, at 64 rows 1.74 / 1.66 /
+// 1.61 / 1.58 / 1.58x for 512 / 1024 / 2048 / 4096 / 8192 words, 8 rows of
+// 25 words 2.20x but of 512 words 1.02x; avx512bw (512-bit lookup tile,
+// which the lo/hi-split kernel before did not beat) 0.95 / 1.14 / 1.34 /
+// 1.46x for 8 / 16 / 32 / 256 rows, 1.26 / 1.20x for 64 rows of 512 / 2048
+// words. In the op (two threads, graph loop, 4096x4096 weights, emulated
+// AVX2, two alternations): avx2 8 rows no gain (274-279 -> 275-333 us),
+// 16 rows 1.2x, 24 rows 1.25x; avx512bw 16 / 24 rows 1.04 / 1.1x; hence
+// 16 rows for both. The per-thread panel buffer is 64 * 8 bytes per word
+// (4 MiB at kDenseTransposedMaxWords).
 struct DenseKernels {
   PopcountGemmFn gemm = nullptr;
   PopcountGemmTransposedSplitFn gemm_ts = nullptr;
@@ -56,12 +61,12 @@ struct DenseKernels {
 inline DenseKernels DenseKernelsFor(KernelType type) {
   DenseKernels k;
   k.gemm = GetPopcountGemm(type);
-  if (type == KernelType::kAvx2) k.gemm_ts = GetPopcountGemmTransposedSplit(type);
+  k.gemm_ts = GetPopcountGemmTransposedSplit(type);
   return k;
 }
 
-constexpr std::int64_t kDenseTransposedMinRows = 32;
-constexpr std::int64_t kDenseTransposedMaxWords = 512;
+constexpr std::int64_t kDenseTransposedMinRows = 16;
+constexpr std::int64_t kDenseTransposedMaxWords = 8192;
 
 inline bool DenseUsesTransposed(const DenseKernels& kernels, std::int64_t m,
                                 std::int64_t words) {

@@ -196,7 +196,7 @@ void TestDense(const std::vector<KernelType>& kernels) {
   std::mt19937 rng(3);
   for (int trial = 0; trial < 60; ++trial) {
     BDenseArgs args;
-    // Up to 80 rows: the split transposed path from kDenseTransposedMinRows.
+    // Up to 80 rows: the table kernel's path from kDenseTransposedMinRows.
     args.m = rng() % 80;
     args.n = 1 + rng() % 150;
     args.k = 1 + rng() % 300;
