@@ -9,9 +9,9 @@
 // median and the minimum are printed; the minimum estimates the undisturbed
 // speed, the median what a run saw. Built and run by cc_ops/bench/run.sh.
 // Conv lines marked (T) ran the transposed ("vertical") kernel, which the
-// driver picks for rows of fewer than kTransposedMaxWords words (on split
-// operands where the kernel has a split form); the (U) line below is that
-// kernel splitting per call, the (R) line the row-major kernel.
+// driver picks where UsesTransposed says so (on operands prepared once in
+// the nibble-table form where the kernel has one); the (U) line below is
+// that kernel preparing them per call, the (R) line the row-major kernel.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
     PopcountGemmFn gemm = GetPopcountGemm(t);
     const ConvKernels all = ConvKernelsFor(t);
     // Dense over a 4096x4096 layer: batch 1 (GEMV), a 32-row slice and 256
-    // rows. Where the driver runs the split transposed kernel (T), also the
+    // rows. Where the driver runs the table transposed kernel (T), also the
     // row-major kernel (R) on the same shape.
     const DenseKernels dense_all = DenseKernelsFor(t);
     DenseKernels dense_row_major;

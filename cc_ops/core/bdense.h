@@ -90,7 +90,7 @@ inline void WriteDenseBlock(const BDenseArgs& args, std::int64_t i0,
   }
 }
 
-// BinaryDense on the split transposed kernel (any m; BinaryDense calls it
+// BinaryDense on the nibble-table transposed kernel (any m; BinaryDense calls it
 // where DenseUsesTransposed).
 inline void BinaryDenseTransposed(const BDenseArgs& args,
                                   PopcountGemmTransposedSplitFn gemm_ts,

@@ -181,7 +181,7 @@ void TestGemmTransposed(const std::vector<KernelType>& kernels) {
           SplitIntoPanels(bt.data(), 1, ldbt, n, words, panels.data());
           std::fill(got.begin(), got.end(), -7);
           gemm_ts(rows.data(), panels.data(), m, n, words, got.data(), ldp);
-          CHECK(got == want, "split transposed gemm %s m=%d n=%d words=%ld lda=%ld%s",
+          CHECK(got == want, "table transposed gemm %s m=%d n=%d words=%ld lda=%ld%s",
                 KernelName(t), m, n, static_cast<long>(words), static_cast<long>(lda),
                 rep == 2 ? " (all ones)" : "");
           ++cases;
@@ -233,13 +233,13 @@ void TestDense(const std::vector<KernelType>& kernels) {
       args.out = buf.data();
       BinaryDense(args, DenseKernelsFor(kernels[ki]), SerialFor);
       if (ki > 0) CHECK(got == want, "dense %s trial %d", KernelName(kernels[ki]), trial);
-      // The split transposed path at any row count, where the kernel has it.
+      // The table transposed path at any row count, where the kernel has it.
       const PopcountGemmTransposedSplitFn gemm_ts =
           GetPopcountGemmTransposedSplit(kernels[ki]);
       if (ki > 0 && gemm_ts != nullptr) {
         std::fill(got.begin(), got.end(), 0);
         BinaryDenseTransposed(args, gemm_ts, SerialFor);
-        CHECK(got == want, "dense %s transposed split, trial %d (m %ld, n %ld, k %ld)",
+        CHECK(got == want, "dense %s transposed table, trial %d (m %ld, n %ld, k %ld)",
               KernelName(kernels[ki]), trial, static_cast<long>(args.m),
               static_cast<long>(args.n), static_cast<long>(args.k));
       }

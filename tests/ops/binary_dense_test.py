@@ -59,15 +59,15 @@ class TestBinaryDense:
                                output="int32").numpy()
         np.testing.assert_array_equal(got, np.where(x < 0, -1, 1) @ np.where(w < 0, -1, 1))
 
-    @pytest.mark.parametrize("m, k", [(31, 4096), (32, 4096), (40, 16384), (40, 16385)])
+    @pytest.mark.parametrize("m, k", [(15, 4096), (16, 4096), (16, 262144), (16, 262145)])
     def test_transposed_path_boundaries(self, kernel, m, k):
-        # avx2 runs batches of >= 32 rows of <= 512 words through its split transposed
-        # kernel (core/bdense.h): both sides of each boundary, with a partial last
-        # column block and a bit-packed output.
+        # avx2 and avx512bw run batches of >= 16 rows of <= 8192 words through their
+        # nibble-table transposed kernel (core/bdense.h): both sides of each boundary,
+        # with a partial last column block and a bit-packed output.
         rng = np.random.default_rng(m + k)
         x = rng.standard_normal((m, k)).astype(np.float32)
-        w = rng.standard_normal((k, 70)).astype(np.float32)
-        bias = rng.standard_normal(70).astype(np.float32) * 20
+        w = rng.standard_normal((k, 66)).astype(np.float32)
+        bias = rng.standard_normal(66).astype(np.float32) * 20
         px, pw = ops.bitpack(x).numpy(), ops.pack_dense_weights(w)
         for output in ("int32", "bitpacked"):
             b = None if output == "int32" else bias

@@ -61,9 +61,9 @@ inline std::int64_t TransposeFilter(const TWord* filter, std::int64_t out_channe
 
 // The popcount kernels the driver may use: `gemm` always; the transposed
 // kernel where UsesTransposed says so (null: row-major only); its
-// nibble-split form (null: none), which the driver feeds with operands split
-// once, the filter per filter and the patches per pixel block, instead of
-// once per call.
+// nibble-table form (null: none), which the driver feeds with operands
+// prepared once, the filter per filter and the patches per pixel block,
+// instead of once per call.
 struct ConvKernels {
   PopcountGemmFn gemm = nullptr;
   PopcountGemmTransposedFn gemm_t = nullptr;
