@@ -368,10 +368,10 @@ inline void TableTile(const std::uint16_t* rows, std::int64_t ldr,
 // 8 vpshufb + 8 vpaddb; the step loop unrolled 4 times (core bench, one
 // thread, against 2 times: 1.00-1.04x on the roofline, conv and dense
 // lines; 8 times: no further gain). Rows in L1, one thread, Xeon family 6
-// model 167,
-// 32 rows x 384 columns, against the 4x16 lookup tile on lo/hi-split
-// words: 1.15-1.17x at 36 words, 1.19-1.21x at 72, 1.24-1.26x at 128-144;
-// 2x3 and 4x2 pairs and 1-row tables (32 columns a lane) ran 1.0-1.2x.
+// model 167, 32 rows x 384 columns, against the 4x16 lookup tile on
+// lo/hi-split words: 1.15-1.17x at 36 words, 1.19-1.21x at 72, 1.24-1.26x
+// at 128-144; 2x3 and 4x2 pairs and 1-row tables (32 columns a lane) ran
+// 1.0-1.2x.
 constexpr int kTablePairs = 2;
 constexpr int kTableVectors = static_cast<int>(kSplitPanelCols) / 16;
 
