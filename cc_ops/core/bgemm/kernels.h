@@ -50,10 +50,12 @@ using PopcountGemmTransposedFn = void (*)(const TWord* a, std::int64_t lda,
 // The transposed kernel on operands prepared once in its nibble form
 // (issue 13, "nibble tables"). popcount(x ^ y) is the sum over the 4-bit
 // nibbles of x and y of popcount(nx ^ ny), and for a fixed nibble nx that
-// is a 16-entry table T_nx[ny]: one vpshufb looks up 32 columns' nibbles
-// at once, and one byte add accumulates them, 2 vector ops per 128 binary
-// MACs (the lookup on lo/hi-split words took 3). The tables of two rows
-// share one register (one per 128-bit lane), so both operand forms are:
+// is a 16-entry table T_nx[ny]. The tables of two rows share one register
+// (one per 128-bit lane), so one vpshufb looks up 16 columns' nibbles for
+// both rows and one byte add accumulates them: 2 vector ops per 128 binary
+// MACs (the lookup on lo/hi-split words took 3). The operand forms (bytes
+// in memory order, i.e. little-endian words, as on x86-64 where the only
+// such kernel runs):
 //   * rows (SplitRows): for each pair of rows (2r, 2r + 1), for each
 //     nibble step s (byte t = s / 2 of the packed row, its low nibble for
 //     even s, its high nibble for odd s), the uint16 byte offset
