@@ -99,6 +99,24 @@ class TestBinaryConv2D:
                                            pad_value=pad_value, output="int32")
         np.testing.assert_array_equal(got.numpy(), want)
 
+    @pytest.mark.parametrize("pad_value", [-1, 0, 1])
+    @pytest.mark.parametrize("height, width", [(1, 1), (2, 2), (2, 3), (8, 8)])
+    def test_long_rows_few_pixels(self, kernel, height, width, pad_value):
+        # Patch rows of >= 128 words (3x3 over 520 channels: 153 words): kernels with
+        # a nibble-table form (avx2, avx512bw) take the transposed path from 4 output
+        # pixels at any row length (core/bconv2d/optimized.h), through the op's
+        # filter cache; 1 pixel stays row-major. 1, 4, 6 and 64 pixels.
+        rng = np.random.default_rng(height * 10 + width + pad_value)
+        x = rng.standard_normal((1, height, width, 520)).astype(np.float32)
+        f = rng.standard_normal((3, 3, 520, 70)).astype(np.float32)
+        bias = rng.standard_normal(70).astype(np.float32) * 30
+        px, pf = ops.bitpack(x).numpy(), ops.pack_conv_filter(f)
+        for output, b in (("int32", None), ("bitpacked", bias)):
+            kwargs = dict(padding="SAME", pad_value=pad_value, bias=b, output=output)
+            got = ops.binary_conv2d(px, pf, 520, **kwargs).numpy()
+            want = ops.binary_conv2d_reference(px, pf, 520, **kwargs)
+            np.testing.assert_array_equal(got, want)
+
     def test_filter_cache_follows_filter_changes(self, kernel):
         # The kernel caches a transposed copy of the filter across calls; a
         # different filter of the same shape must not hit the stale copy.
