@@ -78,8 +78,18 @@ inline void FloatConv2DBits(const BConv2DParams& p, const float* input,
       std::int64_t ox = q0 % p.out_w;
       for (std::int64_t q = 0; q < nq; ++q) {
         float* dst = patches.data() + q * row;
+        const std::int64_t ix0 = ox * p.stride_w - p.pad_left;
+        // The whole filter row inside the image and undilated: its
+        // filter_w * channels floats are contiguous in the input row.
+        const bool row_inside = p.dilation_w == 1 && ix0 >= 0 &&
+                                ix0 + p.filter_w <= p.in_w;
         for (std::int64_t fy = 0; fy < p.filter_h; ++fy) {
           const std::int64_t iy = oy * p.stride_h - p.pad_top + fy * p.dilation_h;
+          if (row_inside && iy >= 0 && iy < p.in_h) {
+            std::copy_n(input + ((b * p.in_h + iy) * p.in_w + ix0) * p.channels,
+                        p.filter_w * p.channels, dst + fy * p.filter_w * p.channels);
+            continue;
+          }
           for (std::int64_t fx = 0; fx < p.filter_w; ++fx) {
             const std::int64_t ix =
                 ox * p.stride_w - p.pad_left + fx * p.dilation_w;
