@@ -70,6 +70,7 @@ inline void FloatConv2DBits(const BConv2DParams& p, const float* input,
       std::min(kFloatConvPixelBlock, pixels) * (row * cols / 4 + row + cols);
   parallel_for(blocks, cost, [&](std::int64_t begin, std::int64_t end) {
     std::vector<float> patches(kFloatConvPixelBlock * row);
+    const std::vector<float> zeros(p.channels, 0.0f);  // out-of-image taps
     for (std::int64_t blk = begin; blk < end; ++blk) {
       const std::int64_t q0 = blk * kFloatConvPixelBlock;
       const std::int64_t nq = std::min(kFloatConvPixelBlock, pixels - q0);
@@ -77,33 +78,8 @@ inline void FloatConv2DBits(const BConv2DParams& p, const float* input,
       std::int64_t oy = q0 / p.out_w % p.out_h;
       std::int64_t ox = q0 % p.out_w;
       for (std::int64_t q = 0; q < nq; ++q) {
-        float* dst = patches.data() + q * row;
-        const std::int64_t ix0 = ox * p.stride_w - p.pad_left;
-        // The whole filter row inside the image and undilated: its
-        // filter_w * channels floats are contiguous in the input row.
-        const bool row_inside = p.dilation_w == 1 && ix0 >= 0 &&
-                                ix0 + p.filter_w <= p.in_w;
-        for (std::int64_t fy = 0; fy < p.filter_h; ++fy) {
-          const std::int64_t iy = oy * p.stride_h - p.pad_top + fy * p.dilation_h;
-          if (row_inside && iy >= 0 && iy < p.in_h) {
-            std::copy_n(input + ((b * p.in_h + iy) * p.in_w + ix0) * p.channels,
-                        p.filter_w * p.channels, dst + fy * p.filter_w * p.channels);
-            continue;
-          }
-          for (std::int64_t fx = 0; fx < p.filter_w; ++fx) {
-            const std::int64_t ix =
-                ox * p.stride_w - p.pad_left + fx * p.dilation_w;
-            float* d = dst + (fy * p.filter_w + fx) * p.channels;
-            if (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w) {
-              const float* s =
-                  input + ((b * p.in_h + iy) * p.in_w + ix) * p.channels;
-              // A few channels (3 for RGB): a loop, not a memmove call.
-              for (std::int64_t c = 0; c < p.channels; ++c) d[c] = s[c];
-            } else {
-              for (std::int64_t c = 0; c < p.channels; ++c) d[c] = 0.0f;
-            }
-          }
-        }
+        GatherPatch(p, input, p.channels, b, oy, ox, zeros.data(),
+                    patches.data() + q * row, [](std::int64_t) {});
         if (++ox == p.out_w) {  // next output pixel
           ox = 0;
           if (++oy == p.out_h) {

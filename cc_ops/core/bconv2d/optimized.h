@@ -36,10 +36,6 @@ namespace core {
 
 constexpr std::int64_t kConvPixelBlock = 32;
 
-// Short copies (a few words per tap) are cheaper inline than a memcpy call.
-inline void CopyWords(TWord* dst, const TWord* src, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) dst[i] = src[i];
-}
 constexpr std::int64_t kConvChannelBlock = 64;  // multiple of 64, see dense
 static_assert(kConvChannelBlock % kSplitPanelCols == 0,
               "channel blocks start at a table-kernel panel");
@@ -245,33 +241,11 @@ inline void BConv2DOptimized(const BConv2DParams& p, const TWord* input,
           const std::int64_t b = pix / (p.out_h * p.out_w);
           const std::int64_t oy = (pix / p.out_w) % p.out_h;
           const std::int64_t ox = pix % p.out_w;
-          TWord* dst = patches.data() + q * row_words;
-          const std::int64_t ix0 = ox * p.stride_w - p.pad_left;
-          const bool row_inside = ix0 >= 0 &&
-              ix0 + (p.filter_w - 1) * p.dilation_w < p.in_w;
-          for (std::int64_t fy = 0; fy < p.filter_h; ++fy) {
-            const std::int64_t iy = oy * p.stride_h - p.pad_top + fy * p.dilation_h;
-            if (row_inside && p.dilation_w == 1 && iy >= 0 && iy < p.in_h) {
-              // The whole filter row is inside the image and contiguous.
-              CopyWords(dst + fy * p.filter_w * p.words,
-                        input + ((b * p.in_h + iy) * p.in_w + ix0) * p.words,
-                        p.filter_w * p.words);
-              continue;
-            }
-            for (std::int64_t fx = 0; fx < p.filter_w; ++fx) {
-              const std::int64_t ix =
-                  ox * p.stride_w - p.pad_left + fx * p.dilation_w;
-              TWord* d = dst + (fy * p.filter_w + fx) * p.words;
-              if (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w) {
-                CopyWords(d, input + ((b * p.in_h + iy) * p.in_w + ix) * p.words,
-                          p.words);
-              } else {
-                CopyWords(d, pad_pattern.data(), p.words);
-                if (!tap_sums.empty())
-                  oob_taps.push_back(static_cast<std::int32_t>(fy * p.filter_w + fx));
-              }
-            }
-          }
+          GatherPatch(p, input, p.words, b, oy, ox, pad_pattern.data(),
+                      patches.data() + q * row_words, [&](std::int64_t tap) {
+                        if (!tap_sums.empty())
+                          oob_taps.push_back(static_cast<std::int32_t>(tap));
+                      });
         }
         oob_begin[nq] = static_cast<std::int64_t>(oob_taps.size());
         a = patches.data();

@@ -59,6 +59,44 @@ inline bool ComputeConvGeometry(bool same_padding, BConv2DParams* p,
   return true;
 }
 
+// im2col for one output pixel (image b, row oy, column ox) of a geometry
+// filled by ComputeConvGeometry: the filter_h * filter_w taps, `per_pixel`
+// elements each (a pixel's float channels, or its packed words), into dst
+// in filter order (ky, kx). A tap outside the image takes the `per_pixel`
+// elements of `pad` and is reported to on_pad(tap index). A filter row
+// that lies inside the image undilated is one contiguous copy. Short
+// copies (a few elements per tap) are cheaper inline than a memcpy call.
+template <typename T, typename OnPad>
+inline void GatherPatch(const BConv2DParams& p, const T* input,
+                        std::int64_t per_pixel, std::int64_t b, std::int64_t oy,
+                        std::int64_t ox, const T* pad, T* dst, OnPad&& on_pad) {
+  const auto copy = [](T* d, const T* s, std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) d[i] = s[i];
+  };
+  const std::int64_t ix0 = ox * p.stride_w - p.pad_left;
+  const bool row_inside = p.dilation_w == 1 && ix0 >= 0 && ix0 + p.filter_w <= p.in_w;
+  for (std::int64_t fy = 0; fy < p.filter_h; ++fy) {
+    const std::int64_t iy = oy * p.stride_h - p.pad_top + fy * p.dilation_h;
+    const bool iy_inside = iy >= 0 && iy < p.in_h;
+    T* row = dst + fy * p.filter_w * per_pixel;
+    const T* in_row =
+        iy_inside ? input + (b * p.in_h + iy) * p.in_w * per_pixel : nullptr;
+    if (row_inside && iy_inside) {
+      copy(row, in_row + ix0 * per_pixel, p.filter_w * per_pixel);
+      continue;
+    }
+    for (std::int64_t fx = 0; fx < p.filter_w; ++fx) {
+      const std::int64_t ix = ix0 + fx * p.dilation_w;
+      if (iy_inside && ix >= 0 && ix < p.in_w) {
+        copy(row + fx * per_pixel, in_row + ix * per_pixel, per_pixel);
+      } else {
+        copy(row + fx * per_pixel, pad, per_pixel);
+        on_pad(fy * p.filter_w + fx);
+      }
+    }
+  }
+}
+
 }  // namespace core
 }  // namespace tfdisc
 
