@@ -1,7 +1,6 @@
 #include <string>
 #include <vector>
 
-#include "cc_ops/core/types.h"
 #include "cc_ops/ops/shape_util.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -40,9 +39,7 @@ REGISTER_OP("Tfdisc>BinaryConv2D")
       TF_RETURN_IF_ERROR(c->GetAttr("out_type", &out_type));
       si::DimensionHandle n = c->Dim(filter, 0);
       if (bitpacked) {
-        n = c->ValueKnown(n) ? c->MakeDim(::tfdisc::core::PackedWords(
-                                   c->Value(n), WordBitsOf(out_type)))
-                             : c->UnknownDim();
+        n = PackedWordsDim(c, n, out_type);
       }
       c->set_output(0, c->MakeShape({c->Dim(input, 0), oh, ow, n}));
       return absl::OkStatus();

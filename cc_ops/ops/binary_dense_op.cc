@@ -1,4 +1,3 @@
-#include "cc_ops/core/types.h"
 #include "cc_ops/ops/shape_util.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -30,9 +29,7 @@ REGISTER_OP("Tfdisc>BinaryDense")
       TF_RETURN_IF_ERROR(c->GetAttr("out_type", &out_type));
       si::DimensionHandle n = c->Dim(w, 0);
       if (bitpacked) {
-        n = c->ValueKnown(n) ? c->MakeDim(::tfdisc::core::PackedWords(
-                                   c->Value(n), WordBitsOf(out_type)))
-                             : c->UnknownDim();
+        n = PackedWordsDim(c, n, out_type);
       }
       c->set_output(0, c->Matrix(c->Dim(x, 0), n));
       return absl::OkStatus();

@@ -1,4 +1,3 @@
-#include "cc_ops/core/types.h"
 #include "cc_ops/ops/shape_util.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -16,14 +15,9 @@ REGISTER_OP("Tfdisc>Bitpack")
       TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
       ::tensorflow::DataType out_type;
       TF_RETURN_IF_ERROR(c->GetAttr("out_type", &out_type));
-      si::DimensionHandle k = c->Dim(x, -1);
-      si::DimensionHandle words =
-          c->ValueKnown(k)
-              ? c->MakeDim(::tfdisc::core::PackedWords(c->Value(k),
-                                                        WordBitsOf(out_type)))
-              : c->UnknownDim();
       si::ShapeHandle out;
-      TF_RETURN_IF_ERROR(c->ReplaceDim(x, -1, words, &out));
+      TF_RETURN_IF_ERROR(
+          c->ReplaceDim(x, -1, PackedWordsDim(c, c->Dim(x, -1), out_type), &out));
       c->set_output(0, out);
       return absl::OkStatus();
     })

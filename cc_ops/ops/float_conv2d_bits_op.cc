@@ -1,4 +1,3 @@
-#include "cc_ops/core/types.h"
 #include "cc_ops/ops/shape_util.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -27,11 +26,8 @@ REGISTER_OP("Tfdisc>FloatConv2DBits")
                                                c->Dim(filter, 1), &oh, &ow));
       ::tensorflow::DataType out_type;
       TF_RETURN_IF_ERROR(c->GetAttr("out_type", &out_type));
-      si::DimensionHandle n = c->Dim(filter, 3);
-      n = c->ValueKnown(n) ? c->MakeDim(::tfdisc::core::PackedWords(
-                                 c->Value(n), WordBitsOf(out_type)))
-                           : c->UnknownDim();
-      c->set_output(0, c->MakeShape({c->Dim(input, 0), oh, ow, n}));
+      c->set_output(0, c->MakeShape({c->Dim(input, 0), oh, ow,
+                                     PackedWordsDim(c, c->Dim(filter, 3), out_type)}));
       return absl::OkStatus();
     })
     .Doc(R"doc(

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cc_ops/core/bconv2d/params.h"
+#include "cc_ops/core/types.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
 namespace tfdisc {
@@ -16,6 +17,17 @@ namespace si = ::tensorflow::shape_inference;
 
 inline int WordBitsOf(::tensorflow::DataType t) {
   return t == ::tensorflow::DT_INT64 ? 64 : 32;
+}
+
+// Words of `word_type` (int32 / int64) that hold `bits` packed bits; unknown
+// if `bits` is unknown.
+inline si::DimensionHandle PackedWordsDim(si::InferenceContext* c,
+                                          si::DimensionHandle bits,
+                                          ::tensorflow::DataType word_type) {
+  return c->ValueKnown(bits)
+             ? c->MakeDim(::tfdisc::core::PackedWords(c->Value(bits),
+                                                      WordBitsOf(word_type)))
+             : c->UnknownDim();
 }
 
 // Spatial output size of a window op; unknown if the input size is unknown.
