@@ -43,6 +43,10 @@ def test_no_data_anywhere_names_every_source(tmp_path):
 
 
 def test_start_up_lines_only_on_request(tmp_path):
+    os.makedirs(tmp_path / "run")  # the report refuses a results directory without results
+    with open(tmp_path / "run" / "results.json", "w") as f:
+        json.dump({"dataset": "mnist", "model": "fcn2", "precision": "full", "bits": 8,
+                   "clean_accuracy": 0.9, "adversarial_accuracy": {"0.1": 0.5}}, f)
     args = ["tfdisc.experiments.report", f"--results_dir={tmp_path}", f"--out={tmp_path}/r.md"]
     quiet = _run(args, cwd=tmp_path)
     assert quiet.returncode == 0, quiet.stderr[-3000:]

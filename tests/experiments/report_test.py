@@ -77,6 +77,9 @@ def test_report_tables_figures_and_masking(results, tmp_path):
     out = tmp_path / "out" / "REPORT.md"
     text = report.build_report(str(root), str(out), paper_tables=str(paper))
     assert out.read_text() == text
+    # the malformed results.json is not silently dropped: listed at the top, before the tables
+    skipped = text.split("**Skipped files**")[1].split("##")[0]
+    assert "* `broken/results.json`: not readable JSON (JSONDecodeError" in skipped
     table_v = text.split("## Table V")[1].split("## Table VI")[0]
     # Our FGSM and PGD numbers beside the paper's, with the row's details.
     # Per ε: FGSM | PGD | QS | certified | best attack | paper (no QS or certification here;
@@ -105,14 +108,17 @@ def test_report_tables_figures_and_masking(results, tmp_path):
 
 
 def test_main_with_flags_and_notes(results, tmp_path):
+    """NOTES.md is read from beside the results directory, not from the report's folder."""
     root, paper = results
     out = tmp_path / "rep" / "REPORT.md"
     os.makedirs(out.parent)
-    (out.parent / "NOTES.md").write_text("## Closing note\n\nHand-written.")
+    (tmp_path / "NOTES.md").write_text("## Closing note\n\nHand-written.")
+    (out.parent / "NOTES.md").write_text("## Not these notes")
     with flagsaver.flagsaver(results_dir=str(root), out=str(out), paper_tables=str(paper),
-                             plots_dir=None):
+                             plots_dir=None, notes=None):
         report.main(["report"])
     assert "## Closing note\n\nHand-written." in out.read_text()
+    assert "Not these notes" not in out.read_text()
 
 
 def test_eps_helpers():
@@ -168,8 +174,10 @@ def test_fcn1_trials_join_table_v_and_settle_the_claim(results, tmp_path):
     assert "| BNN-8b (fcn1) | 97.0 |" in table_v and "| Full-8b (fcn1) | 97.0 |" in table_v
     assert table_v.count("(fcn1) |") == 2 and table_v.count("width 6144") == 2
     # trials.json holds the data path relative to its own directory; the table shows it
-    # relative to the working directory, like every other record's
-    assert f"MNIST ({os.path.relpath(str(root / 'shared' / 'datasets' / 'mnist'))})" in table_v
+    # relative to the parent of the experiment directory (the repository for experiments/results),
+    # whatever the working directory
+    home = os.path.dirname(os.path.dirname(str(root)))
+    assert f"MNIST ({os.path.relpath(str(root / 'shared' / 'datasets' / 'mnist'), home)})" in table_v
     # transfer ran on 1000 images, white-box on 10 000: kept out of the bracket's minimum
     transfer = text.split("## Black-box transfer")[1].split("##")[0]
     assert "(fcn1)" not in transfer

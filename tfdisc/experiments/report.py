@@ -10,14 +10,24 @@ headers), gradient, training schedule and data. Runs made with the quantizer's
 zero gradient (``gradient=none``) never enter the tables: they appear only in
 the gradient-masking section, next to a straight-through attack on the same
 weights. PNG figures (Figs. 4, 5, 7, 8 style, and Fig. 6 if an
-``activations.json`` is found) are written to --plots_dir.
+``activations.json`` is found) are written to --plots_dir, by default the folder
+``plots/`` beside --out (the report links them relative to itself), and the
+binary says where. Hand-written notes come from ``NOTES.md`` beside the results
+directory (``experiments/NOTES.md`` for ``experiments/results``), or --notes:
+the markdown is the same wherever --out puts it.
+
+A results.json (or trials.json, activations.json) that cannot be parsed or has
+a key of the wrong type is not used: it is listed under "Skipped files" at the
+top of the report and on stderr. NaN accuracies are listed too and decide no
+verdict. A missing --results_dir, or one without any usable results, is an
+error and no report is written.
 """
-import json
 import os
-import shutil
+import sys
 
 from absl import app, flags
 
+from tfdisc.results import ResultsError
 from tfdisc.experiments import report_capacity
 # The pieces the report is built from (re-exported: callers use report.NAME).
 from tfdisc.experiments.report_bracket import (  # noqa: F401
@@ -53,6 +63,11 @@ from tfdisc.experiments.report_common import (  # noqa: F401
     eps_label,
     load_results,
     load_activations,
+    load_paper_tables,
+    default_notes,
+    section_problems,
+    section_activations,
+    problem_lines,
     default_paper_tables,
     quality,
     honest,
@@ -67,13 +82,17 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("results_dir", "experiments/results", "Directory searched (recursively) for "
                     "results.json and activations.json files.")
 flags.DEFINE_string("out", "experiments/REPORT.md", "Markdown report to write.")
-flags.DEFINE_string("plots_dir", None, "Where PNG figures go; default OUT's directory/plots.")
+flags.DEFINE_string("plots_dir", None, "Where PNG figures go; default the folder plots/ beside "
+                    "--out (the report links them relative to itself).")
+flags.DEFINE_string("notes", None, "Hand-written markdown put after the legend; default NOTES.md "
+                    "beside --results_dir (experiments/NOTES.md for experiments/results), if "
+                    "present.")
 flags.DEFINE_string("paper_tables", None, "The paper's tables.json; default "
                     "../shared/paper/tables.json next to the repository, if present.")
 
 def describe(rec):
     """Model, precision, bits, gradient, schedule and data of a run, for a table row."""
-    d = rec.get("data", {})
+    d = rec.get("data") or {}
     src = d.get("source", "?")
     adv = rec.get("adv_train_params")
     sched = f"{rec.get('epochs')} ep, width {rec.get('width')}"
@@ -364,32 +383,6 @@ def figures(records, plots_dir):
     return [(t, p) for t, p in made if p]
 
 
-def section_activations(found, plots_dir, out_dir):
-    if not found:
-        return ("## Fig. 6 — activation L1 norms\n\nNo activations.json committed (run "
-                "`python -m tfdisc.experiments.activations`).")
-    text = ["## Fig. 6 — normalized L1 norm of hidden activations, clean vs adversarial"]
-    for root, rec in found:
-        png = os.path.join(root, "activations.png")
-        if os.path.isfile(png):
-            dest = os.path.join(plots_dir, "fig6_activations.png")
-            shutil.copyfile(png, dest)
-            text.append(f"![Fig. 6]({os.path.relpath(dest, out_dir)})")
-        text.append(f"{rec.get('normalization')}; attack {rec.get('attack', '?').upper()}, "
-                    f"gradient {rec.get('gradient')}; data {rec.get('data')}.")
-        lines = ["| Model | Layer | clean mean L1 | " + " | ".join(
-            f"ε={e} mean ± std [p5, p95]" for e in ["0"] + rec.get("epsilons", [])) + " |",
-                 "|---|---|---|" + "---|" * (1 + len(rec.get("epsilons", [])))]
-        for m in rec.get("models", []):
-            for layer, s in m["layers"].items():
-                cells = [f"{v['mean']:.2f} ± {v['std']:.2f} [{v['p5']:.2f}, {v['p95']:.2f}]"
-                         for _, v in s["normalized"].items()]
-                lines.append(f"| {m['label']} (ep {m.get('epochs')}, width {m.get('width')}) | "
-                             f"{layer} | {s['mean_clean_l1']:.1f} | " + " | ".join(cells) + " |")
-        text.append("\n".join(lines))
-    return "\n\n".join(text)
-
-
 def section_runs(records):
     lines = ["| results.json | dataset | model | precision | bits | adv | attacks | gradient | "
              "clean | command |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -401,41 +394,70 @@ def section_runs(records):
     return "## All runs\n\n" + "\n".join(lines)
 
 
-def build_report(results_dir, out, plots_dir=None, paper_tables=None, preamble=""):
-    """Writes the markdown report and figures; returns the markdown text."""
-    records = load_results(results_dir)
+def default_plots_dir(out):
+    """Where the figures go by default: the folder ``plots/`` beside the report ``out``."""
+    return os.path.join(os.path.dirname(os.path.abspath(out)), "plots")
+
+
+def build_report(results_dir, out, plots_dir=None, paper_tables=None, preamble="",
+                 problems=None):
+    """Writes the markdown report and figures; returns the markdown text.
+
+    The text depends on the results, not on where ``out`` is: figure links are relative to
+    ``out`` and the figures go to ``plots_dir`` (default :func:`default_plots_dir`). Raises
+    :class:`tfdisc.results.ResultsError`, writing nothing, if ``results_dir`` is missing or holds
+    no usable results.json or trials.json. Files it cannot use and NaN accuracies are listed in
+    the report and, one line each, appended to ``problems`` if given.
+    """
+    skipped, nonfinite = [], []
+    records = load_results(results_dir, skipped)
+    trials = report_capacity.load_trials(results_dir, skipped, nonfinite)
+    activations = load_activations(results_dir, skipped)
+    nonfinite = sorted(nonfinite + [(r["_path"], r["_nonfinite"]) for r in records
+                                    if r.get("_nonfinite")])
+    skipped.sort()
+    if not records and not trials:
+        raise ResultsError(
+            f"no usable results.json or trials.json under {results_dir!r}"
+            + (": " + "; ".join(f"{p}: {r}" for p, r in skipped) if skipped else "")
+            + ". Point --results_dir at the directory holding the runs' results.")
     paper = None
     paper_tables = paper_tables or default_paper_tables()
     if paper_tables:
-        with open(paper_tables) as f:
-            paper = json.load(f)
+        paper = load_paper_tables(paper_tables)
     out_dir = os.path.dirname(os.path.abspath(out))
-    plots_dir = plots_dir or os.path.join(out_dir, "plots")
+    plots_dir = plots_dir or default_plots_dir(out)
     figs = figures(records, plots_dir)
     parts = [
         "# tfdisc — reproduction of the paper's tables and figures",
         "Generated by `python -m tfdisc.experiments.report` from every `results.json` under "
-        f"`{os.path.relpath(os.path.abspath(results_dir), out_dir)}`. Accuracies in percent. "
+        # the results directory's own name: the same line wherever the report is written
+        f"`{os.path.basename(os.path.abspath(results_dir))}`. Accuracies in percent. "
         "Ours: white-box L∞ attacks whose gradient goes through the input quantizer "
         "(straight-through, BPDA) — FGSM (paper eq. 1) and PGD (random start, projected to the "
         "ε-ball and [0, 1]). The paper's numbers (from `tables.json`) are FGSM only. Runs made "
         "with the quantizer's zero gradient are excluded from the tables (see the gradient "
         "masking section). Where a cell has several runs, the one with the most attacks, test "
         "examples and epochs is shown; all runs are listed at the end.",
-        "**The bracket (issue 11).** " + TABLE_LEGEND,
     ]
+    problems_text = section_problems(skipped, nonfinite)
+    if problems_text:
+        parts.append(problems_text)
+    if problems is not None:
+        problems += problem_lines(skipped, nonfinite)
+    parts.append("**The bracket (issue 11).** " + TABLE_LEGEND)
     if preamble:
         parts.append(preamble)
     parts.append(section_claims(records, paper))
-    fcn1 = report_capacity.table_records(results_dir)  # FCN1-sized capacity-search trials
+    fcn1 = report_capacity.table_records(results_dir, trials)  # FCN1-sized capacity trials
     parts += section_tables(records + fcn1, paper)
     parts.append(section_brackets(records + fcn1, plots_dir, out_dir))
     parts.append(section_masking_flags(records + fcn1))
     parts.append(section_transfer(records + fcn1))
     parts.append(section_masking(records))
     parts.append(section_other(records))
-    parts.append(section_activations(load_activations(results_dir), plots_dir, out_dir))
-    capacity = report_capacity.section(results_dir, plots_dir, out_dir)
+    parts.append(section_activations(activations, plots_dir, out_dir))
+    capacity = report_capacity.section(results_dir, plots_dir, out_dir, trials)
     if capacity:
         parts.append(capacity)
     if figs:
@@ -450,16 +472,33 @@ def build_report(results_dir, out, plots_dir=None, paper_tables=None, preamble="
 
 
 def main(argv):
-    preamble = ""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    notes = os.path.join(os.path.dirname(os.path.abspath(FLAGS.out)), "NOTES.md")
-    if os.path.isfile(notes):  # hand-written setup and closing notes, kept across regenerations
-        with open(notes) as f:
-            preamble = f.read().strip()
-    build_report(FLAGS.results_dir, FLAGS.out, FLAGS.plots_dir, FLAGS.paper_tables, preamble)
-    print(f"Wrote {FLAGS.out}")
-
+    if os.path.isdir(FLAGS.out) or FLAGS.out.endswith(os.sep):
+        raise SystemExit(f"tfdisc.experiments.report: --out={FLAGS.out} is a directory; give "
+                         "the report's file name, e.g. --out=experiments/REPORT.md")
+    notes = FLAGS.notes or default_notes(FLAGS.results_dir)
+    preamble = ""
+    if notes:  # hand-written setup and closing notes, kept across regenerations
+        try:
+            with open(notes) as f:
+                preamble = f.read().strip()
+        except OSError as e:
+            raise SystemExit(f"tfdisc.experiments.report: --notes {notes}: {e.strerror}") from None
+    problems = []
+    plots_dir = FLAGS.plots_dir or default_plots_dir(FLAGS.out)
+    try:
+        build_report(FLAGS.results_dir, FLAGS.out, plots_dir, FLAGS.paper_tables, preamble,
+                     problems)
+    except ResultsError as e:
+        raise SystemExit(f"tfdisc.experiments.report: {e}") from None
+    except OSError as e:  # e.g. --out or --plots_dir not writable
+        raise SystemExit(f"tfdisc.experiments.report: cannot write {e.filename}: "
+                         f"{e.strerror}") from None
+    for line in problems:
+        print(f"tfdisc.experiments.report: warning: {line}", file=sys.stderr)
+    print(f"Wrote {FLAGS.out}" + (f" (notes from {notes})" if notes else " (no NOTES.md)"))
+    print(f"Figures in {plots_dir} (the report links them relative to itself)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ minimum over FGSM, PGD, the gradient-free quantized-space search, transfer and
 the certifier's counterexamples, on the same test images), the automatic
 "likely gradient masking" flags, the soundness check, and the bracket plots.
 """
+import math
 import os
 import re
 
@@ -67,7 +68,11 @@ def certified_acc(rec, e):
     """(certified accuracy in percent, examples) at ε ``e``, or (None, None) without --certify."""
     cert = rec.get("certified") or {}
     value = (cert.get("certified") or {}).get(eps_key(eps_value(e)))
-    return (None, None) if value is None else (100.0 * value, cert.get("examples"))
+    if value is None:
+        return None, None
+    if math.isnan(value):  # NaN recorded: no data, but the certified images are still the set
+        return None, cert.get("examples")
+    return 100.0 * value, cert.get("examples")
 
 
 def bracket(rec, e):
@@ -81,7 +86,8 @@ def bracket(rec, e):
 
     Returns dict (percent): ``certified``, ``best``, ``best_by`` (attack names reaching it),
     ``values`` {attack: accuracy on those images}, ``clean`` (their clean accuracy, if
-    recorded), ``examples``, ``left_out``.
+    recorded), ``examples``, ``left_out``. A NaN accuracy counts as no data: it is in neither
+    ``values`` nor the minimum.
     """
     key = eps_key(eps_value(e))
     src = sources(rec)
@@ -95,9 +101,11 @@ def bracket(rec, e):
             if key in entry.get("adversarial_accuracy", {}):
                 left_out[name] = entry.get("examples")
             continue
+        if math.isnan(v):
+            continue
         values[name] = 100.0 * v
         c = _on_first(entry, n, None)
-        if clean is None and c is not None:
+        if clean is None and c is not None and not math.isnan(c):
             clean = 100.0 * c
     best = min(values.values()) if values else None
     return {"certified": cert, "best": best, "examples": n, "clean": clean,

@@ -4,6 +4,7 @@ Reads every ``trials.json`` that ``python -m tfdisc.experiments.tune`` wrote und
 directory and sets BNN beside full precision, at 8-bit and 2-bit input, width by width, next to the
 paper's FCN1 statement.
 """
+import math
 import os
 
 from tfdisc import results
@@ -17,42 +18,92 @@ _NAMES = {"full": "Full", "binary": "BNN", "xnor": "XNOR"}
 FCN1 = {"width": 6144, "depth": 4}
 
 
-def load_trials(results_dir):
+def _check_search(search):
+    """Raises ValueError naming the first key the report cannot read; returns NaN key paths."""
+    if not isinstance(search, dict):
+        raise ValueError(f"expected an object, got {type(search).__name__}")
+    trials = search.get("trials", [])
+    if not isinstance(trials, list):
+        raise ValueError("`trials` must be a list")
+    for key in ("dataset", "model"):
+        if search.get(key) is not None and not isinstance(search[key], str):
+            raise ValueError(f"`{key}` must be a string")
+    if search.get("data") is not None and not isinstance(search["data"], dict):
+        raise ValueError("`data` must be an object")
+    nonfinite = []
+    for i, trial in enumerate(trials):
+        if not isinstance(trial, dict):
+            raise ValueError(f"`trials[{i}]` must be an object")
+        if trial.get("status") != "completed" or not trial.get("test"):
+            continue
+        where = f"trials[{i}]"
+        hp, test = trial.get("hyperparameters"), trial["test"]
+        if not isinstance(hp, dict) or not isinstance(hp.get("precision"), str) or any(
+                not isinstance(hp.get(k), int) or isinstance(hp.get(k), bool)
+                for k in ("bits", "width", "depth")):
+            raise ValueError(f"`{where}.hyperparameters` must be an object with a string "
+                             "`precision` and integer `bits`, `width` and `depth`")
+        if not isinstance(test, dict):
+            raise ValueError(f"`{where}.test` must be an object")
+        if results.check_accuracy(test.get("clean_accuracy"), f"{where}.test.clean_accuracy"):
+            nonfinite.append(f"{where}.test.clean_accuracy")
+        nonfinite += results.check_attacks(test.get("attacks"), f"{where}.test.attacks")
+        if test.get("transfer") is not None:
+            nonfinite += results.check_attacks(test["transfer"], f"{where}.test.transfer")
+    return nonfinite
+
+
+def load_trials(results_dir, skipped=None, nonfinite=None):
     """Completed trials with test figures from every trials.json; (path, search record, trial).
 
     A trials.json whose test evaluation was interrupted (``test_complete`` false) is left out.
+    An unreadable or malformed one goes to ``skipped`` as (relative path, reason), or raises
+    :class:`tfdisc.results.ResultsError` without a ``skipped`` list. NaN accuracies (treated as
+    no data) go to ``nonfinite`` as (relative path, [key paths]).
     """
     found = []
-    for path, search in results.find_json(results_dir, "trials.json"):
+    for path, search in results.find_json(results_dir, "trials.json", skipped):
+        try:
+            nan = _check_search(search)
+        except ValueError as e:
+            if skipped is None:
+                raise results.ResultsError(f"{os.path.join(results_dir, path)}: {e}") from None
+            skipped.append((path, str(e)))
+            continue
         if search.get("test_complete") is False:  # an evaluation still under way
             continue
+        if nan and nonfinite is not None:
+            nonfinite.append((path, nan))
         for trial in search.get("trials", []):
             if trial.get("status") == "completed" and trial.get("test"):
                 found.append((path, search, trial))
     return found
 
 
-def table_records(results_dir):
+def table_records(results_dir, trials=None):
     """FCN1-sized trials of the capacity search as report records (model ``fcn1``).
 
     A trial of the ``fcn2`` family at width 6144 and depth 4 is the paper's
     FCN1 network, so its test figures belong beside the paper's FCN1 rows
     (Tables V, and III/VI for adversarially trained ones). The records carry
     the keys the report's tables read; ``_path`` names the trials.json and
-    the trial.
+    the trial. ``trials``: the output of :func:`load_trials`, loaded here if None.
     """
     records = []
-    for path, search, trial in load_trials(results_dir):
+    for path, search, trial in load_trials(results_dir) if trials is None else trials:
         hp = trial["hyperparameters"]
         if search.get("model") != "fcn2" or any(hp.get(k) != v for k, v in FCN1.items()):
             continue
-        data = search.get("data", {})
+        data = search.get("data") or {}
         source = data.get("source")
         if source and not os.path.isabs(source):
             # trials.json records it relative to its own directory; the report's other records
-            # are relative to the working directory the report runs from (the repository).
+            # were recorded relative to the repository, the parent of the experiment directory
+            # that holds results_dir (never the working directory: the report must not depend
+            # on where it is run from).
+            home = os.path.dirname(os.path.dirname(os.path.abspath(results_dir)))
             source = os.path.relpath(os.path.normpath(
-                os.path.join(results_dir, os.path.dirname(path), source)))
+                os.path.join(os.path.abspath(results_dir), os.path.dirname(path), source)), home)
         attacks = trial["test"]["attacks"]
         records.append({
             "dataset": search["dataset"], "model": "fcn1", "precision": hp["precision"],
@@ -88,7 +139,8 @@ def _acc(trial, attack, key, block="attacks"):
     a = (trial["test"].get(block) or {}).get(attack)
     if a is None or key not in a["adversarial_accuracy"]:
         return None
-    return 100.0 * a["adversarial_accuracy"][key]
+    value = a["adversarial_accuracy"][key]
+    return None if math.isnan(value) else 100.0 * value  # NaN: no data, never a verdict
 
 
 def _transfer_acc(trial, attack, key):
@@ -185,9 +237,11 @@ def _claim_lines(series):
     return lines
 
 
-def section(results_dir, plots_dir, out_dir):
-    """Markdown of the capacity section ('' when no search results exist)."""
-    trials = load_trials(results_dir)
+def section(results_dir, plots_dir, out_dir, trials=None):
+    """Markdown of the capacity section ('' when no search results exist).
+
+    ``trials``: the output of :func:`load_trials`, loaded here if None."""
+    trials = load_trials(results_dir) if trials is None else trials
     if not trials:
         return ""
     series = _series(trials)

@@ -10,6 +10,7 @@ from tfdisc.experiments.report_common import (
     cell_name,
     eps_label,
     eps_value,
+    finite,
     fmt,
     paper_row,
     quality,
@@ -30,10 +31,13 @@ class Term:
             if b["best"] is None or (self.relative and b["clean"] is None):
                 return None
             return b["best"] - (b["clean"] if self.relative else 0.0)
-        a = acc(self.rec, metric, self.e)
+        a = finite(acc(self.rec, metric, self.e))
         if a is None:
             return None
-        return a - (acc(self.rec, metric, "0") if self.relative else 0.0)
+        if not self.relative:
+            return a
+        clean = finite(acc(self.rec, metric, "0"))
+        return None if clean is None else a - clean
 
     def text(self, metric):
         """The accuracy as shown in the claims table ("robust vs clean" if relative)."""
@@ -67,10 +71,11 @@ def _holds(kind, x, y, t):
 
 
 def bracket_verdict(kind, x, y, t):
-    """'proven', 'refuted' or 'open' for the claim ``x − y (kind) t`` over the brackets."""
+    """'proven', 'refuted' or 'open' for the claim ``x − y (kind) t`` over the brackets;
+    'no data' (and None) when a side has no finite best attack (not run, or NaN recorded)."""
     (xl, xh), (yl, yh) = x.interval(), y.interval()
     if xh is None or yh is None:
-        return "–", None
+        return "no data", None
     neg = float("-inf")
     xl, yl = neg if xl is None else xl, neg if yl is None else yl
     if kind in (">=", ">"):
@@ -161,7 +166,8 @@ def section_claims(records, paper=None):
             f" vs {_interval_text(iv[2], iv[3])}" if y.rec is not None else "")))
         cells.append({"proven": "**proven** (certified)", "refuted": "**refuted** (attack vs "
                       "certified)" if y.rec is not None else "**refuted** (best attack)",
-                      "open": "open"}.get(verdict, verdict))
+                      "open": "open",
+                      "no data": "no data (not run, or NaN recorded)"}.get(verdict, verdict))
         lines.append("| " + " | ".join(cells) + " |")
     text = ("## The paper's claims on this data (automatic check)\n\n"
             "Accuracies in percent, ours only. FGSM and PGD: gradient straight-through the "
@@ -202,7 +208,7 @@ def section_paper_bracket(records, paper):
     lines = []
     for table, cell, dataset, rec, row in cells:
         for k, pv in sorted(row.items(), key=lambda kv: eps_value(kv[0])):
-            if k == "0" or pv is None:
+            if k == "0" or pv is None or finite(pv) is None:
                 continue
             b = bracket(rec, k)
             if b["best"] is None:

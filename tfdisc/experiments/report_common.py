@@ -1,10 +1,13 @@
-"""Shared pieces of the report: loading, selection of runs, ε labels and formatting.
+"""Shared pieces of the report: loading (with the list of files it could not use), selection of
+runs, ε labels, formatting, and the small sections (problems, Fig. 6 activations).
 
 ``tfdisc.experiments.report`` builds the markdown from these, with the
 bracket (:mod:`report_bracket`) and the claims (:mod:`report_claims`).
 """
 import json
+import math
 import os
+import shutil
 
 from tfdisc import results
 
@@ -40,13 +43,64 @@ def eps_label(value, dataset):
 load_results = results.load
 
 
-def load_activations(results_dir):
+def _check_activations(rec):
+    """Raises ValueError unless ``rec`` has the shape the Fig. 6 section reads."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("models", []), list) \
+            or not isinstance(rec.get("epsilons", []), list):
+        raise ValueError("expected an object with a `models` list and an `epsilons` list")
+    for i, m in enumerate(rec.get("models", [])):
+        layers = m.get("layers") if isinstance(m, dict) else None
+        if not isinstance(layers, dict):
+            raise ValueError(f"`models[{i}].layers` must be an object")
+        for layer, s in layers.items():
+            try:
+                float(s["mean_clean_l1"])
+                for v in s["normalized"].values():
+                    [float(v[k]) for k in ("mean", "std", "p5", "p95")]
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise ValueError(f"`models[{i}].layers.{layer}` is malformed "
+                                 f"({type(e).__name__}: {e})") from None
+
+
+def load_activations(results_dir, skipped=None):
+    """(directory, record) of every valid activations.json under ``results_dir``.
+
+    Unreadable or malformed files go to ``skipped`` as (relative path, reason), or raise
+    :class:`tfdisc.results.ResultsError` without a ``skipped`` list.
+    """
     found = []
-    for root, _, files in sorted(os.walk(results_dir)):
-        if "activations.json" in files:
-            with open(os.path.join(root, "activations.json")) as f:
-                found.append((root, json.load(f)))
+    for path, rec in results.find_json(results_dir, "activations.json", skipped):
+        try:
+            _check_activations(rec)
+        except ValueError as e:
+            if skipped is None:
+                raise results.ResultsError(f"{os.path.join(results_dir, path)}: {e}") from None
+            skipped.append((path, str(e)))
+            continue
+        found.append((os.path.join(results_dir, os.path.dirname(path)), rec))
     return found
+
+
+def load_paper_tables(path):
+    """The paper's tables.json, or ResultsError naming the file and what is wrong."""
+    try:
+        with open(path) as f:
+            paper = json.load(f)
+    except (OSError, ValueError) as e:
+        raise results.ResultsError(f"--paper_tables {path}: cannot read it as JSON "
+                                   f"({type(e).__name__}: {e})") from None
+    if not isinstance(paper, dict):
+        raise results.ResultsError(f"--paper_tables {path}: expected an object of tables, got "
+                                   f"{type(paper).__name__}")
+    return paper
+
+
+def default_notes(results_dir):
+    """``NOTES.md`` beside ``results_dir`` (``experiments/NOTES.md`` for ``experiments/results``),
+    or None if there is none. Never read from the report's folder: the report must not depend on
+    where it is written."""
+    path = os.path.join(os.path.dirname(os.path.abspath(results_dir)), "NOTES.md")
+    return path if os.path.isfile(path) else None
 
 
 def default_paper_tables():
@@ -57,7 +111,7 @@ def default_paper_tables():
 
 
 def quality(rec):
-    return (len(rec.get("attacks") or {}), rec.get("data", {}).get("test_examples") or 0,
+    return (len(rec.get("attacks") or {}), (rec.get("data") or {}).get("test_examples") or 0,
             rec.get("epochs") or 0, rec.get("_path"))
 
 
@@ -91,7 +145,14 @@ def acc(rec, attack, key):
     return None if value is None else 100.0 * value
 
 
+def finite(value):
+    """``value``, or None if it is missing or not finite (a NaN accuracy is no data)."""
+    return None if value is None or not math.isfinite(value) else value
+
+
 def fmt(value):
+    if value is not None and math.isnan(value):
+        return "NaN"
     return "–" if value is None else f"{value:.1f}"
 
 
@@ -107,3 +168,53 @@ def paper_row(paper, table, part, name):
 def cell_name(rec):
     return f"{PRECISION_NAMES.get(rec['precision'], rec['precision'])}-{rec['bits']}b"
 
+
+def section_problems(skipped, nonfinite, limit=8):
+    """Markdown listing the files left out and the NaN accuracies ('' when there are none)."""
+    parts = []
+    if skipped:
+        parts.append("**Skipped files** — not used anywhere in this report; fix or remove them "
+                     "and regenerate:\n\n" + "\n".join(
+                         f"* `{path}`: {reason}" for path, reason in skipped))
+    if nonfinite:
+        lines = []
+        for path, keys in nonfinite:
+            more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+            lines.append(f"* `{path}`: " + ", ".join(f"`{k}`" for k in keys[:limit]) + more)
+        parts.append("**No data (NaN recorded)** — these accuracies are NaN: they show as NaN or "
+                     "–, and enter no minimum, verdict or flag:\n\n" + "\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def problem_lines(skipped, nonfinite):
+    """The same problems as one line each, for stderr."""
+    return ([f"skipped {path}: {reason}" for path, reason in skipped]
+            + [f"NaN accuracies (no data) in {path}: {', '.join(keys)}"
+               for path, keys in nonfinite])
+
+
+def section_activations(found, plots_dir, out_dir):
+    if not found:
+        return ("## Fig. 6 — activation L1 norms\n\nNo activations.json committed (run "
+                "`python -m tfdisc.experiments.activations`).")
+    text = ["## Fig. 6 — normalized L1 norm of hidden activations, clean vs adversarial"]
+    for i, (root, rec) in enumerate(found):
+        png = os.path.join(root, "activations.png")
+        if os.path.isfile(png):  # one file per activations.json: none overwrites another's
+            dest = os.path.join(plots_dir, "fig6_activations.png" if i == 0
+                                else f"fig6_activations_{i + 1}.png")
+            shutil.copyfile(png, dest)
+            text.append(f"![Fig. 6]({os.path.relpath(dest, out_dir)})")
+        text.append(f"{rec.get('normalization')}; attack {rec.get('attack', '?').upper()}, "
+                    f"gradient {rec.get('gradient')}; data {rec.get('data')}.")
+        lines = ["| Model | Layer | clean mean L1 | " + " | ".join(
+            f"ε={e} mean ± std [p5, p95]" for e in ["0"] + rec.get("epsilons", [])) + " |",
+                 "|---|---|---|" + "---|" * (1 + len(rec.get("epsilons", [])))]
+        for m in rec.get("models", []):
+            for layer, s in m["layers"].items():
+                cells = [f"{v['mean']:.2f} ± {v['std']:.2f} [{v['p5']:.2f}, {v['p95']:.2f}]"
+                         for _, v in s["normalized"].items()]
+                lines.append(f"| {m['label']} (ep {m.get('epochs')}, width {m.get('width')}) | "
+                             f"{layer} | {s['mean_clean_l1']:.1f} | " + " | ".join(cells) + " |")
+        text.append("\n".join(lines))
+    return "\n\n".join(text)
