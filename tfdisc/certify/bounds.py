@@ -16,7 +16,11 @@ interval of its outputs:
 * The last ``Dense`` in margin form: the bound on ``z_j − z_y`` is computed
   from ``W_j − W_y`` directly.
 
-Any other layer raises ``UnsupportedLayerError`` naming it.
+Any other layer raises ``UnsupportedLayerError`` naming it, as do (``checks``)
+layers whose code is not Keras's, larq's or tfdisc's (custom layers, an
+overridden ``call``), layers called with ``training=True`` in the graph, and
+layers not computing in float32 (mixed precision). ``check_model`` runs every
+check eagerly, before anything is traced.
 
 With ``exact=True`` (certification) every linear map is widened by the
 worst-case float32 rounding error of the model's own evaluation
@@ -30,6 +34,8 @@ BN may use the batch statistics of a clean batch propagated alongside.
 import numpy as np
 import tensorflow as tf
 
+from tfdisc.certify.checks import (UnsupportedLayerError, check_call_kwargs, check_dtype,
+                                   check_library_code, library)
 from tfdisc.layers import BitDepthQuantization
 
 __all__ = ["UnsupportedLayerError", "check_model", "logit_bounds", "margin_upper"]
@@ -41,10 +47,6 @@ _MONOTONE_ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "elu", "selu", "so
                          "softsign", "relu6", "hard_sigmoid", "exponential"}
 _MONOTONE_QUANTIZERS = {"ste_sign", "SteSign", "approx_sign", "ApproxSign", "swish_sign",
                         "SwishSign", "ste_heaviside", "SteHeaviside"}
-
-
-class UnsupportedLayerError(ValueError):
-    """A layer the interval propagation cannot bound."""
 
 
 def _gamma(n):
@@ -60,7 +62,8 @@ def _name(obj):
 
 def _activation(layer, fn):
     name = _name(fn)
-    if name not in _MONOTONE_ACTIVATIONS:
+    known = name in _MONOTONE_ACTIVATIONS and fn is tf.keras.activations.get(name)
+    if not known:  # a user function merely named "relu" is not Keras's relu
         raise UnsupportedLayerError(
             f"Layer {layer.name!r} ({type(layer).__name__}) has activation {name!r}, which "
             f"interval propagation does not support (monotone only: "
@@ -69,15 +72,30 @@ def _activation(layer, fn):
 
 
 def _graph(model):
-    """[(layer, [input layer names])] in topological order, and the output layer name."""
+    """[(layer, [input layer names])] in topological order, and the output layer name.
+
+    Raises ``UnsupportedLayerError`` for models that are not one-input, one-output functional or
+    Sequential models, shared layers, layers called in training mode and non-float32 layers.
+    """
     if isinstance(model, tf.keras.Sequential):
         layers = list(model.layers)
         edges, prev = [], "__input__"
         for layer in layers:
+            check_dtype(layer)
             edges.append((layer, [prev]))
             prev = layer.name
+        if not edges:
+            raise UnsupportedLayerError(f"Model {model.name!r} has no layers.")
         return edges, "__input__", prev
-    config = model.get_config()
+    try:
+        config = model.get_config()
+    except NotImplementedError:
+        config = None
+    if not isinstance(config, dict) or not all(
+            key in config for key in ("layers", "input_layers", "output_layers")):
+        raise UnsupportedLayerError(
+            f"Model {model.name!r} ({type(model).__name__}) is not a functional or Sequential "
+            f"Keras model; certification reads the layer graph and needs one of those.")
     if len(config["input_layers"]) != 1 or len(config["output_layers"]) != 1:
         raise UnsupportedLayerError(
             f"Model {model.name!r}: certification needs one input and one output.")
@@ -88,6 +106,7 @@ def _graph(model):
         nodes = entry["inbound_nodes"]
         if isinstance(layer, tf.keras.layers.InputLayer):
             continue
+        check_dtype(layer)
         if len(nodes) != 1:
             raise UnsupportedLayerError(
                 f"Layer {layer.name!r} is called {len(nodes)} times; shared layers are not "
@@ -97,6 +116,10 @@ def _graph(model):
             args = node.get("args", [])
             raise UnsupportedLayerError(f"Unrecognised model config format at {layer.name!r}: "
                                         f"{args!r}.")
+        if node and isinstance(node[0], str):  # TF-op layers: one flat [name, node, tensor, kwargs]
+            node = [node]
+        for inbound in node:
+            check_call_kwargs(layer, inbound[3] if len(inbound) > 3 else None)
         edges.append((layer, [inbound[0] for inbound in node]))
     return edges, config["input_layers"][0][0], config["output_layers"][0][0]
 
@@ -156,7 +179,7 @@ class _Propagator:
         quantizer = getattr(layer, "input_quantizer", None)
         if quantizer is None:
             return iv
-        if _name(quantizer) not in _MONOTONE_QUANTIZERS:
+        if _name(quantizer) not in _MONOTONE_QUANTIZERS or not library(quantizer):
             raise UnsupportedLayerError(
                 f"Layer {layer.name!r} has input quantizer {_name(quantizer)!r}; supported "
                 f"(non-decreasing): {sorted(_MONOTONE_QUANTIZERS)}.")
@@ -318,6 +341,7 @@ def _run(model, lower, upper, *, exact, training=False, point=None, margin=True)
                                     None if point is None else prop.cast(point))}
     for layer, inbound in edges:
         ivs = [values[name] for name in inbound]
+        check_library_code(layer)
         if isinstance(layer, BitDepthQuantization):
             if inbound != [input_name]:
                 raise UnsupportedLayerError(
@@ -326,15 +350,54 @@ def _run(model, lower, upper, *, exact, training=False, point=None, margin=True)
             continue
         if layer.name == output_name and margin and _margin_layer(layer):
             return ivs[0], layer
-        values[layer.name] = prop.layer(layer, ivs)
+        try:
+            values[layer.name] = prop.layer(layer, ivs)
+        except UnsupportedLayerError:
+            raise
+        except (ValueError, TypeError, tf.errors.OpError) as e:
+            raise UnsupportedLayerError(
+                f"Interval propagation failed at layer {layer.name!r} of type "
+                f"{type(layer).__name__}: {e}") from e
     return values[output_name], None
 
 
-def check_model(model):
-    """Raises ``UnsupportedLayerError`` naming the first layer IBP cannot bound."""
-    shape = [1] + list(model.input_shape[1:])
-    zeros = tf.zeros(shape, tf.float32)
+def check_model(model, input_shape=None):
+    """Raises ``UnsupportedLayerError`` naming the first layer IBP cannot bound.
+
+    Runs eagerly through every path the bounds take (logit bounds, the margin
+    form, training-mode statistics), so an unsupported model fails here with
+    a clear error, before anything is traced. Also refused: layers called with
+    ``training=True`` in the graph, layers not computing in float32 (mixed
+    precision), shared layers, models that are not one-input, one-output
+    functional or Sequential models.
+
+    Args:
+      model: Keras model returning logits.
+      input_shape: shape of one input (without the batch axis); default the
+        model's, which must then be fully known.
+    """
+    if not isinstance(model, tf.keras.Model):
+        raise TypeError(f"`model` must be a Keras model, got {type(model).__name__}.")
+    _graph(model)  # structure, training-mode calls and dtypes first: no propagation needed
+    try:
+        model_shape = model.input_shape
+    except AttributeError:
+        raise UnsupportedLayerError(
+            f"Model {model.name!r} is not built (no input shape); build it on an Input first."
+        ) from None
+    if isinstance(model_shape, list):
+        raise UnsupportedLayerError(
+            f"Model {model.name!r}: certification needs one input and one output.")
+    shape = list(model_shape[1:] if input_shape is None else input_shape)
+    if any(d is None for d in shape):
+        raise UnsupportedLayerError(
+            f"Model {model.name!r} has input shape {model_shape} with unknown dimensions; pass "
+            f"`input_shape` (one example's shape).")
+    zeros = tf.zeros([1] + shape, tf.float32)
     _run(model, zeros, zeros, exact=False, margin=False)
+    y = tf.zeros([1], tf.int32)
+    margin_upper(model, zeros, zeros, y, exact=True)
+    margin_upper(model, zeros, zeros, y, exact=False, training=True, point=zeros)
 
 
 def logit_bounds(model, lower, upper, *, exact=True):
@@ -376,7 +439,9 @@ def margin_upper(model, lower, upper, y, *, exact=True, training=False, point=No
     w = prop.cast(prop.kernel(last))
     b = prop.cast(last.bias) if last.use_bias else tf.zeros([w.shape[1]], prop.dtype)
     if iv.lower.shape.rank != 2:
-        raise UnsupportedLayerError(f"Output Dense {last.name!r} must take a flat input.")
+        raise UnsupportedLayerError(
+            f"Output layer {last.name!r} ({type(last).__name__}) must take a flat input "
+            f"(rank 2, e.g. after Flatten); it takes rank {iv.lower.shape.rank}.")
     iv = prop.input_quantize(last, iv)
     centre = (iv.upper + iv.lower) / 2.0
     radius = (iv.upper - iv.lower) / 2.0

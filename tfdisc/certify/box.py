@@ -24,8 +24,8 @@ from tfdisc import attacks as attacks_lib
 from tfdisc import quantize
 from tfdisc.layers import BitDepthQuantization
 
-__all__ = ["Box", "input_box", "input_quantizer", "interval", "jitter", "level_interval", "levels",
-           "realize"]
+__all__ = ["Box", "check_labels", "input_box", "input_quantizer", "interval", "jitter",
+           "level_interval", "levels", "realize"]
 
 _F32_EPS = float(np.finfo(np.float32).eps)
 
@@ -73,7 +73,8 @@ def interval(x, eps, *, clip=(0.0, 1.0), value_range=(0.0, 1.0)):
     if clip is not None:
         lo = tf.maximum(lo, clip[0])
         hi = tf.minimum(hi, clip[1])
-    return lo, hi
+    # The clean image is always in the box (it may lie within rounding tolerance outside clip).
+    return tf.minimum(lo, x), tf.maximum(hi, x)
 
 
 def interval_tensor(x, eps, clip, value_range):
@@ -84,7 +85,43 @@ def interval_tensor(x, eps, clip, value_range):
     lo, hi = x - eps - slack, x + eps + slack
     if clip is not None:
         lo, hi = tf.maximum(lo, clip[0]), tf.minimum(hi, clip[1])
-    return lo, hi
+    return tf.minimum(lo, x), tf.maximum(hi, x)
+
+
+def _num_classes(model):
+    shape = model.output_shape
+    if isinstance(shape, tuple) and len(shape) == 2 and isinstance(shape[-1], int):
+        return shape[-1]
+    return None
+
+
+def check_labels(model, y, batch):
+    """Integer labels (numpy int64 ``[batch]``) checked as the attacks check them.
+
+    Accepts what ``tfdisc.attacks.check_labels`` accepts (``[N]`` or ``[N, 1]``
+    integers, one-hot floats); refuses float class indices, labels outside the
+    model's classes and a count different from ``batch``.
+    """
+    return attacks_lib.check_labels(y, _num_classes(model), batch).numpy()
+
+
+def _check_images(model, x, clip, integer):
+    """Refuses images the box cannot be computed for (as the attacks refuse them)."""
+    shape = model.input_shape
+    if isinstance(shape, list):
+        raise ValueError(f"Model {model.name!r} has {len(shape)} inputs; certification needs one.")
+    known = all(d is not None for d in shape[1:])
+    if integer:
+        if x.ndim != len(shape) or (known and tuple(x.shape[1:]) != tuple(shape[1:])):
+            raise ValueError(f"`x` has shape {x.shape} but the model expects {shape}.")
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise ValueError(
+                f"Integer images must be 8-bit intensities in [0, 255], got values in "
+                f"[{x.min()}, {x.max()}].")
+        return
+    if not known and x.ndim != len(shape):
+        raise ValueError(f"`x` has shape {x.shape} but the model expects {shape}.")
+    attacks_lib.check_images(x, clip, shape if known else None)
 
 
 def _integer_interval(x, eps, value_range):
@@ -182,7 +219,9 @@ def input_box(model, x, eps, *, clip=(0.0, 1.0)):
       ``Box``.
 
     Raises:
-      ValueError: bad ε or clip, or a quantizer in the wrong place.
+      ValueError: bad ε or clip, a quantizer in the wrong place, images of the
+        wrong shape, NaN or infinite pixels, float pixels outside ``clip``
+        (e.g. 0–255 images for clip (0, 1)), integer pixels outside [0, 255].
       TypeError: non-numeric images.
     """
     eps = attacks_lib.check_eps(eps)
@@ -192,6 +231,7 @@ def input_box(model, x, eps, *, clip=(0.0, 1.0)):
     if x_np.dtype == np.bool_ or not np.issubdtype(x_np.dtype, np.number):
         raise TypeError(f"`x` must be numeric images, got dtype {x_np.dtype}.")
     integer = np.issubdtype(x_np.dtype, np.integer)
+    _check_images(model, x_np, clip, integer)
     if layer is None:
         if integer:
             raise TypeError("Integer images need a BitDepthQuantization input layer.")

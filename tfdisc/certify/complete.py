@@ -19,6 +19,7 @@ misclassifies a real image that quantizes to it (otherwise a near tie within
 float rounding: unknown); other nodes are split on the free pixel with the
 largest bound sensitivity. With enough nodes every such example is decided exactly.
 """
+import numbers
 import weakref
 
 import numpy as np
@@ -71,6 +72,18 @@ def _check_int(value, name, least):
 
 
 _COMPILED = weakref.WeakKeyDictionary()
+_CHECKED = weakref.WeakKeyDictionary()  # model -> input shapes that passed check_model
+
+
+def _check_model(model, x):
+    """``bounds.check_model`` once per model and input shape, eagerly, before any tracing."""
+    if not isinstance(model, tf.keras.Model):
+        raise TypeError(f"`model` must be a Keras model, got {type(model).__name__}.")
+    x = np.asarray(x)
+    shape = tuple(x.shape[1:]) if x.ndim >= 1 else ()
+    if shape not in _CHECKED.get(model, ()):
+        bounds_lib.check_model(model, input_shape=shape if x.ndim >= 1 else None)
+        _CHECKED.setdefault(model, set()).add(shape)
 
 
 def _functions(model):
@@ -255,8 +268,12 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
       ``Certificate``.
 
     Raises:
-      ValueError: bad arguments; ``UnsupportedLayerError`` naming a layer the
-        bounds do not support.
+      ValueError: bad arguments (ε, clip, labels not as ``tfdisc.attacks``
+        accepts them or outside the model's classes, images of the wrong
+        shape, not finite or outside ``clip``); ``UnsupportedLayerError``
+        naming a layer the bounds do not support, a layer called with
+        ``training=True`` or a layer not computing in float32.
+      TypeError: non-numeric images.
     """
     eps = attacks_lib.check_eps(eps)
     complete_max_free = _check_int(complete_max_free, "complete_max_free", 0)
@@ -264,10 +281,12 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
     enumerate_max = max_nodes if enumerate_max is None else _check_int(enumerate_max,
                                                                        "enumerate_max", 0)
     batch_size = _check_int(batch_size, "batch_size", 1)
+    if search_params is not None and not isinstance(search_params, dict):
+        raise ValueError(f"`search_params` must be a dict or None, got {search_params!r}.")
+    params = search_lib.check_params(**(search_params or {}))
     box = box_lib.input_box(model, x, eps, clip=clip)
-    y = np.asarray(y.numpy() if tf.is_tensor(y) else y).astype(np.int64).reshape(-1)
-    if len(y) != len(box.x):
-        raise ValueError(f"`x` has {len(box.x)} examples but `y` has {len(y)} labels.")
+    _check_model(model, box.x)
+    y = box_lib.check_labels(model, y, len(box.x))
     n = len(y)
     cert = Certificate(eps, n)
     cert.num_free = box.num_free()
@@ -283,8 +302,6 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
         return cert
     rows = np.nonzero(cert.status == "unknown")[0]
     if search and len(rows):
-        params = dict(search_lib.DEFAULTS)
-        params.update(search_params or {})
         seed = params.pop("seed")
         found = search_lib.search_bins(model, box, y, rows, rng=np.random.default_rng(seed),
                                        **params)
@@ -316,7 +333,7 @@ def exhaustive(model, x, y, eps, *, clip=(0.0, 1.0), max_points=1 << 16):
     box = box_lib.input_box(model, x, eps, clip=clip)
     if box.layer is None:
         raise ValueError("Exhaustive enumeration needs a BitDepthQuantization input layer.")
-    y = np.asarray(y).astype(np.int64).reshape(-1)
+    y = box_lib.check_labels(model, y, len(box.x))
     shape = box.x.shape[1:]
     result = np.zeros(len(y), bool)
     for r in range(len(y)):
@@ -339,7 +356,14 @@ def exhaustive(model, x, y, eps, *, clip=(0.0, 1.0), max_points=1 << 16):
 
 
 def _batches(dataset):
-    for x, y in dataset:
+    for element in dataset:
+        if not isinstance(element, (tuple, list)) or len(element) != 2:
+            raise ValueError(
+                f"`dataset` must yield (images, labels) batches, e.g. tfdisc.data.load or "
+                f"tf.data.Dataset.from_tensor_slices((x, y)).batch(n); got an element of type "
+                f"{type(element).__name__}"
+                + (f" with {len(element)} parts." if isinstance(element, (tuple, list)) else "."))
+        x, y = element
         yield (x.numpy() if tf.is_tensor(x) else np.asarray(x),
                y.numpy() if tf.is_tensor(y) else np.asarray(y))
 
@@ -355,6 +379,8 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
       and ``method`` (the settings); with ``return_examples`` also
       ``"certificates"``: ``{eps: [Certificate per batch]}`` (not JSON-able).
     """
+    if isinstance(epsilons, numbers.Real):
+        epsilons = [epsilons]
     eps_list = sorted({attacks_lib.check_eps(e, "epsilons") for e in epsilons})
     if not eps_list:
         raise ValueError("`epsilons` must hold at least one ε.")

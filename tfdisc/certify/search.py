@@ -18,7 +18,8 @@ import tensorflow as tf
 from tfdisc import attacks as attacks_lib
 from tfdisc.certify import box as box_lib
 
-__all__ = ["DEFAULTS", "describe", "model_margin", "quantized_search", "representative"]
+__all__ = ["DEFAULTS", "check_params", "describe", "model_margin", "quantized_search",
+           "representative"]
 
 DEFAULTS = dict(restarts=1, iterations=40, candidates=16, seed=0)
 
@@ -30,6 +31,20 @@ def describe(**params):
                                                 "margin over reachable quantization levels"}
     record.update({k: params.get(k, v) for k, v in DEFAULTS.items()})
     return record
+
+
+def check_params(**params):
+    """All search parameters (``DEFAULTS`` filled in), checked; ValueError naming a bad one."""
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"Unknown quantized_search parameter(s) {unknown}; its parameters: "
+                         f"{sorted(DEFAULTS)}.")
+    merged = {**DEFAULTS, **params}
+    for name, least in (("restarts", 0), ("iterations", 1), ("candidates", 1), ("seed", 0)):
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"`{name}` must be an integer ≥ {least}, got {value!r}.")
+    return merged
 
 
 def representative(box, bins, rows=None):
@@ -186,18 +201,13 @@ def quantized_search(model, x, y, eps, *, clip=(0.0, 1.0), restarts=DEFAULTS["re
       ValueError: model without an input quantizer, bad ε, clip or parameters.
     """
     eps = attacks_lib.check_eps(eps)
-    for name, value, least in (("restarts", restarts, 0), ("iterations", iterations, 1),
-                               ("candidates", candidates, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"`{name}` must be an integer ≥ {least}, got {value!r}.")
+    check_params(restarts=restarts, iterations=iterations, candidates=candidates, seed=seed)
     box = box_lib.input_box(model, x, eps, clip=clip)
     if box.layer is None:
         raise ValueError(f"Model {model.name!r} has no BitDepthQuantization input layer; the "
                          f"quantized-space search needs one.")
     _check_idempotent(box)
-    y = np.asarray(y.numpy() if tf.is_tensor(y) else y).astype(np.int64).reshape(-1)
-    if len(y) != len(box.x):
-        raise ValueError(f"`x` has {len(box.x)} examples but `y` has {len(y)} labels.")
+    y = box_lib.check_labels(model, y, len(box.x))
     found = search_bins(model, box, y, np.arange(len(y)), restarts=restarts,
                         iterations=iterations, candidates=candidates,
                         rng=np.random.default_rng(seed))

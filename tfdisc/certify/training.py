@@ -32,6 +32,8 @@ from tfdisc.certify import box as box_lib
 
 __all__ = ["CertifiedTraining"]
 
+_CLIP_TOLERANCE = 1e-6  # pixels this far (relative) outside clip are rounding, as in the attacks
+
 
 def _check_nonneg_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
@@ -71,6 +73,9 @@ class CertifiedTraining(tf.keras.Model):
         self.clip = attacks_lib.check_clip(clip)
         self.quantizer = box_lib.input_quantizer(model)
         bounds_lib.check_model(model)
+        shape = model.output_shape
+        self.num_classes = shape[-1] if isinstance(shape, tuple) and isinstance(
+            shape[-1], int) else None
         self._trackers = {name: tf.keras.metrics.Mean(name=name)
                           for name in ("loss", "clean_accuracy", "ibp_verified", "eps")}
 
@@ -120,9 +125,56 @@ class CertifiedTraining(tf.keras.Model):
         verified = tf.reduce_all((margins < 0.0) | (onehot > 0), axis=-1)
         return loss, verified
 
-    def train_step(self, data):
-        x, y, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
+    def check_batch(self, data):
+        """(float32 images, int labels ``[N]``) of a batch, checked as the attacks check them.
+
+        Graph-safe (runs inside ``fit``): the label form and the image dtype are
+        checked when traced; label range, finite pixels and pixels inside
+        ``clip`` by assertions that stop ``fit`` with a message naming the problem.
+        Labels: integers ``[N]`` or ``[N, 1]`` or one-hot floats
+        (``tfdisc.attacks.check_labels``).
+        """
+        x, y, weight = tf.keras.utils.unpack_x_y_sample_weight(data)
+        if weight is not None:
+            raise ValueError("CertifiedTraining does not support sample weights; pass "
+                             "(images, labels) only.")
+        if y is None:
+            raise ValueError("CertifiedTraining needs (images, labels) batches, got no labels.")
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_floating:
+            raise TypeError(
+                f"CertifiedTraining needs float images inside clip {self.clip}, got "
+                f"{x.dtype.name} images; convert 8-bit images first (e.g. "
+                f"tfdisc.data.to_float).")
         x = tf.cast(x, tf.float32)
+        checks = [tf.debugging.assert_all_finite(x, "CertifiedTraining: the images hold NaN "
+                                                    "or infinite pixels.")]
+        if self.clip is not None:
+            tol = _CLIP_TOLERANCE * (self.clip[1] - self.clip[0])
+            msg = (f"CertifiedTraining: the images have pixels outside the clip range "
+                   f"{self.clip}; scale them to it (e.g. uint8 / 255 for [0, 1]) or pass the "
+                   f"matching `clip`.")
+            checks += [tf.debugging.assert_greater_equal(x, self.clip[0] - tol, message=msg),
+                       tf.debugging.assert_less_equal(x, self.clip[1] + tol, message=msg)]
+        y_in = tf.convert_to_tensor(y)
+        y = attacks_lib.check_labels(y_in, self.num_classes)
+        if y_in.dtype.is_floating:  # one-hot (check_labels checks its rows eagerly only)
+            ones = tf.reduce_all(tf.equal(y_in, 0) | tf.equal(y_in, 1), axis=-1) & tf.equal(
+                tf.reduce_sum(y_in, axis=-1), 1)
+            checks.append(tf.debugging.assert_equal(
+                ones, True, message="CertifiedTraining: float labels must be one-hot rows "
+                                    "(zeros and a single one); pass integer labels."))
+        if self.num_classes is not None:
+            msg = (f"CertifiedTraining: labels must lie in [0, {self.num_classes}) for a model "
+                   f"with {self.num_classes} classes.")
+            checks += [tf.debugging.assert_non_negative(y, message=msg),
+                       tf.debugging.assert_less(y, tf.constant(self.num_classes, y.dtype),
+                                                message=msg)]
+        with tf.control_dependencies(checks):
+            return tf.identity(x), tf.cast(y, tf.int32)
+
+    def train_step(self, data):
+        x, y = self.check_batch(data)
         eps, kappa = self.schedule(self.optimizer.iterations)
         with tf.GradientTape() as tape:
             logits = self.inner(x, training=True)
@@ -140,8 +192,7 @@ class CertifiedTraining(tf.keras.Model):
         return {name: m.result() for name, m in self._trackers.items()}
 
     def test_step(self, data):
-        x, y, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
-        x = tf.cast(x, tf.float32)
+        x, y = self.check_batch(data)
         logits = self.inner(x, training=False)
         _, verified = self.robust_loss(x, y, tf.constant(self.eps), training=False)
         correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32))
