@@ -329,6 +329,7 @@ def test_command_line(tmp_path):
         capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "argmax agreement 1.000" in result.stdout
+    assert "4 uniform-noise images (NOT real data" in result.stdout  # issue 26: noise is labelled
     assert (out / "model.tflite").exists()
 
 

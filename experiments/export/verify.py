@@ -119,7 +119,8 @@ def main(argv):
     try:
         paths = export.export(model, work, FLAGS.formats)
         for fmt in FLAGS.int8_formats:
-            paths[f"{fmt}_int8"] = export.export(model, os.path.join(work, "int8"), [fmt],
+            # One directory per format: export() refuses a directory holding another export.
+            paths[f"{fmt}_int8"] = export.export(model, os.path.join(work, "int8", fmt), [fmt],
                                                  float_weights="int8")[fmt]
         keras_path = os.path.join(FLAGS.model_dir, "model.keras")
         rows = {"keras": {

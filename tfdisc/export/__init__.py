@@ -21,7 +21,9 @@ Formats (one function each):
   ``pip install tfdisc[lce]``) whose binary convolutions, and binary dense
   layers rewritten as 1x1 binary convolutions
   (:func:`tfdisc.export.rewrite.binary_dense_as_conv`), run on LCE's
-  bit-packed kernels. Run it with ``larq_compute_engine.testing.Interpreter``.
+  bit-packed kernels. Run it with ``larq_compute_engine.testing.Interpreter``
+  (``import larq_compute_engine as lce`` then ``lce.testing.Interpreter``:
+  ``testing`` is an attribute of the package, not an importable submodule).
   ``float_weights="int8"`` also stores the kernels of the full-precision
   layers (first and last) as int8 (:func:`tfdisc.export.weights.int8_weights`).
 
@@ -32,15 +34,29 @@ Loading (one documented loader per artifact kind):
 
 =====================  ==================================================
 ``model.keras``        ``tfdisc.export.load(path)`` (or ``import tfdisc``
-                       then ``tf.keras.models.load_model``)
+                       then ``tf.keras.models.load_model``); a run
+                       directory holding it works too
 packed ``.keras``      ``tfdisc.export.load(path)`` (loads the op library)
 SavedModel             ``tf.saved_model.load(path)`` -- no tfdisc needed
 packed SavedModel      ``tfdisc.export.load(path)`` (registers the ops)
 ``.tflite`` (stock)    ``tf.lite.Interpreter(model_path=path)``
-LCE ``.tflite``        ``larq_compute_engine.testing.Interpreter(bytes)``
+LCE ``.tflite``        ``lce.testing.Interpreter(bytes)`` after
+                       ``import larq_compute_engine as lce``
 =====================  ==================================================
 
-:func:`predictor` wraps any of them in a ``numpy -> numpy`` function.
+:func:`predictor` wraps any of them in a ``numpy -> numpy`` function that
+checks its input against the export's input dtype (:func:`check_images`).
+
+Safety: Keras models load only from ``.keras`` files, in Keras's safe mode.
+Legacy ``.h5`` files run the Python code they carry (a ``Lambda`` layer) when
+loaded, i.e. arbitrary code execution: :func:`load` refuses them (and
+SavedModels whose graph reads, writes or prints files or calls Python)
+unless ``allow_unsafe=True``.
+
+:func:`export` refuses a directory that already holds an export unless
+``overwrite=True``, which removes that export's artifacts (and nothing else)
+first. TensorFlow's INFO log lines (``Assets written to ...``) are silenced
+while exporting; warnings and errors still show.
 
 Example:
 
@@ -51,17 +67,27 @@ Example:
     >>> logits = export.predictor(paths["tflite"])(images)  # doctest: +SKIP
 
 The command line: ``python -m tfdisc.export --model=OUT/model.keras
---formats=saved_model,packed_saved_model,tflite,lce --output_dir=DIR``.
+--formats=saved_model,packed_saved_model,tflite,lce --output_dir=DIR``
+(``--model=OUT`` takes a run directory too).
 """
+import contextlib
+import functools
 import json
+import logging
 import os
+import shutil
 
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from tfdisc import convert
 from tfdisc.export import artifacts, rewrite, weights
 from tfdisc.export.artifacts import (
+    UNSAFE_GRAPH_OPS,
+    UnsafeModelError,
     artifact_bytes,
+    check_images,
+    compare,
     lite_ops,
     load,
     predictor,
@@ -69,6 +95,12 @@ from tfdisc.export.artifacts import (
 )
 
 __all__ = [
+    "ExportDirError",
+    "UNSAFE_GRAPH_OPS",
+    "UnsafeModelError",
+    "check_images",
+    "compare",
+    "quiet_tf_logs",
     "FILE_NAMES",
     "FLOAT_WEIGHTS",
     "FORMATS",
@@ -104,6 +136,42 @@ _METADATA = os.path.join("assets.extra", "tfdisc_export.json")
 
 # --------------------------------------------------------------------------
 # Checks and shared steps.
+
+
+class ExportDirError(ValueError):
+    """The export directory holds another export (or something in its place)."""
+
+
+@contextlib.contextmanager
+def quiet_tf_logs():
+    """Silences TensorFlow's Python INFO lines (``Assets written to ...``) inside the block.
+
+    Raises the ``tensorflow`` and ``absl`` loggers to WARNING for the block
+    and restores their levels after: warnings and errors still show. (TensorFlow's C++ log lines
+    are set once per process by ``TF_CPP_MIN_LOG_LEVEL``.)
+    """
+    # TensorFlow logs through its own logger and, in newer modules, through absl's (whose
+    # level is its verbosity: TensorFlow itself sets and restores it while saving).
+    logger = tf.get_logger()
+    level, verbosity = logger.level, absl_logging.get_verbosity()
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    if verbosity > absl_logging.WARNING:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        absl_logging.set_verbosity(verbosity)
+
+
+def _quiet(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with quiet_tf_logs():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _check_input_dtype(input_dtype):
@@ -152,6 +220,14 @@ def _serving_function(model):
 
 
 def _write_saved_model(model, path, kind, input_dtype):
+    if os.path.isdir(path) and os.listdir(path):
+        if not _own_artifact(kind, path):
+            raise ExportDirError(
+                f"Cannot write the SavedModel to {path!r}: the directory holds files not "
+                "written by tfdisc.export. Choose an empty or new directory.")
+        shutil.rmtree(path)  # an earlier export at the same path: no stale file is kept
+    elif os.path.exists(path) and not os.path.isdir(path):
+        raise ExportDirError(f"Cannot write the SavedModel to {path!r}: it is a file.")
     module = tf.Module()
     # The variables, not the Keras model: the SavedModel then holds TF
     # functions and variables only and loads without Keras, larq or tfdisc.
@@ -181,11 +257,17 @@ def _lite_converter_error(caller, model, error):
 
 
 def _write_bytes(path, data):
+    if os.path.isdir(path):
+        raise ExportDirError(f"Cannot write the flatbuffer to {path!r}: it is a directory.")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 
@@ -193,6 +275,7 @@ def _write_bytes(path, data):
 # Formats.
 
 
+@_quiet
 def saved_model(model, path, *, input_dtype="float32"):
     """Saves `model` as a SavedModel loadable without tfdisc or larq.
 
@@ -212,6 +295,7 @@ def saved_model(model, path, *, input_dtype="float32"):
     return _write_saved_model(model, path, "saved_model", input_dtype)
 
 
+@_quiet
 def packed_saved_model(model, path, *, input_dtype="float32", word_bits=32):
     """Converts `model` with ``tfdisc.convert.to_packed`` and saves a SavedModel.
 
@@ -254,6 +338,7 @@ def _tflite_bytes(model, caller, float_weights="float32"):
     return data
 
 
+@_quiet
 def tflite(model, path, *, input_dtype="float32", float_weights="float32"):
     """Converts `model` to a TFLite flatbuffer with builtin ops only (float32 weights).
 
@@ -277,6 +362,7 @@ def tflite(model, path, *, input_dtype="float32", float_weights="float32"):
     return _write_bytes(path, _tflite_bytes(model, caller, float_weights))
 
 
+@_quiet
 def lce(model, path, *, input_dtype="float32", float_weights="float32"):
     """Converts `model` to a larq-compute-engine flatbuffer with binary layers bit-packed.
 
@@ -331,18 +417,70 @@ def parse_formats(formats):
     return formats
 
 
+def _own_artifact(fmt, path):
+    """Whether `path` is an artifact this module wrote for `fmt` (a removable one)."""
+    if fmt in ("saved_model", "packed_saved_model"):
+        return os.path.isfile(os.path.join(path, _METADATA))
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read(8)[4:8] == b"TFL3"  # the TFLite flatbuffer identifier
+
+
+def _clear_export_dir(output_dir, overwrite):
+    """Refuses an `output_dir` holding an export; with `overwrite`, removes that export's files."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ExportDirError(f"Export directory {output_dir!r} exists and is not a directory.")
+    existing = {fmt: os.path.join(output_dir, name) for fmt, name in FILE_NAMES.items()
+                if os.path.lexists(os.path.join(output_dir, name))}
+    if not existing:
+        return
+    names = ", ".join(os.path.basename(p) for p in existing.values())
+    if not overwrite:
+        raise ExportDirError(
+            f"Export directory {output_dir!r} already holds an export ({names}); a new export "
+            "there would leave the old artifacts beside the new ones. Choose another "
+            "directory, or pass overwrite=True (--overwrite) to remove that export first.")
+    foreign = [p for fmt, p in existing.items() if not _own_artifact(fmt, p)]
+    if foreign:
+        raise ExportDirError(
+            f"Export directory {output_dir!r}: {', '.join(foreign)} has the name of an export "
+            "artifact but was not written by tfdisc.export; it is not removed. Move it away "
+            "or choose another directory.")
+    for path in existing.values():
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+@_quiet
 def export(model, output_dir, formats=FORMATS, *, input_dtype="float32",
-           float_weights="float32"):
+           float_weights="float32", overwrite=False):
     """Exports `model` to each format under `output_dir` (names in :data:`FILE_NAMES`).
 
     `float_weights` (``"float32"`` or ``"int8"``) applies to the flatbuffers
     (``tflite``, ``lce``); the SavedModels keep float32 weights.
 
+    A directory already holding an export (any artifact of
+    :data:`FILE_NAMES`) is refused, so no old artifact is left beside the
+    new ones; ``overwrite=True`` first removes the old export's artifacts,
+    and only files this module wrote (other files in `output_dir` are kept;
+    a file of the same name that is not an export artifact is refused).
+
     Returns:
       ``{format: path}``.
+
+    Raises:
+      ExportDirError: (a ValueError) `output_dir` holds an export and
+        `overwrite` is False, or is not a directory.
+      ValueError: bad model, format, `input_dtype` or `float_weights`.
     """
     formats = parse_formats(formats)
     _check_float_weights(float_weights, "tfdisc.export.export")
+    _check_input_dtype(input_dtype)
+    convert.check_model(model, "tfdisc.export.export")
+    _clear_export_dir(output_dir, overwrite)
     os.makedirs(output_dir, exist_ok=True)
     paths = {}
     for fmt in formats:
