@@ -39,13 +39,14 @@ from tfdisc import attacks as attacks_lib
 from tfdisc import data as data_lib
 from tfdisc import evaluate, models, pipeline, results
 from tfdisc.tuning_oracle import (OBJECTIVE, TRIAL_RECORD, TUNERS, BudgetExceeded,  # noqa: F401
-                                  Distributed, SearchTimeout, is_skipped, make_oracle,
-                                  progress_line, read_trial_record, serve)
+                                  Distributed, SearchStopped, SearchTimeout,
+                                  describe_attempts, is_skipped, make_oracle, progress_line,
+                                  read_trial_record, serve)
 
 __all__ = ["BudgetExceeded", "CapacityTuner", "Distributed", "IntRange", "OBJECTIVE",
-           "Objective", "SearchTimeout", "Space", "TUNERS", "TRIAL_RECORD", "is_skipped",
-           "make_oracle", "parse_int_space", "profile", "progress_line", "read_trial_record",
-           "serve", "split_validation"]
+           "Objective", "SearchStopped", "SearchTimeout", "Space", "TUNERS", "TRIAL_RECORD",
+           "describe_attempts", "is_skipped", "make_oracle", "parse_int_space", "profile",
+           "progress_line", "read_trial_record", "serve", "split_validation"]
 
 _Status = kt.engine.trial.TrialStatus
 
@@ -144,6 +145,11 @@ class Space:
                 hp.Choice(name, list(value), ordered=name != "precision")
         return hp
 
+    def grid_size(self):
+        """The number of distinct trials (hyperparameter combinations) the space holds."""
+        return int(np.prod([len(v.values() if isinstance(v, IntRange) else v) for v in (
+            self.width, self.depth, self.bits, self.precision)]))
+
     def describe(self):
         def one(v):
             return dataclasses.asdict(v) if isinstance(v, IntRange) else list(v)
@@ -241,7 +247,13 @@ class CapacityTuner(kt.Tuner):
     def __init__(self, oracle, *, base, data, objective, max_binary_macs=None,
                  max_packed_bytes=None, log_dir=None, stop_after=None, heartbeat_seconds=5.0,
                  timeout_seconds=600.0, poll_seconds=1.0, progress=print, **kwargs):
+        self._reloaded = False
         super().__init__(oracle, hypermodel=None, **kwargs)
+        # keras-tuner reloads only if this process's own tuner file exists: a chief resuming
+        # a local search (or the reverse) would start a fresh oracle over the old trials.
+        if not self._reloaded and not self._is_worker() and os.path.exists(
+                os.path.join(self.project_dir, "oracle.json")):
+            self.oracle.reload()
         self.base, self.data, self.objective = base, data, objective
         self.max_binary_macs, self.max_packed_bytes = max_binary_macs, max_packed_bytes
         self.log_dir, self.stop_after, self.progress = log_dir, stop_after, progress
@@ -338,6 +350,16 @@ class CapacityTuner(kt.Tuner):
     def save_model(self, trial_id, model, step=0):
         pipeline.save_model(model, self.get_trial_dir(trial_id))
 
+    def reload(self):
+        super().reload()
+        self._reloaded = True
+
+    def save(self):
+        """keras-tuner's save, atomically (a kill while writing leaves the old file)."""
+        if not self._is_worker():
+            self.oracle.save()
+        results.write_json(self._get_tuner_fname(), self.get_state())
+
     def pre_create_trial(self):
         now = time.monotonic()
         if self._waiting_since is None:
@@ -372,7 +394,8 @@ class CapacityTuner(kt.Tuner):
             self._heartbeat = None
         super().on_trial_end(trial)
         self.trials_run += 1
-        self.progress(progress_line(trial, self._records.pop(trial.trial_id, None)))
+        self.progress(progress_line(trial, self._records.pop(trial.trial_id, None),
+                                    getattr(self.oracle, "attempts", {}).get(trial.trial_id)))
         if trial.status != _Status.COMPLETED and not is_skipped(trial) and trial.message:
             self.progress(trial.message.rstrip())
         if self.stop_after and self.trials_run >= self.stop_after:

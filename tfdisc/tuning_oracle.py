@@ -29,8 +29,11 @@ from typing import Optional
 
 import keras_tuner as kt
 
-__all__ = ["BudgetExceeded", "Distributed", "OBJECTIVE", "SearchTimeout", "TRIAL_RECORD",
-           "TUNERS", "is_skipped", "make_oracle", "progress_line", "read_trial_record", "serve"]
+from tfdisc import results
+
+__all__ = ["BudgetExceeded", "Distributed", "OBJECTIVE", "SearchStopped", "SearchTimeout",
+           "TRIAL_RECORD", "TUNERS", "describe_attempts", "is_skipped", "make_oracle",
+           "progress_line", "read_trial_record", "serve"]
 
 _Status = kt.engine.trial.TrialStatus
 
@@ -45,6 +48,10 @@ class BudgetExceeded(kt.errors.FailedTrialError):
 
 class SearchTimeout(RuntimeError):
     """A bounded wait of the distributed search ran out."""
+
+
+class SearchStopped(RuntimeError):
+    """The chief stopped the search: too many consecutive trials failed."""
 
 
 
@@ -66,6 +73,9 @@ class _LeasedOracle:
         self.stop_requested = False
         self.progress = None  # chief: callable(line) for every ended trial
         self.record_dir = None  # where workers write TRIAL_RECORD files
+        self.grid_size = None  # trials the space holds (None: unbounded)
+        self.attempts = {}  # trial id -> [{"worker", "status"[, "message"]}], saved with the state
+        self._reaped = set()
 
     def _touch(self, trial_id=None, tuner_id=None):
         now = time.monotonic()
@@ -90,6 +100,7 @@ class _LeasedOracle:
             trial.status = _Status.INVALID
             trial.message = (f"worker {tuner_id} stopped responding during trial "
                              f"{trial.trial_id} (no heartbeat for {now - seen:.0f} s)")
+            self._reaped.add(trial.trial_id)
             print(f"tfdisc.tuning: {trial.message}; returning the trial to the oracle.",
                   flush=True)
             self.end_trial(trial)
@@ -106,9 +117,14 @@ class _LeasedOracle:
             self.tuner_ids.discard(tuner_id)
             return kt.engine.trial.Trial(self.get_space(), status=_Status.STOPPED)
         others_running = any(t != tuner_id for t in self.ongoing_trials)
+        already_running = tuner_id in self.ongoing_trials
         trial = super().create_trial(tuner_id)
         if trial.status == _Status.RUNNING:
             self._touch(trial_id=trial.trial_id)
+            if not already_running:  # a new attempt (a first run or a retry)
+                self.attempts.setdefault(trial.trial_id, []).append(
+                    {"worker": tuner_id, "status": "running"})
+                self.save()
         elif trial.status == _Status.STOPPED and others_running:
             # Another worker's trial may still fail and need a retry: wait.
             self.tuner_ids.add(tuner_id)
@@ -132,11 +148,23 @@ class _LeasedOracle:
     @kt.synchronized
     def end_trial(self, trial):
         self._touch()
+        record = read_trial_record(self.record_dir, trial.trial_id) if self.record_dir else None
+        if trial.status == _Status.FAILED and not trial.message and record and \
+                record.get("status") == "skipped":
+            # keras-tuner's gRPC drops a worker's trial message: the worker's record says
+            # why, so a skipped trial is not taken for a failure.
+            trial.message = f"{BudgetExceeded.__name__}: skipped, {record.get('reason', '')}"
+        self._end_attempt(trial)
         super().end_trial(trial)
+        last = self.attempts.get(trial.trial_id, [{}])[-1]
+        if last.get("status") == "completed" and \
+                self.trials[trial.trial_id].status != _Status.COMPLETED:  # a NaN objective
+            last.update(status="failed", message=f"the objective {OBJECTIVE} is NaN")
+            self.save()
         self._last_seen.pop(trial.trial_id, None)
         if self.progress:
-            self.progress(progress_line(self.trials[trial.trial_id], read_trial_record(
-                self.record_dir, trial.trial_id) if self.record_dir else None))
+            self.progress(progress_line(self.trials[trial.trial_id], record,
+                                        self.attempts.get(trial.trial_id)))
         failures = 0
         for trial_id in self.end_order:
             t = self.trials[trial_id]
@@ -148,9 +176,70 @@ class _LeasedOracle:
             self.stop_reason = (f"{failures} consecutive trials failed; stopping the search. "
                                 f"Last error:\n{trial.message or ''}")
 
+    def _end_attempt(self, trial):
+        """Records how the running attempt of ``trial`` ended (before keras-tuner saves)."""
+        running = [a for a in self.attempts.get(trial.trial_id, ()) if a["status"] == "running"]
+        if not running:
+            return
+        attempt = running[-1]
+        if trial.status == _Status.COMPLETED:
+            attempt["status"] = "completed"
+        elif is_skipped(trial):
+            attempt["status"] = "skipped"
+        else:
+            attempt["status"] = "lost" if trial.trial_id in self._reaped else "failed"
+            lines = (trial.message or "").strip().splitlines()
+            attempt["message"] = lines[-1][:300] if lines else (
+                f"no message reached the oracle; see the log of {attempt['worker']}")
+        self._reaped.discard(trial.trial_id)
+
+    def get_state(self):
+        return {**super().get_state(), "tfdisc_attempts": self.attempts}
+
+    # keras-tuner writes its state files in place: a process killed while writing leaves a
+    # truncated oracle.json or trial.json that no rerun can read. Write them atomically.
+    def save(self):
+        results.write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        results.write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
+                           trial.get_state())
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.attempts = {k: [dict(a) for a in v]
+                         for k, v in state.get("tfdisc_attempts", {}).items()}
+
+    def reload(self):
+        super().reload()  # keras-tuner sends the trials that were running to the retry queue
+        for attempts in self.attempts.values():
+            if attempts and attempts[-1]["status"] == "running":
+                attempts[-1].update(status="interrupted", message="the search stopped during "
+                                    "this attempt; the trial is retried")
+
     def finished(self):
         """The chief may stop serving: trials stopped, none running or waiting for a retry."""
         return not self.ongoing_trials and not self._retry_queue and not self.tuner_ids
+
+    def unfinished(self):
+        """Trials not ended yet: ``{"running", "retry", "unstarted"}`` counts.
+
+        ``unstarted`` is None when the oracle cannot know it (Hyperband).
+        """
+        bounds = [b for b in (self.max_trials, self.grid_size) if b]
+        unstarted = None
+        if bounds and not isinstance(self, kt.oracles.HyperbandOracle):
+            unstarted = max(min(bounds) - len(self.trials), 0)
+        return {"running": len(self.ongoing_trials), "retry": len(self._retry_queue),
+                "unstarted": unstarted}
+
+    def describe_unfinished(self):
+        """``unfinished()`` in words."""
+        counts = self.unfinished()
+        unstarted = ("an unknown number" if counts["unstarted"] is None
+                     else str(counts["unstarted"]))
+        return (f"{counts['running']} trial(s) running, {counts['retry']} waiting for a retry, "
+                f"{unstarted} not started yet")
 
 
 class _ResumableGrid:
@@ -215,12 +304,23 @@ def make_oracle(tuner, space, *, max_trials=None, max_epochs=None, factor=3, see
         kwargs.update(max_trials=max_trials)
     oracle = cls(**kwargs)
     oracle._lease_setup(lease_seconds, max_consecutive_failures)  # pylint: disable=protected-access
+    oracle.grid_size = space.grid_size()
     return oracle
 
 
 
-def progress_line(trial, record):
-    """One line per trial: hyperparameters, capacity, clean and adversarial accuracy."""
+def describe_attempts(attempts):
+    """``"worker0 lost (…); worker1 completed"``: who ran each attempt of a trial, and how."""
+    return "; ".join(f"{a['worker']} {a['status']}" + (f" ({a['message']})" if a.get(
+        "message") else "") for a in attempts or ())
+
+
+def progress_line(trial, record, attempts=None):
+    """One line per trial: hyperparameters, capacity, clean and adversarial accuracy.
+
+    ``attempts`` (the oracle's record of a trial's attempts): shown when the
+    trial ran more than once, or on a named worker.
+    """
     values = trial.hyperparameters.values
     status = "skipped" if is_skipped(trial) else str(trial.status).lower()
     hp = " ".join(f"{k}={values[k]}" for k in ("precision", "bits", "width", "depth")
@@ -241,6 +341,10 @@ def progress_line(trial, record):
             line += f" | {record['reason']}"
     elif trial.message and status != "completed":
         line += " | " + trial.message.strip().splitlines()[-1][:200]
+    if attempts and len(attempts) > 1:
+        line += f" | {len(attempts)} attempts: {describe_attempts(attempts)}"
+    elif attempts and attempts[0]["worker"] != "tuner0":
+        line += f" | on {attempts[0]['worker']}"
     return line
 
 
@@ -302,7 +406,7 @@ def serve(oracle, address, *, timeout_seconds=600.0, poll_seconds=0.5):
 
     Raises:
       SearchTimeout: nobody called the oracle for ``timeout_seconds``.
-      RuntimeError: the oracle stopped the search (too many failed trials).
+      SearchStopped: the oracle stopped the search (too many failed trials).
     """
     import grpc  # pylint: disable=import-outside-toplevel
     from keras_tuner.src import protos  # pylint: disable=import-outside-toplevel
@@ -323,11 +427,11 @@ def serve(oracle, address, *, timeout_seconds=600.0, poll_seconds=0.5):
             idle = time.monotonic() - oracle.last_activity
             if idle > timeout_seconds:
                 raise SearchTimeout(f"No worker called the oracle for {idle:.0f} s; "
-                                    f"{len(oracle.ongoing_trials)} trial(s) unfinished.")
+                                    f"{oracle.describe_unfinished()}.")
     finally:
         server.stop(grace=2)
     if oracle.stop_reason:
-        raise RuntimeError(oracle.stop_reason)
+        raise SearchStopped(oracle.stop_reason)
 
 
 def read_trial_record(tuner_dir, trial_id):

@@ -12,27 +12,32 @@ the oracle, writes into ``settings.output_dir``:
   the reported trials only, test-set figures;
 * ``capacity.png``: validation adversarial accuracy against capacity, the
   Pareto front marked;
-* ``model.keras``: the best trial's model; ``logs/``: TensorBoard (one
+* ``model.keras``: the best trial's model (none if no trial completed); ``logs/``: TensorBoard (one
   directory per trial, with hparams); ``search/``: keras-tuner's state (what a
-  rerun resumes from) and each trial's model and record.
+  rerun resumes from), each trial's model and record, and ``tfdisc_search.json``:
+  the settings that decide the trials. A rerun with other such settings is
+  refused, never mixed into the old search (``tfdisc.tuning_state``).
 """
 import csv
 import dataclasses
 import os
+import shlex
 import shutil
 import time
 from typing import Optional, Tuple
 
 from tfdisc import attacks, pipeline, results, tuning, tuning_testset
+from tfdisc.tuning_state import (OUTPUTS, PROJECT, SEARCH_RECORD, SearchStateError,  # noqa: F401
+                                 check_search, remove_outputs, search_identity)
 from tfdisc._version import __version__
 
-__all__ = ["CAPACITY_AXES", "REPORTS", "SearchSettings", "collect", "pareto_front",
-           "plot_capacity", "run_search", "write_trials"]
+__all__ = ["CAPACITY_AXES", "OUTPUTS", "REPORTS", "SEARCH_RECORD", "SearchSettings",
+           "SearchStateError", "check_search", "collect", "pareto_front", "plot_capacity",
+           "remove_outputs", "run_search", "search_identity", "write_trials"]
 
 CAPACITY_AXES = {"packed_bytes": "model size, packed (bytes)", "binary_macs": "binary MACs",
                  "macs": "MACs", "params": "parameters"}
 REPORTS = ("best", "pareto", "all")
-PROJECT = "search"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +118,8 @@ def collect(oracle, project_dir):
         record = tuning.read_trial_record(project_dir, trial_id) or {}
         values = trial.hyperparameters.values
         status = "skipped" if tuning.is_skipped(trial) else str(trial.status).lower()
+        if status == "invalid":  # keras-tuner's state of a crashed trial in the retry queue
+            status = "waiting_for_retry"
         row = {"trial_id": trial_id, "status": status,
                "hyperparameters": {k: values.get(k) for k in ("precision", "bits", "width",
                                                               "depth")}}
@@ -120,6 +127,9 @@ def collect(oracle, project_dir):
                     "train_seconds", "seed", "hyperband", "reason", "model_file"):
             if key in record:
                 row[key] = record[key]
+        attempts = getattr(oracle, "attempts", {}).get(trial_id)
+        if attempts:  # who ran each attempt and how it ended (a retried trial ran twice)
+            row["attempts"] = [{"attempt": i + 1, **a} for i, a in enumerate(attempts)]
         if status == "completed":
             val = dict(record.get("validation") or {})
             val["adversarial_accuracy"] = float(trial.score)
@@ -170,7 +180,7 @@ def _csv_rows(rows, front, objective):
               "binary_macs", "packed_bytes", "epochs", "train_seconds", "val_examples",
               "val_clean_accuracy",
               f"val_adversarial_accuracy_{objective['attack']}_eps{objective['eps_key']}",
-              "pareto", "test_examples", "test_clean_accuracy"] + test_keys
+              "pareto", "attempts", "workers", "test_examples", "test_clean_accuracy"] + test_keys
     out = [header]
     for r in rows:
         val = r.get("validation") or {}
@@ -183,6 +193,8 @@ def _csv_rows(rows, front, objective):
                  "val_clean_accuracy": val.get("clean_accuracy"),
                  header[14]: val.get("adversarial_accuracy"),
                  "pareto": r["trial_id"] in front,
+                 "attempts": len(r["attempts"]) if r.get("attempts") else None,
+                 "workers": ";".join(a["worker"] for a in r.get("attempts") or ()) or None,
                  "test_examples": test.get("examples"),
                  "test_clean_accuracy": test.get("clean_accuracy")}
         for prefix, block in (("test", test.get("attacks", {})),
@@ -270,14 +282,42 @@ def _data_note(data):
             f"{data['train_examples'] + data['validation_examples']} training")
 
 
+def _rerun_command(settings):
+    """The command to rerun to finish this search (without --overwrite, which would delete it)."""
+    if not settings.command:
+        return "the same command (without --overwrite)"
+    words = [w for w in shlex.split(settings.command)
+             if w.split("=")[0] not in ("--overwrite", "--nooverwrite")]
+    return shlex.join(words)
+
+
+def _best_model(settings, rows, best):
+    """``model.keras`` beside ``trials.json`` is the best trial's model, or absent."""
+    path = os.path.join(settings.output_dir, "model.keras")
+    if best is None:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    row = next(r for r in rows if r["trial_id"] == best)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    shutil.copyfile(os.path.join(settings.project_dir, row["model_file"]), tmp)
+    os.replace(tmp, path)
+
+
 def run_search(settings, *, progress=print):
     """Runs (or resumes) the search of ``settings``; returns the summary (None on a worker).
 
     Raises:
       ValueError: bad settings or data.
-      tuning.SearchTimeout: a distributed wait ran out.
+      SearchStateError: ``output_dir`` holds a search made with other settings, or a
+        corrupt one (``tfdisc.tuning_state.check_search``).
+      tuning.SearchTimeout: a distributed wait ran out (the chief first writes
+        ``trials.json`` with the trials that ended, and the message says how to finish).
+      tuning.SearchStopped: the chief stopped the search after too many failed trials
+        (it first writes ``trials.json``).
     """
     os.makedirs(settings.output_dir, exist_ok=True)
+    check_search(settings, progress=progress)
     dist = settings.distributed
     dist.apply(settings.timeout_seconds)
     oracle = tuning.make_oracle(
@@ -309,15 +349,31 @@ def run_search(settings, *, progress=print):
         tuner.save()
         progress(f"chief: serving the {settings.tuner} oracle on "
                  f"{dist.oracle_ip}:{dist.oracle_port}")
-        tuning.serve(tuner.oracle, f"{dist.oracle_ip}:{dist.oracle_port}",
-                     timeout_seconds=settings.timeout_seconds)
+        try:
+            tuning.serve(tuner.oracle, f"{dist.oracle_ip}:{dist.oracle_port}",
+                         timeout_seconds=settings.timeout_seconds)
+        except (tuning.SearchTimeout, tuning.SearchStopped) as e:
+            # Write what is known, then say how to finish; the oracle's state is saved.
+            rows = collect(tuner.oracle, settings.project_dir)
+            best = _best(rows)
+            _best_model(settings, rows, best)
+            write_trials(settings.output_dir, {
+                **_summary(settings, rows, pareto_front(rows, settings.capacity), best, set(),
+                           data, settings.objective.describe(), False),
+                "unfinished": tuner.oracle.unfinished(), "test_complete": False})
+            ended = sum(r["status"] not in ("running", "waiting_for_retry") for r in rows)
+            raise type(e)(f"{e}\nWrote {os.path.join(settings.output_dir, 'trials.json')} "
+                          f"with the {ended} trial(s) that ended. To finish the search, rerun "
+                          f"the chief and its workers with: {_rerun_command(settings)}"
+                          ) from None
         finished = True
     else:
         ran = tuner.search()
-        finished = not (settings.stop_after and ran >= settings.stop_after)
         if dist.enabled:
             progress(f"{dist.tuner_id}: ran {ran} trial(s) in {time.time() - start:.0f} s")
             return None
+        finished = not (settings.stop_after and ran >= settings.stop_after) and \
+            not tuner.oracle.stop_reason
     oracle = tuner.oracle
     rows = collect(oracle, settings.project_dir)
     front = pareto_front(rows, settings.capacity)
@@ -327,28 +383,37 @@ def run_search(settings, *, progress=print):
                     settings.report]
     objective = settings.objective.describe(
         tuner.load_model(oracle.trials[best]) if best is not None else None)
+    _best_model(settings, rows, best)  # before trials.json names it (or says there is none)
+    extra = {"stopped": oracle.stop_reason} if oracle.stop_reason else {}
 
     def checkpoint():  # test figures so far; "test_complete" false until the end
         write_trials(settings.output_dir, {
             **_summary(settings, rows, front, best, reported, data, objective, finished),
-            "test_complete": False})
+            **extra, "test_complete": False})
 
     tuning_testset.evaluate_reported(settings, rows, reported, x_test, y_test,
                                      progress=progress, checkpoint=checkpoint)
     summary = {**_summary(settings, rows, front, best, reported, data, objective, finished),
-               "test_complete": True}
+               **extra, "test_complete": True}
     write_trials(settings.output_dir, summary)
     plot_capacity(rows, front, os.path.join(settings.output_dir, "capacity.png"),
                   capacity=settings.capacity, objective=objective, data_note=_data_note(data))
+    for row in rows:
+        if len(row.get("attempts") or ()) > 1:
+            progress(f"trial {row['trial_id']} {row['status']} after {len(row['attempts'])} "
+                     f"attempts: {tuning.describe_attempts(row['attempts'])}")
+    if oracle.stop_reason:
+        progress(f"the search stopped early: {oracle.stop_reason}")
     if best is not None:
-        shutil.copyfile(os.path.join(settings.project_dir, next(
-            r for r in rows if r["trial_id"] == best)["model_file"]),
-            os.path.join(settings.output_dir, "model.keras"))
         row = next(r for r in rows if r["trial_id"] == best)
         progress(f"best trial {best}: {row['hyperparameters']} val adversarial accuracy "
                  f"{row['validation']['adversarial_accuracy']:.4f} ({objective['attack']} "
                  f"eps={objective['eps']:g}, gradient {objective['params']['gradient']}), "
                  f"test clean {row['test']['clean_accuracy']:.4f}")
+    else:
+        progress("no trial completed, so there is no best trial and no model.keras (see the "
+                 "trials' status and reason in trials.json; a budget that skips every "
+                 "trial can be loosened with --max_binary_macs/--max_packed_bytes)")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "skipped", "failed")}
     progress(f"{len(rows)} trials ({counts['completed']} completed, {counts['skipped']} "
              f"skipped, {counts['failed']} failed); wrote "

@@ -14,17 +14,25 @@ from tfdisc import evaluate, pipeline, results
 __all__ = ["evaluate_reported"]
 
 
-def _previous_tests(output_dir):
-    """{trial id: test block} of the trials.json a previous run of this search wrote."""
+# What identifies a trial's model in trials.json: a row left by another search (its
+# search/ deleted by hand, trials.json kept) may carry the same trial id.
+_SAME_TRIAL = ("hyperparameters", "seed", "epochs", "model_file", "validation")
+
+
+def _previous_tests(output_dir, rows):
+    """{trial id: test block} of the trials.json a previous run of this search wrote, for
+    the trials of ``rows`` that are the same trials (same model, same validation figures)."""
     path = os.path.join(output_dir, "trials.json")
     if not os.path.isfile(path):
         return {}
     try:
         with open(path) as f:
-            rows = json.load(f).get("trials", [])
-    except (OSError, ValueError):
+            old = {r["trial_id"]: r for r in json.load(f).get("trials", []) if r.get("test")}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}  # unreadable: evaluate again
-    return {r["trial_id"]: r["test"] for r in rows if r.get("test")}
+    now = json.loads(json.dumps(rows))  # as the rows read back from trials.json
+    return {r["trial_id"]: old[r["trial_id"]]["test"] for r in now if r["trial_id"] in old
+            and all(old[r["trial_id"]].get(k) == r.get(k) for k in _SAME_TRIAL)}
 
 
 def _same_evaluation(previous, wanted):
@@ -92,7 +100,7 @@ def _attack_reported(settings, rows, ids, x_test, y_test, progress=print,
     attack ``checkpoint()`` stores what is done, so an interrupted evaluation
     (an FCN1 attack takes tens of minutes) resumes where it stopped.
     """
-    previous = _previous_tests(settings.output_dir)
+    previous = _previous_tests(settings.output_dir, rows)
     models = models or _RecentModels(settings)
     for row in rows:
         if row["trial_id"] not in ids:

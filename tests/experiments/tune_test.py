@@ -121,6 +121,73 @@ def test_flags_describe_the_search():
     assert s.max_binary_macs == 1000 and s.base.dataset == "mnist"
 
 
+def tune_flags(data_dir, out, **extra):
+    return {"data_dir": data_dir, "train_limit": "300", "validation_examples": "100",
+            "test_limit": "50", "width_space": "8", "depth_space": "2",
+            "precision_space": "full", "tuner": "grid", "epochs": "1", "model": "fcn2",
+            "objective_attack": "fgsm", "attack": "fgsm", "epsilons": "0.1", "verbose": "0",
+            "output_dir": str(out), **extra}
+
+
+def test_overwrite_removes_the_old_search_and_no_completed_trial_leaves_no_model(
+        tmp_path, capsys):
+    from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+
+    from tfdisc import tuning_results  # pylint: disable=import-outside-toplevel
+    from tfdisc.experiments import tune  # pylint: disable=import-outside-toplevel
+
+    out = str(tmp_path / "out")
+    with flagsaver.as_parsed(**tune_flags(MNIST, out)):
+        tune.main(["tune"])
+    assert os.path.exists(os.path.join(out, "model.keras"))
+    # a rerun with other flags is refused with the differing settings named, not resumed
+    with flagsaver.as_parsed(**tune_flags(MNIST, out, objective_eps="0.3", epochs="2")):
+        with pytest.raises(SystemExit) as exit_:
+            tune.main(["tune"])
+    for part in ("--objective_eps: 0.1 in the search, 0.3 now", "--epochs: 1 in the search, 2 now",
+                 "--overwrite"):
+        assert part in str(exit_.value.code)
+    # a truncated oracle.json: the file is named, no JSONDecodeError traceback
+    oracle_json = os.path.join(out, "search", "oracle.json")
+    with open(oracle_json) as f:
+        state = f.read()
+    with open(oracle_json, "w") as f:
+        f.write(state[:20])
+    with flagsaver.as_parsed(**tune_flags(MNIST, out)):
+        with pytest.raises(SystemExit) as exit_:
+            tune.main(["tune"])
+    assert f"The search state file {oracle_json} cannot be read" in str(exit_.value.code)
+    capsys.readouterr()
+    with flagsaver.as_parsed(**tune_flags(MNIST, out, overwrite="true",
+                                          max_packed_bytes="1")):
+        with pytest.raises(SystemExit) as exit_:
+            tune.main(["tune"])
+    assert exit_.value.code not in (0, None) and "no model.keras" in str(exit_.value.code)
+    printed = capsys.readouterr().out
+    assert "removed search, logs, trials.json, trials.csv, capacity.png, model.keras" in printed
+    assert "no trial completed" in printed
+    assert not os.path.exists(os.path.join(out, "model.keras"))  # the old best is gone
+    with open(os.path.join(out, "trials.json")) as f:
+        summary = json.load(f)
+    assert summary["best_trial"] is None
+    assert [r["status"] for r in summary["trials"]] == ["skipped"]
+    with open(os.path.join(out, "search", tuning_results.SEARCH_RECORD)) as f:
+        assert json.load(f)["max_packed_bytes"] == 1  # the new search's own record
+
+
+def test_overwrite_is_refused_for_a_distributed_search(tmp_path):
+    from absl import app  # pylint: disable=import-outside-toplevel
+    from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+
+    from tfdisc.experiments import tune  # pylint: disable=import-outside-toplevel
+
+    with flagsaver.as_parsed(**tune_flags(MNIST, tmp_path / "out", overwrite="true",
+                                          tuner_id="chief", oracle_ip="127.0.0.1",
+                                          oracle_port="8000")):
+        with pytest.raises(app.UsageError, match="--overwrite is not supported in a distributed"):
+            tune.main(["tune"])
+
+
 def test_chief_and_two_workers_complete_every_trial_once(tmp_path):
     out, procs, logs = start_cluster(tmp_path, max_trials=4)
     result = finish(procs, logs, tmp_path)
@@ -179,3 +246,8 @@ def test_killed_worker_trial_is_retried_and_search_finishes(tmp_path):
     assert rows[trial_id]["status"] == "completed"
     assert trial_lines(result[survivor][1]).count(trial_id) == 1
     assert all(r["status"] == "completed" for r in rows.values())
+    # the fault history: who ran each attempt of the retried trial, in trials.json and printed
+    assert [(a["worker"], a["status"]) for a in rows[trial_id]["attempts"]] == [
+        (victim, "lost"), (survivor, "completed")]
+    assert all(len(r["attempts"]) == 1 for t, r in rows.items() if t != trial_id)
+    assert f"trial {trial_id} completed after 2 attempts: {victim} lost" in result["chief"][1]

@@ -15,7 +15,12 @@ used for the trials reported at the end (--report: best, pareto or all).
       --bits_space=8,2 --precision_space=full,binary --report=all ...
 
 Rerunning the same command on the same --output_dir resumes the search;
---stop_after=N stops this process after N trials. --overwrite starts over.
+--stop_after=N stops this process after N trials. A rerun whose flags change the
+trials (the spaces, the objective, the schedule, the budget, ...) is refused:
+the search records them (search/tfdisc_search.json). --overwrite deletes the
+earlier search's outputs and starts over (not in a distributed search: delete
+them before starting the chief and workers). A search in which no trial
+completes writes no model.keras and exits with status 1.
 
 Distributed (keras-tuner's oracle service; same command in every process, on
 a shared --output_dir): one chief and any number of workers, selected by
@@ -35,7 +40,6 @@ retried (--max_retries_per_trial) or marked failed; no wait lasts longer than
 --timeout_seconds.
 """
 import os
-import shutil
 
 from absl import app, flags
 
@@ -151,12 +155,25 @@ def main(argv):
         s = settings()
     except flags.ValidationError as e:
         raise app.UsageError(str(e)) from None
-    if FLAGS.overwrite and not s.distributed.enabled and os.path.isdir(s.project_dir):
-        shutil.rmtree(s.project_dir)
+    if FLAGS.overwrite:
+        if s.distributed.enabled:  # the chief would delete what the workers already use
+            raise app.UsageError(
+                "--overwrite is not supported in a distributed search (every process shares "
+                f"{s.output_dir}); delete the earlier search's "
+                f"{', '.join(tuning_results.OUTPUTS)} there first, or choose another "
+                "--output_dir.")
+        removed = tuning_results.remove_outputs(s.output_dir)
+        if removed:
+            print(f"--overwrite: removed {', '.join(removed)} of the earlier search in "
+                  f"{s.output_dir}", flush=True)
     try:
-        tuning_results.run_search(s, progress=lambda line: print(line, flush=True))
-    except tuning.SearchTimeout as e:
+        summary = tuning_results.run_search(s, progress=lambda line: print(line, flush=True))
+    except (tuning.SearchTimeout, tuning.SearchStopped, tuning_results.SearchStateError) as e:
         raise SystemExit(f"tfdisc.experiments.tune: {e}") from None
+    if summary is not None and summary["best_trial"] is None and (
+            summary["search_finished"] or "stopped" in summary):
+        raise SystemExit("tfdisc.experiments.tune: the search ended without a completed "
+                         "trial; no model.keras was written.")
 
 
 if __name__ == "__main__":
