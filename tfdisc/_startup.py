@@ -11,6 +11,13 @@ the import fails, everything it printed is replayed.
 Nothing is hidden when the user asks for output: ``TF_CPP_MIN_LOG_LEVEL`` set
 in the environment, ``TFDISC_VERBOSE=1``, or absl's ``--verbosity``/``-v``
 flag on the command line. Importing tfdisc as a library changes nothing.
+
+A binary also prints each line of TensorFlow's Python logger once: TensorFlow
+gives its logger a handler of its own unless the root logger has one when the
+logger is first made, and absl's ``app.run`` adds its handler to the root
+logger later, so every line (e.g. the collective ops' notices of a
+multi-worker run) came out twice. absl's handler is installed before
+TensorFlow is imported.
 """
 import contextlib
 import os
@@ -61,6 +68,10 @@ def _silenced_stderr():
 
 def import_tensorflow():
     """Imports TensorFlow, quietly when running as a tfdisc binary."""
+    if running_tfdisc_binary() and "tensorflow" not in sys.modules:
+        from absl import logging  # pylint: disable=import-outside-toplevel
+
+        logging.use_absl_handler()  # app.run would add it after TF made its own: lines twice
     if not wants_quiet():
         import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
         return

@@ -46,9 +46,15 @@ names the file:
   does not know; a split without any example; labels outside
   ``[0, num_classes)``.
 
+An image whose shape is not the dataset's (e.g. 32x32 IDX images read as
+MNIST, whose images are 28x28) is a ``DataError`` naming the file.
+
 ``from_arrays`` (and so ``load``) raises ``ValueError`` for no examples (e.g.
 a slice ``x[:0]``), ``x`` and ``y`` of different lengths, and a bad
-``batch_size`` or ``limit``.
+``batch_size`` or ``limit``. It scales images from 0-255 to [0, 1] once:
+integer arrays are 0-255, float arrays whose values all lie in [0, 1] are
+already scaled (``value_range`` says it explicitly). A batch larger than the
+data is one batch of all of it.
 
 Counts are logged (absl INFO) per class for every local load, with a warning
 when a split's size differs from the official one in ``SPLIT_SIZES`` (a subset
@@ -310,13 +316,52 @@ def load_arrays(name, split, *, data_dir=None):
     if y.min() < 0 or y.max() >= num_classes:
         raise DataError(f"{name} labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}] "
                         f"in {source}.")
+    shape = DATASETS[name][0]
+    if tuple(x.shape[1:]) != shape:
+        raise DataError(f"{source} holds {name} {split} images of shape {tuple(x.shape[1:])}, "
+                        f"but {name} images are {shape} (height, width, channels): the file "
+                        f"belongs to another dataset, or pass the dataset it holds.")
     _report_counts(name, split, y, classes, source)
     return x, y
 
 
 def to_float(images):
-    """uint8 images → float32 in [0, 1]."""
+    """Integer (uint8) images in 0-255 → float32 in [0, 1].
+
+    Raises:
+      TypeError: float images: they may be in [0, 1] already, and a second
+        division would make them black (use ``from_arrays(..., value_range=)``).
+    """
+    images = tf.convert_to_tensor(images)
+    if not images.dtype.is_integer:
+        raise TypeError(f"to_float scales integer images in 0-255; got {images.dtype.name} "
+                        f"images, which may be in [0, 1] already. Pass them to from_arrays with "
+                        f"value_range=(0, 1) or (0, 255).")
     return tf.cast(images, tf.float32) / 255.0
+
+
+_VALUE_RANGES = ((0, 255), (0, 1))
+
+
+def _pixel_scale(x, value_range):
+    """The divisor that maps ``x`` to [0, 1]: 255 or 1; checks the values lie in the range."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "uif":
+        raise TypeError(f"Images must be a numeric array, got dtype {x.dtype}.")
+    if value_range is not None and tuple(value_range) not in _VALUE_RANGES:
+        raise ValueError(f"`value_range` must be (0, 255), (0, 1) or None (inferred), got "
+                         f"{value_range!r}.")
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if x.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("Images hold NaN or infinite values.")
+    given = value_range is not None
+    if not given:
+        value_range = (0, 255) if x.dtype.kind in "ui" or hi > 1.0 else (0, 1)
+    if lo < value_range[0] or hi > value_range[1]:
+        raise ValueError(f"Image values lie in [{lo:g}, {hi:g}], outside the "
+                         f"{'given' if given else 'inferred'} value_range {tuple(value_range)}: "
+                         f"images must be in 0-255 (integers or floats) or in [0, 1] (floats).")
+    return float(value_range[1])
 
 
 def load(name, split, *, data_dir=None, batch_size=128, shuffle=None, seed=0, limit=None,
@@ -350,12 +395,22 @@ def load(name, split, *, data_dir=None, batch_size=128, shuffle=None, seed=0, li
                        else shuffle, seed=seed, limit=limit, drop_remainder=drop_remainder)
 
 
-def from_arrays(x, y, *, batch_size=128, shuffle=False, seed=0, limit=None, drop_remainder=False):
-    """``tf.data`` pipeline over uint8 image and label arrays, as ``load`` builds it.
+def from_arrays(x, y, *, batch_size=128, shuffle=False, seed=0, limit=None, drop_remainder=False,
+                value_range=None):
+    """``tf.data`` pipeline over image and label arrays, as ``load`` builds it.
+
+    Images come out as float32 in [0, 1], scaled once: ``value_range`` is the
+    range of ``x``, ``(0, 255)`` or ``(0, 1)``; None infers it (integer arrays
+    are 0-255; float arrays are 0-255 if a value exceeds 1, else [0, 1]).
+    A ``batch_size`` above the number of examples gives one batch of all of
+    them (as Keras does; tf.data would reserve memory for the whole batch).
 
     Raises:
-      ValueError: bad ``batch_size`` or ``limit``, ``x`` and ``y`` of different
-        lengths, or no examples (e.g. an empty slice of a split).
+      ValueError: bad ``batch_size``, ``limit`` or ``value_range``, values
+        outside it (or NaN), ``x`` and ``y`` of different lengths, no examples
+        (e.g. an empty slice of a split), or ``drop_remainder`` with fewer
+        examples than one batch.
+      TypeError: non-numeric images.
     """
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -369,10 +424,16 @@ def from_arrays(x, y, *, batch_size=128, shuffle=False, seed=0, limit=None, drop
     if len(y) == 0:
         raise ValueError(f"No examples to build a dataset from: `x` has shape {np.shape(x)} "
                          f"(an empty split, or a slice such as x[:0] or x[:-n] of a short one).")
+    scale = _pixel_scale(x, value_range)
+    if batch_size is not None and batch_size > len(y):
+        if drop_remainder:
+            raise ValueError(f"`batch_size` {batch_size} exceeds the {len(y)} examples and "
+                             f"`drop_remainder` is set: there would be no batch at all.")
+        batch_size = len(y)
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(min(len(y), 60000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda image, label: (to_float(image), label),
+    ds = ds.map(lambda image, label: (tf.cast(image, tf.float32) / scale, label),
                 num_parallel_calls=tf.data.AUTOTUNE)
     if batch_size is not None:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)

@@ -13,21 +13,23 @@ output directory::
 import contextlib
 import dataclasses
 import os
+import shutil
 import time
 from typing import Optional, Tuple
 
+from absl import logging
 import tensorflow as tf
 
 from tfdisc import attacks as attacks_lib
 from tfdisc import data as data_lib
-from tfdisc import distribution, evaluate, models, quantize, results, training
-from tfdisc.run_dir import (OUTPUT_FILES, OutputDirError, load_model, model_path,
-                            prepare_output_dir, save_model)
+from tfdisc import distribution, evaluate, models, quantize, results, run_dir, training
+from tfdisc.run_dir import (OUTPUT_FILES, BackupError, OutputDirError, load_model,
+                            model_path, prepare_output_dir, save_model)
 from tfdisc._version import __version__
 
-__all__ = ["Config", "OUTPUT_FILES", "OutputDirError", "build_model", "compile_model",
-           "evaluate_attacks", "load_data", "load_model", "masking_check", "model_path",
-           "prepare_output_dir", "record", "run", "train", "transfer_check"]
+__all__ = ["BackupError", "Config", "OUTPUT_FILES", "OutputDirError", "build_model",
+           "compile_model", "evaluate_attacks", "load_data", "load_model", "masking_check",
+           "model_path", "prepare_output_dir", "record", "run", "train", "transfer_check"]
 
 def _positive_or_none(value, name):
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -78,6 +80,8 @@ class Config:
     backup: bool = True
     backup_dir: Optional[str] = None
     export: Tuple[str, ...] = ()
+    export_input_dtype: str = "float32"
+    export_float_weights: str = "float32"
     certify: bool = False
     certify_limit: Optional[int] = None
     certified_train: bool = False
@@ -101,8 +105,9 @@ class Config:
                 raise ValueError(f"`{name}` must be a positive integer, got None.")
         for name in ("train_limit", "test_limit", "width", "depth", "certify_limit"):
             _positive_or_none(getattr(self, name), name)
-        if not self.learning_rate > 0:
-            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate!r}.")
+        if not 0 < self.learning_rate < float("inf"):
+            raise ValueError(f"`learning_rate` must be a finite number > 0, got "
+                             f"{self.learning_rate!r}.")
         if not self.attacks:
             raise ValueError("`attacks` must name at least one attack.")
         for name in self.attacks:
@@ -125,12 +130,20 @@ class Config:
             from tfdisc import export as export_lib  # pylint: disable=import-outside-toplevel
 
             export_lib.parse_formats(self.export)
-        if not self.connect_timeout > 0:
-            raise ValueError(f"`connect_timeout` must be > 0 seconds, got {self.connect_timeout!r}.")
+            if self.export_input_dtype not in export_lib.INPUT_DTYPES:
+                raise ValueError(f"`export_input_dtype` must be one of {export_lib.INPUT_DTYPES}, "
+                                 f"got {self.export_input_dtype!r}.")
+            if self.export_float_weights not in export_lib.FLOAT_WEIGHTS:
+                raise ValueError(f"`export_float_weights` must be one of "
+                                 f"{export_lib.FLOAT_WEIGHTS}, got {self.export_float_weights!r}.")
+        if not 0 < self.connect_timeout < float("inf"):
+            raise ValueError(f"`connect_timeout` must be a finite number of seconds > 0, got "
+                             f"{self.connect_timeout!r}.")
 
     def identity(self):
         """What must match for a run to resume another's backup (JSON-able)."""
-        ignored = ("verbose", "connect_timeout", "backup_dir", "export", "certify_limit")
+        ignored = ("verbose", "connect_timeout", "backup_dir", "export", "export_input_dtype",
+                   "export_float_weights", "certify_limit")
         identity = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
         # An unset --search_test_limit (added later) keeps the identity of older runs, so an
         # unfinished run started before it still resumes.
@@ -182,8 +195,18 @@ def build_model(cfg, gradient=None):
 
 
 def init_weights(model, cfg):
-    """Copies the weights of ``cfg.init_from`` into ``model``."""
+    """Copies the weights of ``cfg.init_from`` into ``model``.
+
+    The saved model must have the input bits, model and precision of ``cfg``
+    (``tfdisc.run_dir.check_saved_model``); only its quantizer's gradient may
+    differ (re-evaluating under ``gradient="none"`` is what ``init_from`` is for).
+
+    Raises:
+      ValueError: no loadable model, or one that does not match ``cfg``.
+    """
     init = load_model(cfg.init_from, "init_from")
+    run_dir.check_saved_model(init, f"init_from model {init.name} ({cfg.init_from})",
+                              model=cfg.model, precision=cfg.precision, bits=cfg.bits)
     try:
         model.set_weights(init.get_weights())
     except ValueError as e:
@@ -213,9 +236,12 @@ def train(model, cfg, x_train, y_train, callbacks=(), strategy=None):
     per replica and every step takes a global batch across all replicas;
     Keras shards the data per worker.
     """
-    train_ds = data_lib.from_arrays(x_train, y_train,
-                                    batch_size=global_batch(cfg.batch_size, strategy),
-                                    shuffle=True, seed=cfg.seed)
+    batch = global_batch(cfg.batch_size, strategy)
+    if batch > len(y_train):  # from_arrays makes one batch of all (tf.data would reserve 'batch')
+        logging.warning("The batch size %d exceeds the %d training examples: every step trains "
+                        "on all %d (full-batch training).", batch, len(y_train), len(y_train))
+    train_ds = data_lib.from_arrays(x_train, y_train, batch_size=batch, shuffle=True,
+                                    seed=cfg.seed)
     trainer, adv_params = model, None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         steps = int(train_ds.cardinality().numpy())
@@ -232,10 +258,16 @@ def train(model, cfg, x_train, y_train, callbacks=(), strategy=None):
         if trainer is not model:  # wrappers must be built for BackupAndRestore to restore them
             trainer(tf.zeros((1,) + tuple(x_train.shape[1:]), tf.float32), training=False)
         compile_model(trainer, steps * cfg.epochs, cfg.learning_rate)
+        # Keras's default ("auto" = "sum") adds up the workers' loss and accuracy in the progress
+        # bar and logs (accuracy 1.92 with two workers): each shows its own replica's instead.
+        trainer.distribute_reduction_method = "first"
     start = time.time()
     if cfg.epochs:
         verbose = cfg.verbose if cfg.verbose == "auto" else int(cfg.verbose)
-        trainer.fit(train_ds, epochs=cfg.epochs, callbacks=list(callbacks), verbose=verbose)
+        diverged = training.StopOnNonFiniteLoss(  # a NaN run must not be recorded as a result
+            hint=f"Lower the learning rate (it is {cfg.learning_rate:g}), and check the data.")
+        trainer.fit(train_ds, epochs=cfg.epochs, callbacks=list(callbacks) + [diverged],
+                    verbose=verbose)
     return time.time() - start, adv_params
 
 
@@ -402,7 +434,9 @@ def record(cfg, model, entries, *, output_dir, train_seconds, eval_seconds, adv_
             "global_batch_size": global_batch(cfg.batch_size, strategy),
         },
         "resumed": ({"from_epoch": resumed_from_epoch,
-                     "note": f"resumed from the backup after epoch {resumed_from_epoch}"}
+                     "note": (f"resumed from the backup after epoch {resumed_from_epoch}"
+                              + (": training had finished, only the evaluation was redone"
+                                 if resumed_from_epoch == cfg.epochs else ""))}
                     if resumed_from_epoch else None),
         "command": command,
         "tfdisc_version": __version__,
@@ -415,21 +449,27 @@ def record(cfg, model, entries, *, output_dir, train_seconds, eval_seconds, adv_
 def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
     """Builds, trains, evaluates and records one run; returns the results record.
 
-    ``output_dir`` must exist (see ``prepare_output_dir``). Writes
-    ``results.json`` (atomically) and, if ``cfg.save_model``, ``model.keras``;
-    with ``cfg.backup``, Keras ``BackupAndRestore`` keeps the training state in
-    ``cfg.backup_dir`` (default ``output_dir/backup``) so that the same call
-    after a kill resumes from the last finished epoch. ``callbacks`` default
+    ``output_dir`` must exist (see ``prepare_output_dir``). Writes, each
+    atomically, ``model.keras`` (if ``cfg.save_model``) as soon as training
+    ends, then the ``cfg.export`` formats, then ``results.json`` last: a
+    directory with ``results.json`` holds a finished run with all its files.
+    With ``cfg.backup``, Keras ``BackupAndRestore`` keeps the training state in
+    ``cfg.backup_dir`` (default ``output_dir/backup``), which records the
+    configuration it belongs to (another configuration's backup is refused,
+    see ``tfdisc.run_dir.prepare_backup``) and is deleted only after
+    ``results.json`` is written. So the same call after a kill resumes from
+    the last finished epoch, or, if training had finished, skips training and
+    redoes only the evaluation. ``callbacks`` default
     to a TensorBoard log under ``output_dir/logs``. Under a multi-worker
     ``strategy`` (default: ``make_strategy(cfg.distribute)``) only the chief
     writes into ``output_dir``; the other workers write to scratch directories
     under it and return their (identical) record. ``cfg.export`` formats are
     exported into ``output_dir/export`` (see ``tfdisc.export``).
     """
-    if strategy is None and cfg.distribute != "none":
+    if strategy is None:  # "none" gives None (and warns of an unused TF_CONFIG)
         strategy = distribution.make_strategy(cfg.distribute,
                                               connect_timeout=cfg.connect_timeout)
-    write_dir = distribution.worker_dir(output_dir)
+    write_dir = distribution.worker_dir(output_dir, cfg.distribute)
     os.makedirs(write_dir, exist_ok=True)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     tf.keras.utils.set_random_seed(cfg.seed)
@@ -445,13 +485,30 @@ def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
             f"{cfg.model} on {cfg.dataset} takes {model.input_shape[1:]}.")
     if callbacks is None:
         callbacks = [tf.keras.callbacks.TensorBoard(log_dir=os.path.join(write_dir, "logs"))]
-    resume_log = None
-    if cfg.backup and cfg.epochs:
-        backup = distribution.backup_callbacks(cfg.backup_dir
-                                               or os.path.join(output_dir, "backup"))
+    backup_dir = cfg.backup_dir or os.path.join(output_dir, "backup")
+    use_backup = bool(cfg.backup and cfg.epochs)
+    resume_log, trained_before = None, None
+    if use_backup:
+        if run_dir.prepare_backup(backup_dir, cfg.identity(),
+                                  write=distribution.is_chief(cfg.distribute),
+                                  recorded_elsewhere=not cfg.backup_dir):
+            trained_before = run_dir.read_backup_json(backup_dir, _TRAINED)
+        # Kept until results.json is written: a kill during evaluation resumes at evaluation.
+        backup = distribution.backup_callbacks(backup_dir, delete_checkpoint=False)
         resume_log = backup[-1]
         callbacks = list(callbacks) + backup
+    if trained_before is not None:  # killed after training: the backup holds the final epoch
+        print(f"Training had finished before the run stopped: evaluating the model saved in "
+              f"the backup ({backup_dir}).", flush=True)
     train_seconds, adv_params = train(model, cfg, x_train, y_train, callbacks, strategy)
+    resumed_from_epoch = resume_log.resumed_from_epoch if resume_log else None
+    if trained_before is not None:
+        train_seconds = trained_before.get("train_seconds", train_seconds)
+        resumed_from_epoch = cfg.epochs
+    elif use_backup and distribution.is_chief(cfg.distribute):
+        run_dir.write_backup_json(backup_dir, _TRAINED, {"train_seconds": train_seconds})
+    if cfg.save_model:  # before evaluation, so that a long evaluation cannot lose it
+        save_model(model, write_dir)
 
     start = time.time()
     entries = evaluate_attacks(model, cfg, x_test, y_test, strategy=strategy)
@@ -465,23 +522,32 @@ def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
                  eval_seconds=eval_seconds, adv_params=adv_params, transfer=transfer,
                  masked=masked, command=command, train_examples=len(y_train),
                  test_examples=len(y_test), strategy=strategy,
-                 resumed_from_epoch=resume_log.resumed_from_epoch if resume_log else None)
+                 resumed_from_epoch=resumed_from_epoch)
     if certified is not None:
         rec["certified"] = certified
-    if cfg.export and distribution.is_chief():
-        rec["export"] = export(model, write_dir, cfg.export)
+    if cfg.export and distribution.is_chief(cfg.distribute):
+        # An unfinished run's export dir is this run's own partial export: redo it whole.
+        shutil.rmtree(os.path.join(write_dir, "export"), ignore_errors=True)
+        rec["export"] = export(model, write_dir, cfg.export, input_dtype=cfg.export_input_dtype,
+                               float_weights=cfg.export_float_weights)
+    # Written last (atomically): results.json marks a finished run with everything in place.
     results.write_json(os.path.join(write_dir, "results.json"), rec)
-    if cfg.save_model:
-        save_model(model, write_dir)
+    if use_backup and distribution.is_chief(cfg.distribute):
+        run_dir.discard_backup(backup_dir)
     return rec
 
 
-def export(model, output_dir, formats):
+# Kept in the backup once training has ended: a rerun after a kill skips to evaluation.
+_TRAINED = "trained.json"
+
+
+def export(model, output_dir, formats, *, input_dtype="float32", float_weights="float32"):
     """Exports ``model`` into ``output_dir/export`` (``tfdisc.export``); ``{format: path}``.
 
     Paths are relative to ``output_dir``.
     """
     from tfdisc import export as export_lib  # pylint: disable=import-outside-toplevel
 
-    paths = export_lib.export(model, os.path.join(output_dir, "export"), formats)
+    paths = export_lib.export(model, os.path.join(output_dir, "export"), formats,
+                              input_dtype=input_dtype, float_weights=float_weights)
     return {fmt: results.portable_path(path, output_dir) for fmt, path in paths.items()}

@@ -41,7 +41,7 @@ def parse_epsilon(text):
     """'0.1' → 0.1, '8/255' → 0.0313…; raises ValueError for bad or negative values."""
     text = str(text).strip()
     try:
-        # float() reads 1e400 as inf at once; Fraction would build 10**400 (and hang on 1e999999999).
+        # float() reads 1e400 as inf at once; Fraction builds 10**400 (and hangs on 1e999999999).
         value = float(fractions.Fraction(text)) if "/" in text else float(text)
     except (ValueError, ZeroDivisionError, OverflowError):
         raise ValueError(f"Bad epsilon {text!r}: expected a number like 0.1 or a fraction like "

@@ -20,13 +20,15 @@ References:
   Paper sec. IV (R-FGSM adversarial training, ε = 0.3 MNIST, 8/255 CIFAR10,
   α = ε/2); Tramèr et al., arXiv:1705.07204; Kurakin et al., arXiv:1611.01236.
 """
+import math
 import numbers
 
 import tensorflow as tf
 
 from tfdisc import attacks as attacks_lib
 
-__all__ = ["AdversarialTraining", "DEFAULT_TRAIN_EPS", "adversarial_eps"]
+__all__ = ["AdversarialTraining", "DEFAULT_TRAIN_EPS", "NonFiniteLossError", "StopOnNonFiniteLoss",
+           "adversarial_eps"]
 
 # Paper sec. IV: ε used to make training adversaries.
 DEFAULT_TRAIN_EPS = {"mnist": 0.3, "fashion_mnist": 0.3, "cifar10": 8 / 255, "cifar100": 8 / 255,
@@ -101,3 +103,30 @@ class AdversarialTraining(tf.keras.Model):
 
         return {"method": "rfgsm", "eps": self.eps, "alpha": self.alpha,
                 "adv_ratio": self.adv_ratio, "gradient": evaluate.quantizer_gradient(self.inner)}
+
+
+class NonFiniteLossError(ArithmeticError):
+    """Training diverged: the loss became NaN or infinite."""
+
+
+class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+    """Raises ``NonFiniteLossError`` at the end of an epoch whose loss is NaN or infinite.
+
+    Keras's ``TerminateOnNaN`` only sets ``stop_training``: ``fit`` returns
+    normally, and a diverged model would be evaluated and recorded like a
+    trained one. The epoch's loss is the mean over its batches, so one
+    non-finite batch loss makes it non-finite; checking once per epoch adds no
+    per-step synchronisation (a check per batch made Keras warn of a slow callback).
+    """
+
+    def __init__(self, hint=""):
+        super().__init__()
+        self.hint = hint
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"The training loss became {float(loss)} in epoch {epoch + 1}: training "
+                f"diverged and the run was stopped; nothing was recorded."
+                + (f" {self.hint}" if self.hint else ""))

@@ -16,6 +16,7 @@ A binary defines nothing but its defaults::
 ``tfdisc.pipeline.run`` (build → train → evaluate → record), the schema and
 the printed table are ``tfdisc.results``.
 """
+import math
 import os
 import sys
 
@@ -24,7 +25,9 @@ from absl import app, flags, logging
 import tfdisc  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 
 from tfdisc import attacks as attacks_lib
+from tfdisc import data as data_lib
 from tfdisc import distribution, evaluate, models, pipeline, quantize, results, training
+from tfdisc.export import cli as export_cli  # --input_dtype, --float_weights of --export
 
 FLAGS = flags.FLAGS
 
@@ -126,8 +129,9 @@ def _valid_epsilon(text):
     return True
 
 
-flags.register_validator("epsilons", lambda values: all(_valid_epsilon(v) for v in values),
-                         message="--epsilons must be non-negative numbers or fractions like 8/255.")
+flags.register_validator(
+    "epsilons", lambda values: all(_valid_epsilon(v) for v in values),
+    message="--epsilons must be finite non-negative numbers or fractions like 8/255.")
 flags.register_validator("attack", lambda values: bool(values) and all(
     v in attacks_lib.available() for v in values),
     message=f"--attack must be a comma-separated list from {', '.join(attacks_lib.available())}.")
@@ -135,8 +139,9 @@ flags.register_validator("pgd_steps", lambda v: v is not None and v >= 1,
                          message="--pgd_steps must be ≥ 1.")
 flags.register_validator("pgd_step_size", lambda v: v is None or (
     _valid_epsilon(v) and parse_epsilon(v) > 0), message="--pgd_step_size must be a number > 0.")
-flags.register_validator("train_eps", lambda v: v is None or _valid_epsilon(v),
-                         message="--train_eps must be a non-negative number or fraction like 8/255.")
+flags.register_validator(
+    "train_eps", lambda v: v is None or _valid_epsilon(v),
+    message="--train_eps must be a finite non-negative number or fraction like 8/255.")
 flags.register_validator("adv_ratio", lambda v: 0.0 <= v <= 1.0,
                          message="--adv_ratio must be in [0, 1].")
 
@@ -149,9 +154,46 @@ for _name in ("batch_size", "eval_batch_size"):
     flags.register_validator(_name, lambda v: v >= 1, message=f"--{_name} must be ≥ 1.")
 flags.register_validator("epochs", lambda v: v >= 0, message="--epochs must be ≥ 0.")
 flags.register_validator("bits", lambda v: 1 <= v <= 8, message="--bits must be in 1..8.")
-flags.register_validator("learning_rate", lambda v: v > 0, message="--learning_rate must be > 0.")
+flags.register_validator("learning_rate", lambda v: math.isfinite(v) and v > 0,
+                         message="--learning_rate must be a finite number > 0.")
+flags.register_validator("connect_timeout", lambda v: math.isfinite(v) and v > 0,
+                         message="--connect_timeout must be a finite number of seconds > 0.")
+flags.register_validator("seed", lambda v: 0 <= v < 2 ** 32,
+                         message="--seed must be in 0..2**32-1 (numpy's seed range).")
 flags.register_validator("width", lambda v: v is None or v >= 1, message="--width must be ≥ 1.")
 flags.register_validator("depth", lambda v: v is None or v >= 1, message="--depth must be ≥ 1.")
+
+
+def _plain_errors():
+    return ((flags.Error, "Flags parsing error"), (data_lib.DataError, "Data error"),
+            (distribution.DistributionError, "Distribution error"),
+            (training.NonFiniteLossError, "Training diverged"))
+
+
+def show_errors_plainly():
+    """Makes this program print an error of the user's input as its message alone (exit 1).
+
+    absl prints a flag that fails its validator as ``FATAL Flags parsing error: …``
+    and a usage hint; errors found once the run starts (flags that contradict each
+    other, the data directory, TF_CONFIG, a diverging run) are shown the same way
+    instead of after a traceback. Other exceptions keep their traceback, and so does
+    every exception with ``TFDISC_VERBOSE=1``.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "tfdisc_plain", False):
+        return
+
+    def hook(kind, error, trace):
+        heading = next((h for cls, h in _plain_errors() if isinstance(error, cls)), None)
+        if heading is None or os.environ.get("TFDISC_VERBOSE", "").strip() not in ("", "0"):
+            previous(kind, error, trace)
+            return
+        sys.stderr.write(f"FATAL {heading}: {error}\n")
+        if isinstance(error, flags.Error):
+            sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
+
+    hook.tfdisc_plain = True
+    sys.excepthook = hook
 
 
 def set_defaults(**defaults):
@@ -199,6 +241,8 @@ def config(dataset, *, top_k=(1,)):
         transfer_from=FLAGS.transfer_from, save_model=FLAGS.save_model, verbose=FLAGS.verbose,
         distribute=FLAGS.distribute, connect_timeout=FLAGS.connect_timeout, backup=FLAGS.backup,
         backup_dir=FLAGS.backup_dir, export=tuple(FLAGS.export), certify=FLAGS.certify,
+        export_input_dtype=export_cli.options()["input_dtype"],
+        export_float_weights=export_cli.options()["float_weights"],
         certify_limit=FLAGS.certify_test_limit,
         certified_train=FLAGS.certified_train)
     try:
@@ -250,6 +294,7 @@ def run(argv, *, dataset, top_k=(1,)):
     Returns:
       The results record written to ``results.json``.
     """
+    show_errors_plainly()
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     cfg = config(dataset, top_k=top_k)
@@ -260,12 +305,15 @@ def run(argv, *, dataset, top_k=(1,)):
             except ValueError as e:
                 raise flags.ValidationError(str(e)) from None
     out = output_dir(cfg)
-    if distribution.is_chief() or cfg.distribute != "multi_worker":
+    if distribution.is_chief(cfg.distribute):
         results.write_json(os.path.join(out, "flags.json"),
-                           {fl.name: fl.value for fl in FLAGS.get_flags_for_module(__name__)})
+                           {fl.name: fl.value for fl in FLAGS.get_flags_for_module(__name__)
+                            + FLAGS.get_flags_for_module(export_cli)})
     try:
         record = pipeline.run(cfg, out, command=command_line())
     except ValueError as e:
+        if isinstance(e, pipeline.BackupError):  # names the backup and how to discard it
+            raise flags.ValidationError(str(e)) from None
         if "transfer_from" in str(e) or "init_from" in str(e):
             raise flags.ValidationError(f"--{e}") from None
         raise
@@ -274,7 +322,7 @@ def run(argv, *, dataset, top_k=(1,)):
                         "robustness; straight-through attack on the same weights: %s",
                         {k: v["adversarial_accuracy"]
                          for k, v in record["straight_through_check"].items()})
-    out = distribution.worker_dir(out) if cfg.distribute == "multi_worker" else out
+    out = distribution.worker_dir(out, cfg.distribute)  # where pipeline.run wrote
     print(results.format_table(record))
     if record.get("resumed"):
         print(f"Resumed after epoch {record['resumed']['from_epoch']} from the backup.")
