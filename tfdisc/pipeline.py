@@ -483,6 +483,10 @@ def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
         raise ValueError(
             f"transfer_from model takes inputs of shape {source.input_shape[1:]} but "
             f"{cfg.model} on {cfg.dataset} takes {model.input_shape[1:]}.")
+    if cfg.certify:  # a model the certifier cannot bound is refused before training, not after
+        from tfdisc import certify  # pylint: disable=import-outside-toplevel
+
+        certify.check_model(model)
     if callbacks is None:
         callbacks = [tf.keras.callbacks.TensorBoard(log_dir=os.path.join(write_dir, "logs"))]
     backup_dir = cfg.backup_dir or os.path.join(output_dir, "backup")

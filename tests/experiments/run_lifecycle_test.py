@@ -244,3 +244,23 @@ def test_a_partial_export_of_the_same_run_is_replaced(synthetic_mnist, tmp_path)
     rec = pipeline.run(cfg, out)
     assert not os.path.exists(stale)
     assert os.path.isdir(os.path.join(out, rec["export"]["saved_model"]))
+
+
+def test_certify_refuses_an_unsupported_model_before_training(synthetic_mnist, tmp_path,
+                                                             monkeypatch):
+    """--certify on a model the certifier cannot bound stops before any epoch, not after."""
+    from tfdisc import certify  # pylint: disable=import-outside-toplevel
+
+    def unsupported(cfg, gradient=None):
+        del cfg, gradient
+        inputs = tf.keras.Input((28, 28, 1))
+        x = tf.keras.layers.Reshape((28, 28))(inputs)
+        x = tf.keras.layers.Conv1D(4, 3)(x)  # no bound rule
+        x = tf.keras.layers.Flatten()(x)
+        return tf.keras.Model(inputs, tf.keras.layers.Dense(10)(x))
+
+    monkeypatch.setattr(pipeline, "build_model", unsupported)
+    cfg = _cfg(synthetic_mnist, certify=True)
+    out = run_dir.prepare_output_dir(str(tmp_path / "c"), config=cfg.identity())
+    with pytest.raises(certify.UnsupportedLayerError, match="Conv1D"):
+        pipeline.run(cfg, out, callbacks=[KillAtEpoch(0)])  # KillAtEpoch: no epoch may start

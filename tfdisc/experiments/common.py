@@ -165,9 +165,12 @@ flags.register_validator("depth", lambda v: v is None or v >= 1, message="--dept
 
 
 def _plain_errors():
+    from tfdisc import certify  # pylint: disable=import-outside-toplevel
+
     return ((flags.Error, "Flags parsing error"), (data_lib.DataError, "Data error"),
             (distribution.DistributionError, "Distribution error"),
-            (training.NonFiniteLossError, "Training diverged"))
+            (training.NonFiniteLossError, "Training diverged"),
+            (certify.UnsupportedLayerError, "Cannot certify this model"))
 
 
 def show_errors_plainly():
