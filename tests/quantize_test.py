@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tfdisc import quantize
+from tfdisc import layers, quantize
 
 INTENSITIES = np.arange(256)
 
@@ -111,3 +113,40 @@ class TestBadInput:
     def test_bad_gradient(self):
         with pytest.raises(ValueError, match="gradient"):
             quantize.bit_depth(tf.constant([0.5]), 2, gradient="identity")
+
+
+class TestUnrepresentableValueRange:
+    """Issue 26: ``bit_depth(value_range=(0, 1e-39))`` returned NaN; refuse such ranges."""
+
+    BAD = [(0.0, 1e-39), (0.0, 1e-37), (1e10, 1e10 + 1), (1e10, 1e10 + 2000),
+           (-3e38, 3e38), (0.0, 1e39), (0.0, 3.4e38), (0, 10**400)]
+
+    @pytest.mark.parametrize("value_range", BAD)
+    def test_bit_depth_refuses(self, value_range):
+        with pytest.raises(ValueError, match="value_range"):
+            quantize.bit_depth(tf.constant([0.0, 1e-40, 0.5]), 2, value_range=value_range)
+
+    @pytest.mark.parametrize("value_range", BAD)
+    def test_layer_refuses(self, value_range):
+        with pytest.raises(ValueError, match="value_range"):
+            layers.BitDepthQuantization(2, value_range=value_range)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.floats(-3.5e38, 3.5e38), st.floats(1e-45, 7e38),
+           st.sampled_from([1, 2, 8]), st.sampled_from(["float", "uint8"]))
+    def test_accepted_ranges_never_give_nan_or_inf(self, low, width, bits, kind):
+        """Every range ``check_value_range`` accepts quantizes to finite levels in range."""
+        value_range = (low, low + width)
+        try:
+            low, high = quantize.check_value_range(value_range)
+        except ValueError as err:
+            assert "value_range" in str(err)
+            return
+        if kind == "uint8":
+            x = tf.constant([0, 1, 127, 128, 254, 255], tf.uint8)
+        else:
+            x = tf.constant(np.float32([low, high, np.nan, np.inf, -np.inf,
+                                        low + 0.3 * (high - low)]))
+        q = quantize.bit_depth(x, bits, value_range=value_range).numpy()
+        assert np.all(np.isfinite(q))
+        assert np.all(q >= np.float32(low)) and np.all(np.diff(np.sort(q)) >= 0)

@@ -19,6 +19,8 @@ import numbers
 
 import tensorflow as tf
 
+from tfdisc import projection
+
 __all__ = ["Attack", "available", "check_alpha", "check_clip", "check_eps", "check_images",
            "check_labels", "check_step_size", "check_steps", "default_step_size", "fgsm", "get",
            "input_gradient", "loss_gradient", "perturb", "pgd", "project", "random_sign", "register", "rfgsm",
@@ -124,7 +126,9 @@ def check_images(x, clip=None, expected_shape=None):
             f"`x` has rank {x.shape.rank} (shape {x.shape}) but the model expects inputs of "
             f"shape {expected_shape}."
         )
-    if isinstance(expected_shape, tuple) and tuple(x.shape[1:]) != tuple(expected_shape[1:]):
+    if isinstance(expected_shape, tuple) and any(
+            want is not None and got != want  # None: the model takes any size there
+            for got, want in zip(x.shape[1:], expected_shape[1:])):
         raise ValueError(f"`x` has shape {x.shape} but the model expects {expected_shape}.")
     if tf.executing_eagerly() and tf.size(x) > 0:
         if not bool(tf.reduce_all(tf.math.is_finite(x))):
@@ -191,12 +195,15 @@ def sign_step(x, direction, size):
 
 
 def project(x_adv, x, eps, clip):
-    """Projects ``x_adv`` onto the L∞ ε-ball around ``x`` and then onto ``clip``."""
-    eps = tf.cast(eps, x.dtype)
-    x_adv = tf.clip_by_value(x_adv, x - eps, x + eps)
-    if clip is None:
-        return x_adv
-    return tf.clip_by_value(x_adv, tf.cast(clip[0], x.dtype), tf.cast(clip[1], x.dtype))
+    """Projects ``x_adv`` onto the L∞ ε-ball around ``x`` and then onto ``clip``, exactly.
+
+    ``|result − x| ≤ eps`` holds element-wise in exact real arithmetic (``eps`` a
+    Python number or a tensor's value), so also
+    ``np.abs(result - x) <= np.float32(eps)`` in float32; and the result
+    lies in ``clip`` wherever the ball reaches it (always for ``x`` inside
+    ``clip``). See ``tfdisc.projection``.
+    """
+    return projection.project(x_adv, x, eps, clip)
 
 
 def perturb(x, grad, eps, clip=(0.0, 1.0)):
@@ -302,8 +309,10 @@ class Attack:
         kwargs = self.resolve(eps, self.check_params(**params))
         kwargs = {k: (tf.constant(v, x.dtype) if isinstance(v, float) else v)
                   for k, v in kwargs.items()}
+        # ε rounded down to the image dtype, so that the ε-ball holds for the ε asked for.
+        eps_tensor = tf.constant(projection.round_down(eps, x.dtype), x.dtype)
         return tf.convert_to_tensor(
-            self._graph(model, x, y, tf.constant(eps, x.dtype), clip, **kwargs), x.dtype)
+            self._graph(model, x, y, eps_tensor, clip, **kwargs), x.dtype)
 
     def __call__(self, model, x, y, eps, *, clip=(0.0, 1.0), **params):
         """Checks every input and returns adversarial images for ``eps``."""
@@ -393,14 +402,15 @@ def _pgd_resolve(eps, params):
                                             else p["step_size"])})
 def _pgd(model, x, y, eps, clip, steps, step_size, random_start):
     """L∞ PGD: random start in the ε-ball, then signed gradient steps, projected."""
+    low, high = projection.ball(x, eps, clip)  # the same exact bounds for every step
     if random_start:
-        x_adv = project(x + tf.random.uniform(tf.shape(x), -eps, eps, dtype=x.dtype), x, eps,
-                        clip)
+        x_adv = projection.clip_between(
+            x + tf.random.uniform(tf.shape(x), -eps, eps, dtype=x.dtype), low, high)
     else:
         x_adv = x
     for _ in tf.range(steps):
         grad, _ = _loss_gradient(model, x_adv, y)
-        x_adv = project(sign_step(x_adv, grad, step_size), x, eps, clip)
+        x_adv = projection.clip_between(sign_step(x_adv, grad, step_size), low, high)
     return x_adv
 
 
@@ -414,7 +424,9 @@ def _quantized_search(model, x, y, eps, clip, **params):
     """Gradient-free search over the reachable quantization levels (``tfdisc.certify``)."""
     from tfdisc.certify import quantized_search  # pylint: disable=import-outside-toplevel
 
-    return quantized_search(model, x.numpy(), y.numpy(), float(eps), clip=clip, **params)
+    x_adv = quantized_search(model, x.numpy(), y.numpy(), float(eps), clip=clip, **params)
+    # The search's candidates are levels it computed; project them like every attack's.
+    return project(tf.convert_to_tensor(x_adv, x.dtype), x, eps, clip)
 
 
 def fgsm(model, x, y, eps, *, clip=(0.0, 1.0)):
@@ -498,7 +510,8 @@ def pgd(model, x, y, eps, *, step_size, steps, random_start=True, clip=(0.0, 1.0
       clip: ``(low, high)`` valid range, or None.
 
     Returns:
-      Adversarial images with ``‖x_adv − x‖∞ ≤ eps`` inside ``clip``.
+      Adversarial images with ``‖x_adv − x‖∞ ≤ eps`` inside ``clip``, exactly
+      (in real arithmetic, not up to float rounding: see ``project``).
 
     Raises:
       ValueError: negative eps, steps < 1, step_size ≤ 0, bad clip, bad labels,

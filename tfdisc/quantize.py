@@ -12,6 +12,7 @@ values in the same scale as its input. Note that for δ = 8 (s = 1) eq. 2 maps
 import math
 import numbers
 
+import numpy as np
 import tensorflow as tf
 
 __all__ = ["GRADIENTS", "bit_depth", "check_bits", "check_gradient", "check_value_range"]
@@ -45,9 +46,20 @@ def check_gradient(gradient):
 
 
 def check_value_range(value_range):
+    """``value_range`` as a float pair ``(low, high)`` that float32 arithmetic can quantize.
+
+    Raises:
+      ValueError: not a pair of finite numbers with low < high, or a range
+        float32 cannot represent: an end beyond ±3.4e38, a width that
+        overflows float32 or whose ``width / 510`` (the lowest level's offset)
+        is not a normal float32 number, e.g. ``(0, 1e-39)`` (which gave NaN),
+        or a range so narrow for its
+        magnitude that neighbouring levels would round to the same float32
+        value, e.g. ``(1e10, 1e10 + 1)``.
+    """
     try:
         low, high = (float(v) for v in value_range)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(
             f"`value_range` must be a pair (low, high) of numbers, got {value_range!r}."
         ) from None
@@ -55,7 +67,41 @@ def check_value_range(value_range):
         raise ValueError(f"`value_range` must be finite, got {value_range!r}.")
     if not high > low:
         raise ValueError(f"`value_range` must have low < high, got {value_range!r}.")
+    problem = _float32_problem(low, high)
+    if problem:
+        raise ValueError(f"`value_range` {value_range!r} cannot be quantized in float32: "
+                         f"{problem}. Use a range of width between about 6e-36 and 3e38, "
+                         "wide enough for its magnitude (e.g. (0, 1) or (0, 255)).")
     return (low, high)
+
+
+def _float32_problem(low, high):
+    """Why float32 cannot carry the quantizer's arithmetic on [low, high], or None."""
+    f32 = np.float32
+    with np.errstate(over="ignore", under="ignore"):
+        low32, high32 = f32(low), f32(high)
+        if not (np.isfinite(low32) and np.isfinite(high32)):
+            return "an end lies beyond the float32 range (±3.4e38)"
+        width = high32 - low32
+        scale, unscale = f32(255.0 / (high - low)), f32((high - low) / 255.0)
+    tiny = np.finfo(np.float32).tiny
+    if not low32 < high32:
+        return "both ends round to the same float32 value"
+    if not np.isfinite(width):
+        return f"its width {high - low!r} overflows float32"
+    # The lowest level is low + 0.5 · width / 255: its offset must be a normal
+    # float32 (TensorFlow flushes subnormals to zero), and 255 / width finite.
+    if not (np.isfinite(scale) and 0.5 * unscale >= tiny):
+        return (f"its width {high - low!r} is too small: width / 510 is not a normal float32 "
+                "number")
+    with np.errstate(over="ignore"):
+        top = f32(low32 + f32(f32(255.5) * unscale))  # the highest level (eq. 2 at δ = 8)
+    if not np.isfinite(top):
+        return f"its highest level, {low!r} + 255.5 / 255 of the width, overflows float32"
+    if unscale < np.spacing(max(abs(low32), abs(high32))):
+        return (f"its width {high - low!r} is too small for its magnitude: neighbouring "
+                "levels would round to the same float32 value")
+    return None
 
 
 def bit_depth(x, bits, *, value_range=(0.0, 1.0), gradient="straight_through"):
@@ -80,7 +126,8 @@ def bit_depth(x, bits, *, value_range=(0.0, 1.0), gradient="straight_through"):
 
     Raises:
       ValueError: ``bits`` not an integer in [1, 8], bad or non-finite
-        ``value_range``, or bad ``gradient``.
+        ``value_range`` or one float32 cannot quantize (see
+        ``check_value_range``), or bad ``gradient``.
       TypeError: ``x`` is not numeric.
 
     References:

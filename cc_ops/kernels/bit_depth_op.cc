@@ -108,6 +108,20 @@ class BitDepthOp : public tf::OpKernel {
                 tf::errors::InvalidArgument(
                     "bit_depth: scale and unscale must be finite and > 0, got ",
                     scale_, " and ", unscale_));
+    // The arithmetic must stay in normal float32 numbers (TensorFlow flushes
+    // subnormals, and a subnormal range width gave NaN): the same conditions as
+    // tfdisc.quantize.check_value_range.
+    const float width = high_ - low_;
+    const float top = low_ + 255.5f * unscale_;
+    OP_REQUIRES(ctx,
+                std::isnormal(width) && std::isnormal(scale_) &&
+                    std::isnormal(0.5f * unscale_) && std::isfinite(top),
+                tf::errors::InvalidArgument(
+                    "bit_depth: the value range [", low_, ", ", high_,
+                    "] cannot be quantized in float32: its width, 255 / width "
+                    "(scale = ", scale_, "), width / 510 (unscale / 2 = ",
+                    0.5f * unscale_, ") and the highest level must be normal "
+                    "float32 numbers; use tfdisc.quantize.check_value_range"));
     step_ = 256.0f / static_cast<float>(1 << bits);
     top_ = static_cast<float>((1 << bits) - 1);
   }

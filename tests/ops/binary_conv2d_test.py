@@ -255,3 +255,50 @@ class TestBitpackedMaxPool:
             ops.bitpacked_max_pool2d(x, 0)
         with pytest.raises(tf.errors.InvalidArgumentError):
             ops.bitpacked_max_pool2d(x[0], 2)
+
+
+class TestNoSilentCoercion:
+    """Issue 26: ``pad_value=0.5`` became zero padding (``int(0.5)``); strides 1.5 became 1."""
+
+    def _args(self):
+        return (np.zeros((1, 4, 4, 2), np.int32), np.zeros((3, 3, 3, 2), np.int32), 40)
+
+    @pytest.mark.parametrize("pad_value", [0.5, -0.5, 1.5, 2, "1", None, True, np.nan])
+    def test_unrepresentable_pad_value_is_refused(self, pad_value):
+        with pytest.raises(ValueError, match=r"`pad_value` must be -1, 0 or 1"):
+            ops.binary_conv2d(*self._args(), padding="SAME", pad_value=pad_value)
+
+    @pytest.mark.parametrize("pad_value", [1.0, -1.0, 0.0, np.float32(-1), np.int64(1)])
+    def test_larq_float_pad_values_are_accepted(self, pad_value):
+        rng = np.random.default_rng(0)
+        x = rng.integers(-2**31, 2**31, (1, 4, 4, 2), dtype=np.int64).astype(np.int32)
+        f = rng.integers(-2**31, 2**31, (3, 3, 3, 2), dtype=np.int64).astype(np.int32)
+        got = ops.binary_conv2d(x, f, 40, padding="SAME", pad_value=pad_value, output="int32")
+        want = ops.binary_conv2d(x, f, 40, padding="SAME", pad_value=int(pad_value),
+                                 output="int32")
+        np.testing.assert_array_equal(got, want)
+
+    @pytest.mark.parametrize("kwargs, match", [
+        (dict(strides=1.5), "strides"), (dict(strides=(1, 2.5)), "strides"),
+        (dict(dilations=1.5), "dilations"), (dict(strides=True), "strides"),
+        (dict(padding=None), "padding"),
+    ])
+    def test_non_integer_geometry_is_refused(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            ops.binary_conv2d(*self._args(), **kwargs)
+
+    def test_non_integer_channels_is_refused(self):
+        x, f, _ = self._args()
+        with pytest.raises(ValueError, match="channels_in"):
+            ops.binary_conv2d(x, f, 40.5)
+
+    def test_pool_size_is_not_truncated(self):
+        with pytest.raises(ValueError, match="pool_size"):
+            ops.bitpacked_max_pool2d(np.zeros((1, 4, 4, 1), np.int32), 2.5)
+
+    def test_packed_layer_refuses_pad_value(self):
+        from tfdisc.convert.layers import PackedBinaryConv2D  # pylint: disable=import-outside-toplevel
+
+        with pytest.raises(ValueError, match="pad_value"):
+            PackedBinaryConv2D(8, (3, 3), 40, padding="SAME", pad_value=0.5)
+        assert PackedBinaryConv2D(8, (3, 3), 40, padding="SAME", pad_value=-1.0).pad_value == -1

@@ -190,3 +190,11 @@ class TestSelectedKernel:
             os.environ["TFDISC_OPS_KERNEL"] = "bogus"
             with pytest.raises(tf.errors.InvalidArgumentError, match="TFDISC_OPS_KERNEL"):
                 ops.selected_kernel()
+
+
+def test_non_integer_k_is_refused_not_truncated():
+    """Issue 26 (neighbouring code): ``k=40.5`` became ``int(40.5) = 40``."""
+    with pytest.raises(ValueError, match="`k` must be an integer"):
+        ops.binary_dense(np.zeros((2, 2), np.int32), np.zeros((4, 2), np.int32), 40.5)
+    x, w = np.zeros((2, 2), np.int32), np.zeros((4, 2), np.int32)
+    np.testing.assert_array_equal(ops.binary_dense(x, w, 40.0), ops.binary_dense(x, w, 40))

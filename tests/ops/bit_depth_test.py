@@ -97,3 +97,40 @@ def test_op_checks_its_attributes():
                        (dict(scale=0.0), "scale"), (dict(unscale=-1.0), "scale")):
         with pytest.raises(tf.errors.InvalidArgumentError, match=match):
             raw(x, **{**good, **bad})
+
+
+# Issue 26: value ranges float32 cannot quantize. (0, 1e-39) gave NaN.
+UNREPRESENTABLE = [(0.0, 1e-39), (0.0, 1e-37), (1e10, 1e10 + 1), (1e10, 1e10 + 2000),
+                   (-3e38, 3e38), (0.0, 1e39), (0.0, 3.4e38)]
+
+
+@pytest.mark.parametrize("value_range", UNREPRESENTABLE)
+def test_unrepresentable_value_range_is_refused(value_range):
+    with pytest.raises(ValueError, match="cannot be quantized in float32"):
+        ops.bit_depth(np.zeros((2, 2), np.float32), 2, value_range=value_range)
+
+
+def test_straight_through_must_be_a_bool():
+    with pytest.raises(ValueError, match="straight_through"):
+        ops.bit_depth(np.zeros((2,), np.float32), 2, straight_through="no")
+
+
+def test_op_refuses_a_range_float32_cannot_carry():
+    """The raw op's own check, for callers that bypass the wrapper."""
+    raw = ops.library().tfdisc_bit_depth
+    x = tf.zeros((2,))
+    # Refused by the older checks: a subnormal high arrives as 0 (low == high);
+    # 255 / 1e-37 overflows to an infinite scale.
+    for low, high in [(0.0, 1e-39), (0.0, 1e-37)]:
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match="bit_depth: (the value range|scale and unscale)"):
+            raw(x, bits=2, low=low, high=high, scale=255.0 / high, unscale=high / 255.0)
+    # Refused by the new one: the highest level overflows; the lowest level's
+    # offset (unscale / 2) is subnormal (the op would flush it to 0).
+    for low, high, scale, unscale in [(0.0, 3.4e38, 255.0 / 3.4e38, 3.4e38 / 255.0),
+                                      (0.0, 1e-30, 2.55e32, 1.5e-38)]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match="cannot be quantized"):
+            raw(x, bits=2, low=low, high=high, scale=scale, unscale=unscale)
+    # A narrow but representable range still runs.
+    assert np.all(np.isfinite(raw(x, bits=2, low=0.0, high=1e-30, scale=2.55e32,
+                                  unscale=1e-30 / 255.0).numpy()))

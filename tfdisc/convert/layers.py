@@ -129,7 +129,7 @@ class PackedBinaryConv2D(_PackedLayer):
         self.channels_in = int(channels_in)
         self.strides = tuple(int(v) for v in strides)
         self.padding = padding.upper()
-        self.pad_value = int(pad_value)
+        self.pad_value = _ops().check_pad_value(pad_value)  # 0.5 is refused, not truncated to 0
         self.dilations = tuple(int(v) for v in dilations)
         self.has_multiplier = bool(has_multiplier)
         self.has_bias = bool(has_bias)

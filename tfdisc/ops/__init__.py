@@ -47,6 +47,7 @@ from tfdisc.ops.binary_dense import (
     pack_dense_weights,
 )
 from tfdisc.ops.bitpack import bitpack, bitpack_reference, unpack_reference
+from tfdisc.ops._transform import PAD_VALUES, pad_value as check_pad_value
 from tfdisc.ops.kernel_select import (
     KERNELS,
     current_kernel,
@@ -73,6 +74,7 @@ del _name
 
 __all__ = [
     "KERNELS",
+    "PAD_VALUES",
     "library",
     "binary_conv2d",
     "binary_conv2d_reference",
@@ -83,6 +85,7 @@ __all__ = [
     "bitpack_reference",
     "bitpacked_max_pool2d",
     "bitpacked_max_pool2d_reference",
+    "check_pad_value",
     "current_kernel",
     "float_conv2d_bits",
     "kernel_supported",

@@ -3,6 +3,40 @@
 import numpy as np
 
 OUTPUTS = ("float", "int32", "bitpacked")
+PAD_VALUES = (-1, 0, 1)
+
+
+def integer(value, name, *, minimum=None):
+    """``value`` as an int, or ValueError: 1.5 is refused, never truncated to 1.
+
+    Accepts Python and numpy integers, integer-valued floats (2.0) and scalar
+    eager tensors holding one; refuses bools, strings and anything else.
+    """
+    try:
+        array = np.asarray(value)
+    except Exception:  # pylint: disable=broad-except  # e.g. a symbolic tensor
+        array = np.asarray(None)
+    item = array.item() if array.ndim == 0 and array.dtype.kind in "iuf" else None
+    if item is None or (array.dtype.kind == "f" and not float(item).is_integer()):
+        raise ValueError(f"`{name}` must be an integer, got {value!r}.")
+    item = int(item)
+    if minimum is not None and item < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    return item
+
+
+def pad_value(value):
+    """The SAME-padding value of a binary convolution: -1, 0 or 1, else ValueError."""
+    try:
+        value_int = integer(value, "pad_value")
+    except ValueError:
+        value_int = None
+    if value_int not in PAD_VALUES:
+        raise ValueError(
+            f"`pad_value` must be -1, 0 or 1 (larq's pad_values=-1.0, 0.0 or 1.0), got "
+            f"{value!r}: a binary convolution has no exact form for other padding values "
+            "(keep such a layer in float).")
+    return value_int
 
 
 def check_output(output):

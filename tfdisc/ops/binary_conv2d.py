@@ -11,16 +11,18 @@ PADDINGS = ("SAME", "VALID")
 
 
 def _pair(value, name):
-    if isinstance(value, int):
-        value = (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
+    """``(h, w)`` from an int or a pair of ints (1.5 is refused, not truncated; the op checks ≥ 1)."""
+    try:
+        values = [value, value] if np.ndim(value) == 0 else list(value)
+    except TypeError:
+        values = None
+    if values is None or len(values) != 2:
         raise ValueError(f"`{name}` must be an int or a pair of ints, got {value!r}.")
-    return value
+    return tuple(_transform.integer(v, name) for v in values)
 
 
 def _padding(padding):
-    padding = padding.upper()
+    padding = padding.upper() if isinstance(padding, str) else padding
     if padding not in PADDINGS:
         raise ValueError(f"`padding` must be 'SAME' or 'VALID', got {padding!r}.")
     return padding
@@ -42,19 +44,24 @@ def binary_conv2d(x, filters, channels_in, *, strides=1, padding="VALID",
       padding: ``"SAME"`` or ``"VALID"`` (TensorFlow's definition).
       pad_value: Value of SAME padding: 1 or -1 (larq ``pad_values=+-1.0``) or
         0 (zero padding, larq's default; exact through a correction term).
+        Any other value (0.5, ...) is refused with a ValueError.
       multiplier, bias, output, word_bits: as in ``binary_dense``.
 
     Raises:
-      tf.errors.InvalidArgumentError: shapes, strides, padding or pad_value
-        are invalid.
+      ValueError: ``pad_value`` not -1, 0 or 1; ``channels_in`` not an
+        integer; ``strides`` or ``dilations`` not integers; bad
+        ``padding`` or ``output``.
+      tf.errors.InvalidArgumentError: shapes that do not fit together.
     """
     x = tf.convert_to_tensor(x)
     out_type, bitpacked = _transform.op_output_args(output, word_bits, x.dtype)
     return _loader.load().tfdisc_binary_conv2d(
         x, filters, _transform.vector(multiplier), _transform.vector(bias),
-        channels_in=int(channels_in), strides=list(_pair(strides, "strides")),
-        dilations=list(_pair(dilations, "dilations")), padding=padding.upper(),
-        pad_value=int(pad_value), out_type=out_type, bitpacked_output=bitpacked)
+        channels_in=_transform.integer(channels_in, "channels_in"),
+        strides=list(_pair(strides, "strides")),
+        dilations=list(_pair(dilations, "dilations")), padding=_padding(padding),
+        pad_value=_transform.pad_value(pad_value), out_type=out_type,
+        bitpacked_output=bitpacked)
 
 
 def float_conv2d_bits(x, kernel, bias=None, *, strides=1, padding="VALID", dilations=1,

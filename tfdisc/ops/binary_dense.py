@@ -29,6 +29,7 @@ def binary_dense(x, weights, k, *, multiplier=None, bias=None, output="float",
       packed words.
 
     Raises:
+      ValueError: ``k`` not an integer (2.5 is refused, not truncated).
       tf.errors.InvalidArgumentError: shapes, k or dtypes do not match.
     """
     x = tf.convert_to_tensor(x)
@@ -38,7 +39,7 @@ def binary_dense(x, weights, k, *, multiplier=None, bias=None, output="float",
     flat = tf.reshape(x, [-1, tf.shape(x)[-1]]) if reshape else x
     y = _loader.load().tfdisc_binary_dense(
         flat, weights, _transform.vector(multiplier), _transform.vector(bias),
-        k=int(k), out_type=out_type, bitpacked_output=bitpacked)
+        k=_transform.integer(k, "k"), out_type=out_type, bitpacked_output=bitpacked)
     if reshape:
         y = tf.reshape(y, tf.concat([tf.shape(x)[:-1], tf.shape(y)[-1:]], 0))
     return y

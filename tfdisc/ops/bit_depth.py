@@ -1,5 +1,6 @@
 """``bit_depth``: paper eq. 2 on float32 images as one C++ op, for inference."""
 
+import numpy as np
 import tensorflow as tf
 
 from tfdisc import quantize
@@ -29,11 +30,16 @@ def bit_depth(x, bits, *, value_range=(0.0, 1.0), straight_through=True):
       float32 tensor of the shape of ``x``.
 
     Raises:
-      ValueError: ``bits`` not an integer in [1, 8] or a bad ``value_range``.
+      ValueError: ``bits`` not an integer in [1, 8], a bad ``value_range``
+        (including ranges float32 cannot quantize, such as ``(0, 1e-39)``:
+        ``tfdisc.quantize.check_value_range``), or a non-bool
+        ``straight_through``.
       TypeError: ``x`` is not float32.
     """
     bits = quantize.check_bits(bits)
     low, high = quantize.check_value_range(value_range)
+    if not isinstance(straight_through, (bool, np.bool_)):
+        raise ValueError(f"`straight_through` must be True or False, got {straight_through!r}.")
     x = tf.convert_to_tensor(x)
     if x.dtype != tf.float32:
         raise TypeError(f"`x` must be float32 for tfdisc.ops.bit_depth, got {x.dtype.name}; "
