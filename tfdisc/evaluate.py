@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdisc import attacks as attacks_lib
+from tfdisc import projection
 
 __all__ = ["accuracy", "attack_params", "attack_record", "quantizer_gradient", "robustness",
            "straight_through_twin", "sweep", "transfer"]
@@ -246,7 +247,11 @@ def _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack,
             elif attack.reuses_gradient:
                 x_adv = attacks_lib.perturb(x, grad, eps, clip)
             else:
-                x_adv = attack.fn(attack_model, x, y, tf.constant(eps, tf.float32), clip, **kw)
+                # The largest float32 <= eps, as Attack.graph passes it: the nearest one can
+                # exceed eps by half a float32 step, and the ball would hold for that.
+                x_adv = attack.fn(attack_model, x, y,
+                                  tf.constant(projection.round_down(eps, tf.float32), tf.float32),
+                                  clip, **kw)
             counts.append(_correct.python_function(model, x_adv, y, tf.constant(ks, tf.int32)))
         return tf.stack(counts), zero, tf.cast(tf.shape(y)[0], tf.int64)
 
