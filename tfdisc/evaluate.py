@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdisc import attacks as attacks_lib
+from tfdisc import checks as checks_lib
 from tfdisc import projection
 
 __all__ = ["accuracy", "attack_params", "attack_record", "quantizer_gradient", "robustness",
@@ -48,7 +49,7 @@ def _check_epsilons(epsilons):
             isinstance(epsilons, np.ndarray) and epsilons.ndim == 0):
         epsilons = [float(epsilons)]
     try:
-        values = [attacks_lib.check_eps(e, "epsilons") for e in epsilons]
+        values = [checks_lib.check_eps(e, "epsilons") for e in epsilons]
     except TypeError:
         raise ValueError(f"`epsilons` must be a list of non-negative numbers, got {epsilons!r}.") \
             from None
@@ -114,7 +115,7 @@ def robustness(model, dataset, epsilons, attack="fgsm", *, clip=(0.0, 1.0), **pa
     Args:
       model: Keras model returning logits.
       dataset: iterable of (images, labels) batches, e.g. ``tfdisc.data.load``;
-        labels as ``tfdisc.attacks.check_labels`` accepts them.
+        labels as ``tfdisc.checks.check_labels`` accepts them.
       epsilons: ε ≥ 0, a number or a list; 0 (clean) is always included.
       attack: a name of ``tfdisc.attacks.available()`` (``"fgsm"``, ``"pgd"``,
         ``"rfgsm"``, ...).
@@ -183,7 +184,7 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
     attack = attacks_lib.get(attack)
     params = attack_params(attack.name, params)
     eps_list = _check_epsilons(list(_check_epsilons(epsilons)) + [0.0])
-    clip = attacks_lib.check_clip(clip)
+    clip = checks_lib.check_clip(clip)
     attack_model = model if attack_model is None else attack_model
     num_classes = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     ks = _check_top_k(top_k, num_classes)
@@ -195,9 +196,9 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
     zero_grad = 0
     total = 0
     for x, y in dataset:
-        x = attacks_lib.check_images(tf.convert_to_tensor(x, tf.float32), clip,
+        x = checks_lib.check_images(tf.convert_to_tensor(x, tf.float32), clip,
                                      model.input_shape)
-        y = attacks_lib.check_labels(y, num_classes, x.shape[0])
+        y = checks_lib.check_labels(y, num_classes, x.shape[0])
         grad, _ = _input_gradient(attack_model, x, y)  # x and y are checked above
         zero_grad += int(tf.reduce_sum(tf.cast(
             tf.reduce_all(tf.equal(tf.reshape(grad, [tf.shape(grad)[0], -1]), 0.0), axis=1),
@@ -228,12 +229,12 @@ def _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack,
                        ks, num_classes):
     # Check every batch eagerly first (cheap: no model), then attack in the replicas.
     for x, y in dataset:
-        x = attacks_lib.check_images(tf.convert_to_tensor(x, tf.float32), clip,
+        x = checks_lib.check_images(tf.convert_to_tensor(x, tf.float32), clip,
                                      model.input_shape)
-        attacks_lib.check_labels(y, num_classes, x.shape[0])
+        checks_lib.check_labels(y, num_classes, x.shape[0])
     kwargs = [attack.resolve(eps, params) for eps in eps_list]
     # Labels in every accepted form become int64 [N] inside the pipeline (the checks ran above).
-    dataset = dataset.map(lambda x, y: (x, attacks_lib.check_labels(y, num_classes)))
+    dataset = dataset.map(lambda x, y: (x, checks_lib.check_labels(y, num_classes)))
 
     def replica_counts(x, y):
         x = tf.cast(x, tf.float32)

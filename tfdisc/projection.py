@@ -14,7 +14,7 @@ What ``project`` guarantees, for float16, bfloat16, float32 and float64 images:
   graphs as the largest float32 ≤ ε, so the ball holds for the ε asked for.
 * ``clip[0] ≤ x_adv ≤ clip[1]`` (exact reals) whenever the ball reaches the
   clip range, in particular whenever ``x`` is inside it. For a pixel outside
-  ``clip`` by more than ε (which ``attacks.check_images`` refuses beyond
+  ``clip`` by more than ε (which ``tfdisc.checks.check_images`` refuses beyond
   rounding) the ball wins: ``x_adv`` is the ball's point nearest to ``clip``.
 * ``x_adv`` is the nearest point of that set to ``x_adv`` as given: each bound
   is the float closest to ``x ± ε`` on the inside, so nothing is lost to a

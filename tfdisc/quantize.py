@@ -15,7 +15,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["GRADIENTS", "bit_depth", "check_bits", "check_gradient", "check_value_range"]
+__all__ = ["GRADIENTS", "bin_width", "bit_depth", "check_bits", "check_gradient", "check_value_range"]
 
 GRADIENTS = ("straight_through", "none")
 
@@ -38,6 +38,18 @@ def check_bits(bits):
         raise ValueError(f"`bits` must be an integer in [1, 8], got {bits}.")
     return bits
 
+
+
+def bin_width(bits):
+    """The bin width ``s = 256 / 2**bits`` of paper eq. 2 on the 0–255 scale, as an int.
+
+    128 for 1 bit down to 1 for 8 bits: bin ``k`` holds the 8-bit intensities
+    ``k·s`` to ``(k + 1)·s − 1`` and its level is ``k·s + s/2``.
+
+    Raises:
+      ValueError: ``bits`` not an integer in [1, 8].
+    """
+    return 256 // 2**check_bits(bits)
 
 def check_gradient(gradient):
     if gradient not in GRADIENTS:
@@ -141,7 +153,7 @@ def bit_depth(x, bits, *, value_range=(0.0, 1.0), gradient="straight_through"):
     low, high = check_value_range(value_range)
     check_gradient(gradient)
     x = tf.convert_to_tensor(x)
-    step = 256.0 / 2**bits
+    step = float(bin_width(bits))
     if x.dtype.is_integer or x.dtype == tf.bool:
         if x.dtype == tf.bool:
             raise TypeError("`x` must be a numeric image tensor, got dtype bool.")

@@ -26,20 +26,22 @@ import numbers
 import tensorflow as tf
 
 from tfdisc import attacks as attacks_lib
+from tfdisc import checks as checks_lib
+from tfdisc import datasets
 
 __all__ = ["AdversarialTraining", "DEFAULT_TRAIN_EPS", "NonFiniteLossError", "StopOnNonFiniteLoss",
            "adversarial_eps"]
 
-# Paper sec. IV: ε used to make training adversaries.
-DEFAULT_TRAIN_EPS = {"mnist": 0.3, "fashion_mnist": 0.3, "cifar10": 8 / 255, "cifar100": 8 / 255,
-                     "imagenet2012": 8 / 255}
+# Paper sec. IV: ε used to make training adversaries ({dataset: ε}, from each dataset's
+# entry in tfdisc.datasets: 0.3 for MNIST, 8/255 for CIFAR and ImageNet).
+DEFAULT_TRAIN_EPS = datasets.TRAIN_EPS
 
 
 def adversarial_eps(dataset, eps=None):
     """``eps`` if given, else the paper's training ε for ``dataset`` (8/255 if unknown)."""
     if eps is not None:
-        return attacks_lib.check_eps(eps, "train_eps")
-    return DEFAULT_TRAIN_EPS.get(dataset, 8 / 255)
+        return checks_lib.check_eps(eps, "train_eps")
+    return DEFAULT_TRAIN_EPS.get(dataset, datasets.DEFAULT_TRAIN_EPS)
 
 
 def _check_ratio(adv_ratio):
@@ -68,10 +70,10 @@ class AdversarialTraining(tf.keras.Model):
         kwargs.setdefault("name", f"{model.name}_rfgsm")
         super().__init__(**kwargs)
         self.inner = model
-        self.eps = attacks_lib.check_eps(eps)
-        self.alpha = attacks_lib.check_alpha(alpha, self.eps)
+        self.eps = checks_lib.check_eps(eps)
+        self.alpha = checks_lib.check_alpha(alpha, self.eps)
         self.adv_ratio = _check_ratio(adv_ratio)
-        self.clip = attacks_lib.check_clip(clip)
+        self.clip = checks_lib.check_clip(clip)
         self._attack = attacks_lib.get("rfgsm")
 
     def call(self, inputs, training=None):

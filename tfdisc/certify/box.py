@@ -20,7 +20,7 @@ intensities ``J`` with ``|J − I| ≤ ε·255/(high − low)``, clipped to [0, 
 import numpy as np
 import tensorflow as tf
 
-from tfdisc import attacks as attacks_lib
+from tfdisc import checks as checks_lib
 from tfdisc import quantize
 from tfdisc.layers import BitDepthQuantization
 
@@ -62,7 +62,7 @@ def interval(x, eps, *, clip=(0.0, 1.0), value_range=(0.0, 1.0)):
     For ε > 0 the endpoints are widened by a few ulps (see module doc), so every
     float32 image in the ε-ball and the clip range lies inside.
     """
-    eps = attacks_lib.check_eps(eps)
+    eps = checks_lib.check_eps(eps)
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         raise TypeError(f"`x` must be float images here, got {x.dtype.name}.")
@@ -88,21 +88,14 @@ def interval_tensor(x, eps, clip, value_range):
     return tf.minimum(lo, x), tf.maximum(hi, x)
 
 
-def _num_classes(model):
-    shape = model.output_shape
-    if isinstance(shape, tuple) and len(shape) == 2 and isinstance(shape[-1], int):
-        return shape[-1]
-    return None
-
-
 def check_labels(model, y, batch):
     """Integer labels (numpy int64 ``[batch]``) checked as the attacks check them.
 
-    Accepts what ``tfdisc.attacks.check_labels`` accepts (``[N]`` or ``[N, 1]``
+    Accepts what ``tfdisc.checks.check_labels`` accepts (``[N]`` or ``[N, 1]``
     integers, one-hot floats); refuses float class indices, labels outside the
     model's classes and a count different from ``batch``.
     """
-    return attacks_lib.check_labels(y, _num_classes(model), batch).numpy()
+    return checks_lib.check_labels(y, checks_lib.num_classes(model), batch).numpy()
 
 
 def _check_images(model, x, clip, integer):
@@ -121,7 +114,7 @@ def _check_images(model, x, clip, integer):
         return
     if not known and x.ndim != len(shape):
         raise ValueError(f"`x` has shape {x.shape} but the model expects {shape}.")
-    attacks_lib.check_images(x, clip, shape if known else None)
+    checks_lib.check_images(x, clip, shape if known else None)
 
 
 def _integer_interval(x, eps, value_range):
@@ -139,7 +132,7 @@ def levels(layer, integer=False):
     Returns:
       float32 numpy array of the ``2**bits`` levels, increasing.
     """
-    step = 256 // 2**layer.bits
+    step = quantize.bin_width(layer.bits)
     low, high = layer.value_range
     if integer:
         reps = tf.constant(np.arange(0, 256, step), tf.int32)
@@ -224,8 +217,8 @@ def input_box(model, x, eps, *, clip=(0.0, 1.0)):
         (e.g. 0–255 images for clip (0, 1)), integer pixels outside [0, 255].
       TypeError: non-numeric images.
     """
-    eps = attacks_lib.check_eps(eps)
-    clip = attacks_lib.check_clip(clip)
+    eps = checks_lib.check_eps(eps)
+    clip = checks_lib.check_clip(clip)
     layer = input_quantizer(model)
     x_np = np.asarray(x.numpy() if tf.is_tensor(x) else x)
     if x_np.dtype == np.bool_ or not np.issubdtype(x_np.dtype, np.number):
@@ -294,7 +287,7 @@ def realize(box, index, bins):
     layer = box.layer
     x = box.x[index]
     bins = np.asarray(bins).reshape(x.shape)
-    step = 256 // 2**layer.bits
+    step = quantize.bin_width(layer.bits)
     low, high = layer.value_range
     if box.integer:
         lo_i, hi_i = _integer_interval(x, box.eps, layer.value_range)

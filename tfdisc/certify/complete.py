@@ -25,7 +25,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from tfdisc import attacks as attacks_lib
+from tfdisc import checks as checks_lib
 from tfdisc.certify import bounds as bounds_lib
 from tfdisc.certify import box as box_lib
 from tfdisc.certify import search as search_lib
@@ -268,14 +268,14 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
       ``Certificate``.
 
     Raises:
-      ValueError: bad arguments (ε, clip, labels not as ``tfdisc.attacks``
+      ValueError: bad arguments (ε, clip, labels not as ``tfdisc.checks``
         accepts them or outside the model's classes, images of the wrong
         shape, not finite or outside ``clip``); ``UnsupportedLayerError``
         naming a layer the bounds do not support, a layer called with
         ``training=True`` or a layer not computing in float32.
       TypeError: non-numeric images.
     """
-    eps = attacks_lib.check_eps(eps)
+    eps = checks_lib.check_eps(eps)
     complete_max_free = _check_int(complete_max_free, "complete_max_free", 0)
     max_nodes = _check_int(max_nodes, "max_nodes", 1)
     enumerate_max = max_nodes if enumerate_max is None else _check_int(enumerate_max,
@@ -381,7 +381,7 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
     """
     if isinstance(epsilons, numbers.Real):
         epsilons = [epsilons]
-    eps_list = sorted({attacks_lib.check_eps(e, "epsilons") for e in epsilons})
+    eps_list = sorted({checks_lib.check_eps(e, "epsilons") for e in epsilons})
     if not eps_list:
         raise ValueError("`epsilons` must hold at least one ε.")
     counts = {e: np.zeros(3, np.int64) for e in eps_list}

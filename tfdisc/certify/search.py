@@ -15,7 +15,8 @@ is returned.
 import numpy as np
 import tensorflow as tf
 
-from tfdisc import attacks as attacks_lib
+from tfdisc import checks as checks_lib
+from tfdisc import quantize
 from tfdisc.certify import box as box_lib
 
 __all__ = ["DEFAULTS", "check_params", "describe", "model_margin", "quantized_search",
@@ -54,7 +55,7 @@ def representative(box, bins, rows=None):
     integer images: the bins' lowest intensities.
     """
     if box.integer:
-        step = 256 // 2**box.layer.bits
+        step = quantize.bin_width(box.layer.bits)
         return (bins * step).astype(box.x.dtype)
     return box.table[bins]
 
@@ -77,7 +78,7 @@ def _logits(model, x):
 def _check_idempotent(box):
     if box.integer:
         return
-    again = box_lib.quantize.bit_depth(tf.constant(box.table), box.layer.bits,
+    again = quantize.bit_depth(tf.constant(box.table), box.layer.bits,
                                        value_range=box.layer.value_range).numpy()
     if not np.array_equal(again, box.table):  # pragma: no cover - holds for eq. 2
         raise AssertionError("quantizer levels are not fixed points")
@@ -92,7 +93,7 @@ def search_bins(model, box, y, rows, *, restarts, iterations, candidates, rng, e
     free = hi > lo
     nfree = np.maximum(free.sum(axis=1), 1)
     clean_bins = np.clip(box_lib.bin_of(
-        box_lib.quantize.bit_depth(tf.constant(box.x[rows]), box.layer.bits,
+        quantize.bit_depth(tf.constant(box.x[rows]), box.layer.bits,
                                    value_range=box.layer.value_range).numpy().astype(np.float32),
         box.table).reshape(len(rows), -1), lo, hi)
     found = {}
@@ -200,7 +201,7 @@ def quantized_search(model, x, y, eps, *, clip=(0.0, 1.0), restarts=DEFAULTS["re
     Raises:
       ValueError: model without an input quantizer, bad ε, clip or parameters.
     """
-    eps = attacks_lib.check_eps(eps)
+    eps = checks_lib.check_eps(eps)
     check_params(restarts=restarts, iterations=iterations, candidates=candidates, seed=seed)
     box = box_lib.input_box(model, x, eps, clip=clip)
     if box.layer is None:

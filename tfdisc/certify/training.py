@@ -25,14 +25,12 @@ import numbers
 
 import tensorflow as tf
 
-from tfdisc import attacks as attacks_lib
+from tfdisc import checks as checks_lib
 from tfdisc import quantize
 from tfdisc.certify import bounds as bounds_lib
 from tfdisc.certify import box as box_lib
 
 __all__ = ["CertifiedTraining"]
-
-_CLIP_TOLERANCE = 1e-6  # pixels this far (relative) outside clip are rounding, as in the attacks
 
 
 def _check_nonneg_int(value, name):
@@ -63,14 +61,14 @@ class CertifiedTraining(tf.keras.Model):
         kwargs.setdefault("name", f"{model.name}_ibp")
         super().__init__(**kwargs)
         self.inner = model
-        self.eps = attacks_lib.check_eps(eps)
+        self.eps = checks_lib.check_eps(eps)
         self.ramp_start = _check_nonneg_int(ramp_start, "ramp_start")
         self.ramp_steps = max(1, _check_nonneg_int(ramp_steps, "ramp_steps"))
         if isinstance(kappa_end, bool) or not isinstance(kappa_end, numbers.Real) or not (
                 0.0 <= kappa_end <= 1.0):
             raise ValueError(f"`kappa_end` must be a number in [0, 1], got {kappa_end!r}.")
         self.kappa_end = float(kappa_end)
-        self.clip = attacks_lib.check_clip(clip)
+        self.clip = checks_lib.check_clip(clip)
         self.quantizer = box_lib.input_quantizer(model)
         bounds_lib.check_model(model)
         shape = model.output_shape
@@ -132,7 +130,7 @@ class CertifiedTraining(tf.keras.Model):
         checked when traced; label range, finite pixels and pixels inside
         ``clip`` by assertions that stop ``fit`` with a message naming the problem.
         Labels: integers ``[N]`` or ``[N, 1]`` or one-hot floats
-        (``tfdisc.attacks.check_labels``).
+        (``tfdisc.checks.check_labels``).
         """
         x, y, weight = tf.keras.utils.unpack_x_y_sample_weight(data)
         if weight is not None:
@@ -150,14 +148,14 @@ class CertifiedTraining(tf.keras.Model):
         checks = [tf.debugging.assert_all_finite(x, "CertifiedTraining: the images hold NaN "
                                                     "or infinite pixels.")]
         if self.clip is not None:
-            tol = _CLIP_TOLERANCE * (self.clip[1] - self.clip[0])
+            tol = checks_lib.CLIP_TOLERANCE * (self.clip[1] - self.clip[0])
             msg = (f"CertifiedTraining: the images have pixels outside the clip range "
                    f"{self.clip}; scale them to it (e.g. uint8 / 255 for [0, 1]) or pass the "
                    f"matching `clip`.")
             checks += [tf.debugging.assert_greater_equal(x, self.clip[0] - tol, message=msg),
                        tf.debugging.assert_less_equal(x, self.clip[1] + tol, message=msg)]
         y_in = tf.convert_to_tensor(y)
-        y = attacks_lib.check_labels(y_in, self.num_classes)
+        y = checks_lib.check_labels(y_in, self.num_classes)
         if y_in.dtype.is_floating:  # one-hot (check_labels checks its rows eagerly only)
             ones = tf.reduce_all(tf.equal(y_in, 0) | tf.equal(y_in, 1), axis=-1) & tf.equal(
                 tf.reduce_sum(y_in, axis=-1), 1)
