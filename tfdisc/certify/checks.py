@@ -4,7 +4,8 @@ A certificate is a proof about the model as it runs at inference. These checks
 refuse, with ``UnsupportedLayerError`` naming the layer and its class, what
 would make a bound on the layers' inference behaviour no bound on the model:
 layer code outside the libraries the rules were written for (custom layers,
-overridden ``call``), calls fixed to ``training=True`` (dropout, noise, batch
+overridden ``call``) unless a rule registered for it (``rules.register``)
+vouches for it, calls fixed to ``training=True`` (dropout, noise, batch
 statistics), and arithmetic other than float32 (mixed precision).
 """
 import tensorflow as tf
@@ -28,11 +29,17 @@ def library(obj):
     return any(module == m.rstrip(".") or module.startswith(m) for m in _LIBRARY_MODULES)
 
 
-def check_library_code(layer):
-    """Refuses a layer whose computation is user code (a custom class or an overridden call)."""
+def check_library_code(layer, covered_by=None):
+    """Refuses a layer whose computation is user code (a custom class or an overridden call).
+
+    ``covered_by``: the class whose registered bound rule will bound ``layer``; user code that
+    class itself has (or inherits) is what that rule was registered for, and is accepted. User
+    code below it (a subclass overriding ``call``) is not.
+    """
+    covered = () if covered_by is None else covered_by.__mro__
     for method in ("call", "convolution_op"):
         owner = next((c for c in type(layer).__mro__ if method in c.__dict__), None)
-        if owner is not None and not library(owner):
+        if owner is not None and not library(owner) and owner not in covered:
             raise UnsupportedLayerError(
                 f"Interval propagation does not support layer {layer.name!r} of type "
                 f"{type(layer).__name__}: its `{method}` is user code "
