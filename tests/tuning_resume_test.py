@@ -12,7 +12,7 @@ import socket
 import keras_tuner as kt
 import pytest
 
-from tfdisc import pipeline, tuning, tuning_results, tuning_state
+from tfdisc import pipeline, tuning
 
 
 def base_config(mnist_dir, **kw):
@@ -27,14 +27,14 @@ def make_settings(mnist_dir, output_dir, **kw):
           "space": tuning.Space(width=(8,), depth=(2,), bits=(8,), precision=("full",)),
           "objective": tuning.Objective("fgsm", 0.1), "tuner": "grid",
           "validation_examples": 100, "report": "best", **kw}
-    return tuning_results.SearchSettings(**kw)
+    return tuning.SearchSettings(**kw)
 
 
 @pytest.fixture(scope="module")
 def finished_search(mnist_dir, tmp_path_factory):
     """A finished one-trial search (copy it before changing it)."""
     s = make_settings(mnist_dir, tmp_path_factory.mktemp("search") / "out")
-    summary = tuning_results.run_search(s, progress=lambda line: None)
+    summary = tuning.run_search(s, progress=lambda line: None)
     assert summary["best_trial"] is not None
     return s
 
@@ -57,8 +57,8 @@ def test_rerun_with_other_settings_is_refused(finished_search, tmp_path, change,
     with open(os.path.join(s.output_dir, "trials.json")) as f:
         before = f.read()
     lines = []
-    with pytest.raises(tuning_results.SearchStateError) as err:
-        tuning_results.run_search(dataclasses.replace(s, **change), progress=lines.append)
+    with pytest.raises(tuning.SearchStateError) as err:
+        tuning.run_search(dataclasses.replace(s, **change), progress=lines.append)
     for name in names:
         assert name in str(err.value)
     assert "--overwrite" in str(err.value) and "another --output_dir" in str(err.value)
@@ -70,12 +70,12 @@ def test_rerun_with_other_settings_is_refused(finished_search, tmp_path, change,
 def test_rerun_with_other_epochs_is_refused_but_report_flags_may_change(finished_search,
                                                                         tmp_path):
     s = copy_of(finished_search, tmp_path)
-    with pytest.raises(tuning_results.SearchStateError, match="--epochs: 1 in the search, 2 now"):
-        tuning_results.run_search(dataclasses.replace(
+    with pytest.raises(tuning.SearchStateError, match="--epochs: 1 in the search, 2 now"):
+        tuning.run_search(dataclasses.replace(
             s, base=dataclasses.replace(s.base, epochs=2)), progress=lambda line: None)
     # the test-set evaluation and the report are not part of the search: they may change
     lines = []
-    summary = tuning_results.run_search(
+    summary = tuning.run_search(
         dataclasses.replace(s, report="all", base=dataclasses.replace(s.base, test_limit=40)),
         progress=lines.append)
     assert not [l for l in lines if l.startswith("trial ")]  # resumed: nothing rerun
@@ -86,15 +86,15 @@ def test_a_training_run_directory_is_refused(mnist_dir, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "results.json").write_text("{}")
-    with pytest.raises(tuning_results.SearchStateError, match="training run"):
-        tuning_results.check_search(make_settings(mnist_dir, out))
+    with pytest.raises(tuning.SearchStateError, match="training run"):
+        tuning.check_search(make_settings(mnist_dir, out))
 
 
 # ----------------------------------------------------------------- 2. --overwrite, no best
 
 def test_overwrite_leaves_a_directory_without_a_search_alone(tmp_path):
     (tmp_path / "model.keras").write_text("not a search's")
-    assert tuning_results.remove_outputs(str(tmp_path)) == []
+    assert tuning.remove_outputs(str(tmp_path)) == []
     assert (tmp_path / "model.keras").exists()
 
 
@@ -102,7 +102,7 @@ def test_overwrite_leaves_a_directory_without_a_search_alone(tmp_path):
 
 @pytest.mark.parametrize("name", ["oracle.json", "tuner0.json", "TRIAL/trial.json",
                                   f"TRIAL/{tuning.TRIAL_RECORD}",
-                                  tuning_results.SEARCH_RECORD])
+                                  tuning.SEARCH_RECORD])
 def test_truncated_state_file_is_a_clear_error(finished_search, tmp_path, name):
     s = copy_of(finished_search, tmp_path)
     trial_dir, = glob.glob(os.path.join(s.project_dir, "trial_*"))
@@ -111,8 +111,8 @@ def test_truncated_state_file_is_a_clear_error(finished_search, tmp_path, name):
         text = f.read()
     with open(path, "w") as f:
         f.write(text[:len(text) // 2])  # killed while writing
-    with pytest.raises(tuning_results.SearchStateError) as err:
-        tuning_results.run_search(s, progress=lambda line: None)
+    with pytest.raises(tuning.SearchStateError) as err:
+        tuning.run_search(s, progress=lambda line: None)
     assert path in str(err.value) and "truncated or corrupt" in str(err.value)
     assert "--overwrite" in str(err.value)
 
@@ -120,8 +120,8 @@ def test_truncated_state_file_is_a_clear_error(finished_search, tmp_path, name):
 def test_deleted_oracle_is_a_clear_error(finished_search, tmp_path):
     s = copy_of(finished_search, tmp_path)
     os.remove(os.path.join(s.project_dir, "oracle.json"))
-    with pytest.raises(tuning_results.SearchStateError, match="no oracle.json"):
-        tuning_results.run_search(s, progress=lambda line: None)
+    with pytest.raises(tuning.SearchStateError, match="no oracle.json"):
+        tuning.run_search(s, progress=lambda line: None)
 
 
 def test_search_state_is_written_atomically(tmp_path, monkeypatch):
@@ -187,12 +187,12 @@ def test_retried_trial_records_its_attempts_and_workers(tmp_path):
     line = next(l for l in lines if l.startswith(f"trial {t0.trial_id} completed"))
     assert "2 attempts: worker0 lost" in line and "worker1 completed" in line
     # trials.json / trials.csv
-    rows = {r["trial_id"]: r for r in tuning_results.collect(oracle, str(tmp_path / "p"))}
+    rows = {r["trial_id"]: r for r in tuning.collect(oracle, str(tmp_path / "p"))}
     assert [(a["attempt"], a["worker"], a["status"]) for a in rows[t0.trial_id]["attempts"]] \
         == [(1, "worker0", "lost"), (2, "worker1", "completed")]
     objective = tuning.Objective("fgsm", 0.1).describe()
-    tuning_results.write_trials(str(tmp_path), {"trials": list(rows.values()),
-                                                "pareto_front": [], "objective": objective})
+    tuning.write_trials(str(tmp_path), {"trials": list(rows.values()),
+                                        "pareto_front": [], "objective": objective})
     with open(tmp_path / "trials.csv") as f:
         header, *table = [line.strip().split(",") for line in f]
     row = dict(zip(header, next(r for r in table if r[0] == t0.trial_id)))
@@ -262,7 +262,7 @@ def test_chief_without_workers_writes_trials_json_and_says_to_rerun(mnist_dir, t
         monkeypatch.setenv(name, "unset")
     local = make_settings(mnist_dir, tmp_path / "out", stop_after=1,
                           space=tuning.Space(width=(8, 16), depth=(2,), precision=("full",)))
-    tuning_results.run_search(local, progress=lambda line: None)
+    tuning.run_search(local, progress=lambda line: None)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -271,7 +271,7 @@ def test_chief_without_workers_writes_trials_json_and_says_to_rerun(mnist_dir, t
         timeout_seconds=2.0, lease_seconds=1.0, heartbeat_seconds=0.5, poll_seconds=0.2,
         command="python -m tfdisc.experiments.tune --overwrite --tuner_id=chief")
     with pytest.raises(tuning.SearchTimeout) as err:
-        tuning_results.run_search(chief, progress=lambda line: None)
+        tuning.run_search(chief, progress=lambda line: None)
     message = str(err.value)
     assert "0 trial(s) running, 0 waiting for a retry, 1 not started yet" in message
     assert "with the 1 trial(s) that ended" in message
@@ -291,13 +291,13 @@ def test_test_figures_of_another_search_are_not_reused(finished_search, tmp_path
     s = copy_of(finished_search, tmp_path)
     shutil.rmtree(s.project_dir)
     lines = []
-    summary = tuning_results.run_search(
+    summary = tuning.run_search(
         dataclasses.replace(s, space=tuning.Space(width=(16,), depth=(2,), precision=("full",))),
         progress=lines.append)
     assert not [l for l in lines if "reused from trials.json" in l]
     assert summary["trials"][0]["hyperparameters"]["width"] == 16
     again = []
-    tuning_results.run_search(dataclasses.replace(
+    tuning.run_search(dataclasses.replace(
         s, space=tuning.Space(width=(16,), depth=(2,), precision=("full",))),
         progress=again.append)  # the same search: its own figures are reused
     assert sum("reused from trials.json" in l for l in again) == 1
@@ -305,10 +305,10 @@ def test_test_figures_of_another_search_are_not_reused(finished_search, tmp_path
 
 def test_search_from_before_the_record_resumes_with_a_warning(finished_search, tmp_path):
     s = copy_of(finished_search, tmp_path)
-    os.remove(os.path.join(s.project_dir, tuning_results.SEARCH_RECORD))
+    os.remove(os.path.join(s.project_dir, tuning.SEARCH_RECORD))
     lines = []
-    tuning_results.run_search(s, progress=lines.append)
+    tuning.run_search(s, progress=lines.append)
     assert any(l.startswith("warning:") and "made before tfdisc recorded" in l for l in lines)
     assert not [l for l in lines if l.startswith("trial ")]  # resumed, nothing rerun
-    with open(os.path.join(s.project_dir, tuning_results.SEARCH_RECORD)) as f:
-        assert json.load(f) == tuning_results.search_identity(s)  # recorded from now on
+    with open(os.path.join(s.project_dir, tuning.SEARCH_RECORD)) as f:
+        assert json.load(f) == tuning.search_identity(s)  # recorded from now on

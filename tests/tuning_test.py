@@ -1,4 +1,4 @@
-"""tfdisc.tuning / tfdisc.tuning_results: the capacity search on a tiny real-MNIST slice."""
+"""tfdisc.tuning: the capacity search on a tiny real-MNIST slice."""
 import dataclasses
 import json
 import os
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdisc import models, pipeline, tuning, tuning_results
+from tfdisc import models, pipeline, tuning
 
 # The real MNIST IDX files, found as tests/conftest.py finds them (../shared beside the repo).
 MNIST = os.path.join(os.environ.get("TFDISC_TEST_DATASETS", os.path.join(
@@ -30,7 +30,7 @@ def settings(tmp_path, **kw):
                                 precision=("full", "binary")),
           "objective": tuning.Objective("fgsm", 0.1), "tuner": "grid",
           "validation_examples": 150, **kw}
-    return tuning_results.SearchSettings(**kw)
+    return tuning.SearchSettings(**kw)
 
 
 # ----------------------------------------------------------------- pieces
@@ -119,7 +119,7 @@ def test_default_keras_tuner_path_rejects_tf_keras_models(tmp_path):
 def test_grid_search_records_trials_budget_front_and_best(tmp_path):
     lines = []
     s = settings(tmp_path, max_binary_macs=100, report="best")  # binary w16: 256 binary MACs
-    summary = tuning_results.run_search(s, progress=lines.append)
+    summary = tuning.run_search(s, progress=lines.append)
     rows = {r["trial_id"]: r for r in summary["trials"]}
     assert len(rows) == 4
     status = {(r["hyperparameters"]["precision"], r["hyperparameters"]["width"]): r["status"]
@@ -186,7 +186,7 @@ def test_stop_after_then_rerun_resumes_without_repeating(tmp_path):
     s = settings(tmp_path, stop_after=2, base=base_config(train_limit=300),
                  validation_examples=100)
     first, second = [], []
-    summary = tuning_results.run_search(s, progress=first.append)
+    summary = tuning.run_search(s, progress=first.append)
     assert not summary["search_finished"]
     assert sum(l.startswith("trial ") for l in first) == 2
     done_first = {r["trial_id"] for r in summary["trials"] if r["status"] == "completed"}
@@ -194,7 +194,7 @@ def test_stop_after_then_rerun_resumes_without_repeating(tmp_path):
     stamps = {t: os.path.getmtime(os.path.join(s.project_dir, f"trial_{t}", "model.keras"))
               for t in done_first}
     time.sleep(0.05)
-    summary = tuning_results.run_search(s, progress=second.append)  # the same command again
+    summary = tuning.run_search(s, progress=second.append)  # the same command again
     ran_second = [l.split()[1] for l in second if l.startswith("trial ")]
     assert len(ran_second) == 2 and not set(ran_second) & done_first
     assert sorted(r["status"] for r in summary["trials"]) == ["completed"] * 4
@@ -202,8 +202,8 @@ def test_stop_after_then_rerun_resumes_without_repeating(tmp_path):
         assert os.path.getmtime(os.path.join(s.project_dir, f"trial_{t}", "model.keras")) \
             == stamp
     third = []
-    summary = tuning_results.run_search(dataclasses.replace(s, stop_after=None),
-                                        progress=third.append)
+    summary = tuning.run_search(dataclasses.replace(s, stop_after=None),
+                                progress=third.append)
     assert not [l for l in third if l.startswith("trial ")]  # nothing left to run
     assert summary["search_finished"] and len(summary["trials"]) == 4
 
@@ -214,7 +214,7 @@ def test_rerun_reuses_test_figures_and_adds_transfer_between_twins(tmp_path, mon
                  space=tuning.Space(width=(8,), depth=(2,), bits=(8,),
                                     precision=("full", "binary")),
                  validation_examples=100)
-    first = tuning_results.run_search(s, progress=lambda line: None)
+    first = tuning.run_search(s, progress=lambda line: None)
     rows = {r["trial_id"]: r for r in first["trials"]}
     assert all("transfer" not in r["test"] for r in rows.values())
 
@@ -223,7 +223,7 @@ def test_rerun_reuses_test_figures_and_adds_transfer_between_twins(tmp_path, mon
     real_load = pipeline.load_model
     monkeypatch.setattr(pipeline, "load_model",
                         lambda path, *a, **k: loaded.append(path) or real_load(path, *a, **k))
-    second = tuning_results.run_search(s2, progress=lines.append)
+    second = tuning.run_search(s2, progress=lines.append)
     monkeypatch.undo()
     # The test evaluation and the transfer both ways load each trial's model once (and the
     # best trial's once more, to save it as model.keras); it was three times each.
@@ -252,15 +252,15 @@ def test_rerun_reuses_test_figures_and_adds_transfer_between_twins(tmp_path, mon
         assert "test_transfer_fgsm_eps0.1" in f.readline()
 
     again = []
-    tuning_results.run_search(s2, progress=again.append)  # nothing is evaluated twice
+    tuning.run_search(s2, progress=again.append)  # nothing is evaluated twice
     assert not [l for l in again if l.startswith("transfer: ")]
     assert sum("reused from trials.json" in l for l in again) == 4
     with pytest.raises(ValueError, match="transfer attack"):
         dataclasses.replace(s, transfer_attacks=("nope",))
     with pytest.raises(ValueError, match="transfer_limit"):
         dataclasses.replace(s, transfer_limit=0)
-    limited = tuning_results.run_search(dataclasses.replace(s2, transfer_limit=40),
-                                        progress=lambda line: None)
+    limited = tuning.run_search(dataclasses.replace(s2, transfer_limit=40),
+                                progress=lambda line: None)
     assert all(r["test"]["transfer"]["fgsm"]["examples"] == 40 for r in limited["trials"])
     assert all(r["test"]["attacks"]["fgsm"]["examples"] == 100 for r in limited["trials"])
 
@@ -281,7 +281,7 @@ def test_interrupted_test_evaluation_resumes_where_it_stopped(tmp_path, monkeypa
 
     monkeypatch.setattr(pipeline, "evaluate_attacks", stops_at_the_fourth)
     with pytest.raises(KeyboardInterrupt):
-        tuning_results.run_search(s, progress=lambda line: None)
+        tuning.run_search(s, progress=lambda line: None)
     with open(os.path.join(s.output_dir, "trials.json")) as f:
         partial = json.load(f)
     assert partial["test_complete"] is False
@@ -291,7 +291,7 @@ def test_interrupted_test_evaluation_resumes_where_it_stopped(tmp_path, monkeypa
 
     monkeypatch.setattr(pipeline, "evaluate_attacks", real)
     lines = []
-    full = tuning_results.run_search(s, progress=lines.append)
+    full = tuning.run_search(s, progress=lines.append)
     assert sum("reused from trials.json" in line for line in lines) == 3
     assert full["test_complete"] is True
     assert all(sorted(r["test"]["attacks"]) == ["fgsm", "pgd"] for r in full["trials"])
@@ -304,7 +304,7 @@ def test_bayesian_and_hyperband_search_tf_keras_models(tmp_path, tuner, kw):
     s = settings(tmp_path, tuner=tuner, base=base_config(epochs=2, train_limit=300),
                  validation_examples=100,
                  space=tuning.Space(width="8..16*2", depth=(2,), precision=("binary",)), **kw)
-    summary = tuning_results.run_search(s, progress=lambda line: None)
+    summary = tuning.run_search(s, progress=lambda line: None)
     done = [r for r in summary["trials"] if r["status"] == "completed"]
     assert len(done) >= 2 and summary["best_trial"] is not None
     if tuner == "hyperband":

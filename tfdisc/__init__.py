@@ -22,8 +22,7 @@ from tfdisc import convert  # noqa: E402
 
 # Loaded on first attribute access: tfdisc.ops builds/loads the C++ library,
 # and nothing else in tfdisc needs it.
-_LAZY_SUBMODULES = ("certify", "export", "ops", "training", "tuning", "tuning_oracle",
-                    "tuning_results", "tuning_testset")
+_LAZY_SUBMODULES = ("certify", "export", "ops", "training", "tuning")
 
 
 def __getattr__(name):

@@ -133,7 +133,7 @@ def test_overwrite_removes_the_old_search_and_no_completed_trial_leaves_no_model
         tmp_path, capsys):
     from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
 
-    from tfdisc import tuning_results  # pylint: disable=import-outside-toplevel
+    from tfdisc import tuning  # pylint: disable=import-outside-toplevel
     from tfdisc.experiments import tune  # pylint: disable=import-outside-toplevel
 
     out = str(tmp_path / "out")
@@ -171,7 +171,7 @@ def test_overwrite_removes_the_old_search_and_no_completed_trial_leaves_no_model
         summary = json.load(f)
     assert summary["best_trial"] is None
     assert [r["status"] for r in summary["trials"]] == ["skipped"]
-    with open(os.path.join(out, "search", tuning_results.SEARCH_RECORD)) as f:
+    with open(os.path.join(out, "search", tuning.SEARCH_RECORD)) as f:
         assert json.load(f)["max_packed_bytes"] == 1  # the new search's own record
 
 

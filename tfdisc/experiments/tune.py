@@ -44,7 +44,7 @@ import os
 from absl import app, flags
 
 from tfdisc.experiments import common  # shared flags; selects legacy Keras
-from tfdisc import data, models, results, tuning, tuning_results  # noqa: E402
+from tfdisc import data, models, results, tuning  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -69,9 +69,9 @@ flags.DEFINE_integer("max_binary_macs", None, "Budget: trials whose model has mo
                      "MACs are not trained (recorded as skipped).")
 flags.DEFINE_integer("max_packed_bytes", None, "Budget: trials whose packed model (binary "
                      "kernels at 1 bit) is larger are not trained (recorded as skipped).")
-flags.DEFINE_enum("report", "pareto", list(tuning_results.REPORTS),
+flags.DEFINE_enum("report", "pareto", list(tuning.REPORTS),
                   "Trials evaluated on the test set at the end.")
-flags.DEFINE_enum("capacity", "packed_bytes", list(tuning_results.CAPACITY_AXES),
+flags.DEFINE_enum("capacity", "packed_bytes", list(tuning.CAPACITY_AXES),
                   "Capacity axis of the Pareto front and the plot.")
 flags.DEFINE_list("transfer_attacks", [], "Black-box transfer between precision twins: "
                   "for each reported trial whose twin (same width, depth and bits, other "
@@ -111,7 +111,7 @@ DEFAULTS = dict(model="fcn2", epochs=2, attack=["fgsm", "pgd"], epsilons=["0.1",
 
 
 def settings():
-    """The search described by the flags, as ``tfdisc.tuning_results.SearchSettings``."""
+    """The search described by the flags, as ``tfdisc.tuning.SearchSettings``."""
     for name, instead in _NOT_FOR_TUNE.items():
         if FLAGS[name].present:
             raise flags.ValidationError(
@@ -129,7 +129,7 @@ def settings():
         dist = tuning.Distributed.from_env(FLAGS.tuner_id, FLAGS.oracle_ip, FLAGS.oracle_port)
         output_dir = FLAGS.output_dir or os.path.join(
             "runs", f"tune_{cfg.dataset}_{cfg.model}_{FLAGS.tuner}")
-        return tuning_results.SearchSettings(
+        return tuning.SearchSettings(
             base=cfg, space=space, objective=objective, output_dir=output_dir,
             tuner=FLAGS.tuner,
             max_trials=(FLAGS.max_trials if FLAGS["max_trials"].present or
@@ -160,15 +160,15 @@ def main(argv):
             raise app.UsageError(
                 "--overwrite is not supported in a distributed search (every process shares "
                 f"{s.output_dir}); delete the earlier search's "
-                f"{', '.join(tuning_results.OUTPUTS)} there first, or choose another "
+                f"{', '.join(tuning.OUTPUTS)} there first, or choose another "
                 "--output_dir.")
-        removed = tuning_results.remove_outputs(s.output_dir)
+        removed = tuning.remove_outputs(s.output_dir)
         if removed:
             print(f"--overwrite: removed {', '.join(removed)} of the earlier search in "
                   f"{s.output_dir}", flush=True)
     try:
-        summary = tuning_results.run_search(s, progress=lambda line: print(line, flush=True))
-    except (tuning.SearchTimeout, tuning.SearchStopped, tuning_results.SearchStateError) as e:
+        summary = tuning.run_search(s, progress=lambda line: print(line, flush=True))
+    except (tuning.SearchTimeout, tuning.SearchStopped, tuning.SearchStateError) as e:
         raise SystemExit(f"tfdisc.experiments.tune: {e}") from None
     if summary is not None and summary["best_trial"] is None and (
             summary["search_finished"] or "stopped" in summary):

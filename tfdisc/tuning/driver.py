@@ -1,6 +1,6 @@
 """Running a capacity search end to end, and what it writes: trials, Pareto front, plot, model.
 
-``run_search(settings)`` chains ``tfdisc.tuning``: it loads the data, carves
+``run_search(settings)`` chains the parts of ``tfdisc.tuning``: it loads the data, carves
 the validation split out of the training set, runs the search (locally, or as
 the chief or a worker of a distributed search) and, in the process that owns
 the oracle, writes into ``settings.output_dir``:
@@ -16,9 +16,8 @@ the oracle, writes into ``settings.output_dir``:
   directory per trial, with hparams); ``search/``: keras-tuner's state (what a
   rerun resumes from), each trial's model and record, and ``tfdisc_search.json``:
   the settings that decide the trials. A rerun with other such settings is
-  refused, never mixed into the old search (``tfdisc.tuning_state``).
+  refused, never mixed into the old search (``tfdisc.tuning.state``).
 """
-import csv
 import dataclasses
 import os
 import shlex
@@ -26,17 +25,21 @@ import shutil
 import time
 from typing import Optional, Tuple
 
-from tfdisc import attacks, pipeline, results, tuning, tuning_testset
-from tfdisc.tuning_state import (OUTPUTS, PROJECT, SEARCH_RECORD, SearchStateError,  # noqa: F401
-                                 check_search, remove_outputs, search_identity)
+from tfdisc import attacks, pipeline, results
 from tfdisc._version import __version__
+from tfdisc.tuning import testset
+from tfdisc.tuning.distributed import Distributed, serve
+from tfdisc.tuning.objective import Objective, split_validation
+from tfdisc.tuning.oracle import (TUNERS, SearchStopped, SearchTimeout, describe_attempts,
+                                  make_oracle)
+from tfdisc.tuning.space import Space
+from tfdisc.tuning.state import PROJECT, check_search
+from tfdisc.tuning.trials import (CAPACITY_AXES, collect, pareto_front, plot_capacity,
+                                  write_trials)
+from tfdisc.tuning.tuner import CapacityTuner
 
-__all__ = ["CAPACITY_AXES", "OUTPUTS", "REPORTS", "SEARCH_RECORD", "SearchSettings",
-           "SearchStateError", "check_search", "collect", "pareto_front", "plot_capacity",
-           "remove_outputs", "run_search", "search_identity", "write_trials"]
+__all__ = ["REPORTS", "SearchSettings", "run_search"]
 
-CAPACITY_AXES = {"packed_bytes": "model size, packed (bytes)", "binary_macs": "binary MACs",
-                 "macs": "MACs", "params": "parameters"}
 REPORTS = ("best", "pareto", "all")
 
 
@@ -51,8 +54,8 @@ class SearchSettings:
     """
 
     base: pipeline.Config
-    space: tuning.Space
-    objective: tuning.Objective
+    space: Space
+    objective: Objective
     output_dir: str
     tuner: str = "random"
     max_trials: Optional[int] = None
@@ -62,7 +65,7 @@ class SearchSettings:
     max_packed_bytes: Optional[int] = None
     report: str = "pareto"
     capacity: str = "packed_bytes"
-    distributed: tuning.Distributed = tuning.Distributed()
+    distributed: Distributed = Distributed()
     stop_after: Optional[int] = None
     max_retries_per_trial: int = 1
     max_consecutive_failures: int = 3
@@ -75,9 +78,9 @@ class SearchSettings:
     command: Optional[str] = None
 
     def __post_init__(self):
-        if self.tuner not in tuning.TUNERS:
+        if self.tuner not in TUNERS:
             raise ValueError(f"Unknown tuner {self.tuner!r}; available: "
-                             f"{', '.join(tuning.TUNERS)}.")
+                             f"{', '.join(TUNERS)}.")
         if self.report not in REPORTS:
             raise ValueError(f"`report` must be one of {REPORTS}, got {self.report!r}.")
         if self.capacity not in CAPACITY_AXES:
@@ -108,56 +111,6 @@ class SearchSettings:
         return os.path.join(self.output_dir, PROJECT)
 
 
-# ----------------------------------------------------------------- trials table
-
-def collect(oracle, project_dir):
-    """Every trial of ``oracle`` as a dict (worker records merged), by trial id."""
-    rows = []
-    for trial_id in sorted(oracle.trials):
-        trial = oracle.trials[trial_id]
-        record = tuning.read_trial_record(project_dir, trial_id) or {}
-        values = trial.hyperparameters.values
-        status = "skipped" if tuning.is_skipped(trial) else str(trial.status).lower()
-        if status == "invalid":  # keras-tuner's state of a crashed trial in the retry queue
-            status = "waiting_for_retry"
-        row = {"trial_id": trial_id, "status": status,
-               "hyperparameters": {k: values.get(k) for k in ("precision", "bits", "width",
-                                                              "depth")}}
-        for key in ("model", "params", "macs", "binary_macs", "packed_bytes", "epochs",
-                    "train_seconds", "seed", "hyperband", "reason", "model_file"):
-            if key in record:
-                row[key] = record[key]
-        attempts = getattr(oracle, "attempts", {}).get(trial_id)
-        if attempts:  # who ran each attempt and how it ended (a retried trial ran twice)
-            row["attempts"] = [{"attempt": i + 1, **a} for i, a in enumerate(attempts)]
-        if status == "completed":
-            val = dict(record.get("validation") or {})
-            val["adversarial_accuracy"] = float(trial.score)
-            rows.append({**row, "validation": val})
-        else:
-            if status != "skipped" and trial.message:
-                row["message"] = trial.message.strip().splitlines()[-1][:500]
-            rows.append(row)
-    return rows
-
-
-def pareto_front(rows, capacity="packed_bytes"):
-    """Trial ids of the completed trials no other trial beats on both axes.
-
-    A trial is dominated if another has at most its capacity and at least its
-    validation adversarial accuracy, one of them strictly.
-    """
-    done = [r for r in rows if r["status"] == "completed" and capacity in r]
-    front = []
-    for r in done:
-        c, a = r[capacity], r["validation"]["adversarial_accuracy"]
-        if not any((o[capacity] <= c and o["validation"]["adversarial_accuracy"] >= a)
-                   and (o[capacity] < c or o["validation"]["adversarial_accuracy"] > a)
-                   for o in done):
-            front.append(r["trial_id"])
-    return front
-
-
 def _best(rows):
     done = [r for r in rows if r["status"] == "completed"]
     if not done:
@@ -166,97 +119,8 @@ def _best(rows):
                                     -r.get("packed_bytes", 0)))["trial_id"]
 
 
-def _csv_rows(rows, front, objective):
-    test_keys = []
-    for r in rows:
-        test = r.get("test") or {}
-        for prefix, block in (("test", test.get("attacks", {})),
-                              ("test_transfer", test.get("transfer", {}))):
-            for name, entry in block.items():
-                for key in entry["adversarial_accuracy"]:
-                    if f"{prefix}_{name}_eps{key}" not in test_keys:
-                        test_keys.append(f"{prefix}_{name}_eps{key}")
-    header = ["trial_id", "status", "precision", "bits", "width", "depth", "params", "macs",
-              "binary_macs", "packed_bytes", "epochs", "train_seconds", "val_examples",
-              "val_clean_accuracy",
-              f"val_adversarial_accuracy_{objective['attack']}_eps{objective['eps_key']}",
-              "pareto", "attempts", "workers", "test_examples", "test_clean_accuracy"] + test_keys
-    out = [header]
-    for r in rows:
-        val = r.get("validation") or {}
-        test = r.get("test") or {}
-        cells = {"trial_id": r["trial_id"], "status": r["status"], **r["hyperparameters"],
-                 "params": r.get("params"), "macs": r.get("macs"),
-                 "binary_macs": r.get("binary_macs"), "packed_bytes": r.get("packed_bytes"),
-                 "epochs": r.get("epochs"), "train_seconds": r.get("train_seconds"),
-                 "val_examples": val.get("examples"),
-                 "val_clean_accuracy": val.get("clean_accuracy"),
-                 header[14]: val.get("adversarial_accuracy"),
-                 "pareto": r["trial_id"] in front,
-                 "attempts": len(r["attempts"]) if r.get("attempts") else None,
-                 "workers": ";".join(a["worker"] for a in r.get("attempts") or ()) or None,
-                 "test_examples": test.get("examples"),
-                 "test_clean_accuracy": test.get("clean_accuracy")}
-        for prefix, block in (("test", test.get("attacks", {})),
-                              ("test_transfer", test.get("transfer", {}))):
-            for name, entry in block.items():
-                for key, value in entry["adversarial_accuracy"].items():
-                    cells[f"{prefix}_{name}_eps{key}"] = value
-        out.append(["" if cells.get(h) is None else cells.get(h) for h in header])
-    return out
-
-
-def write_trials(output_dir, summary):
-    """``trials.json`` and ``trials.csv`` (atomic JSON; CSV one row per trial)."""
-    results.write_json(os.path.join(output_dir, "trials.json"), summary)
-    tmp = os.path.join(output_dir, f".trials.{os.getpid()}.csv")
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(_csv_rows(summary["trials"], summary["pareto_front"],
-                                          summary["objective"]))
-    os.replace(tmp, os.path.join(output_dir, "trials.csv"))
-
-
-def plot_capacity(rows, front, path, *, capacity, objective, data_note):
-    """PNG of validation adversarial accuracy against capacity, Pareto front marked."""
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-    done = [r for r in rows if r["status"] == "completed"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    markers = {"full": "o", "binary": "s", "xnor": "^"}
-    groups = sorted({(r["hyperparameters"]["precision"], r["hyperparameters"]["bits"])
-                     for r in done})
-    for precision, bits in groups:
-        pts = [r for r in done if (r["hyperparameters"]["precision"],
-                                   r["hyperparameters"]["bits"]) == (precision, bits)]
-        ax.scatter([max(r[capacity], 1) for r in pts],
-                   [r["validation"]["adversarial_accuracy"] for r in pts],
-                   marker=markers.get(precision, "o"), label=f"{precision} {bits}b", alpha=0.8)
-    pts = sorted((r for r in done if r["trial_id"] in front), key=lambda r: r[capacity])
-    if pts:
-        ax.step([max(r[capacity], 1) for r in pts],
-                [r["validation"]["adversarial_accuracy"] for r in pts], where="post",
-                color="k", lw=1, label="Pareto front")
-        ax.scatter([max(r[capacity], 1) for r in pts],
-                   [r["validation"]["adversarial_accuracy"] for r in pts], s=140,
-                   facecolors="none", edgecolors="k")
-    ax.set_xscale("log")
-    ax.set_xlabel(CAPACITY_AXES[capacity] + " (log scale)")
-    ax.set_ylabel("validation adversarial accuracy")
-    ax.set_title(f"{objective['attack'].upper()} ε={objective['eps']:g}, gradient "
-                 f"{objective['params'].get('gradient', 'straight_through')}; {data_note}",
-                 fontsize=8)
-    ax.grid(alpha=0.3)
-    if done:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------- the run
+
 
 def _summary(settings, rows, front, best, reported, data, objective, finished):
     base = settings.base
@@ -310,31 +174,31 @@ def run_search(settings, *, progress=print):
     Raises:
       ValueError: bad settings or data.
       SearchStateError: ``output_dir`` holds a search made with other settings, or a
-        corrupt one (``tfdisc.tuning_state.check_search``).
-      tuning.SearchTimeout: a distributed wait ran out (the chief first writes
+        corrupt one (``tfdisc.tuning.state.check_search``).
+      SearchTimeout: a distributed wait ran out (the chief first writes
         ``trials.json`` with the trials that ended, and the message says how to finish).
-      tuning.SearchStopped: the chief stopped the search after too many failed trials
+      SearchStopped: the chief stopped the search after too many failed trials
         (it first writes ``trials.json``).
     """
     os.makedirs(settings.output_dir, exist_ok=True)
     check_search(settings, progress=progress)
     dist = settings.distributed
     dist.apply(settings.timeout_seconds)
-    oracle = tuning.make_oracle(
+    oracle = make_oracle(
         settings.tuner, settings.space, max_trials=settings.max_trials,
         max_epochs=settings.base.epochs, factor=settings.hyperband_factor, seed=settings.base.seed,
         max_retries_per_trial=settings.max_retries_per_trial,
         max_consecutive_failures=settings.max_consecutive_failures,
         lease_seconds=settings.lease_seconds if dist.enabled else None)
     x_train, y_train, x_test, y_test = pipeline.load_data(settings.base)
-    x_train, y_train, x_val, y_val = tuning.split_validation(
+    x_train, y_train, x_val, y_val = split_validation(
         x_train, y_train, settings.validation_examples, seed=settings.base.seed)
     data = {"source": results.portable_path(settings.base.data_dir, settings.output_dir)
             or "tensorflow-datasets",
             "train_examples": int(len(y_train)), "validation_examples": int(len(y_val)),
             "validation": "held out of the training set (fixed shuffle), never the test set",
             "test_examples": int(len(y_test))}
-    tuner = tuning.CapacityTuner(
+    tuner = CapacityTuner(
         oracle, base=settings.base, data=(x_train, y_train, x_val, y_val),
         objective=settings.objective, max_binary_macs=settings.max_binary_macs,
         max_packed_bytes=settings.max_packed_bytes,
@@ -350,9 +214,9 @@ def run_search(settings, *, progress=print):
         progress(f"chief: serving the {settings.tuner} oracle on "
                  f"{dist.oracle_ip}:{dist.oracle_port}")
         try:
-            tuning.serve(tuner.oracle, f"{dist.oracle_ip}:{dist.oracle_port}",
-                         timeout_seconds=settings.timeout_seconds)
-        except (tuning.SearchTimeout, tuning.SearchStopped) as e:
+            serve(tuner.oracle, f"{dist.oracle_ip}:{dist.oracle_port}",
+                  timeout_seconds=settings.timeout_seconds)
+        except (SearchTimeout, SearchStopped) as e:
             # Write what is known, then say how to finish; the oracle's state is saved.
             rows = collect(tuner.oracle, settings.project_dir)
             best = _best(rows)
@@ -391,8 +255,8 @@ def run_search(settings, *, progress=print):
             **_summary(settings, rows, front, best, reported, data, objective, finished),
             **extra, "test_complete": False})
 
-    tuning_testset.evaluate_reported(settings, rows, reported, x_test, y_test,
-                                     progress=progress, checkpoint=checkpoint)
+    testset.evaluate_reported(settings, rows, reported, x_test, y_test,
+                              progress=progress, checkpoint=checkpoint)
     summary = {**_summary(settings, rows, front, best, reported, data, objective, finished),
                **extra, "test_complete": True}
     write_trials(settings.output_dir, summary)
@@ -401,7 +265,7 @@ def run_search(settings, *, progress=print):
     for row in rows:
         if len(row.get("attempts") or ()) > 1:
             progress(f"trial {row['trial_id']} {row['status']} after {len(row['attempts'])} "
-                     f"attempts: {tuning.describe_attempts(row['attempts'])}")
+                     f"attempts: {describe_attempts(row['attempts'])}")
     if oracle.stop_reason:
         progress(f"the search stopped early: {oracle.stop_reason}")
     if best is not None:

@@ -1,12 +1,4 @@
-"""Capacity search with keras-tuner: width, depth, input bits and precision against robustness.
-
-The search space (``Space``) covers the capacity of any zoo model that takes
-``width``/``depth`` (``tfdisc.models``), optionally its input bit depth and
-parameter precision. The objective is **adversarial accuracy** (PGD by
-default, FGSM selectable) with the gradient straight through the input
-quantizer, at one ε, maximized, measured on a validation split carved from
-the *training* set (``split_validation``); the test set is only used for the
-trials reported at the end (``tfdisc.tuning_results``).
+"""The trials of a capacity search: ``CapacityTuner`` builds, trains and measures each model.
 
 keras-tuner 1.4.8 imports Keras 3 when it is installed and rejects tf-keras
 models and histories (keras-team/keras-tuner#1039): its ``Tuner.run_trial``
@@ -16,213 +8,27 @@ overrides ``run_trial``: it builds, trains and evaluates through
 model or a history; models are saved by the tuner itself
 (``<trial dir>/model.keras``).
 
-Distributed search (chief/workers over keras-tuner's own oracle service) is
-``tfdisc.tuning_oracle``; its names are re-exported here.
-
 Rerunning a search on the same directory resumes it (keras-tuner's reload):
 finished trials are not repeated, a trial that was running is retried.
 """
 import dataclasses
 import os
-import re
 import threading
 import time
-from typing import Tuple
 
-import larq as lq
-import numpy as np
 import tensorflow as tf
 
 import keras_tuner as kt
 
-from tfdisc import attacks as attacks_lib
-from tfdisc import data as data_lib
-from tfdisc import evaluate, models, pipeline, results
-from tfdisc.tuning_oracle import (OBJECTIVE, TRIAL_RECORD, TUNERS, BudgetExceeded,  # noqa: F401
-                                  Distributed, SearchStopped, SearchTimeout,
-                                  describe_attempts, is_skipped, make_oracle, progress_line,
-                                  read_trial_record, serve)
+from tfdisc import pipeline, results
+from tfdisc.tuning.objective import profile
+from tfdisc.tuning.oracle import (OBJECTIVE, TRIAL_RECORD, BudgetExceeded, SearchTimeout,
+                                  is_skipped, progress_line)
 
-__all__ = ["BudgetExceeded", "CapacityTuner", "Distributed", "IntRange", "OBJECTIVE",
-           "Objective", "SearchStopped", "SearchTimeout", "Space", "TUNERS", "TRIAL_RECORD",
-           "describe_attempts", "is_skipped", "make_oracle", "parse_int_space", "profile",
-           "progress_line", "read_trial_record", "serve", "split_validation"]
+__all__ = ["CapacityTuner"]
 
 _Status = kt.engine.trial.TrialStatus
 
-
-
-@dataclasses.dataclass(frozen=True)
-class IntRange:
-    """An integer range ``low..high`` (step ``step``, multiplied if ``log``)."""
-
-    low: int
-    high: int
-    step: int = 1
-    log: bool = False
-
-    def values(self):
-        out, v = [], self.low
-        while v <= self.high:
-            out.append(v)
-            v = v * self.step if self.log else v + self.step
-        return out
-
-
-_RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*(?:([/*])\s*(\d+))?\s*$")
-
-
-def parse_int_space(text, name):
-    """``"150,300,600"`` → (150, 300, 600); ``"64..1024*2"`` (log, ×2) or ``"100..600/100"``
-    → ``IntRange``; ``"600"`` → (600,).
-
-    Raises:
-      ValueError: anything else, values < 1, an empty range or a log step < 2.
-    """
-    text = str(text).strip()
-    match = _RANGE.match(text)
-    if match:
-        low, high = int(match.group(1)), int(match.group(2))
-        log = match.group(3) == "*"
-        step = int(match.group(4) or (2 if log else 1))
-        if low < 1 or high < low:
-            raise ValueError(f"`{name}` range {text!r} must have 1 ≤ low ≤ high.")
-        if (log and step < 2) or step < 1:
-            raise ValueError(f"`{name}` range {text!r}: the step must be ≥ 1 (≥ 2 for a "
-                             "multiplicative step '*').")
-        return IntRange(low, high, step, log)
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"`{name}` must be a comma-separated list of positive integers "
-                         f"(e.g. 150,300,600) or a range LOW..HIGH, LOW..HIGH/STEP or "
-                         f"LOW..HIGH*FACTOR, got {text!r}.") from None
-    if not values or any(v < 1 for v in values):
-        raise ValueError(f"`{name}` values must be positive integers, got {text!r}.")
-    return tuple(dict.fromkeys(values))
-
-
-@dataclasses.dataclass(frozen=True)
-class Space:
-    """The capacity search space: each entry is a tuple of choices or an ``IntRange``."""
-
-    width: object
-    depth: object = (4,)
-    bits: Tuple[int, ...] = (8,)
-    precision: Tuple[str, ...] = ("full",)
-
-    def __post_init__(self):
-        for name in ("width", "depth", "bits"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, value := parse_int_space(value, name))
-            if not isinstance(value, IntRange):
-                object.__setattr__(self, name, value := tuple(value))
-                if not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
-                                    for v in value):
-                    raise ValueError(f"`{name}` must be positive integers, got {value!r}.")
-        bits = self.bits.values() if isinstance(self.bits, IntRange) else self.bits
-        if any(b > 8 for b in bits):
-            raise ValueError(f"`bits` must lie in 1..8, got {self.bits!r}.")
-        precision = (self.precision,) if isinstance(self.precision, str) else tuple(
-            self.precision)
-        if not precision or any(p not in models.PRECISIONS for p in precision):
-            raise ValueError(f"`precision` must be chosen from {models.PRECISIONS}, got "
-                             f"{self.precision!r}.")
-        object.__setattr__(self, "precision", tuple(dict.fromkeys(precision)))
-
-    def hyperparameters(self):
-        """The space as ``keras_tuner.HyperParameters`` (fixed values for single choices)."""
-        hp = kt.HyperParameters()
-        for name in ("width", "depth", "bits", "precision"):
-            value = getattr(self, name)
-            if isinstance(value, IntRange):
-                hp.Int(name, value.low, value.high, step=value.step,
-                       sampling="log" if value.log else "linear")
-            elif len(value) == 1:
-                hp.Fixed(name, value[0])
-            else:
-                hp.Choice(name, list(value), ordered=name != "precision")
-        return hp
-
-    def grid_size(self):
-        """The number of distinct trials (hyperparameter combinations) the space holds."""
-        return int(np.prod([len(v.values() if isinstance(v, IntRange) else v) for v in (
-            self.width, self.depth, self.bits, self.precision)]))
-
-    def describe(self):
-        def one(v):
-            return dataclasses.asdict(v) if isinstance(v, IntRange) else list(v)
-        return {name: one(getattr(self, name)) for name in ("width", "depth", "bits",
-                                                             "precision")}
-
-
-# ----------------------------------------------------------------- measuring a model
-
-def profile(model):
-    """Capacity of ``model`` (larq's ``ModelProfile``).
-
-    Returns:
-      dict: ``params`` (all weights), ``macs`` (all multiply-accumulates of one
-      example), ``binary_macs`` (the 1-bit ones), ``packed_bytes`` (weights at
-      their own bit width: 1 bit for binarized kernels, 32 otherwise).
-    """
-    prof = lq.models.ModelProfile(model)
-    return {"params": int(model.count_params()), "macs": int(prof.op_count("mac")),
-            "binary_macs": int(prof.op_count("mac", 1)),
-            "packed_bytes": int(np.ceil(prof.memory / 8))}
-
-
-def split_validation(x, y, examples, seed=0):
-    """``(x_train, y_train, x_val, y_val)``: ``examples`` held out of the training arrays.
-
-    The split is a fixed shuffle (``seed``), the same for every trial and
-    process, and never touches the test set.
-
-    Raises:
-      ValueError: ``examples`` not in ``1 .. len(y) - 1``.
-    """
-    if isinstance(examples, bool) or not isinstance(examples, int) or not \
-            0 < examples < len(y):
-        raise ValueError(f"`validation_examples` must be between 1 and {len(y) - 1} (the "
-                         f"training set has {len(y)} examples), got {examples!r}.")
-    order = np.random.RandomState(seed).permutation(len(y))
-    val, train = order[:examples], order[examples:]
-    return x[train], y[train], x[val], y[val]
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    """Adversarial accuracy under ``attack`` at ``eps`` (gradient through the quantizer)."""
-
-    attack: str = "pgd"
-    eps: float = 0.1
-    params: dict = dataclasses.field(default_factory=dict)
-    batch_size: int = 500
-
-    def __post_init__(self):
-        attack = attacks_lib.get(self.attack)
-        attacks_lib.check_eps(self.eps, "objective_eps")
-        if not self.eps > 0:
-            raise ValueError(f"`objective_eps` must be > 0, got {self.eps!r}.")
-        attack.check_params(**self.params)
-
-    def measure(self, model, x, y):
-        """``(clean accuracy, adversarial accuracy, attack record)`` on arrays ``x, y``."""
-        ds = data_lib.from_arrays(x, y, batch_size=self.batch_size)
-        sweep = evaluate.sweep(model, ds, [self.eps], self.attack, **self.params)
-        record = evaluate.attack_record(self.attack, model, **self.params)
-        return sweep["top1"][0.0], sweep["top1"][self.eps], record
-
-    def describe(self, model=None):
-        out = {"metric": OBJECTIVE, "direction": "max", "attack": self.attack,
-               "eps": self.eps, "eps_key": results.epsilon_key(self.eps)}
-        out["params"] = (evaluate.attack_record(self.attack, model, **self.params)
-                         if model is not None else dict(self.params))
-        return out
-
-
-# ----------------------------------------------------------------- tuner
 
 class _StopAfter(Exception):
     """This process ran its ``stop_after`` trials."""

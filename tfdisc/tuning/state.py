@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 
-from tfdisc.tuning_oracle import TRIAL_RECORD
+from tfdisc.tuning.oracle import TRIAL_RECORD
 
 __all__ = ["OUTPUTS", "PROJECT", "SEARCH_RECORD", "SearchStateError", "check_search",
            "remove_outputs", "search_identity"]
