@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tfdisc import data, data_formats
+from tfdisc import data
+from tfdisc.data_formats import image_folder
 
 from tests.testing_utils import Py2StylePickler
 
@@ -218,7 +219,7 @@ class TestFormats:
         def fail(*args, **kwargs):
             raise AssertionError("decoded again instead of using the cache")
 
-        monkeypatch.setattr(data_formats, "read_image_folder", fail)
+        monkeypatch.setattr(image_folder, "read_image_folder", fail)
         second = data.load_arrays("cifar10", "train", data_dir=str(tmp_path))
         np.testing.assert_array_equal(first[0], second[0])
 

@@ -16,7 +16,10 @@ sub-directory named after the dataset, e.g. ``$TFDISC_DATA_DIR/mnist``):
 * An image-folder tree ``train|test/<class>/*.{png,jpg,jpeg}`` (``val`` is
   accepted for ``test``), or a ``.tar.gz``/``.tgz``/``.tar`` archive of one.
 
-The readers of these formats, and their checks, are in ``tfdisc.data_formats``.
+The readers of these formats, and their checks, are in ``tfdisc.data_formats``
+(one module per format family). Each dataset is one entry of the registry
+``tfdisc.datasets``: shape, classes, the layouts above it may come in, official
+split sizes, tensorflow-datasets name; ``tfdisc.datasets.register`` adds one.
 
 Labels of an image-folder dataset come from ONE class map per dataset, the
 same for every split: the sorted class directories of the ``train`` split
@@ -65,195 +68,68 @@ Decoded arrays are cached as ``.npz`` under ``TFDISC_CACHE_DIR`` (default
 ``~/.cache/tfdisc``), keyed by the source files' paths, sizes and mtimes, and
 read back with ``allow_pickle=False``.
 """
-import hashlib
 import os
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from tfdisc import data_formats
+from tfdisc import datasets
 from tfdisc.data_formats import DataError, read_idx  # noqa: F401 (public here too)
+from tfdisc.data_formats import cache
 
 __all__ = ["DATASETS", "SPLIT_SIZES", "DataError", "from_arrays", "info", "load", "load_arrays",
            "read_idx", "to_float"]
 
-_CACHE_VERSION = 2
-_ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".tar")
-_SPLITS = ("train", "test")
-
-
-_CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                    "ship", "truck")
-
-# name -> (image shape, num_classes, tfds name, tfds test split name)
-DATASETS = {
-    "mnist": ((28, 28, 1), 10, "mnist", "test"),
-    "fashion_mnist": ((28, 28, 1), 10, "fashion_mnist", "test"),
-    "cifar10": ((32, 32, 3), 10, "cifar10", "test"),
-    "cifar100": ((32, 32, 3), 100, "cifar100", "test"),
-    "imagenet2012": ((224, 224, 3), 1000, "imagenet2012", "validation"),
-}
-
-# name -> {split: number of examples of the official split}
-SPLIT_SIZES = {
-    "mnist": {"train": 60000, "test": 10000},
-    "fashion_mnist": {"train": 60000, "test": 10000},
-    "cifar10": {"train": 50000, "test": 10000},
-    "cifar100": {"train": 50000, "test": 10000},
-    "imagenet2012": {"train": 1281167, "test": 50000},
-}
-
-_EXPECTED_LAYOUT = {
-    "mnist": "the four MNIST-format files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-             "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or uncompressed)",
-    "cifar10": "cifar-10-batches-py/ or cifar-10-batches-bin/, or an image-folder tree "
-               "train|test/<class>/*.png|jpg, or a .tar.gz of such a tree",
-    "cifar100": "cifar-100-python/ or cifar-100-binary/, or an image-folder tree "
-                "train|test/<class>/*.png|jpg, or a .tar.gz of such a tree",
-    "imagenet2012": "an image-folder tree train|test/<class>/*.jpg (val accepted for test), or a "
-                    ".tar.gz of such a tree",
-}
-_EXPECTED_LAYOUT["fashion_mnist"] = _EXPECTED_LAYOUT["mnist"]
+#: ``{name: tfdisc.datasets.Dataset}``: the registry itself (add with ``tfdisc.datasets.register``).
+DATASETS = datasets.REGISTRY
+#: ``{name: {split: number of examples of the official split}}``, from the registry.
+SPLIT_SIZES = datasets.SPLIT_SIZES
 
 
 def info(name):
     """(image_shape, num_classes) of a dataset name."""
-    _check_name(name)
-    shape, classes, _, _ = DATASETS[name]
-    return shape, classes
-
-
-def _check_name(name):
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}.")
+    spec = datasets.get(name)
+    return spec.shape, spec.num_classes
 
 
 def _check_split(split):
-    if split not in _SPLITS:
-        raise ValueError(f"`split` must be one of {_SPLITS}, got {split!r}.")
+    if split not in datasets.SPLITS:
+        raise ValueError(f"`split` must be one of {datasets.SPLITS}, got {split!r}.")
 
 
 # ---------------------------------------------------------------- local files
 
-def _find_file(directory, names):
-    for name in names:
-        for candidate in (name, name + ".gz"):
-            path = os.path.join(directory, candidate)
-            if os.path.isfile(path):
-                return path
-    return None
-
-
-def _mnist_sources(directory, split):
-    prefix = "train" if split == "train" else "t10k"
-    images = _find_file(directory, [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"])
-    labels = _find_file(directory, [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels.idx1-ubyte"])
-    return images, labels
-
-# ---------------------------------------------------------------- cache
-
-def _cache_dir():
-    return os.environ.get("TFDISC_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "tfdisc")
-
-
-def _cache_key(kind, name, split, sources):
-    h = hashlib.sha1(f"{_CACHE_VERSION}|{kind}|{name}|{split}".encode())
-    for path in sources:
-        stat = os.stat(path)
-        h.update(f"|{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
-def _cached(kind, name, split, sources, loader):
-    """``loader() -> (x, y[, class names])`` through the .npz cache; returns a 3-tuple."""
-    key = _cache_key(kind, name, split, sources)
-    path = os.path.join(_cache_dir(), f"{name}-{split}-{key}.npz")
-    if os.path.isfile(path):
-        try:
-            with np.load(path, allow_pickle=False) as cached:
-                classes = cached["classes"].tolist() if "classes" in cached else None
-                return cached["x"], cached["y"], classes
-        except Exception:  # a corrupt cache entry is rebuilt
-            pass
-    x, y, *rest = loader()
-    classes = rest[0] if rest else None
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npz"
-        extra = {} if classes is None else {"classes": np.array(classes, dtype=str)}
-        np.savez(tmp, x=x, y=y, **extra)
-        os.replace(tmp, path)
-    except OSError:  # read-only home: work without a cache
-        pass
-    return x, y, classes
-
-
-# ---------------------------------------------------------------- dispatch
-
-def _candidate_dirs(directory, name):
-    dirs = [directory, os.path.join(directory, name)]
-    if name == "imagenet2012":
-        dirs.append(os.path.join(directory, "imagenet"))
+def _candidate_dirs(directory, spec):
+    dirs = [directory] + [os.path.join(directory, sub) for sub in spec.candidate_subdirs()]
     return [d for d in dirs if os.path.isdir(d)]
 
 
-def _local_arrays(directory, name, split):
-    """``(x, y, class names or None, source)`` from a local directory, or None."""
-    shape, num_classes = DATASETS[name][:2]
-    official = _CIFAR10_CLASSES if name == "cifar10" else None
-    for d in _candidate_dirs(directory, name):
-        if name in ("mnist", "fashion_mnist"):
-            images, labels = _mnist_sources(d, split)
-            if images or labels:
-                if not (images and labels):
-                    raise DataError(
-                        f"Incomplete MNIST-format data in {d}: found {images or labels} but not "
-                        f"its {'labels' if images else 'images'} file; expected "
-                        f"{_EXPECTED_LAYOUT[name]}."
-                    )
-                return _cached("idx", name, split, [images, labels],
-                               lambda: data_formats.read_mnist(images, labels)) + (images,)
-            continue
-        if name in ("cifar10", "cifar100"):
-            c100 = name == "cifar100"
-            for sub, reader in (("cifar-100-python" if c100 else "cifar-10-batches-py",
-                                 data_formats.read_cifar_python),
-                                ("cifar-100-binary" if c100 else "cifar-10-batches-bin",
-                                 data_formats.read_cifar_binary)):
-                batches = os.path.join(d, sub)
-                if os.path.isdir(batches):
-                    files = [os.path.join(batches, f) for f in sorted(os.listdir(batches))]
-                    return _cached(sub, name, split, files,
-                                   lambda: reader(batches, split, c100)) + (batches,)
-        listing = data_formats.list_image_folder(d, split, num_classes=num_classes,
-                                                 official=official)
-        if listing is not None:
-            classes, entries = listing
-            return _cached(f"folder|{'/'.join(classes)}", name, split, [p for _, p in entries],
-                           lambda: data_formats.read_image_folder(entries, shape) + (classes,)
-                           ) + (d,)
-        archives = sorted(f for f in os.listdir(d) if f.lower().endswith(_ARCHIVE_EXTENSIONS))
-        if archives:
-            archive = os.path.join(d, archives[0])
-            return _cached("tar", name, split, [archive], lambda: data_formats.read_image_archive(
-                archive, split, shape=shape, num_classes=num_classes, official=official)
-                           ) + (archive,)
+def _local_arrays(directory, spec, split):
+    """``(x, y, class names or None, source)`` from a local directory, or None.
+
+    The first layout of the entry found in the first candidate directory wins.
+    """
+    for d in _candidate_dirs(directory, spec):
+        for layout in spec.layouts:
+            found = layout.find(d, split, spec)
+            if found is not None:
+                return cache.cached(found.kind, spec.name, split, found.sources,
+                                    found.read) + (found.where,)
     return None
 
 
-def _tfds_arrays(name, split):
+def _tfds_arrays(spec, split):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
-    _, _, tfds_name, test_split = DATASETS[name]
-    tfds_split = "train" if split == "train" else test_split
+    name, tfds_name = spec.name, spec.tfds_name
+    tfds_split = "train" if split == "train" else spec.tfds_test_split
     try:
         ds = tfds.load(tfds_name, split=tfds_split, as_supervised=True, batch_size=-1)
     except Exception as e:  # network, missing manual download, ...
         raise DataError(
             f"No local copy of {name!r} was found (pass --data_dir / data_dir=, or set "
-            f"TFDISC_DATA_DIR, to a directory with {_EXPECTED_LAYOUT[name]}), and "
+            f"TFDISC_DATA_DIR, to a directory with {spec.layout_help}), and "
             f"tensorflow-datasets could not provide {tfds_name!r}: {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}"
         ) from None
@@ -261,9 +137,10 @@ def _tfds_arrays(name, split):
     return np.asarray(x, np.uint8), np.asarray(y, np.int64)
 
 
-def _report_counts(name, split, y, classes, source):
+def _report_counts(spec, split, y, classes, source):
     """Logs the examples per class; warns on an unofficial split size or an empty class."""
-    num_classes = len(classes) if classes else DATASETS[name][1]
+    name = spec.name
+    num_classes = len(classes) if classes else spec.num_classes
     counts = np.bincount(y, minlength=num_classes)
     labels = classes or [str(i) for i in range(num_classes)]
     if len(counts) <= 20:
@@ -273,7 +150,7 @@ def _report_counts(name, split, y, classes, source):
         per_class = f"fewest {labels[lo]} {counts[lo]}, most {labels[hi]} {counts[hi]}"
     logging.info("%s %s from %s: %d examples, %d classes (%s).", name, split, source, len(y),
                  num_classes, per_class)
-    expected = SPLIT_SIZES[name][split]
+    expected = spec.split_sizes[split]
     if len(y) != expected:
         logging.warning("%s %s from %s holds %d examples; the official split has %d (fine for a "
                         "subset, otherwise the copy is incomplete).", name, split, source, len(y),
@@ -295,33 +172,33 @@ def load_arrays(name, split, *, data_dir=None):
         ``load_arrays`` rejects"); or no local copy and tensorflow-datasets
         cannot provide the data.
     """
-    _check_name(name)
+    spec = datasets.get(name)
     _check_split(split)
     directory = data_dir if data_dir else os.environ.get("TFDISC_DATA_DIR")
     if directory:
         source = "data_dir" if data_dir else "TFDISC_DATA_DIR"
         if not os.path.isdir(directory):
             raise DataError(f"{source} {directory!r} is not a directory; expected a directory with "
-                            f"{_EXPECTED_LAYOUT[name]}.")
-        arrays = _local_arrays(directory, name, split)
+                            f"{spec.layout_help}.")
+        arrays = _local_arrays(directory, spec, split)
         if arrays is None:
             raise DataError(f"{source} {directory!r} holds no {name} data; expected "
-                            f"{_EXPECTED_LAYOUT[name]}.")
+                            f"{spec.layout_help}.")
         x, y, classes, source = arrays
     else:
-        (x, y), classes, source = _tfds_arrays(name, split), None, "tensorflow-datasets"
+        (x, y), classes, source = _tfds_arrays(spec, split), None, "tensorflow-datasets"
     if len(y) == 0:
         raise DataError(f"The {name} {split} split from {source} holds no examples.")
-    num_classes = DATASETS[name][1]
+    num_classes = spec.num_classes
     if y.min() < 0 or y.max() >= num_classes:
         raise DataError(f"{name} labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}] "
                         f"in {source}.")
-    shape = DATASETS[name][0]
+    shape = spec.shape
     if tuple(x.shape[1:]) != shape:
         raise DataError(f"{source} holds {name} {split} images of shape {tuple(x.shape[1:])}, "
                         f"but {name} images are {shape} (height, width, channels): the file "
                         f"belongs to another dataset, or pass the dataset it holds.")
-    _report_counts(name, split, y, classes, source)
+    _report_counts(spec, split, y, classes, source)
     return x, y
 
 
@@ -369,8 +246,8 @@ def load(name, split, *, data_dir=None, batch_size=128, shuffle=None, seed=0, li
     """Loads a dataset split as a batched ``tf.data.Dataset`` of (image, label).
 
     Args:
-      name: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` or
-        ``imagenet2012``.
+      name: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``,
+        ``imagenet2012``, or any other name of ``tfdisc.datasets``.
       split: ``"train"`` or ``"test"`` (ImageNet's validation set for
         ``"test"``).
       data_dir: Local data directory (see module doc); defaults to

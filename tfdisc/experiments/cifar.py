@@ -14,18 +14,9 @@ Paper Tables I–IV and Figs. 4a/5a use the BinaryNet-style AlexNet
 ε defaults to 1, 2, 4, 8, 16, 32 /255 (fractions like 8/255 are accepted);
 --train_eps defaults to 8/255.
 """
-from absl import app
+from tfdisc.experiments import train
 
-from tfdisc.experiments import common
-
-DEFAULTS = dict(model="alexnet_cifar", precision="full",
-                epsilons=["1/255", "2/255", "4/255", "8/255", "16/255", "32/255"])
-
-
-def main(argv):
-    common.run(argv, dataset="cifar10")
-
+DEFAULTS, main = train.binary("cifar10")  # defaults from the registry entry (tfdisc.datasets)
 
 if __name__ == "__main__":
-    common.set_defaults(**DEFAULTS)
-    app.run(main)
+    train.run_binary("cifar10")

@@ -8,18 +8,9 @@ batches, or an image-folder tree), or let tensorflow-datasets download it.
   python -m tfdisc.experiments.cifar100 --bits=2 --epochs=164 --attack=fgsm,pgd \
       --data_dir=/data/cifar100
 """
-from absl import app
+from tfdisc.experiments import train
 
-from tfdisc.experiments import common
-
-DEFAULTS = dict(model="resnet20", precision="xnor",
-                epsilons=["1/255", "2/255", "4/255", "8/255", "16/255", "32/255"])
-
-
-def main(argv):
-    common.run(argv, dataset="cifar100")
-
+DEFAULTS, main = train.binary("cifar100")  # defaults from the registry entry (tfdisc.datasets)
 
 if __name__ == "__main__":
-    common.set_defaults(**DEFAULTS)
-    app.run(main)
+    train.run_binary("cifar100")

@@ -9,18 +9,9 @@ adds ``top5`` (clean and per-ε top-5 accuracy) to the usual top-1 keys.
   python -m tfdisc.experiments.imagenet --bits=2 --epochs=50 \
       --data_dir=/data/imagenet
 """
-from absl import app
+from tfdisc.experiments import train
 
-from tfdisc.experiments import common
-
-DEFAULTS = dict(model="alexnet", precision="xnor", batch_size=256, eval_batch_size=100,
-                epsilons=["1/255", "2/255", "4/255", "8/255", "16/255"])
-
-
-def main(argv):
-    common.run(argv, dataset="imagenet2012", top_k=(1, 5))
-
+DEFAULTS, main = train.binary("imagenet2012")  # defaults from the registry entry (tfdisc.datasets)
 
 if __name__ == "__main__":
-    common.set_defaults(**DEFAULTS)
-    app.run(main)
+    train.run_binary("imagenet2012")
