@@ -2,7 +2,7 @@
 
 ``Config`` is a plain, validated description of a run (what the experiment
 binaries' flags turn into, and what a keras-tuner ``build(hp)`` or a script can
-make directly). Each step is a public function of its own; ``run`` chains them
+make directly; defined in ``tfdisc.run_config``, re-exported here). Each step is a public function of its own; ``run`` chains them
 and writes ``results.json`` (schema: ``tfdisc.results``) and the model into an
 output directory::
 
@@ -11,166 +11,23 @@ output directory::
     record = tfdisc.pipeline.run(cfg, "out/fcn2_binary_2b")
 """
 import contextlib
-import dataclasses
 import os
 import shutil
 import time
-from typing import Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
 
-from tfdisc import attacks as attacks_lib
 from tfdisc import data as data_lib
-from tfdisc import distribution, evaluate, models, quantize, results, run_dir, training
+from tfdisc import distribution, evaluate, models, results, run_dir, training
 from tfdisc.run_dir import (OUTPUT_FILES, BackupError, OutputDirError, load_model,
                             model_path, prepare_output_dir, save_model)
 from tfdisc._version import __version__
+from tfdisc.run_config import Config
 
 __all__ = ["BackupError", "Config", "OUTPUT_FILES", "OutputDirError", "build_model",
            "compile_model", "evaluate_attacks", "load_data", "load_model", "masking_check",
            "model_path", "prepare_output_dir", "record", "run", "train", "transfer_check"]
-
-def _positive_or_none(value, name):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
-    return value
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything one run needs. Defaults are the MNIST binary's.
-
-    ``attack_params`` maps an attack name to its parameters (see
-    ``tfdisc.attacks.get(name).params``), e.g. ``{"pgd": {"steps": 7}}``.
-    ``attack_limits`` maps an attack name to the number of test examples it
-    runs on (e.g. PGD on the first 1000 only); ``certify_limit`` the number that
-    ``certify`` certifies.
-    """
-
-    dataset: str
-    model: str = "fcn2"
-    precision: str = "full"
-    bits: int = 8
-    width: Optional[int] = None
-    depth: Optional[int] = None
-    gradient: str = "straight_through"
-    epochs: int = 10
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    seed: int = 0
-    train_limit: Optional[int] = None
-    test_limit: Optional[int] = None
-    data_dir: Optional[str] = None
-    epsilons: Tuple[float, ...] = (0.1, 0.2, 0.3)
-    attacks: Tuple[str, ...] = ("fgsm",)
-    attack_params: dict = dataclasses.field(default_factory=dict)
-    attack_limits: dict = dataclasses.field(default_factory=dict)
-    eval_batch_size: int = 500
-    top_k: Tuple[int, ...] = (1,)
-    adv_train: bool = False
-    train_eps: Optional[float] = None
-    adv_ratio: float = 0.5
-    init_from: Optional[str] = None
-    transfer_from: Optional[str] = None
-    save_model: bool = True
-    verbose: object = "auto"
-    distribute: str = "none"
-    connect_timeout: float = 120.0
-    backup: bool = True
-    backup_dir: Optional[str] = None
-    export: Tuple[str, ...] = ()
-    export_input_dtype: str = "float32"
-    export_float_weights: str = "float32"
-    certify: bool = False
-    certify_limit: Optional[int] = None
-    certified_train: bool = False
-
-    def __post_init__(self):
-        data_lib.info(self.dataset)
-        models.spec(self.model)
-        if self.precision not in models.PRECISIONS:
-            raise ValueError(f"`precision` must be one of {models.PRECISIONS}, got "
-                             f"{self.precision!r}.")
-        quantize.check_bits(self.bits)
-        quantize.check_gradient(self.gradient)
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"`epochs` must be an integer ≥ 0, got {self.epochs!r}.")
-        if self.epochs == 0 and not self.init_from:
-            raise ValueError("`epochs` is 0 but no `init_from` model is given: that would "
-                             "evaluate an untrained model. Train (epochs ≥ 1) or pass a trained "
-                             "model to re-evaluate.")
-        for name in ("batch_size", "eval_batch_size"):
-            if _positive_or_none(getattr(self, name), name) is None:
-                raise ValueError(f"`{name}` must be a positive integer, got None.")
-        for name in ("train_limit", "test_limit", "width", "depth", "certify_limit"):
-            _positive_or_none(getattr(self, name), name)
-        if not 0 < self.learning_rate < float("inf"):
-            raise ValueError(f"`learning_rate` must be a finite number > 0, got "
-                             f"{self.learning_rate!r}.")
-        if not self.attacks:
-            raise ValueError("`attacks` must name at least one attack.")
-        for name in self.attacks:
-            attacks_lib.get(name).check_params(**self.attack_params.get(name, {}))
-        for name, limit in self.attack_limits.items():
-            attacks_lib.get(name)
-            _positive_or_none(limit, f"attack_limits[{name!r}]")
-        for eps in self.epsilons:
-            attacks_lib.check_eps(eps, "epsilons")
-        if self.train_eps is not None:
-            attacks_lib.check_eps(self.train_eps, "train_eps")
-        if not 0.0 <= self.adv_ratio <= 1.0:
-            raise ValueError(f"`adv_ratio` must be in [0, 1], got {self.adv_ratio!r}.")
-        if self.distribute not in distribution.KINDS:
-            raise ValueError(f"`distribute` must be one of {distribution.KINDS}, got "
-                             f"{self.distribute!r}.")
-        if self.adv_train and self.certified_train:
-            raise ValueError("Choose one of `adv_train` (R-FGSM) and `certified_train` (IBP).")
-        if self.export:
-            from tfdisc import export as export_lib  # pylint: disable=import-outside-toplevel
-
-            export_lib.parse_formats(self.export)
-            if self.export_input_dtype not in export_lib.INPUT_DTYPES:
-                raise ValueError(f"`export_input_dtype` must be one of {export_lib.INPUT_DTYPES}, "
-                                 f"got {self.export_input_dtype!r}.")
-            if self.export_float_weights not in export_lib.FLOAT_WEIGHTS:
-                raise ValueError(f"`export_float_weights` must be one of "
-                                 f"{export_lib.FLOAT_WEIGHTS}, got {self.export_float_weights!r}.")
-        if not 0 < self.connect_timeout < float("inf"):
-            raise ValueError(f"`connect_timeout` must be a finite number of seconds > 0, got "
-                             f"{self.connect_timeout!r}.")
-
-    def identity(self):
-        """What must match for a run to resume another's backup (JSON-able)."""
-        ignored = ("verbose", "connect_timeout", "backup_dir", "export", "export_input_dtype",
-                   "export_float_weights", "certify_limit")
-        identity = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
-        # An unset --search_test_limit (added later) keeps the identity of older runs, so an
-        # unfinished run started before it still resumes.
-        if identity["attack_limits"].get("quantized_search", 0) is None:
-            identity["attack_limits"] = {k: v for k, v in identity["attack_limits"].items()
-                                         if k != "quantized_search"}
-        return identity
-
-    @property
-    def model_width(self):
-        return self.width or models.spec(self.model)["width"]
-
-    @property
-    def model_depth(self):
-        return self.depth or models.spec(self.model)["depth"]
-
-    @property
-    def adversarial_eps(self):
-        """R-FGSM ε of adversarial training: ``train_eps`` or the paper's default."""
-        return training.adversarial_eps(self.dataset, self.train_eps)
-
-    def default_output_dir(self, root="runs"):
-        """``runs/<dataset>_<model>_<precision>_<bits>b``, readable and per configuration."""
-        suffix = "_advtrain" if self.adv_train else ""
-        return os.path.join(root, f"{self.dataset}_{self.model}_{self.precision}_{self.bits}b"
-                                  f"{suffix}")
-
 
 # ----------------------------------------------------------------- steps
 

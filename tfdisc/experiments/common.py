@@ -28,6 +28,7 @@ from tfdisc import attacks as attacks_lib
 from tfdisc import data as data_lib
 from tfdisc import distribution, evaluate, models, pipeline, quantize, results, training
 from tfdisc.export import cli as export_cli  # --input_dtype, --float_weights of --export
+from tfdisc.export import formats as export_formats
 
 FLAGS = flags.FLAGS
 
@@ -82,10 +83,10 @@ flags.DEFINE_string("transfer_from", None,
                     "trained model too (results.json 'transfer').")
 flags.DEFINE_bool("save_model", True, "Save the trained model as OUTPUT_DIR/model.keras.")
 flags.DEFINE_list("export", [], "Export the trained model into OUTPUT_DIR/export in these "
-                  "formats of tfdisc.export (saved_model, packed_saved_model, tflite, lce).")
-flags.register_validator("export", lambda v: not v or all(
-    f in ("saved_model", "packed_saved_model", "tflite", "lce") for f in v),
-    "--export: formats are saved_model, packed_saved_model, tflite, lce")
+                  "formats of tfdisc.export.formats "
+                  f"({', '.join(export_formats.names())}).")
+flags.register_validator("export", lambda v: export_cli.check_formats(v, allow_empty=True),
+                         "--export: unknown export format")
 flags.DEFINE_string("init_from", None,
                     "Start from the weights of a saved model of the same architecture (a .keras "
                     "file or a directory holding model.keras); with --epochs=0 this re-evaluates "

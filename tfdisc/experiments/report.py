@@ -44,6 +44,7 @@ from tfdisc.experiments.report_bracket import (  # noqa: F401
     describe_bracket,
     table_records,
     section_masking_flags,
+    section_masking,
     bracket_plot,
     bracket_plot_name,
     section_brackets)
@@ -291,33 +292,6 @@ def section_transfer(records):
                      f"{'; '.join(cells)} | {describe(rec)} |")
     return ("## Black-box transfer (adversarial examples crafted on the source, accuracy of the "
             "target)\n\n" + "\n".join(lines))
-
-
-def section_masking(records):
-    rows = [r for r in records if not honest(r)]
-    text = ["## Gradient masking check (NOT a defence)",
-            "Runs with `--gradient=none` take the true zero gradient of `floor` in the input "
-            "quantizer, so FGSM/PGD cannot move the input: their \"adversarial accuracy\" is "
-            "an artefact of gradient masking, never robustness, and they are excluded from "
-            "every table above. Each is shown next to the same weights attacked through the "
-            "straight-through (BPDA) gradient."]
-    if not rows:
-        text.append("No such run committed.")
-        return "\n\n".join(text)
-    lines = ["| Run | Attack | ε | Masked (gradient none) | Same weights, straight-through |",
-             "|---|---|---|---|---|"]
-    for rec in rows:
-        check = rec.get("straight_through_check") or {}
-        for name, a in (rec.get("attacks") or {}).items():
-            for k in sorted(a["adversarial_accuracy"], key=eps_value):
-                st = check.get(name, {}).get("adversarial_accuracy", {}).get(k)
-                lines.append(f"| {cell_name(rec)} {rec['model']} `{rec['_path']}` | "
-                             f"{name.upper()} | {eps_label(eps_value(k), rec['dataset'])} | "
-                             f"{fmt(100 * a['adversarial_accuracy'][k])} (zero-gradient "
-                             f"fraction {a.get('zero_gradient_fraction', float('nan')):.2f}) | "
-                             f"{fmt(None if st is None else 100 * st)} |")
-    text.append("\n".join(lines))
-    return "\n\n".join(text)
 
 
 def _plot_curves(series, dataset, title, path):

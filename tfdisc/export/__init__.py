@@ -27,6 +27,12 @@ Formats (one function each):
   ``float_weights="int8"`` also stores the kernels of the full-precision
   layers (first and last) as int8 (:func:`tfdisc.export.weights.int8_weights`).
 
+Each format is one :class:`tfdisc.export.formats.Format` entry (writer,
+file name, loader, runner, how to recognise its own artifacts, input dtypes,
+options, needed extras) in the registry of :mod:`tfdisc.export.formats`;
+the four above are registered at the end of this module, and a new format is
+one more ``formats.register(...)`` call.
+
 Every function takes ``input_dtype="uint8"`` to export a signature taking
 raw camera pixels 0-255 (see :func:`tfdisc.export.rewrite.with_uint8_input`).
 
@@ -81,7 +87,7 @@ import tensorflow as tf
 from absl import logging as absl_logging
 
 from tfdisc import convert
-from tfdisc.export import artifacts, rewrite, weights
+from tfdisc.export import artifacts, formats, rewrite, weights
 from tfdisc.export.artifacts import (
     UNSAFE_GRAPH_OPS,
     UnsafeModelError,
@@ -93,12 +99,14 @@ from tfdisc.export.artifacts import (
     predictor,
     saved_model_ops,
 )
+from tfdisc.export.formats import ExportDirError
 
 __all__ = [
     "ExportDirError",
     "UNSAFE_GRAPH_OPS",
     "UnsafeModelError",
     "check_images",
+    "check_options",
     "compare",
     "quiet_tf_logs",
     "FILE_NAMES",
@@ -107,6 +115,7 @@ __all__ = [
     "INPUT_DTYPES",
     "artifact_bytes",
     "export",
+    "formats",
     "lce",
     "lite_ops",
     "load",
@@ -121,25 +130,19 @@ __all__ = [
     "weights",
 ]
 
+#: The built-in formats (registered below), which :func:`export` writes by default.
 FORMATS = ("saved_model", "packed_saved_model", "tflite", "lce")
-INPUT_DTYPES = ("float32", "uint8")
+#: ``{format: artifact name in an export directory}`` of every registered format (live).
+FILE_NAMES = formats.FILE_NAMES
+INPUT_DTYPES = formats.INPUT_DTYPES
 FLOAT_WEIGHTS = weights.FLOAT_WEIGHTS
-#: Artifact name of each format inside an export directory.
-FILE_NAMES = {
-    "saved_model": "saved_model",
-    "packed_saved_model": "packed_saved_model",
-    "tflite": "model.tflite",
-    "lce": "model_lce.tflite",
-}
-_METADATA = os.path.join("assets.extra", "tfdisc_export.json")
+parse_formats = formats.parse
+# export() has an argument named `formats`.
+_format, _clear_export_dir = formats.get, formats.clear_export_dir
 
 
 # --------------------------------------------------------------------------
 # Checks and shared steps.
-
-
-class ExportDirError(ValueError):
-    """The export directory holds another export (or something in its place)."""
 
 
 @contextlib.contextmanager
@@ -221,7 +224,7 @@ def _serving_function(model):
 
 def _write_saved_model(model, path, kind, input_dtype):
     if os.path.isdir(path) and os.listdir(path):
-        if not _own_artifact(kind, path):
+        if not artifacts.owns_saved_model(path):
             raise ExportDirError(
                 f"Cannot write the SavedModel to {path!r}: the directory holds files not "
                 "written by tfdisc.export. Choose an empty or new directory.")
@@ -243,7 +246,7 @@ def _write_metadata(path, kind, model, input_dtype):
     meta = {"format": kind, "model": model.name, "input": "image", "output": "logits",
             "input_dtype": input_dtype, "input_shape": list(model.input_shape[1:]),
             "tfdisc_ops": sorted(artifacts.saved_model_ops(path))}
-    with open(os.path.join(path, _METADATA), "w") as f:
+    with open(os.path.join(path, artifacts.METADATA), "w") as f:
         json.dump(meta, f, indent=1)
 
 
@@ -401,57 +404,27 @@ def lce(model, path, *, input_dtype="float32", float_weights="float32"):
     return _write_bytes(path, data)
 
 
-_EXPORTERS = {"saved_model": saved_model, "packed_saved_model": packed_saved_model,
-              "tflite": tflite, "lce": lce}
+def check_options(formats, input_dtype="float32", float_weights="float32",
+                  caller="tfdisc.export.export"):
+    """The registered :class:`~tfdisc.export.formats.Format` entries of `formats`, once every
+    option is checked: what :func:`export` checks before it writes anything (a run checks it
+    before training).
 
-
-def parse_formats(formats):
-    """A list of format names from a list or a comma-separated string."""
-    if isinstance(formats, str):
-        formats = [f.strip() for f in formats.split(",") if f.strip()]
-    formats = list(formats)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ValueError(f"Unknown export format(s) {unknown or formats!r}; "
-                         f"choose from {', '.join(FORMATS)}.")
-    return formats
-
-
-def _own_artifact(fmt, path):
-    """Whether `path` is an artifact this module wrote for `fmt` (a removable one)."""
-    if fmt in ("saved_model", "packed_saved_model"):
-        return os.path.isfile(os.path.join(path, _METADATA))
-    if not os.path.isfile(path):
-        return False
-    with open(path, "rb") as f:
-        return f.read(8)[4:8] == b"TFL3"  # the TFLite flatbuffer identifier
-
-
-def _clear_export_dir(output_dir, overwrite):
-    """Refuses an `output_dir` holding an export; with `overwrite`, removes that export's files."""
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ExportDirError(f"Export directory {output_dir!r} exists and is not a directory.")
-    existing = {fmt: os.path.join(output_dir, name) for fmt, name in FILE_NAMES.items()
-                if os.path.lexists(os.path.join(output_dir, name))}
-    if not existing:
-        return
-    names = ", ".join(os.path.basename(p) for p in existing.values())
-    if not overwrite:
-        raise ExportDirError(
-            f"Export directory {output_dir!r} already holds an export ({names}); a new export "
-            "there would leave the old artifacts beside the new ones. Choose another "
-            "directory, or pass overwrite=True (--overwrite) to remove that export first.")
-    foreign = [p for fmt, p in existing.items() if not _own_artifact(fmt, p)]
-    if foreign:
-        raise ExportDirError(
-            f"Export directory {output_dir!r}: {', '.join(foreign)} has the name of an export "
-            "artifact but was not written by tfdisc.export; it is not removed. Move it away "
-            "or choose another directory.")
-    for path in existing.values():
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
+    Raises:
+      ValueError: an unknown format, a bad `input_dtype` or `float_weights`, or an
+        `input_dtype` a format does not take.
+      ImportError: a format needs an extra that is not installed (named).
+    """
+    entries = [_format(name) for name in parse_formats(formats)]
+    _check_float_weights(float_weights, caller)
+    _check_input_dtype(input_dtype)
+    for fmt in entries:
+        if input_dtype not in fmt.input_dtypes:
+            raise ValueError(f"{caller}: format {fmt.name!r} takes input_dtype "
+                             f"{' or '.join(fmt.input_dtypes)}, got {input_dtype!r}.")
+        if fmt.requires is not None:
+            fmt.requires()
+    return entries
 
 
 @_quiet
@@ -459,8 +432,11 @@ def export(model, output_dir, formats=FORMATS, *, input_dtype="float32",
            float_weights="float32", overwrite=False):
     """Exports `model` to each format under `output_dir` (names in :data:`FILE_NAMES`).
 
-    `float_weights` (``"float32"`` or ``"int8"``) applies to the flatbuffers
-    (``tflite``, ``lce``); the SavedModels keep float32 weights.
+    `formats` are names of registered formats (:mod:`tfdisc.export.formats`;
+    by default the built-in :data:`FORMATS`). `float_weights` (``"float32"``
+    or ``"int8"``) applies to the formats taking it (``tflite``, ``lce``);
+    the SavedModels keep float32 weights. Every format's `input_dtype`
+    support and needed extras are checked before anything is written.
 
     A directory already holding an export (any artifact of
     :data:`FILE_NAMES`) is refused, so no old artifact is left beside the
@@ -475,16 +451,40 @@ def export(model, output_dir, formats=FORMATS, *, input_dtype="float32",
       ExportDirError: (a ValueError) `output_dir` holds an export and
         `overwrite` is False, or is not a directory.
       ValueError: bad model, format, `input_dtype` or `float_weights`.
+      ImportError: a format needs an extra that is not installed (named).
     """
-    formats = parse_formats(formats)
-    _check_float_weights(float_weights, "tfdisc.export.export")
-    _check_input_dtype(input_dtype)
+    entries = check_options(formats, input_dtype, float_weights)
     convert.check_model(model, "tfdisc.export.export")
     _clear_export_dir(output_dir, overwrite)
     os.makedirs(output_dir, exist_ok=True)
-    paths = {}
-    for fmt in formats:
-        options = {"float_weights": float_weights} if fmt in ("tflite", "lce") else {}
-        paths[fmt] = _EXPORTERS[fmt](model, os.path.join(output_dir, FILE_NAMES[fmt]),
-                                     input_dtype=input_dtype, **options)
-    return paths
+    options = {"float_weights": float_weights}
+    return {fmt.name: fmt.write(model, os.path.join(output_dir, fmt.file_name),
+                                input_dtype=input_dtype,
+                                **{k: options[k] for k in fmt.options})
+            for fmt in entries}
+
+
+# --------------------------------------------------------------------------
+# The built-in formats: one registry entry each.
+
+formats.register(formats.Format(
+    name="saved_model", file_name="saved_model", write=saved_model,
+    load=artifacts.load_saved_model, runner=artifacts.saved_model_runner,
+    matches=artifacts.is_saved_model, owns=artifacts.owns_saved_model,
+    description="SavedModel, TensorFlow ops only: tf.saved_model.load, no tfdisc needed"))
+formats.register(formats.Format(
+    name="packed_saved_model", file_name="packed_saved_model", write=packed_saved_model,
+    load=artifacts.load_saved_model, runner=artifacts.saved_model_runner,
+    matches=artifacts.is_saved_model, owns=artifacts.owns_saved_model,
+    description="tfdisc.convert.to_packed as a SavedModel running the tfdisc C++ ops"))
+formats.register(formats.Format(
+    name="tflite", file_name="model.tflite", write=tflite, options=("float_weights",),
+    load=artifacts.load_flatbuffer, runner=artifacts.flatbuffer_runner,
+    matches=artifacts.is_flatbuffer, owns=artifacts.owns_flatbuffer,
+    description="TFLite flatbuffer, builtin ops only: tf.lite.Interpreter"))
+formats.register(formats.Format(
+    name="lce", file_name="model_lce.tflite", write=lce, options=("float_weights",),
+    requires=artifacts.lce_module,
+    load=artifacts.load_flatbuffer, runner=artifacts.flatbuffer_runner,
+    matches=artifacts.is_flatbuffer, owns=artifacts.owns_flatbuffer,
+    description="larq-compute-engine flatbuffer, bit-packed binary layers (tfdisc[lce])"))

@@ -29,7 +29,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Saved Keras model: a .keras file, or a run directory "
                     "holding model.keras.")
 flags.DEFINE_list("formats", list(export.FORMATS),
-                  f"Comma-separated formats from {', '.join(export.FORMATS)}.")
+                  f"Comma-separated formats from {', '.join(export.formats.names())}.")
 flags.DEFINE_string("output_dir", None, "Directory for the exported artifacts.")
 flags.DEFINE_bool("overwrite", False, "Replace an earlier export in --output_dir (only its "
                   "artifacts are removed).")
@@ -45,8 +45,7 @@ flags.DEFINE_enum("dataset", None, sorted(data.DATASETS),
 flags.DEFINE_string("data_dir", None, "Local data directory for --dataset (default: "
                     "$TFDISC_DATA_DIR, then tensorflow-datasets).")
 flags.mark_flags_as_required(["model", "output_dir"])
-flags.register_validator("formats", lambda v: bool(export.parse_formats(v)),
-                         "unknown export format")
+flags.register_validator("formats", cli.check_formats, "unknown export format")
 flags.register_validator("check_images", lambda v: v >= 0, "must be >= 0")
 
 

@@ -1,6 +1,10 @@
 """Reading exported artifacts: one loader for every kind, sizes and TFLite op lists.
 
-See ``tfdisc.export`` for the table of artifacts and their loaders.
+See ``tfdisc.export`` for the table of artifacts and their loaders. The
+artifacts of the registered formats (``tfdisc.export.formats``) load through
+their entry's loader; this module holds the loaders, runners and recognisers
+of the built-in kinds (SavedModel directories and TFLite flatbuffers), which
+``tfdisc.export`` names in its entries, and the Keras-file loader.
 """
 import json
 import os
@@ -10,9 +14,15 @@ import numpy as np
 import tensorflow as tf
 
 from tfdisc import convert, run_dir
+from tfdisc.export import formats
 
-__all__ = ["UNSAFE_GRAPH_OPS", "UnsafeModelError", "artifact_bytes", "lce_module", "lite_ops", "load",
-           "check_images", "compare", "predictor", "saved_model_ops"]
+__all__ = ["METADATA", "UNSAFE_GRAPH_OPS", "UnsafeModelError", "artifact_bytes", "check_images",
+           "compare", "flatbuffer_runner", "is_flatbuffer", "is_saved_model", "lce_module",
+           "lite_ops", "load", "load_flatbuffer", "load_saved_model", "owns_flatbuffer",
+           "owns_saved_model", "predictor", "saved_model_ops", "saved_model_runner"]
+
+#: The metadata file tfdisc.export writes into every SavedModel it exports (relative path).
+METADATA = os.path.join("assets.extra", "tfdisc_export.json")
 
 _OP_PREFIX = "Tfdisc>"
 _LCE_EXTRA = ("the 'lce' format needs larq-compute-engine: pip install 'tfdisc[lce]' "
@@ -148,7 +158,9 @@ _UNSAFE_HINT = ("Only pass allow_unsafe=True (--allow_unsafe) for a file you tru
                 "trust a program: loading it can execute arbitrary code.")
 
 
-def _load_saved_model(path, allow_unsafe):
+def load_saved_model(path, *, allow_unsafe=False):
+    """Loads a SavedModel directory with ``tf.saved_model.load`` (registering the tfdisc ops
+    a packed one needs); refuses graph ops of :data:`UNSAFE_GRAPH_OPS` without `allow_unsafe`."""
     unsafe = sorted(_graph_ops(path) & UNSAFE_GRAPH_OPS)
     if unsafe and not allow_unsafe:
         raise UnsafeModelError(
@@ -172,15 +184,18 @@ def load(path, *, compile=False, allow_unsafe=False):  # pylint: disable=redefin
     Keras models load only from the ``.keras`` format, in Keras's safe mode
     (a ``Lambda`` layer's Python code is refused, not run). Legacy ``.h5``
     files run the Python code they carry when loaded (arbitrary code
-    execution), so they are refused unless ``allow_unsafe=True``; so are
-    SavedModels whose graph reads, writes or prints files or calls Python
-    (:data:`UNSAFE_GRAPH_OPS`). SavedModels load with ``tf.saved_model.load``
-    (TensorFlow graphs, never Keras's Python deserialization).
+    execution), so they are refused unless ``allow_unsafe=True``, whatever
+    their name; so are SavedModels whose graph reads, writes or prints files
+    or calls Python (:data:`UNSAFE_GRAPH_OPS`). SavedModels load with
+    ``tf.saved_model.load`` (TensorFlow graphs, never Keras's Python
+    deserialization). An artifact of a registered format
+    (``tfdisc.export.formats``) loads with its format's loader.
 
     Args:
       path: A ``.keras`` model (larq or packed), a run directory holding
         ``model.keras`` (``tfdisc.run_dir.model_path``), a SavedModel
-        directory (plain or packed) or a ``.tflite`` file (stock or LCE).
+        directory (plain or packed), a ``.tflite`` file (stock or LCE) or
+        the artifact of another registered format.
       compile: Restore the training configuration of a Keras model.
       allow_unsafe: Also load ``.h5`` files and SavedModels with the ops
         above, and ``.keras`` files outside safe mode. Only for files you
@@ -201,29 +216,40 @@ def load(path, *, compile=False, allow_unsafe=False):  # pylint: disable=redefin
       ValueError: unknown artifact kind, a corrupt file (named), or a Keras
         file naming classes no imported package registers.
     """
+    return _load(path, compile, allow_unsafe)[0]
+
+
+def _load(path, compile, allow_unsafe):  # pylint: disable=redefined-builtin
+    """``(artifact, its registered Format or None for a Keras model)``; see :func:`load`."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"tfdisc.export.load: {path!r} does not exist.")
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "saved_model.pb")):
-            return _load_saved_model(path, allow_unsafe)
+    if os.path.isdir(path) and formats.for_path(path) is None:
         if not os.path.exists(os.path.join(path, "model.keras")):
             raise ValueError(f"tfdisc.export.load: directory {path!r} is neither a SavedModel "
                              "(no saved_model.pb) nor a run directory (no model.keras).")
         path = run_dir.model_path(path, "tfdisc.export.load")
-    if path.endswith(".tflite"):
-        return _load_tflite(path)
-    if path.endswith((".h5", ".hdf5")) or _is_hdf5(path):
-        if not allow_unsafe:
-            raise UnsafeModelError(
-                f"tfdisc.export.load: {path!r} is a legacy HDF5 (.h5) model. Loading one runs "
-                "any Python code it carries (e.g. a Lambda layer): arbitrary code execution. "
-                "Models load from .keras files only, in Keras's safe mode; re-save a model "
-                "you trust with model.save('model.keras'). " + _UNSAFE_HINT)
-    elif not path.endswith(".keras"):
+    # Before any format's loader: an HDF5 file is refused whatever its name.
+    if os.path.isfile(path) and (path.endswith((".h5", ".hdf5")) or _is_hdf5(path)) \
+            and not allow_unsafe:
+        raise UnsafeModelError(
+            f"tfdisc.export.load: {path!r} is a legacy HDF5 (.h5) model. Loading one runs "
+            "any Python code it carries (e.g. a Lambda layer): arbitrary code execution. "
+            "Models load from .keras files only, in Keras's safe mode; re-save a model "
+            "you trust with model.save('model.keras'). " + _UNSAFE_HINT)
+    fmt = formats.for_path(path)
+    if fmt is not None:
+        return fmt.load(path, allow_unsafe=allow_unsafe), fmt
+    return _load_keras(path, compile, allow_unsafe), None
+
+
+def _load_keras(path, compile, allow_unsafe):  # pylint: disable=redefined-builtin
+    if not (path.endswith((".keras", ".h5", ".hdf5")) or _is_hdf5(path)):
         raise ValueError(f"tfdisc.export.load: unknown artifact {path!r}; expected a .keras "
-                         "file, a run directory, a SavedModel directory or a .tflite file.")
-    else:
+                         "file, a run directory, a SavedModel directory, a .tflite file or "
+                         "the artifact of another registered format ("
+                         f"{', '.join(formats.names())}).")
+    if path.endswith(".keras") and not _is_hdf5(path):
         classes = _keras_file_classes(path)
         needed = {c for c in classes if c.split(">")[-1] in
                   {cls.__name__ for cls in convert.PACKED_LAYERS}}
@@ -240,7 +266,36 @@ def load(path, *, compile=False, allow_unsafe=False):  # pylint: disable=redefin
             "and larq are registered by `import tfdisc`).") from e
 
 
-def _load_tflite(path):
+# --------------------------------------------------------------------------
+# The built-in kinds, named by tfdisc.export's format entries.
+
+
+def is_saved_model(path):
+    """Whether `path` is a SavedModel directory (it holds ``saved_model.pb``)."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def owns_saved_model(path):
+    """Whether `path` is a SavedModel tfdisc.export wrote (it holds :data:`METADATA`)."""
+    return os.path.isfile(os.path.join(path, METADATA))
+
+
+def is_flatbuffer(path):
+    """Whether `path` is a ``.tflite`` file."""
+    return path.endswith(".tflite") and os.path.isfile(path)
+
+
+def owns_flatbuffer(path):
+    """Whether `path` is a file carrying the TFLite flatbuffer identifier (``TFL3``)."""
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read(8)[4:8] == b"TFL3"
+
+
+def load_flatbuffer(path, *, allow_unsafe=False):  # pylint: disable=unused-argument
+    """A ``tf.lite.Interpreter`` for a stock TFLite file, LCE's ``Interpreter`` for an LCE one
+    (told apart by their ops; `allow_unsafe` is unused: a flatbuffer runs no Python)."""
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -255,17 +310,28 @@ def _load_tflite(path):
     return interpreter
 
 
-def _input_spec(artifact):
-    """``(dtype, shape without batch)`` the artifact's input takes."""
-    if isinstance(artifact, tf.keras.Model):
-        return np.dtype(artifact.inputs[0].dtype.as_numpy_dtype), tuple(artifact.input_shape[1:])
-    if isinstance(artifact, tf.lite.Interpreter):
-        inp = artifact.get_input_details()[0]
-        return np.dtype(inp["dtype"]), tuple(int(d) for d in inp["shape"][1:])
-    if hasattr(artifact, "signatures"):
-        spec = artifact.signatures["serving_default"].structured_input_signature[1]["image"]
-        return np.dtype(spec.dtype.as_numpy_dtype), tuple(spec.shape[1:])
-    return np.dtype(artifact.input_types[0]), tuple(artifact.input_shapes[0][1:])  # LCE
+def saved_model_runner(loaded):
+    """``(run, input dtype, input shape)`` of a ``tf.saved_model.load`` object."""
+    serve = loaded.signatures["serving_default"]
+    spec = serve.structured_input_signature[1]["image"]
+    return (lambda x: serve(image=tf.convert_to_tensor(x))["logits"].numpy(),
+            np.dtype(spec.dtype.as_numpy_dtype), tuple(spec.shape[1:]))
+
+
+def flatbuffer_runner(interpreter):
+    """``(run, input dtype, input shape)`` of a TFLite or LCE interpreter. TFLite models run
+    one image at a time (their batch size is 1 after conversion), LCE ones in one batch."""
+    if not isinstance(interpreter, tf.lite.Interpreter):  # LCE's Interpreter
+        return (lambda x: np.asarray(interpreter.predict(x)),
+                np.dtype(interpreter.input_types[0]), tuple(interpreter.input_shapes[0][1:]))
+    inp = interpreter.get_input_details()[0]
+    return (_tflite_runner(interpreter), np.dtype(inp["dtype"]),
+            tuple(int(d) for d in inp["shape"][1:]))
+
+
+def _keras_runner(model):
+    return (lambda x: model(x, training=False).numpy(),
+            np.dtype(model.inputs[0].dtype.as_numpy_dtype), tuple(model.input_shape[1:]))
 
 
 def check_images(x, dtype, shape, what="images"):
@@ -322,24 +388,15 @@ def predictor(path, *, allow_unsafe=False):
     image cast to uint8 is 0). TFLite models run one image at a time (their
     batch size is 1 after conversion); the others in one batch.
     """
-    artifact = load(path, allow_unsafe=allow_unsafe)
-    dtype, shape = _input_spec(artifact)
+    artifact, fmt = _load(path, False, allow_unsafe)
+    run, dtype, shape = (fmt.runner if fmt is not None else _keras_runner)(artifact)
     what = f"predictor({os.fspath(path)!r})"
 
-    def checked(run):
-        return lambda x: run(check_images(x, dtype, shape, what))
+    def checked(x):
+        return run(check_images(x, dtype, shape, what))
 
-    if isinstance(artifact, tf.keras.Model):
-        run = checked(lambda x: artifact(x, training=False).numpy())
-    elif isinstance(artifact, tf.lite.Interpreter):
-        run = checked(_tflite_runner(artifact))
-    elif hasattr(artifact, "signatures"):
-        serve = artifact.signatures["serving_default"]
-        run = checked(lambda x: serve(image=tf.convert_to_tensor(x))["logits"].numpy())
-    else:
-        run = checked(lambda x: np.asarray(artifact.predict(x)))  # LCE Interpreter
-    run.input_dtype = dtype
-    return run
+    checked.input_dtype = dtype
+    return checked
 
 
 def compare(model, paths, pixels):
