@@ -87,14 +87,19 @@ def test_in_graph_and_worker_helps(kernel):
             p = tf.bitwise.bitwise_xor(px, tf.cast(tf.reduce_sum(y) * 0, px.dtype))
         return out
 
-    before = _stats()
-    with ops.use_spin_pool(2000):
-        for _ in range(5):
-            for y in layers():
-                np.testing.assert_array_equal(y.numpy(), expected)
-    after = _stats()
     # All 100 layers run on the pool unless it backs off (its worker preempted by other
-    # processes on a loaded machine); then the worker may have taken no chunk.
+    # processes on a loaded machine); then the worker may have taken no chunk. On a
+    # machine loaded by other processes the worker can also be descheduled for a whole
+    # round of 100 layers, so up to three rounds are run: one with a chunk suffices.
+    for _ in range(3):
+        before = _stats()
+        with ops.use_spin_pool(2000):
+            for _ in range(5):
+                for y in layers():
+                    np.testing.assert_array_equal(y.numpy(), expected)
+        after = _stats()
+        if after[1] - before[1] < 100 or after[2] > before[2]:
+            break
     assert after[0] >= 1
     if after[1] - before[1] < 100:
         assert after[3] > before[3] or before[4], (before, after)
