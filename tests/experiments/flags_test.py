@@ -31,11 +31,11 @@ def test_numeric_flags_refuse_non_finite_and_out_of_range_values(name, value, ma
             setattr(FLAGS, name, value)
 
 
-def _run(args, cwd, **env):
+def _run(args, cwd, module="tfdisc.experiments.mnist", **env):
     environ = {k: v for k, v in os.environ.items()
                if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CONFIG", "TFDISC_VERBOSE")}
     environ.update(env)
-    return subprocess.run([sys.executable, "-m", "tfdisc.experiments.mnist"] + args, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", module] + args, cwd=cwd,
                           env=environ, capture_output=True, text=True, timeout=900, check=False)
 
 
@@ -50,6 +50,18 @@ def test_errors_found_at_run_time_print_the_message_alone(tmp_path, args, headin
     lines = [line for line in proc.stderr.splitlines() if line.startswith("FATAL")]
     assert len(lines) == 1 and lines[0].startswith(heading) and message in lines[0], \
         proc.stderr[-3000:]
+
+
+def test_the_capacity_search_prints_a_flag_error_alone(tmp_path):
+    """tune used to print its whole usage text (about 120 lines) before the message."""
+    proc = _run(["--epochs=0", f"--output_dir={tmp_path / 'search'}"], tmp_path,
+                module="tfdisc.experiments.tune")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "--width_space" not in proc.stderr, \
+        proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("FATAL")]
+    assert len(lines) == 1 and lines[0].startswith("FATAL Flags parsing error: ") \
+        and "`epochs` is 0" in lines[0], proc.stderr[-3000:]
 
 
 def test_a_run_with_a_stray_tf_config_writes_and_prints_its_own_path_and_logs_once(

@@ -149,12 +149,10 @@ def settings():
 
 
 def main(argv):
+    common.show_errors_plainly()  # a flag error is one FATAL line, not the usage text
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        s = settings()
-    except flags.ValidationError as e:
-        raise app.UsageError(str(e)) from None
+    s = settings()
     if FLAGS.overwrite:
         if s.distributed.enabled:  # the chief would delete what the workers already use
             raise app.UsageError(
