@@ -29,7 +29,7 @@ import tensorflow as tf
 from tfdisc.certify import rules
 from tfdisc.certify.checks import UnsupportedLayerError, check_call_kwargs, check_dtype
 
-__all__ = ["UnsupportedLayerError", "check_model", "logit_bounds", "margin_upper",
+__all__ = ["UnsupportedLayerError", "check_model", "graph", "logit_bounds", "margin_upper",
            "register_rule"]
 
 register_rule = rules.register  # tfdisc.certify.register_rule(MyLayer, MyRule())
@@ -86,6 +86,15 @@ def _graph(model):
             check_call_kwargs(layer, inbound[3] if len(inbound) > 3 else None)
         edges.append((layer, [inbound[0] for inbound in node]))
     return edges, config["input_layers"][0][0], config["output_layers"][0][0]
+
+
+def graph(model):
+    """The model's layer graph as the bounds read it (also for ``tfdisc.certify.linear``):
+    ``([(layer, [input layer names])] in topological order, input name, output name)``.
+
+    Raises ``UnsupportedLayerError`` as the bounds do (see ``check_model``).
+    """
+    return _graph(model)
 
 
 def _interval(layer, rule, ivs, ctx):

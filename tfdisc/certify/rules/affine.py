@@ -83,6 +83,30 @@ class DenseRule(base.BoundRule):
         out = ctx.affine(iv, apply, w, layer.bias if layer.use_bias else None, int(w.shape[0]))
         return _activate(layer, out)
 
+    def linear(self, layer, inputs, ctx):
+        if getattr(layer, "input_quantizer", None) is not None:  # a sign activation
+            raise NotImplementedError(self._missing(layer, "linear") + " (input quantizer)")
+        act = elementwise.name(elementwise.check_activation(layer, layer.activation))
+        iv = inputs[0]
+        if act not in ("linear", "relu") or iv.lower.shape.rank != 2:
+            raise NotImplementedError(self._missing(layer, "linear")
+                                      + f" (activation {act!r}, input rank {iv.lower.shape.rank})")
+        w32 = kernel(layer)
+        bias = layer.bias if layer.use_bias else None
+
+        def apply(t, w):
+            return tf.tensordot(t, w, axes=[[1], [0]])
+
+        pre = ctx.affine(iv, apply, w32, bias, int(w32.shape[0]))  # as `interval`, before act
+        w = np.asarray(w32, np.float64)
+        b = None if bias is None else np.asarray(bias, np.float64)
+        mag = np.maximum(np.abs(iv.lower.numpy()), np.abs(iv.upper.numpy())).astype(np.float64)
+        s = mag @ np.abs(w) + (0.0 if b is None else np.abs(b))
+        error = base.linear_error(s, int(w.shape[0]), int(w.shape[1]))
+        steps = [base.LinearStep("affine", back=lambda a: a @ w.T, bias=b, error=error,
+                                 interval=pre)]
+        return steps + ([base.LinearStep("relu")] if act == "relu" else [])
+
     def margin_form(self, layer):
         # Keras's own linear activation only: a user function named "linear" is checked and
         # refused on the interval path.
@@ -166,6 +190,47 @@ class Conv2DRule(base.BoundRule):
         out = ctx.affine(iv, apply, w, layer.bias if layer.use_bias else None, fan_in)
         return _activate(layer, out)
 
+    def linear(self, layer, inputs, ctx):
+        if getattr(layer, "input_quantizer", None) is not None:  # a sign activation
+            raise NotImplementedError(self._missing(layer, "linear") + " (input quantizer)")
+        act = elementwise.name(elementwise.check_activation(layer, layer.activation))
+        pad_value = float(np.asarray(tf.keras.backend.get_value(getattr(layer, "pad_values",
+                                                                       0.0))))
+        strided = any(s != 1 for s in layer.strides)
+        dilated = any(d != 1 for d in layer.dilation_rate)
+        if act not in ("linear", "relu") or pad_value != 0.0 or (strided and dilated):
+            raise NotImplementedError(self._missing(layer, "linear")
+                                      + f" (activation {act!r}, pad value {pad_value}, strides "
+                                        f"{layer.strides}, dilation {layer.dilation_rate})")
+        iv = inputs[0]
+        w32 = kernel(layer)
+        bias = layer.bias if layer.use_bias else None
+        padding = layer.padding.upper()
+
+        def apply(t, w):
+            return tf.nn.convolution(t, w, strides=layer.strides, padding=padding,
+                                     dilations=layer.dilation_rate)
+
+        fan_in = 16 * int(np.prod(w32.shape[:3]))  # as `interval`: room for oneDNN's algorithms
+        pre = ctx.affine(iv, apply, w32, bias, fan_in)
+        w = tf.constant(np.asarray(w32, np.float64))
+        b = None if bias is None else np.asarray(bias, np.float64)
+        mag = tf.maximum(tf.abs(iv.lower), tf.abs(iv.upper))
+        s = apply(tf.cast(mag, tf.float64), tf.abs(w)).numpy()
+        s = s + (0.0 if b is None else np.abs(b))
+        error = base.linear_error(s, fan_in, int(np.prod(s.shape[1:])))
+        in_shape = [int(d) for d in iv.lower.shape[1:]]
+
+        def back(a):
+            flat = a.reshape((-1,) + a.shape[2:])
+            out = tf.nn.conv2d_transpose(tf.constant(flat), w, [len(flat)] + in_shape,
+                                         strides=layer.strides, padding=padding,
+                                         dilations=layer.dilation_rate)
+            return out.numpy().reshape(a.shape[:2] + tuple(in_shape))
+
+        steps = [base.LinearStep("affine", back=back, bias=b, error=error, interval=pre)]
+        return steps + ([base.LinearStep("relu")] if act == "relu" else [])
+
 
 base.register(tf.keras.layers.Conv2D, Conv2DRule())
 base.register(lq.layers.QuantConv2D, Conv2DRule())
@@ -208,6 +273,29 @@ class BatchNormRule(base.BoundRule):
                                                 + beta) + base.TINY
         point = None if iv.point is None else iv.point * scale + shift
         return ctx.ends(mid - rad, mid + rad, point)
+
+    def linear(self, layer, inputs, ctx):
+        out = self.interval(layer, inputs, ctx)  # checks the axis
+        if ctx.training:
+            raise NotImplementedError(self._missing(layer, "linear") + " (training statistics)")
+        iv = inputs[0]
+        mean = np.asarray(layer.moving_mean, np.float64)
+        var = np.asarray(layer.moving_variance, np.float32).astype(np.float64)
+        scale = 1.0 / np.sqrt(var + np.float64(np.float32(layer.epsilon)))
+        if layer.gamma is not None:
+            scale = scale * np.asarray(layer.gamma, np.float64)
+        shift = -mean * scale
+        beta = 0.0 if layer.beta is None else np.asarray(layer.beta, np.float64)
+        shift = shift + beta
+        mag = np.maximum(np.abs(iv.lower.numpy()), np.abs(iv.upper.numpy())).astype(np.float64)
+        # The model's rounding as `interval` allows it (32u relative: its own scale and shift
+        # are float32), plus the float64 rounding of back-substitution (fan-in 1).
+        size = int(np.prod(mag.shape[1:]))
+        error = (32.0 * base.UNIT_ROUNDOFF * (mag * np.abs(scale) + np.abs(mean * scale)
+                                              + np.abs(beta))
+                 + base.linear_error(mag * np.abs(scale) + np.abs(shift), 1, size, 0.0))
+        return [base.LinearStep("affine", back=lambda a: a * scale, bias=shift, error=error,
+                                interval=out)]
 
 
 base.register(tf.keras.layers.BatchNormalization, BatchNormRule())

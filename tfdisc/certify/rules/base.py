@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from tfdisc.certify import checks
 
-__all__ = ["BoundRule", "Context", "Interval", "TINY", "UNIT_ROUNDOFF", "gamma", "lookup",
-           "refuse", "register", "registered"]
+__all__ = ["BoundRule", "Context", "Interval", "LinearStep", "TINY", "UNIT_ROUNDOFF", "gamma",
+           "gamma64", "linear_error", "lookup", "refuse", "register", "registered"]
 
 UNIT_ROUNDOFF = 2.0**-24  # float32
 TINY = 1e-30  # keeps radii positive (underflow)
@@ -30,6 +30,43 @@ def gamma(n):
     """Relative float32 error bound of an n-term sum, with slack for the model's non-fused ops."""
     nu = n * UNIT_ROUNDOFF
     return 2.0 * nu / (1.0 - nu)  # factor 2: slack for the model's non-fused ops
+
+
+def gamma64(n):
+    """Relative float64 error bound of an n-term sum (the linear bounds compute in float64)."""
+    nu = n * 2.0**-53
+    return 2.0 * nu / (1.0 - nu)
+
+
+def linear_error(s, fan_in, outputs, model_gamma=None):
+    """``error`` of an affine ``LinearStep`` from ``s = |W|·max|in| + |bias|`` (float64).
+
+    The model's float32 rounding, ``gamma(fan_in + 1)·s`` (or ``model_gamma·s``), plus the
+    float64 rounding of ``back`` (``γ64(fan_in)·|A|·|W|·max|in|``) and of the driver's sums over
+    the ``outputs`` units, both below ``4·γ64(fan_in + outputs + 2)·|A|·s``.
+    """
+    g = gamma(fan_in + 1) if model_gamma is None else model_gamma
+    return (g + 4.0 * gamma64(fan_in + outputs + 2)) * s
+
+
+class LinearStep:
+    """One step of a layer's linear relaxation, as ``BoundRule.linear`` returns it.
+
+    ``kind == "affine"``: ``out = W·in + bias + e`` with the model's float32 rounding
+    ``|e| ≤ error``. ``back(A)`` maps float64 coefficients ``[batch, rows, *out]`` to
+    ``A·W``, ``[batch, rows, *in]``; ``bias`` (float64, broadcast to ``[batch, *out]``) and
+    ``error`` (float64 ``[batch, *out]``, ≥ 0; it also covers the float64 rounding of
+    ``back`` and of the sums ``Σ A·bias``, ``Σ |A|·error`` over ``out``) may be None;
+    ``interval`` is a sound ``Interval`` of ``out`` (float32, as ``interval`` computes it).
+    ``kind == "relu"``: ``out = max(in, 0)``, exact in float32; the driver relaxes it from
+    the bounds of ``in``.
+    """
+
+    def __init__(self, kind, back=None, bias=None, error=None, interval=None):
+        if kind not in ("affine", "relu"):
+            raise ValueError(f"LinearStep kind must be 'affine' or 'relu', got {kind!r}.")
+        self.kind, self.back, self.bias, self.error, self.interval = (kind, back, bias, error,
+                                                                      interval)
 
 
 class Interval:
@@ -120,8 +157,10 @@ class BoundRule:
         raise NotImplementedError(self._missing(layer, "interval"))
 
     def linear(self, layer, inputs, ctx):
-        """Linear (CROWN/DeepPoly) relaxation of ``layer``: not implemented yet for any
-        layer; callers fall back to ``interval``."""
+        """Linear (CROWN/DeepPoly) relaxation of ``layer`` for back-substitution
+        (``tfdisc.certify.linear``): a list of ``LinearStep`` (empty: the identity) over the
+        input ``Interval`` list ``inputs`` (exact mode). Layers without one raise
+        ``NotImplementedError``; callers fall back to ``interval``."""
         raise NotImplementedError(self._missing(layer, "linear"))
 
     def encode(self, layer, inputs, ctx):

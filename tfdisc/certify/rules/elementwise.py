@@ -48,6 +48,18 @@ class MonotoneRule(base.BoundRule):
     def interval(self, layer, inputs, ctx):
         return inputs[0].map(layer)
 
+    def linear(self, layer, inputs, ctx):
+        if isinstance(layer, tf.keras.layers.ReLU):
+            config = layer.get_config()
+            if (config.get("max_value") is None and not config.get("negative_slope")
+                    and not config.get("threshold")):
+                return [base.LinearStep("relu")]
+        elif isinstance(layer, (tf.keras.layers.Flatten, tf.keras.layers.Reshape)):
+            in_shape = tuple(int(d) for d in inputs[0].lower.shape[1:])
+            return [base.LinearStep("affine", back=lambda a: a.reshape(a.shape[:2] + in_shape),
+                                    interval=inputs[0].map(layer))]
+        raise NotImplementedError(self._missing(layer, "linear"))  # max pooling, capped ReLU
+
 
 for _cls in (tf.keras.layers.ReLU, tf.keras.layers.MaxPooling2D, tf.keras.layers.GlobalMaxPooling2D,
              tf.keras.layers.Flatten, tf.keras.layers.Reshape):
@@ -59,6 +71,14 @@ class ActivationRule(MonotoneRule):
 
     def check(self, layer):
         check_activation(layer, layer.activation)
+
+    def linear(self, layer, inputs, ctx):
+        fn_name = name(check_activation(layer, layer.activation))
+        if fn_name == "relu":
+            return [base.LinearStep("relu")]
+        if fn_name == "linear":
+            return []
+        raise NotImplementedError(self._missing(layer, "linear") + f" (activation {fn_name!r})")
 
 
 base.register(tf.keras.layers.Activation, ActivationRule())
@@ -72,11 +92,47 @@ class AveragePoolingRule(MonotoneRule):
         out = iv.map(layer)
         if not ctx.exact:
             return out
-        mag = tf.maximum(tf.abs(out.lower), tf.abs(out.upper))
+        # The model's window sum has error ≤ γ·Σ|x| in any summation order: the average of
+        # the input magnitudes, not the magnitude of the output's ends (mixed signs cancel).
+        mag = layer(tf.maximum(tf.abs(iv.lower), tf.abs(iv.upper)))
         pool = getattr(layer, "pool_size", None)
         n = int(np.prod(pool)) if pool is not None else int(np.prod(iv.lower.shape[1:3]))
         err = 3.0 * base.gamma(n + 1) * mag + base.TINY
         return ctx.ends(out.lower - err, out.upper + err, out.point)
+
+    def linear(self, layer, inputs, ctx):
+        iv = inputs[0]
+        if isinstance(layer, tf.keras.layers.GlobalAveragePooling2D):
+            if layer.data_format != "channels_last" or getattr(layer, "keepdims", False):
+                raise NotImplementedError(self._missing(layer, "linear") + " (layout)")
+
+            def op(t):
+                return tf.reduce_mean(t, axis=[1, 2])
+        elif layer.data_format == "channels_last":
+            def op(t):
+                return tf.nn.avg_pool2d(t, layer.pool_size, layer.strides, layer.padding.upper())
+        else:
+            raise NotImplementedError(self._missing(layer, "linear") + " (channels_first)")
+        pool = getattr(layer, "pool_size", None)
+        n = int(np.prod(pool)) if pool is not None else int(np.prod(iv.lower.shape[1:3]))
+        mag = tf.cast(tf.maximum(tf.abs(iv.lower), tf.abs(iv.upper)), tf.float64)
+        # The model's sum has error ≤ γ·Σ|x| over the window: the average of the input
+        # magnitudes, not the magnitude of the output's ends (mixed signs cancel).
+        s = op(mag).numpy()
+        error = base.linear_error(s, n, int(np.prod(s.shape[1:])), 3.0 * base.gamma(n + 1))
+        in_shape = [int(d) for d in iv.lower.shape[1:]]
+
+        def back(a):
+            x = tf.zeros([a.shape[0] * a.shape[1]] + in_shape, tf.float64)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = op(x)
+            grad = tape.gradient(out, x,
+                                 output_gradients=tf.constant(a.reshape((-1,) + a.shape[2:])))
+            return grad.numpy().reshape(a.shape[:2] + tuple(in_shape))
+
+        return [base.LinearStep("affine", back=back, error=error,
+                                interval=self.interval(layer, inputs, ctx))]
 
 
 base.register(tf.keras.layers.AveragePooling2D, AveragePoolingRule())
@@ -88,6 +144,9 @@ class IdentityRule(base.BoundRule):
 
     def interval(self, layer, inputs, ctx):
         return inputs[0]
+
+    def linear(self, layer, inputs, ctx):
+        return []
 
 
 for _cls in (tf.keras.layers.Dropout, tf.keras.layers.SpatialDropout2D,
@@ -127,6 +186,10 @@ class InputQuantizationRule(base.BoundRule):
             raise checks.UnsupportedLayerError(
                 f"BitDepthQuantization {layer.name!r} must follow the model input directly.")
         return inputs[0]
+
+    def linear(self, layer, inputs, ctx):
+        self.interval(layer, inputs, ctx)  # it must follow the input: the box is its output
+        return []
 
 
 base.register(BitDepthQuantization, InputQuantizationRule())
