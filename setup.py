@@ -38,6 +38,8 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "test": ["pytest>=7", "hypothesis>=6"],
     "lce": ["larq-compute-engine>=0.16,<0.17"],
+    # Exact BNN verification (tfdisc.certify.exact): the SAT solver Minicard.
+    "verify": ["python-sat==1.8.dev24"],
 }
 
 # --- op library build (cc_ops) ----------------------------------------------

@@ -8,7 +8,8 @@ For each example at ε the status is one of:
   itself if it is already misclassified);
 * ``unknown``: neither could be shown within the limits.
 
-Pipeline: clean check → interval bounds over the reachable box (margin form) →
+Pipeline: clean check (a box holding a single input, e.g. ε = 0, is decided by
+the model on that input) → interval bounds over the reachable box (margin form) →
 the gradient-free quantized-space search (optional) → for examples with at most
 ``complete_max_free`` free pixels: if the box holds at most ``max_nodes``
 quantized inputs, all of them are checked (bounds on each point, the model on
@@ -18,6 +19,11 @@ quantized input the bound does not certify is a counterexample if the model
 misclassifies a real image that quantizes to it (otherwise a near tie within
 float rounding: unknown); other nodes are split on the free pixel with the
 largest bound sensitivity. With enough nodes every such example is decided exactly.
+
+``method``: ``"auto"`` (default) decides every example the bounds leave open
+with the exact SAT verifier (``tfdisc.certify.exact``, any number of free
+pixels) when the model is a BNN it supports, else with branch and bound;
+``"exact"`` requires the SAT verifier; ``"branch"`` is branch and bound only.
 """
 import numbers
 import weakref
@@ -28,11 +34,15 @@ import tensorflow as tf
 from tfdisc import checks as checks_lib
 from tfdisc.certify import bounds as bounds_lib
 from tfdisc.certify import box as box_lib
+from tfdisc.certify import exact as exact_lib
 from tfdisc.certify import search as search_lib
 
 __all__ = ["STATUSES", "Certificate", "certify", "exhaustive", "robustness", "sweep"]
 
 STATUSES = ("certified", "counterexample", "unknown")
+METHODS = ("auto", "exact", "branch")
+DEFAULT_TIME_LIMIT = 10.0
+DEFAULT_MAX_SPURIOUS = 100
 DEFAULT_COMPLETE_MAX_FREE = 16
 DEFAULT_MAX_NODES = 4096
 
@@ -45,9 +55,12 @@ class Certificate:
       status: numpy array of strings from ``STATUSES``.
       counterexamples: {example index: image} for every ``counterexample``.
       num_free: free pixels per example.
-      decided_by: numpy array of strings: ``clean``, ``ibp``, ``search``,
-        ``enumeration``, ``branch`` or ``none``.
+      decided_by: numpy array of strings: ``clean``, ``point`` (a single
+        reachable input, run on the model), ``ibp``, ``search``,
+        ``enumeration``, ``branch``, ``exact`` or ``none``.
       nodes: branch-and-bound nodes evaluated per example.
+      seconds: time spent by the exact verifier per example.
+      method: the complete method used (``exact`` or ``branch``).
     """
 
     def __init__(self, eps, n):
@@ -57,6 +70,8 @@ class Certificate:
         self.counterexamples = {}
         self.num_free = np.zeros(n, np.int64)
         self.nodes = np.zeros(n, np.int64)
+        self.seconds = np.zeros(n, np.float64)
+        self.method = "branch"
 
     def fraction(self, status):
         return float(np.mean(self.status == status)) if len(self.status) else 0.0
@@ -245,7 +260,8 @@ def _branch(model, box, y, rows, cert, *, max_nodes, enumerate_max, node_batch):
 
 def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMPLETE_MAX_FREE,
             max_nodes=DEFAULT_MAX_NODES, enumerate_max=None, search=True, search_params=None,
-            batch_size=1000):
+            batch_size=1000, method="auto", time_limit=DEFAULT_TIME_LIMIT,
+            max_spurious=DEFAULT_MAX_SPURIOUS):
     """Certifies a batch of examples at one ε.
 
     Args:
@@ -263,6 +279,10 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
         bounds do not certify.
       search_params: dict of ``quantized_search`` parameters.
       batch_size: examples per interval-bound batch.
+      method: complete method, one of ``METHODS`` (see the module doc).
+      time_limit: seconds per example for the exact verifier (then unknown).
+      max_spurious: solver solutions the model classifies correctly (allowed by
+        units left free for float rounding) per example before giving up.
 
     Returns:
       ``Certificate``.
@@ -270,17 +290,30 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
     Raises:
       ValueError: bad arguments (ε, clip, labels not as ``tfdisc.checks``
         accepts them or outside the model's classes, images of the wrong
-        shape, not finite or outside ``clip``); ``UnsupportedLayerError``
-        naming a layer the bounds do not support, a layer called with
-        ``training=True`` or a layer not computing in float32.
+        shape, not finite or outside ``clip``, an unknown ``method``);
+        ``UnsupportedLayerError`` naming a layer the bounds do not support, a
+        layer called with ``training=True`` or a layer not computing in
+        float32; ``exact.ExactUnsupportedError`` (a ValueError) for
+        ``method="exact"`` on a model the SAT verifier does not encode.
+      ImportError: ``method="exact"`` without python-sat (``pip install tfdisc[verify]``).
       TypeError: non-numeric images.
     """
     eps = checks_lib.check_eps(eps)
+    clip = checks_lib.check_clip(clip)
+    if clip is not None and eps > clip[1] - clip[0]:
+        raise ValueError(f"`eps` must lie in [0, {clip[1] - clip[0]:g}] (the width of clip "
+                         f"{clip}), got {eps!r}.")
     complete_max_free = _check_int(complete_max_free, "complete_max_free", 0)
     max_nodes = _check_int(max_nodes, "max_nodes", 1)
     enumerate_max = max_nodes if enumerate_max is None else _check_int(enumerate_max,
                                                                        "enumerate_max", 0)
     batch_size = _check_int(batch_size, "batch_size", 1)
+    max_spurious = _check_int(max_spurious, "max_spurious", 0)
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    if (isinstance(time_limit, bool) or not isinstance(time_limit, numbers.Real)
+            or not np.isfinite(time_limit) or time_limit <= 0):
+        raise ValueError(f"`time_limit` must be a positive number of seconds, got {time_limit!r}.")
     if search_params is not None and not isinstance(search_params, dict):
         raise ValueError(f"`search_params` must be a dict or None, got {search_params!r}.")
     params = search_lib.check_params(**(search_params or {}))
@@ -299,7 +332,16 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
     ok = _certified_rows(margins, y) & ~wrong if n else np.zeros(0, bool)
     cert.status[ok], cert.decided_by[ok] = "certified", "ibp"
     if box.layer is None:
+        if method == "exact":
+            exact_lib.verify(model, box, y, [], cert)  # raises: no quantizer
         return cert
+    # A box holding one input the model computes identically for every image of the ball
+    # (ε = 0, or a quantizer without float jitter): the model's own output decides.
+    if eps == 0 or box_lib.jitter(box.layer, box.integer) == 0.0:
+        point = (cert.num_free == 0) & ~wrong & (cert.status == "unknown")
+        cert.status[point], cert.decided_by[point] = "certified", "point"
+    use_exact = method == "exact" or (method == "auto" and exact_lib.supports(model)
+                                      and exact_lib.available())
     rows = np.nonzero(cert.status == "unknown")[0]
     if search and len(rows):
         seed = params.pop("seed")
@@ -310,6 +352,11 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
             if search_lib.recheck(model, box, y, r, image):
                 cert.status[r], cert.decided_by[r] = "counterexample", "search"
                 cert.counterexamples[r] = image
+    if use_exact:
+        cert.method = "exact"
+        exact_lib.verify(model, box, y, np.nonzero(cert.status == "unknown")[0], cert,
+                         time_limit=float(time_limit), max_spurious=max_spurious)
+        return cert
     rows = np.nonzero((cert.status == "unknown") & (cert.num_free <= complete_max_free))[0]
     if len(rows):
         _branch(model, box, y, rows, cert, max_nodes=max_nodes, enumerate_max=enumerate_max,
@@ -370,13 +417,16 @@ def _batches(dataset):
 
 def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMPLETE_MAX_FREE,
           max_nodes=DEFAULT_MAX_NODES, enumerate_max=None, search=True, search_params=None,
-          batch_size=1000, return_examples=False):
+          batch_size=1000, method="auto", time_limit=DEFAULT_TIME_LIMIT,
+          max_spurious=DEFAULT_MAX_SPURIOUS, return_examples=False):
     """Certification over a dataset and an ε grid, as a JSON-able record.
 
     Returns:
       dict with ``certified``, ``counterexample`` and ``unknown`` (each
       ``{eps: fraction}``), ``mean_free_pixels`` ``{eps: mean}``, ``examples``
-      and ``method`` (the settings); with ``return_examples`` also
+      ``status_counts`` ``{eps: {status: count}}``, ``seconds`` ``{eps: {median,
+      p95, total}}`` of the exact verifier, and ``method`` (the settings, the complete
+      method used and, for ``exact``, the solver and its version); with ``return_examples`` also
       ``"certificates"``: ``{eps: [Certificate per batch]}`` (not JSON-able).
     """
     if isinstance(epsilons, numbers.Real):
@@ -387,12 +437,17 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
     counts = {e: np.zeros(3, np.int64) for e in eps_list}
     free = {e: 0 for e in eps_list}
     certs = {e: [] for e in eps_list}
+    seconds = {e: [] for e in eps_list}
+    used = set()
     total = 0
     for x, y in _batches(dataset):
         for e in eps_list:
             cert = certify(model, x, y, e, clip=clip, complete_max_free=complete_max_free,
                            max_nodes=max_nodes, enumerate_max=enumerate_max, search=search,
-                           search_params=search_params, batch_size=batch_size)
+                           search_params=search_params, batch_size=batch_size, method=method,
+                           time_limit=time_limit, max_spurious=max_spurious)
+            used.add(cert.method)
+            seconds[e].append(cert.seconds[cert.decided_by != "clean"])
             counts[e] += np.array([cert.counts()[s] for s in STATUSES])
             free[e] += int(cert.num_free.sum())
             if return_examples:
@@ -404,11 +459,21 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
               for i, s in enumerate(STATUSES)}
     record["mean_free_pixels"] = {e: free[e] / total for e in eps_list}
     record["examples"] = total
+    record["status_counts"] = {e: {s: int(counts[e][i]) for i, s in enumerate(STATUSES)}
+                               for e in eps_list}
+    record["seconds"] = {}
+    for e in eps_list:
+        s = np.concatenate(seconds[e]) if seconds[e] else np.zeros(0)
+        record["seconds"][e] = ({"median": float(np.median(s)), "p95": float(np.percentile(s, 95)),
+                                 "total": float(s.sum())} if len(s) else None)
     record["method"] = {"bounds": "interval (IBP), margin form, widened for float32 rounding",
                         "complete_max_free": complete_max_free, "max_nodes": max_nodes,
                         "enumerate_max": max_nodes if enumerate_max is None else enumerate_max,
                         "search": search_lib.describe(**(search_params or {})) if search else None,
-                        "uses_gradient": False}
+                        "uses_gradient": False, "requested": method,
+                        "complete": sorted(used)}
+    if "exact" in used:
+        record["method"]["exact"] = exact_lib.describe(float(time_limit), max_spurious)
     if return_examples:
         record["certificates"] = certs
     return record

@@ -1,0 +1,214 @@
+"""The exact SAT verifier for BNNs (tfdisc.certify.exact) against enumeration of every input."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfdisc  # noqa: F401  (sets up legacy Keras first)
+from tfdisc import certify, models
+from tfdisc.certify import box as box_lib
+from tfdisc.certify import exact
+from tfdisc.certify.exact import network, sat
+from tfdisc.layers import BitDepthQuantization
+
+pytest.importorskip("pysat")
+
+
+def _bnn(seed, depth=3, width=12, classes=3):
+    tf.keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = models.build("fcn2", precision="binary", input_bits=2, width=width, depth=depth,
+                         input_shape=(3, 4, 1), num_classes=classes)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 1, n))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, n))
+            if layer.beta is not None:
+                layer.beta.assign(rng.normal(0, 0.5, n))
+    return model, rng
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("eps", [0.05, 0.1])
+def test_exact_statuses_match_enumeration(seed, eps):
+    model, rng = _bnn(seed)
+    x = rng.uniform(0, 1, (16, 3, 4, 1)).astype(np.float32)
+    y = model(x).numpy().argmax(1)
+    cert = certify.certify(model, x, y, eps, search=False, method="exact")
+    truth = certify.exhaustive(model, x, y, eps)  # ≤ 4^12 inputs per box
+    assert cert.counts()["unknown"] == 0
+    np.testing.assert_array_equal(cert.status == "certified", truth)
+    assert np.sum(cert.decided_by == "exact") >= 8
+    assert 0 < truth.sum() < len(truth)  # both outcomes are exercised
+    for r, image in cert.counterexamples.items():
+        assert np.max(np.abs(image - x[r])) <= eps and image.min() >= 0 and image.max() <= 1
+        assert model(image[None]).numpy().argmax() != y[r]
+
+
+def _points(box, r):
+    lo, hi = box.lo_bin[r].reshape(-1), box.hi_bin[r].reshape(-1)
+    free = np.nonzero(hi > lo)[0]
+    grid = np.indices(hi[free] - lo[free] + 1).reshape(len(free), -1).T
+    for g in grid:
+        bins = lo.copy()
+        bins[free] = lo[free] + g
+        yield bins
+
+
+def _model_bits(net, levels):
+    """The signs (True = +1) of every sign layer on one quantized input, in float64."""
+    out = net.a0 * (levels @ net.w0 + net.b0) + net.s0
+    s = np.where(out >= 0, 1, -1)
+    layers = [s > 0]
+    for layer in net.binary[:-1]:
+        s = np.where(layer.a * (s @ layer.w) + layer.s >= 0, 1, -1)
+        layers.append(s > 0)
+    return layers
+
+
+def _encoding_errors(model, x, eps, mutation=None, rows=range(6)):
+    """Points where the encoding excludes the model's own signs (unsound) or leaves a
+    hidden unit free that the model's signs determine (loose)."""
+    box = certify.input_box(model, x, eps)
+    net = network.read(model)
+    errors = []
+    for r in rows:
+        enc = sat.Encoder(net, box.table, box.lo_bin[r].reshape(-1), box.hi_bin[r].reshape(-1),
+                          box_lib.jitter(box.layer, box.integer), mutation=mutation)
+        for bins in _points(box, r):
+            choose = [v for p, vs in zip(enc.free, enc.choices) for b, v in vs if b == bins[p]]
+            truth = _model_bits(net, box.table[bins].astype(np.float64))
+            assume = list(choose)
+            for bits, want in zip(enc.layer_bits, truth):
+                for b, w in zip(bits, want):
+                    if isinstance(b, bool):
+                        if b != w:
+                            errors.append(("fixed", r))
+                    else:
+                        assume.append(b if w else -b)
+            if not enc.solver.solve(assumptions=assume):
+                errors.append(("unsound", r))
+            # Hidden binary units have exact integer thresholds: given the previous layer's
+            # signs, the other sign must be impossible (unless the value is in the band).
+            for li, (bits, want) in enumerate(zip(enc.layer_bits[1:], truth[1:])):
+                for b, w in zip(bits, want):
+                    if not isinstance(b, bool) and enc.solver.solve(
+                            assumptions=[a for a in assume if a not in (b, -b)]
+                            + [-b if w else b]):
+                        errors.append(("loose", r, li))
+        enc.solver.delete()
+    return errors
+
+
+def _hit_threshold(model, x, eps):
+    """A (layer, unit, kind) threshold some reachable input meets exactly, for the mutations."""
+    box = certify.input_box(model, x, eps)
+    net = network.read(model)
+    enc = sat.Encoder(net, box.table, box.lo_bin[0].reshape(-1), box.hi_bin[0].reshape(-1),
+                      box_lib.jitter(box.layer, box.integer))
+    for bins in _points(box, 0):
+        s = np.where(_model_bits(net, box.table[bins].astype(np.float64))[0], 1, -1)
+        agree = (s @ net.binary[0].w + len(s)) // 2
+        for j, kind, up, t in enc.thresholds[0]:
+            if agree[j] == t:
+                return (0, j, kind)
+    return None
+
+
+def test_encoding_admits_exactly_the_models_signs_and_mutations_are_caught():
+    model, rng = _bnn(0)
+    x = rng.uniform(0, 1, (6, 3, 4, 1)).astype(np.float32)
+    assert _encoding_errors(model, x, 0.1) == []
+    target = _hit_threshold(model, x, 0.1)
+    assert target is not None
+    layer, unit, kind = target
+    shifted = _encoding_errors(model, x, 0.1, ("shift_hidden", layer, unit, kind), rows=[0])
+    assert any(e[0] == "unsound" for e in shifted)
+    dropped = _encoding_errors(model, x, 0.1, ("drop_hidden", layer, unit, kind), rows=[0])
+    assert any(e[0] == "loose" for e in dropped)
+
+
+def test_eps_zero_certifies_clean_accuracy_by_the_model():
+    model, rng = _bnn(2)
+    x = rng.uniform(0, 1, (20, 3, 4, 1)).astype(np.float32)
+    y = model(x).numpy().argmax(1)
+    y[:5] = (y[:5] + 1) % 3
+    for method in ("branch", "exact"):
+        cert = certify.certify(model, x, y, 0.0, search=False, method=method)
+        np.testing.assert_array_equal(cert.status == "certified", np.arange(20) >= 5)
+        assert cert.counts()["unknown"] == 0
+
+
+def test_eps_zero_point_rule_on_a_model_the_bounds_cannot_certify():
+    """A near tie at ε = 0: interval bounds widened for float32 cannot certify it, the model
+    run on the single input does."""
+    inputs = tf.keras.Input((4,))
+    q = BitDepthQuantization(2)(inputs)
+    out = tf.keras.layers.Dense(2, use_bias=False, kernel_initializer=tf.constant_initializer(
+        [[1.0, 1.0 - 1e-7]] * 4))(q)
+    model = tf.keras.Model(inputs, out)
+    x = np.full((1, 4), 0.9, np.float32)
+    cert = certify.certify(model, x, [0], 0.0, search=False, method="branch")
+    assert model(x).numpy().argmax() == 0
+    assert cert.status[0] == "certified" and cert.decided_by[0] == "point"
+
+
+def test_sweep_records_the_method_solver_and_counts():
+    model, rng = _bnn(1)
+    x = rng.uniform(0, 1, (8, 3, 4, 1)).astype(np.float32)
+    y = model(x).numpy().argmax(1)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    record = certify.sweep(model, ds, [0.0, 0.1], search=False, time_limit=5.0)
+    assert record["method"]["complete"] == ["exact"]
+    assert "python-sat" in record["method"]["exact"]["solver"]
+    assert record["method"]["exact"]["time_limit_s"] == 5.0
+    assert sum(record["status_counts"][0.1].values()) == 8
+    assert record["status_counts"][0.0]["unknown"] == 0
+
+
+def test_exact_refuses_bad_input(monkeypatch):
+    model, rng = _bnn(0)
+    x = rng.uniform(0, 1, (2, 3, 4, 1)).astype(np.float32)
+    with pytest.raises(ValueError, match="method"):
+        certify.certify(model, x, [0, 1], 0.1, method="sat")
+    with pytest.raises(ValueError, match="time_limit"):
+        certify.certify(model, x, [0, 1], 0.1, time_limit=0)
+    with pytest.raises(ValueError, match="eps"):
+        certify.certify(model, x, [0, 1], 1.5, method="exact")
+    with pytest.raises(ValueError, match="eps"):
+        certify.certify(model, x, [0, 1], -0.1, method="exact")
+    # A layer with no encoding: a full-precision model (ReLU) and a conv BNN.
+    full = models.build("fcn2", precision="full", input_bits=2, width=8, depth=2,
+                        input_shape=(3, 4, 1), num_classes=3)
+    assert not exact.supports(full)
+    with pytest.raises(exact.ExactUnsupportedError, match="does not support layer.*method='branch'"):
+        certify.certify(full, x, [0, 1], 0.1, method="exact", search=False)
+    assert certify.certify(full, x, [0, 1], 0.1, search=False).method == "branch"  # auto
+    # Without the input quantizer.
+    inputs = tf.keras.Input((3, 4, 1))
+    h = tf.keras.layers.Flatten()(inputs)
+    plain = tf.keras.Model(inputs, tf.keras.layers.Dense(3)(h))
+    with pytest.raises(exact.ExactUnsupportedError, match="BitDepthQuantization"):
+        certify.certify(plain, x, [0, 1], 0.1, method="exact")
+    # The solver not installed.
+    def missing():
+        raise ImportError("The exact BNN verifier needs python-sat: `pip install tfdisc[verify]`")
+    monkeypatch.setattr(sat, "_pysat", missing)
+    with pytest.raises(ImportError, match=r"pip install tfdisc\[verify\]"):
+        certify.certify(model, x, [0, 1], 0.1, method="exact", search=False)
+    assert certify.certify(model, x, [0, 1], 0.1, search=False).method == "branch"  # auto
+
+
+def test_missing_solver_message_names_the_extra(monkeypatch):
+    import builtins  # pylint: disable=import-outside-toplevel
+
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name.startswith("pysat"):
+            raise ImportError("no pysat")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    with pytest.raises(ImportError, match=r"pip install tfdisc\[verify\]"):
+        sat.solver_version()
