@@ -6,7 +6,9 @@ Every sweep takes the attack gradient through the model's input quantizer
 ``attack_record`` describes an attack's parameters for ``results.json``.
 """
 import numbers
+import time
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -90,14 +92,15 @@ def attack_record(attack, model, **params):
     ``gradient`` is the quantizer gradient mode of ``model`` (the model the
     attack differentiates): ``straight_through`` is the honest white-box
     setting; ``none`` only shows gradient masking. Gradient-free attacks
-    record ``gradient: "not used"``.
+    record ``gradient: "not used"``. ``loss`` and the other parameters are the
+    attack's own ``describe`` (an ensemble names each component's loss).
     """
     attack = attacks_lib.get(attack)
     params = attack_params(attack.name, params)
     record = {"name": attack.name, "norm": "linf",
-              "gradient": quantizer_gradient(model) if attack.uses_gradient else "not used",
-              "loss": "sparse softmax cross-entropy, true labels"}
+              "gradient": quantizer_gradient(model) if attack.uses_gradient else "not used"}
     record.update(attack.describe(params))
+    record.setdefault("loss", "not stated (the attack's describe gives none)")
     return record
 
 
@@ -179,7 +182,13 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
       and ``"zero_gradient_fraction"``: the fraction of examples whose input
       gradient (of ``attack_model``, at the clean input) is exactly zero. Near 1
       it means gradient masking (e.g. ``gradient="none"``): such accuracies are
-      not robustness.
+      not robustness. An ensemble (``autoattack``) run white-box also gives
+      ``"stages"``: component → ``{eps: accuracy}``, the top-1 accuracy after
+      each component in the order run (cumulative, on the same images; the
+      last is the ensemble's, up to argmax ties).
+
+    Progress: the batches are logged (absl INFO: the first, then at most every
+    10 s, and the total at the end) with the examples done and the time taken.
     """
     attack = attacks_lib.get(attack)
     params = attack_params(attack.name, params)
@@ -188,11 +197,15 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
     attack_model = model if attack_model is None else attack_model
     num_classes = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     ks = _check_top_k(top_k, num_classes)
+    # Components are recorded white-box only: in transfer their masks are the source's.
+    stages = attack.stage_names(attack_model) if attack_model is model else ()
+    progress = _Progress(attack.name, dataset)
     if strategy is not None and attack.graph_safe:  # eager attacks run whole on every worker
         return _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack,
-                                  params, clip, ks, num_classes)
+                                  params, clip, ks, num_classes, stages, progress)
     ks_tensor = tf.constant(ks, tf.int32)
     correct = np.zeros((len(eps_list), len(ks)), np.int64)
+    stage_counts = np.zeros((len(eps_list), 1 + len(stages)), np.int64)
     zero_grad = 0
     total = 0
     for x, y in dataset:
@@ -208,25 +221,70 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
                                      tf.constant(eps_list, tf.float32), ks_tensor, clip).numpy()
         else:
             for i, eps in enumerate(eps_list):
-                x_adv = x if eps == 0.0 else attack.graph(attack_model, x, y, eps, clip,
-                                                          **params)
+                if eps == 0.0:
+                    x_adv = x
+                elif stages:
+                    x_adv, robust = attack.graph_stages(attack_model, x, y, eps, clip, **params)
+                    stage_counts[i] += _stage_counts(robust, stages).numpy()
+                else:
+                    x_adv = attack.graph(attack_model, x, y, eps, clip, **params)
                 correct[i] += _correct(model, x_adv, y, ks_tensor).numpy()
         total += int(y.shape[0])
-    return _result(correct, zero_grad, total, eps_list, ks)
+        progress.batch(total)
+    progress.done(total)
+    return _result(correct, zero_grad, total, eps_list, ks, stages, stage_counts)
 
 
-def _result(correct, zero_grad, total, eps_list, ks):
+class _Progress:
+    """Per-batch progress of a sweep in the log (absl INFO): the first batch, then at most
+    every ``every`` seconds, and the total at the end."""
+
+    def __init__(self, name, dataset, every=10.0):
+        self.name, self.start, self.batches, self.every = name, time.time(), 0, every
+        self.logged = None
+        try:
+            size = int(dataset.cardinality()) if hasattr(dataset, "cardinality") else len(dataset)
+        except TypeError:  # an iterable without a length
+            size = -1
+        self.of = f"/{size}" if size >= 0 else ""
+
+    def batch(self, examples):
+        self.batches += 1
+        now = time.time()
+        if self.logged is None or now - self.logged >= self.every:
+            self.logged = now
+            logging.info("sweep %s: batch %d%s, %d examples, %.0f s", self.name, self.batches,
+                         self.of, examples, now - self.start)
+
+    def done(self, examples):
+        logging.info("sweep %s: %d examples in %d batch(es), %.1f s", self.name, examples,
+                     self.batches, time.time() - self.start)
+
+
+def _stage_counts(robust, stages):
+    """Correct examples before the ensemble and after each component (int64 [1 + stages])."""
+    return tf.stack([tf.reduce_sum(tf.cast(robust[k], tf.int64)) for k in ("clean",) + stages])
+
+
+def _result(correct, zero_grad, total, eps_list, ks, stages=(), stage_counts=None):
     if total == 0:
         raise ValueError("`dataset` yielded no examples.")
     result = {f"top{k}": {e: float(c) / total for e, c in zip(eps_list, correct[:, j])}
               for j, k in enumerate(ks)}
     result["examples"] = int(total)
     result["zero_gradient_fraction"] = float(zero_grad) / total
+    attacked = [i for i, e in enumerate(eps_list) if e != 0.0]
+    if stages and attacked:
+        # At ε = 0 every component leaves the clean model's correct examples (its first column).
+        clean = stage_counts[attacked[0], 0]
+        result["stages"] = {
+            name: {e: float(clean if e == 0.0 else stage_counts[i, j + 1]) / total
+                   for i, e in enumerate(eps_list)} for j, name in enumerate(stages)}
     return result
 
 
 def _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack, params, clip,
-                       ks, num_classes):
+                       ks, num_classes, stages, progress):
     # Check every batch eagerly first (cheap: no model), then attack in the replicas.
     for x, y in dataset:
         x = checks_lib.check_images(tf.convert_to_tensor(x, tf.float32), clip,
@@ -241,20 +299,25 @@ def _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack,
         grad, _ = attacks_lib.input_gradient(attack_model, x, y)
         flat = tf.reshape(grad, [tf.shape(grad)[0], -1])
         zero = tf.reduce_sum(tf.cast(tf.reduce_all(tf.equal(flat, 0.0), axis=1), tf.int64))
-        counts = []
+        counts, stage_rows = [], []
         for eps, kw in zip(eps_list, kwargs):
+            # The largest float32 <= eps, as Attack.graph passes it: the nearest one can
+            # exceed eps by half a float32 step, and the ball would hold for that.
+            eps_tensor = tf.constant(projection.round_down(eps, tf.float32), tf.float32)
+            stage_row = tf.zeros([1 + len(stages)], tf.int64)
             if eps == 0.0:
                 x_adv = x
             elif attack.reuses_gradient:
                 x_adv = attacks_lib.perturb(x, grad, eps, clip)
+            elif stages:
+                x_adv, robust = attack.stages_fn(attack_model, x, y, eps_tensor, clip, **kw)
+                stage_row = _stage_counts(robust, stages)
             else:
-                # The largest float32 <= eps, as Attack.graph passes it: the nearest one can
-                # exceed eps by half a float32 step, and the ball would hold for that.
-                x_adv = attack.fn(attack_model, x, y,
-                                  tf.constant(projection.round_down(eps, tf.float32), tf.float32),
-                                  clip, **kw)
+                x_adv = attack.fn(attack_model, x, y, eps_tensor, clip, **kw)
             counts.append(_correct.python_function(model, x_adv, y, tf.constant(ks, tf.int32)))
-        return tf.stack(counts), zero, tf.cast(tf.shape(y)[0], tf.int64)
+            stage_rows.append(stage_row)
+        return (tf.stack(counts), zero, tf.cast(tf.shape(y)[0], tf.int64),
+                tf.stack(stage_rows))
 
     @tf.function
     def step(x, y):
@@ -262,13 +325,17 @@ def _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack,
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]
 
     correct = np.zeros((len(eps_list), len(ks)), np.int64)
+    stage_counts = np.zeros((len(eps_list), 1 + len(stages)), np.int64)
     zero_grad = total = 0
     for x, y in strategy.experimental_distribute_dataset(dataset):
-        c, z, n = step(x, y)
+        c, z, n, s = step(x, y)
         correct += c.numpy()
+        stage_counts += s.numpy()
         zero_grad += int(z)
         total += int(n)
-    return _result(correct, zero_grad, total, eps_list, ks)
+        progress.batch(total)
+    progress.done(total)
+    return _result(correct, zero_grad, total, eps_list, ks, stages, stage_counts)
 
 
 # The attack gradient on inputs the sweep has already checked.

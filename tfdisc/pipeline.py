@@ -181,6 +181,10 @@ def _merge_sweeps(parts):
         if key.startswith("top"):
             merged[key] = {e: sum(p[key][e] * p["examples"] for p in parts) / total
                            for e in parts[0][key]}
+    if "stages" in parts[0]:  # an ensemble's accuracy after each component
+        merged["stages"] = {
+            name: {e: sum(p["stages"][name][e] * p["examples"] for p in parts) / total
+                   for e in acc} for name, acc in parts[0]["stages"].items()}
     return merged
 
 

@@ -11,7 +11,10 @@ One record per experiment run. The experiment binaries write it
   ``gradient`` (the quantizer gradient the attacker used), and ``attacks``:
   one entry per attack with its parameters as the attack registry describes
   them, ``examples``, ``clean_accuracy``, ``adversarial_accuracy`` (ε key →
-  accuracy, keys from ``epsilon_key``) and ``zero_gradient_fraction``;
+  accuracy, keys from ``epsilon_key``) and ``zero_gradient_fraction``; an
+  ensemble's entry (``autoattack``) also has ``components``: component name →
+  ``{examples, clean_accuracy, adversarial_accuracy}``, the accuracy after each
+  component in the order run, on the same images (see ``COMPONENTS_MEANING``);
 * ``clean_accuracy`` and ``adversarial_accuracy`` of the primary attack;
 * ``transfer`` (black-box source, if any) and ``straight_through_check`` (the
   same weights attacked through the quantizer, for ``gradient=none`` runs);
@@ -28,13 +31,17 @@ import numbers
 import os
 import shlex
 
-__all__ = ["REQUIRED_KEYS", "ResultsError", "attack_entry", "check_accuracy", "check_attacks",
+__all__ = ["COMPONENTS_MEANING", "REQUIRED_KEYS", "ResultsError", "attack_entry",
+           "check_accuracy", "check_attacks",
            "check_record", "epsilon_key",
            "find_json", "format_table", "load", "parse_epsilon", "portable_command",
            "portable_path", "write_json"]
 
 REQUIRED_KEYS = ("dataset", "model", "precision", "bits", "clean_accuracy",
                  "adversarial_accuracy")
+COMPONENTS_MEANING = ("top-1 accuracy after each component ran, in this order, on the examples "
+                      "no earlier one broke (cumulative, as the reference AutoAttack logs it); "
+                      "the last is the ensemble's")
 
 
 def parse_epsilon(text):
@@ -93,6 +100,12 @@ def attack_entry(record, sweep_result, epsilons, top_k=(1,)):
     if 5 in top_k:
         entry["top5"] = {"clean_accuracy": sweep_result["top5"][0.0],
                          "adversarial_accuracy": _by_key(sweep_result["top5"], epsilons)}
+    if sweep_result.get("stages"):
+        entry["components"] = {
+            name: {"examples": sweep_result["examples"], "clean_accuracy": acc[0.0],
+                   "adversarial_accuracy": _by_key(acc, epsilons)}
+            for name, acc in sweep_result["stages"].items()}
+        entry["components_meaning"] = COMPONENTS_MEANING
     return entry
 
 
@@ -237,6 +250,11 @@ class _Checker:
         top5 = entry.get("top5")
         if top5 is not None:
             self.attack(f"{where}.top5", top5)
+        components = entry.get("components")
+        self.optional(f"{where}.components", components, dict,
+                      "an object {component name: entry}")
+        for n, part in (components or {}).items():
+            self.attack(f"{where}.components.{n}", part)
 
 
 def check_attacks(block, where="attacks"):

@@ -17,9 +17,14 @@ graph-safe function plus one ``register`` call in a module of this package that
 imports ``tfdisc.attacks.registry`` (never this ``__init__``), listed below
 (argument checks live in ``tfdisc.checks``)::
 
-    @register("my_attack", params={"steps": 10}, checks={"steps": checks.check_steps})
+    @register("my_attack", params={"steps": 10}, checks={"steps": checks.check_steps},
+              describe=lambda p: {"loss": losses.CE_LOSS, **p})
     def _my_attack(model, x, y, eps, clip, steps):
         ...  # returns x_adv with ‖x_adv − x‖∞ ≤ eps inside clip (use `project`)
+
+``describe`` states in results.json the loss (or score) the attack optimizes,
+with its parameters. An ensemble also passes ``stages`` and ``stage_names``
+(see ``autoattack``), so sweeps record the accuracy after each component.
 
 Modules: ``registry`` (Attack, register, get, available), ``gradient`` (FGSM,
 R-FGSM, PGD and shared steps), ``search`` (quantized search), ``losses`` (CE,

@@ -78,7 +78,8 @@ def run(model, x, y, eps, clip, loss_fn, *, n_iter, rho, seed):
     Returns:
       ``(x_adv, fooled, x_best, loss_best, loss_start)``: per example the first
       misclassified iterate (else the best-loss one), whether one was found, the
-      iterate of highest loss, that loss, and the loss at the random start.
+      iterate of highest loss, that loss, and the loss at the random start. The
+      iterations stop early once every example is misclassified.
     """
     low, high = projection.ball(x, eps, clip)
     x_adv = _random_start(x, eps, low, high, seed)
@@ -127,7 +128,10 @@ def run(model, x, y, eps, clip, loss_fn, *, n_iter, rho, seed):
             best_at_check=tf.where(at_check, loss_best, s["best_at_check"]),
             reduced=tf.where(at_check, halve, s["reduced"]))
 
-    state = tf.while_loop(lambda s: s["i"] < n_iter, lambda s: (body(s),), (state,))[0]
+    # Once every example is misclassified the result (their first adversarial points) is fixed.
+    state = tf.while_loop(
+        lambda s: (s["i"] < n_iter) & tf.logical_not(tf.reduce_all(s["fooled"])),
+        lambda s: (body(s),), (state,))[0]
     x_out = tf.where(_per_example(state["fooled"], x), state["first_adv"], state["x_best"])
     return x_out, state["fooled"], state["x_best"], state["loss_best"], loss
 
@@ -209,7 +213,7 @@ CHECKS = {"n_iter": check_count("n_iter"), "n_restarts": check_count("n_restarts
 
 
 @register("apgd_ce", params=DEFAULTS, checks=CHECKS,
-          describe=lambda p: {**p, "loss": "cross-entropy", "momentum": MOMENTUM,
+          describe=lambda p: {**p, "loss": losses.CE_LOSS, "momentum": MOMENTUM,
                               "initial_step": "2*eps"})
 def _apgd_ce(model, x, y, eps, clip, n_iter, n_restarts, rho, seed, sign_gradient):
     """APGD-CE (Croce & Hein 2020): auto step-size PGD with momentum on the cross-entropy."""
@@ -217,7 +221,7 @@ def _apgd_ce(model, x, y, eps, clip, n_iter, n_restarts, rho, seed, sign_gradien
 
 
 @register("apgd_t", params={**DEFAULTS, "n_target_classes": 9}, checks=CHECKS,
-          describe=lambda p: {**p, "loss": "targeted DLR", "momentum": MOMENTUM,
+          describe=lambda p: {**p, "loss": losses.DLR_TARGETED_LOSS, "momentum": MOMENTUM,
                               "initial_step": "2*eps"})
 def _apgd_t(model, x, y, eps, clip, n_iter, n_restarts, rho, seed, sign_gradient,
             n_target_classes):

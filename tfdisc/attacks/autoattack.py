@@ -12,7 +12,9 @@ APGD-CE's point of highest loss.
 APGD-T needs ≥ 4 classes; on a model with fewer it is skipped (logged), and
 the ensemble is APGD-CE then Square. ``sign_gradient`` applies to the APGD
 components (Square uses no gradient). ``stages`` gives the robust examples
-after each component, for recording each component's contribution.
+after each component; it is the registered attack's ``stages_fn``, so a sweep
+(``tfdisc.evaluate.sweep``) records the accuracy after each component next to
+the ensemble's, on the same images.
 """
 from absl import logging
 import tensorflow as tf
@@ -79,14 +81,21 @@ def stages(model, x, y, eps, clip, n_iter, n_target_classes, n_queries, seed, si
     return x_adv, robust
 
 
+def _describe(params):
+    return {**params, "loss": {"apgd_ce": losses.CE_LOSS, "apgd_t": losses.DLR_TARGETED_LOSS,
+                               "square": losses.MARGIN_SCORE},
+            "version": "standard", "sequence": list(COMPONENTS),
+            "apgd_t": f"needs ≥ {losses.DLR_TARGETED_CLASSES} classes; skipped below",
+            "fab_t": "not implemented", "n_restarts": 1, "rho": apgd.DEFAULTS["rho"],
+            "p_init": square.DEFAULTS["p_init"]}
+
+
 @register("autoattack", params=DEFAULTS,
           checks={"n_iter": check_count("n_iter"),
                   "n_target_classes": check_count("n_target_classes"),
                   "n_queries": check_count("n_queries"), "seed": check_seed,
                   "sign_gradient": surrogate.check_sign_gradient},
-          describe=lambda p: {**p, "version": "standard", "components": list(COMPONENTS),
-                              "fab_t": "not implemented", "n_restarts": 1,
-                              "p_init": square.DEFAULTS["p_init"]})
+          describe=_describe, stages=stages, stage_names=components)
 def _autoattack(model, x, y, eps, clip, n_iter, n_target_classes, n_queries, seed,
                 sign_gradient):
     """AutoAttack (standard): APGD-CE, APGD-T, Square, each on the still-unbroken examples."""

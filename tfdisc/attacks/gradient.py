@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tfdisc import checks as checks_lib
 from tfdisc import projection
+from tfdisc.attacks import losses
 from tfdisc.attacks.registry import get, optional, register
 
 __all__ = ["default_step_size", "fgsm", "input_gradient", "loss_gradient", "perturb", "pgd",
@@ -83,7 +84,7 @@ def default_step_size(eps, steps):
     return 2.5 * eps / steps
 
 
-@register("fgsm", reuses_gradient=True)
+@register("fgsm", reuses_gradient=True, describe=lambda p: {"loss": losses.CE_LOSS, **p})
 def _fgsm(model, x, y, eps, clip):
     """FGSM: one signed gradient step of ε."""
     grad, _ = _loss_gradient(model, x, y)
@@ -97,7 +98,8 @@ def _rfgsm_resolve(eps, params):
 
 @register("rfgsm", params={"alpha": None}, checks={"alpha": checks_lib.check_alpha},
           resolve=_rfgsm_resolve,
-          describe=lambda p: {"alpha": "eps/2" if p["alpha"] is None else p["alpha"]})
+          describe=lambda p: {"loss": losses.CE_LOSS,
+                              "alpha": "eps/2" if p["alpha"] is None else p["alpha"]})
 def _rfgsm(model, x, y, eps, clip, alpha):
     """R-FGSM: a random sign step of α, then a gradient sign step of ε − α."""
     x_start = project(sign_step(x, random_sign(tf.shape(x), x.dtype), alpha), x, eps, clip)
@@ -116,7 +118,8 @@ def _pgd_resolve(eps, params):
                   "step_size": optional(checks_lib.check_step_size),
                   "random_start": bool},
           resolve=_pgd_resolve,
-          describe=lambda p: {"steps": p["steps"], "random_start": p["random_start"],
+          describe=lambda p: {"loss": losses.CE_LOSS, "steps": p["steps"],
+                              "random_start": p["random_start"],
                               "step_size": ("2.5*eps/steps" if p["step_size"] is None
                                             else p["step_size"])})
 def _pgd(model, x, y, eps, clip, steps, step_size, random_start):

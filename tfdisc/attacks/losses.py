@@ -8,11 +8,17 @@ classes. Every loss here is one the attacks *maximize*.
 """
 import tensorflow as tf
 
-__all__ = ["DLR_CLASSES", "DLR_TARGETED_CLASSES", "check_classes", "check_logits",
-           "cross_entropy", "dlr", "dlr_targeted", "margin", "target_classes"]
+__all__ = ["CE_LOSS", "DLR_CLASSES", "DLR_TARGETED_CLASSES", "DLR_TARGETED_LOSS",
+           "MARGIN_SCORE", "check_classes", "check_logits", "cross_entropy", "dlr",
+           "dlr_targeted", "margin", "target_classes"]
 
 DLR_CLASSES = 3
 DLR_TARGETED_CLASSES = 4
+# The losses in words, as an attack's ``describe`` states in results.json the one it optimizes.
+CE_LOSS = "sparse softmax cross-entropy, true labels"
+DLR_TARGETED_LOSS = ("targeted DLR −(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2), the top "
+                     "n_target_classes other classes t in turn")
+MARGIN_SCORE = "margin z_y − max_{j≠y} z_j of the logits, as a score (no gradient)"
 _TINY = 1e-12  # the reference's guard against a zero denominator
 
 

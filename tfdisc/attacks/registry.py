@@ -56,10 +56,15 @@ class Attack:
         compute the gradient once per batch and reuse it for every ε.
       graph_safe: ``fn`` runs inside a ``tf.function`` (and so in the replicas
         of a distribution strategy).
+      stages_fn: for an ensemble, ``fn``'s twin returning ``(x_adv, robust)``:
+        ``robust`` maps ``"clean"`` and each component, in the order run, to the
+        mask of examples still correctly classified after it (cumulative); a
+        sweep records each component's accuracy from it. None otherwise.
+        ``stage_names(model)`` gives the components' order.
     """
 
     def __init__(self, name, fn, *, params, checks, resolve, describe, uses_gradient,
-                 reuses_gradient, doc, graph=True):
+                 reuses_gradient, doc, graph=True, stages=None, stage_names=None):
         self.name = name
         self.fn = fn
         self.params = dict(params)
@@ -71,6 +76,10 @@ class Attack:
         self._describe = describe
         self.graph_safe = bool(graph)
         self._graph = tf.function(fn, reduce_retracing=True) if graph else fn
+        self.stages_fn = stages
+        self._stage_names = stage_names
+        self._stages_graph = (tf.function(stages, reduce_retracing=True)
+                              if stages is not None and graph else stages)
 
     def check_params(self, **params):
         """All parameters, defaults filled in and each one checked.
@@ -93,15 +102,37 @@ class Attack:
         """JSON-able parameters for results.json (formulas where derived from ε)."""
         return self._describe(params) if self._describe else dict(params)
 
-    def graph(self, model, x, y, eps, clip, **params):
-        """Runs the compiled attack on already-checked inputs at one ε."""
+    def _arguments(self, x, eps, params):
         kwargs = self.resolve(eps, self.check_params(**params))
         kwargs = {k: (tf.constant(v, x.dtype) if isinstance(v, float) else v)
                   for k, v in kwargs.items()}
         # ε rounded down to the image dtype, so that the ε-ball holds for the ε asked for.
-        eps_tensor = tf.constant(projection.round_down(eps, x.dtype), x.dtype)
+        return tf.constant(projection.round_down(eps, x.dtype), x.dtype), kwargs
+
+    def graph(self, model, x, y, eps, clip, **params):
+        """Runs the compiled attack on already-checked inputs at one ε."""
+        eps_tensor, kwargs = self._arguments(x, eps, params)
         return tf.convert_to_tensor(
             self._graph(model, x, y, eps_tensor, clip, **kwargs), x.dtype)
+
+    def stage_names(self, model):
+        """The components an ensemble runs on ``model``, in order; () for a single attack."""
+        if self.stages_fn is None:
+            return ()
+        return tuple(self._stage_names(model))
+
+    def graph_stages(self, model, x, y, eps, clip, **params):
+        """As ``graph`` for an ensemble: ``(x_adv, robust)`` (see ``stages_fn``).
+
+        Raises:
+          ValueError: the attack is not an ensemble (it has no stages).
+        """
+        if self.stages_fn is None:
+            raise ValueError(f"Attack {self.name!r} is not an ensemble: it has no stages to "
+                             "record; use `graph`.")
+        eps_tensor, kwargs = self._arguments(x, eps, params)
+        x_adv, robust = self._stages_graph(model, x, y, eps_tensor, clip, **kwargs)
+        return tf.convert_to_tensor(x_adv, x.dtype), robust
 
     def __call__(self, model, x, y, eps, *, clip=(0.0, 1.0), **params):
         """Checks every input and returns adversarial images for ``eps``."""
@@ -119,22 +150,30 @@ _REGISTRY = {}
 
 
 def register(name, *, params=None, checks=None, resolve=None, describe=None,
-             uses_gradient=True, reuses_gradient=False, graph=True):
+             uses_gradient=True, reuses_gradient=False, graph=True, stages=None,
+             stage_names=None):
     """Decorator registering ``fn(model, x, y, eps, clip, **params) -> x_adv`` as ``name``.
 
     ``fn`` gets checked inputs and must be graph-safe (it runs in a
     ``tf.function``) unless ``graph=False`` (then it runs eagerly, and cannot
     run inside a distribution strategy's replicas). ``resolve(eps, params)`` turns checked parameters into
     ``fn``'s keyword arguments at one ε (e.g. a default step size of ε/2);
-    ``describe(params)`` gives what results.json records.
+    ``describe(params)`` gives what results.json records: the parameters, and
+    the ``loss`` (or score) the attack optimizes, in words. An ensemble passes
+    ``stages``, ``fn``'s twin returning ``(x_adv, robust)`` (``Attack.stages_fn``),
+    and ``stage_names(model)``, its components in the order they run.
     """
+    if (stages is None) != (stage_names is None):
+        raise ValueError(f"Attack {name!r}: `stages` and `stage_names` go together (an "
+                         "ensemble gives both, a single attack neither).")
     def decorator(fn):
         if name in _REGISTRY:
             raise ValueError(f"Attack {name!r} is already registered.")
         _REGISTRY[name] = Attack(name, fn, params=params or {}, checks=checks or {},
                                  resolve=resolve, describe=describe,
                                  uses_gradient=uses_gradient, reuses_gradient=reuses_gradient,
-                                 doc=(fn.__doc__ or "").strip().split("\n")[0], graph=graph)
+                                 doc=(fn.__doc__ or "").strip().split("\n")[0], graph=graph,
+                                 stages=stages, stage_names=stage_names)
         return fn
     return decorator
 

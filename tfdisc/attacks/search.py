@@ -2,6 +2,7 @@
 import tensorflow as tf
 
 from tfdisc import projection
+from tfdisc.attacks import losses
 from tfdisc.attacks.registry import register
 
 __all__ = []
@@ -10,8 +11,9 @@ __all__ = []
 # Defaults as tfdisc.certify.search.DEFAULTS (not imported here: certify loads lazily).
 @register("quantized_search", params={"restarts": 1, "iterations": 40, "candidates": 16,
                                       "seed": 0},
-          describe=lambda p: {**p, "method": "random block coordinate search on the logit "
-                                             "margin over reachable quantization levels"},
+          describe=lambda p: {**p, "loss": losses.MARGIN_SCORE,
+                              "method": "random block coordinate search on the logit "
+                                        "margin over reachable quantization levels"},
           uses_gradient=False, graph=False)
 def _quantized_search(model, x, y, eps, clip, **params):
     """Gradient-free search over the reachable quantization levels (``tfdisc.certify``)."""

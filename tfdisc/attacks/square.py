@@ -9,7 +9,11 @@ channel, and keeps them where the margin ``z_y − max_{j≠y} z_j`` drops. The
 window holds a fraction ``p`` of the pixels, ``p`` following the reference's
 schedule from ``p_init`` (halved at 10, 50, 200, 500, 1000, 2000, 4000, 6000,
 8000 of 10 000 queries, rescaled to ``n_queries``). It stops for an example once
-it is misclassified, and for the batch when all are.
+it is misclassified (the model is queried only on the examples still unbroken,
+gathered in the graph), and for the batch when all are. Behind an input
+quantizer through which alone the input reaches the model
+(``sole_input_quantizer``), a proposal that quantizes as the current point
+does is not queried either: its logits, so its margin, are the same.
 
 Discretized inputs: where the model's first layer is a ``BitDepthQuantization``
 (``tfdisc.certify.box.input_quantizer``), half of the window proposals are not
@@ -32,7 +36,8 @@ from tfdisc.attacks import losses
 from tfdisc.attacks.registry import check_count, check_fraction, check_seed, register
 from tfdisc.certify import box as box_lib
 
-__all__ = ["DEFAULTS", "p_selection", "quantizer_levels", "square_graph"]
+__all__ = ["DEFAULTS", "p_selection", "quantizer_levels", "sole_input_quantizer",
+           "square_graph"]
 
 DEFAULTS = dict(n_queries=5000, p_init=0.8, seed=0)
 # The reference's schedule on 10 000 queries: (from this query on, divide p_init by).
@@ -65,6 +70,26 @@ def quantizer_levels(model):
         return np.asarray(box_lib.levels(layer), np.float32)
 
 
+def sole_input_quantizer(model):
+    """The model's input ``BitDepthQuantization`` layer if the input reaches the rest of the
+    model only through it (so equal quantized inputs give equal logits), else None."""
+    try:
+        layer = box_lib.input_quantizer(model)
+    except ValueError:
+        return None
+    if layer is None or isinstance(model, tf.keras.Sequential):
+        return layer
+    try:
+        config = model.get_config()
+        inputs = {entry[0] for entry in config["input_layers"]}
+        readers = {spec["name"] for spec in config["layers"]
+                   for node in spec.get("inbound_nodes") or [] for inbound in node
+                   if isinstance(inbound, (list, tuple)) and inbound[0] in inputs}
+    except (NotImplementedError, KeyError, TypeError, IndexError):  # a subclassed model
+        return None
+    return layer if readers == {layer.name} else None
+
+
 def _as_images(x):
     shape = x.shape
     if any(d is None for d in shape[1:]):
@@ -83,11 +108,20 @@ def _robust_margin(model, x, y, shape):
     return -losses.margin(logits, y)  # z_y − max_{j≠y} z_j: ≤ 0 once misclassified
 
 
+def _margin_of_unbroken(model, x, y, shape, margin, ask):
+    """The margins of ``x``, queried only where ``ask`` (elsewhere ``margin``)."""
+    index = tf.where(ask)
+    sub_shape = tf.concat([tf.shape(index)[:1], shape[1:]], 0)
+    sub = _robust_margin(model, tf.gather_nd(x, index), tf.gather_nd(y, index), sub_shape)
+    return tf.tensor_scatter_nd_update(margin, index, sub)
+
+
 def square_graph(model, x, y, eps, clip, n_queries, p_init, seed):
     """Square on checked inputs; returns ``(x_adv, fooled)`` (graph-safe, no gradient)."""
     shape = tf.shape(x)
     images, (h, w, c) = _as_images(x)
     levels = quantizer_levels(model)
+    quantizer = sole_input_quantizer(model)
     low, high = projection.ball(images, eps, clip)
     n = tf.shape(images)[0]
     seed = tf.cast(seed, tf.int32)
@@ -123,7 +157,15 @@ def square_graph(model, x, y, eps, clip, n_queries, p_init, seed):
                 tf.broadcast_to(tf.gather(table, pick), tf.shape(images)), low, high)
             corner = tf.where(rand(5, it, tf.stack([n, 1, 1, c])) < 0.5, corner, level)
         x_new = tf.where(window, corner, x_best)
-        margin_new = _robust_margin(model, x_new, y, shape)
+        # The model sees only the still-unbroken examples (the broken ones stopped) whose
+        # proposal it can tell apart: behind its input quantizer, one that quantizes as the
+        # current point does has the same logits, so the same margin (no improvement).
+        ask = margin > 0
+        if quantizer is not None:
+            moved = tf.not_equal(quantizer(tf.reshape(x_new, shape), training=False),
+                                 quantizer(tf.reshape(x_best, shape), training=False))
+            ask &= tf.reduce_any(tf.reshape(moved, [n, -1]), axis=1)
+        margin_new = _margin_of_unbroken(model, x_new, y, shape, margin, ask)
         improved = (margin_new < margin) & (margin > 0)
         x_best = tf.where(improved[:, None, None, None], x_new, x_best)
         return it + 1, x_best, tf.where(improved, margin_new, margin)
@@ -141,7 +183,7 @@ CHECKS = {"n_queries": check_count("n_queries"), "p_init": check_fraction("p_ini
 
 
 @register("square", params=DEFAULTS, checks=CHECKS, uses_gradient=False,
-          describe=lambda p: {**p, "loss": "margin", "norm": "linf",
+          describe=lambda p: {**p, "loss": losses.MARGIN_SCORE, "norm": "linf",
                               "proposals": "eps-ball corners, and reachable quantization "
                                            "levels where the model has an input quantizer"})
 def _square(model, x, y, eps, clip, n_queries, p_init, seed):

@@ -1,8 +1,12 @@
 """The bracket of issue 11 in the report: certified ≤ true robust accuracy ≤ best attack.
 
 Per run and ε: the certified accuracy (``--certify``), the best attack (the
-minimum over FGSM, PGD, the gradient-free quantized-space search, transfer and
-the certifier's counterexamples, on the same test images), the automatic
+minimum over every attack the run recorded — FGSM, PGD, the gradient-free
+quantized-space search, AutoAttack and, run on their own, its components
+APGD-CE, APGD-T and Square — transfer and the certifier's counterexamples, on
+the same test images; the accuracies AutoAttack records after each of its
+components are cumulative, never below the ensemble's, so they are not
+sources of their own), the automatic
 "likely gradient masking" flags, the soundness check, and the bracket plots;
 and the gradient-masking check of the runs made with the quantizer's zero
 gradient (``--gradient=none``), shown beside the straight-through attack.
@@ -24,18 +28,22 @@ from tfdisc.experiments.report_common import (
     select)
 
 # The attacks whose gradient goes through the model; a non-gradient attack beating one of them
-# by more than MASKING_POINTS (same test images) flags likely gradient masking.
-GRADIENT_ATTACKS = ("fgsm", "pgd", "rfgsm")
+# by more than MASKING_POINTS (same test images) flags likely gradient masking. AutoAttack mixes
+# both kinds (its Square needs no gradient), so it is in neither list; it and every other
+# recorded attack still enter the best attack.
+GRADIENT_ATTACKS = ("fgsm", "pgd", "rfgsm", "apgd_ce", "apgd_t")
 
 
-NON_GRADIENT = ("quantized_search", "transfer")
+NON_GRADIENT = ("quantized_search", "transfer", "square")
 
 
 MASKING_POINTS = 2.0
 
 
 SOURCE_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "rfgsm": "R-FGSM", "quantized_search": "QS",
-                "transfer": "transfer", "certify": "certifier's counterexamples"}
+                "transfer": "transfer", "certify": "certifier's counterexamples",
+                "autoattack": "AutoAttack", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T",
+                "square": "Square"}
 
 
 def sources(rec):
@@ -160,6 +168,8 @@ def describe_bracket(rec):
         parts.append(f"QS = gradient-free quantized-space search (no gradient; restarts "
                      f"{qs.get('restarts')}, iterations {qs.get('iterations')}, candidates "
                      f"{qs.get('candidates')}) on the first {qs.get('examples')} test images")
+    if attacks.get("autoattack"):
+        parts.append(describe_autoattack(rec))
     cert = rec.get("certified")
     if cert:
         method = cert.get("method") or {}
@@ -179,6 +189,30 @@ def describe_bracket(rec):
             parts.append("left out of the best attack (no record on those images): " + ", ".join(
                 f"{SOURCE_NAMES.get(k, k)} (ran on {n})" for k, n in sorted(left.items())))
     return "; ".join(parts)
+
+
+def describe_autoattack(rec):
+    """How AutoAttack ran on ``rec`` and the accuracy after each of its components, per ε."""
+    aa = rec["attacks"]["autoattack"]
+    components = aa.get("components") or {}
+    names = list(components) or list(aa.get("sequence") or [])
+    text = (f"AutoAttack = {aa.get('version', 'standard')} "
+            f"({', '.join(SOURCE_NAMES.get(c, c) for c in names)}; {aa.get('n_iter')} "
+            f"iterations, Square {aa.get('n_queries')} queries; sign "
+            f"gradient {aa.get('sign_gradient')}, quantizer gradient {aa.get('gradient')}) on "
+            f"the first {aa.get('examples')} test images")
+    if components:
+        per_eps = [f"ε={eps_label(eps_value(key), rec['dataset'])} " + " → ".join(
+            fmt(_percent(part["adversarial_accuracy"].get(key))) for part in components.values())
+            for key in sorted(aa.get("adversarial_accuracy", {}), key=eps_value)]
+        text += (f"; accuracy after each component "
+                 f"({' → '.join(SOURCE_NAMES.get(c, c) for c in components)}): "
+                 + ", ".join(per_eps))
+    return text
+
+
+def _percent(value):
+    return None if value is None else 100.0 * value
 
 
 def _record_eps(rec):
