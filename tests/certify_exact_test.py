@@ -1,4 +1,5 @@
-"""The exact SAT verifier for BNNs (tfdisc.certify.exact) against enumeration of every input."""
+"""The exact verifier for BNNs (tfdisc.certify.exact, MILP and SAT) against enumeration of every
+input."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,10 +8,12 @@ import tfdisc  # noqa: F401  (sets up legacy Keras first)
 from tfdisc import certify, models
 from tfdisc.certify import box as box_lib
 from tfdisc.certify import exact
-from tfdisc.certify.exact import network, sat
+from tfdisc.certify.exact import milp, network, sat
 from tfdisc.layers import BitDepthQuantization
 
 pytest.importorskip("pysat")
+pytest.importorskip("highspy")
+SOLVERS = ("milp", "sat")
 
 
 def _bnn(seed, depth=3, width=12, classes=3):
@@ -28,13 +31,14 @@ def _bnn(seed, depth=3, width=12, classes=3):
     return model, rng
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("eps", [0.05, 0.1])
-def test_exact_statuses_match_enumeration(seed, eps):
+def test_exact_statuses_match_enumeration(seed, eps, solver):
     model, rng = _bnn(seed)
     x = rng.uniform(0, 1, (16, 3, 4, 1)).astype(np.float32)
     y = model(x).numpy().argmax(1)
-    cert = certify.certify(model, x, y, eps, search=False, method="exact")
+    cert = certify.certify(model, x, y, eps, search=False, method="exact", solver=solver)
     truth = certify.exhaustive(model, x, y, eps)  # ≤ 4^12 inputs per box
     assert cert.counts()["unknown"] == 0
     np.testing.assert_array_equal(cert.status == "certified", truth)
@@ -128,13 +132,113 @@ def test_encoding_admits_exactly_the_models_signs_and_mutations_are_caught():
     assert any(e[0] == "loose" for e in dropped)
 
 
+def _milp_feasible(enc, fixed):
+    """True if the MILP admits the column values ``fixed`` {column: 0/1}."""
+    h = enc._model()  # pylint: disable=protected-access
+    cols = np.array(sorted(fixed), np.int32)
+    vals = np.array([float(fixed[c]) for c in cols])
+    h.changeColsBounds(len(cols), cols, vals, vals)
+    h.setOptionValue("time_limit", 30.0)
+    h.run()
+    import highspy  # pylint: disable=import-outside-toplevel
+
+    status = h.getModelStatus()
+    assert status in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kInfeasible)
+    return status == highspy.HighsModelStatus.kOptimal
+
+
+def _milp_errors(model, x, eps, mutation=None, rows=range(4)):
+    """As ``_encoding_errors``, for the MILP: points where the rows exclude the model's own
+    signs (unsound), or admit the other sign of a hidden unit the model's signs determine."""
+    box = certify.input_box(model, x, eps)
+    net = network.read(model)
+    errors = []
+    for r in rows:
+        enc = milp.Encoder(net, box.table, box.lo_bin[r].reshape(-1), box.hi_bin[r].reshape(-1),
+                           box_lib.jitter(box.layer, box.integer), mutation=mutation)
+        for bins in _points(box, r):
+            chosen = bins[enc.form.choices[:, 0]] == enc.form.choices[:, 1]
+            fixed = dict(zip(enc.choice_vars.tolist(), chosen.astype(int).tolist()))
+            truth = _model_bits(net, box.table[bins].astype(np.float64))
+            for bits, want in zip(enc.layer_bits, truth):
+                for b, w in zip(bits, want):
+                    if isinstance(b, (bool, np.bool_)):
+                        if b != w:
+                            errors.append(("fixed", r))
+                    else:
+                        fixed[b] = int(w)
+            if not _milp_feasible(enc, fixed):
+                errors.append(("unsound", r))
+            for li, (bits, want) in enumerate(zip(enc.layer_bits[1:], truth[1:])):
+                for b, w in zip(bits, want):
+                    if not isinstance(b, (bool, np.bool_)):
+                        other = dict(fixed)
+                        other[b] = 1 - int(w)
+                        for later in enc.layer_bits[li + 2:]:
+                            for c in later:
+                                other.pop(c, None)
+                        if _milp_feasible(enc, other):
+                            errors.append(("loose", r, li))
+    return errors
+
+
+def _milp_target(model, x, eps):
+    """A hidden unit (layer, unit) of example 0 not fixed over its box whose threshold some
+    reachable input meets exactly."""
+    box = certify.input_box(model, x, eps)
+    net = network.read(model)
+    enc = milp.Encoder(net, box.table, box.lo_bin[0].reshape(-1), box.hi_bin[0].reshape(-1),
+                       box_lib.jitter(box.layer, box.integer))
+    sets = network.sign_sets(net.binary[0])
+    for bins in _points(box, 0):
+        s = np.where(_model_bits(net, box.table[bins].astype(np.float64))[0], 1, -1)
+        d = s @ net.binary[0].w
+        for j, b in enumerate(enc.layer_bits[1]):
+            if isinstance(b, (bool, np.bool_)):
+                continue
+            for half in sets[j]:
+                if half not in ("all", "none") and d[j] == half[1]:
+                    return (0, j)
+    return None
+
+
+def test_milp_admits_exactly_the_models_signs_and_mutations_are_caught():
+    model, rng = _bnn(0, depth=3, width=8)
+    x = rng.uniform(0, 1, (4, 3, 4, 1)).astype(np.float32)
+    assert _milp_errors(model, x, 0.1, rows=[0, 1]) == []
+    target = _milp_target(model, x, 0.1)
+    assert target is not None
+    shifted = _milp_errors(model, x, 0.1, ("shift_hidden",) + target, rows=[0])
+    assert any(e[0] == "unsound" for e in shifted)
+    dropped = _milp_errors(model, x, 0.1, ("drop_hidden",) + target, rows=[0])
+    assert any(e[0] == "loose" for e in dropped)
+
+
+def test_milp_loosened_margin_certifies_a_counterexample():
+    """Loosening the solver margin (the "no counterexample" cutoff) is caught by enumeration."""
+    model, rng = _bnn(0)
+    x = rng.uniform(0, 1, (16, 3, 4, 1)).astype(np.float32)
+    y = model(x).numpy().argmax(1)
+    truth = certify.exhaustive(model, x, y, 0.1)
+    box = certify.input_box(model, x, 0.1)
+    rows = np.nonzero(~truth)[0]
+    assert len(rows)
+    statuses = {}
+    for mutation in (None, ("loose_margin",)):
+        cert = certify.Certificate(0.1, len(y))
+        exact.verify(model, box, y, rows, cert, mutation=mutation, solver="milp")
+        statuses[mutation] = set(cert.status[rows])
+    assert statuses[None] == {"counterexample"}
+    assert "certified" in statuses[("loose_margin",)]  # a false certificate: caught
+
+
 def test_eps_zero_certifies_clean_accuracy_by_the_model():
     model, rng = _bnn(2)
     x = rng.uniform(0, 1, (20, 3, 4, 1)).astype(np.float32)
     y = model(x).numpy().argmax(1)
     y[:5] = (y[:5] + 1) % 3
-    for method in ("branch", "exact"):
-        cert = certify.certify(model, x, y, 0.0, search=False, method=method)
+    for method, solver in (("branch", "milp"), ("exact", "milp"), ("exact", "sat")):
+        cert = certify.certify(model, x, y, 0.0, search=False, method=method, solver=solver)
         np.testing.assert_array_equal(cert.status == "certified", np.arange(20) >= 5)
         assert cert.counts()["unknown"] == 0
 
@@ -160,7 +264,8 @@ def test_sweep_records_the_method_solver_and_counts():
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     record = certify.sweep(model, ds, [0.0, 0.1], search=False, time_limit=5.0)
     assert record["method"]["complete"] == ["exact"]
-    assert "python-sat" in record["method"]["exact"]["solver"]
+    assert record["method"]["exact"]["solver"].startswith("highs")
+    assert record["method"]["exact"]["name"] == "exact-milp"
     assert record["method"]["exact"]["time_limit_s"] == 5.0
     assert sum(record["status_counts"][0.1].values()) == 8
     assert record["status_counts"][0.0]["unknown"] == 0
@@ -171,6 +276,10 @@ def test_exact_refuses_bad_input(monkeypatch):
     x = rng.uniform(0, 1, (2, 3, 4, 1)).astype(np.float32)
     with pytest.raises(ValueError, match="method"):
         certify.certify(model, x, [0, 1], 0.1, method="sat")
+    with pytest.raises(ValueError, match="solver"):
+        certify.certify(model, x, [0, 1], 0.1, solver="cplex")
+    with pytest.raises(ValueError, match="workers"):
+        certify.certify(model, x, [0, 1], 0.1, workers=0)
     with pytest.raises(ValueError, match="time_limit"):
         certify.certify(model, x, [0, 1], 0.1, time_limit=0)
     with pytest.raises(ValueError, match="eps"):
@@ -194,6 +303,11 @@ def test_exact_refuses_bad_input(monkeypatch):
     def missing():
         raise ImportError("The exact BNN verifier needs python-sat: `pip install tfdisc[verify]`")
     monkeypatch.setattr(sat, "_pysat", missing)
+    with pytest.raises(ImportError, match=r"pip install tfdisc\[verify\]"):
+        certify.certify(model, x, [0, 1], 0.1, method="exact", search=False, solver="sat")
+    assert certify.certify(model, x, [0, 1], 0.1, search=False,
+                           solver="sat").method == "branch"  # auto
+    monkeypatch.setattr(milp, "_highspy", missing)
     with pytest.raises(ImportError, match=r"pip install tfdisc\[verify\]"):
         certify.certify(model, x, [0, 1], 0.1, method="exact", search=False)
     assert certify.certify(model, x, [0, 1], 0.1, search=False).method == "branch"  # auto

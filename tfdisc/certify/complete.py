@@ -21,9 +21,10 @@ float rounding: unknown); other nodes are split on the free pixel with the
 largest bound sensitivity. With enough nodes every such example is decided exactly.
 
 ``method``: ``"auto"`` (default) decides every example the bounds leave open
-with the exact SAT verifier (``tfdisc.certify.exact``, any number of free
-pixels) when the model is a BNN it supports, else with branch and bound;
-``"exact"`` requires the SAT verifier; ``"branch"`` is branch and bound only.
+with the exact verifier (``tfdisc.certify.exact``, any number of free pixels;
+``solver`` ``milp`` (HiGHS, default) or ``sat``) when the model is a BNN it
+supports and the solver is installed, else with branch and bound; ``"exact"``
+requires the exact verifier; ``"branch"`` is branch and bound only.
 """
 import numbers
 import weakref
@@ -261,7 +262,7 @@ def _branch(model, box, y, rows, cert, *, max_nodes, enumerate_max, node_batch):
 def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMPLETE_MAX_FREE,
             max_nodes=DEFAULT_MAX_NODES, enumerate_max=None, search=True, search_params=None,
             batch_size=1000, method="auto", time_limit=DEFAULT_TIME_LIMIT,
-            max_spurious=DEFAULT_MAX_SPURIOUS):
+            max_spurious=DEFAULT_MAX_SPURIOUS, solver=exact_lib.DEFAULT_SOLVER, workers=None):
     """Certifies a batch of examples at one ε.
 
     Args:
@@ -283,6 +284,9 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
       time_limit: seconds per example for the exact verifier (then unknown).
       max_spurious: solver solutions the model classifies correctly (allowed by
         units left free for float rounding) per example before giving up.
+      solver: the exact verifier's solver, ``milp`` (HiGHS, default) or ``sat``
+        (python-sat); see ``tfdisc.certify.exact``.
+      workers: examples the exact verifier decides at once (threads; default: the CPUs).
 
     Returns:
       ``Certificate``.
@@ -311,6 +315,10 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
     max_spurious = _check_int(max_spurious, "max_spurious", 0)
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    if solver not in exact_lib.SOLVERS:
+        raise ValueError(f"`solver` must be one of {sorted(exact_lib.SOLVERS)}, got {solver!r}.")
+    if workers is not None:
+        workers = _check_int(workers, "workers", 1)
     if (isinstance(time_limit, bool) or not isinstance(time_limit, numbers.Real)
             or not np.isfinite(time_limit) or time_limit <= 0):
         raise ValueError(f"`time_limit` must be a positive number of seconds, got {time_limit!r}.")
@@ -333,7 +341,7 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
     cert.status[ok], cert.decided_by[ok] = "certified", "ibp"
     if box.layer is None:
         if method == "exact":
-            exact_lib.verify(model, box, y, [], cert)  # raises: no quantizer
+            exact_lib.verify(model, box, y, [], cert, solver=solver)  # raises: no quantizer
         return cert
     # A box holding one input the model computes identically for every image of the ball
     # (ε = 0, or a quantizer without float jitter): the model's own output decides.
@@ -341,7 +349,7 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
         point = (cert.num_free == 0) & ~wrong & (cert.status == "unknown")
         cert.status[point], cert.decided_by[point] = "certified", "point"
     use_exact = method == "exact" or (method == "auto" and exact_lib.supports(model)
-                                      and exact_lib.available())
+                                      and exact_lib.available(solver))
     rows = np.nonzero(cert.status == "unknown")[0]
     if search and len(rows):
         seed = params.pop("seed")
@@ -355,7 +363,8 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
     if use_exact:
         cert.method = "exact"
         exact_lib.verify(model, box, y, np.nonzero(cert.status == "unknown")[0], cert,
-                         time_limit=float(time_limit), max_spurious=max_spurious)
+                         time_limit=float(time_limit), max_spurious=max_spurious, solver=solver,
+                         workers=workers)
         return cert
     rows = np.nonzero((cert.status == "unknown") & (cert.num_free <= complete_max_free))[0]
     if len(rows):
@@ -418,7 +427,8 @@ def _batches(dataset):
 def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMPLETE_MAX_FREE,
           max_nodes=DEFAULT_MAX_NODES, enumerate_max=None, search=True, search_params=None,
           batch_size=1000, method="auto", time_limit=DEFAULT_TIME_LIMIT,
-          max_spurious=DEFAULT_MAX_SPURIOUS, return_examples=False):
+          max_spurious=DEFAULT_MAX_SPURIOUS, solver=exact_lib.DEFAULT_SOLVER, workers=None,
+          return_examples=False):
     """Certification over a dataset and an ε grid, as a JSON-able record.
 
     Returns:
@@ -445,7 +455,8 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
             cert = certify(model, x, y, e, clip=clip, complete_max_free=complete_max_free,
                            max_nodes=max_nodes, enumerate_max=enumerate_max, search=search,
                            search_params=search_params, batch_size=batch_size, method=method,
-                           time_limit=time_limit, max_spurious=max_spurious)
+                           time_limit=time_limit, max_spurious=max_spurious, solver=solver,
+                           workers=workers)
             used.add(cert.method)
             seconds[e].append(cert.seconds[cert.decided_by != "clean"])
             counts[e] += np.array([cert.counts()[s] for s in STATUSES])
@@ -473,7 +484,8 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
                         "uses_gradient": False, "requested": method,
                         "complete": sorted(used)}
     if "exact" in used:
-        record["method"]["exact"] = exact_lib.describe(float(time_limit), max_spurious)
+        record["method"]["exact"] = exact_lib.describe(float(time_limit), max_spurious,
+                                                       solver)
     if return_examples:
         record["certificates"] = certs
     return record

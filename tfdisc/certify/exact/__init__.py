@@ -1,25 +1,36 @@
-"""Exact (complete) verification of BNNs over the reachable quantized inputs, by SAT.
+"""Exact (complete) verification of BNNs over the reachable quantized inputs.
 
-``verify`` decides examples of a supported BNN (``network.read``) with the
-encoding of ``sat``: UNSAT of every wrong class's query, with only sound
-over-approximations, is ``certified``; a solution is decoded to a real image in
-the ε-ball and [clip] (``box.realize``) and run on the Keras model: it is a
-``counterexample`` only if the model misclassifies it; otherwise (a solution
-allowed by a unit left free for float rounding) it is blocked and the search goes
-on. Past ``time_limit`` seconds or ``max_spurious`` blocked solutions: ``unknown``.
-Needs python-sat (``pip install tfdisc[verify]``).
+``verify`` decides examples of a supported BNN (``network.read``) with one of
+two encodings of the same sound over-approximation: ``milp`` (HiGHS, the
+default: real-valued first layer and margin, LP-relaxation pruning) or ``sat``
+(python-sat Minicard, weights rounded outward to integers). For every wrong
+class the solver either proves that no reachable input lets it win (with an
+allowance covering float32 rounding and the solver's tolerances), or returns
+one: it is decoded to a real image in the ε-ball and [clip] (``box.realize``)
+and run on the Keras model; it is a ``counterexample`` only if the model
+misclassifies it; otherwise (allowed by a unit left free for float rounding)
+it is blocked and the search goes on. Past ``time_limit`` seconds or
+``max_spurious`` blocked solutions: ``unknown``. Examples run on ``workers``
+threads (the solvers release the GIL). Needs ``pip install tfdisc[verify]``.
 """
+import concurrent.futures
+import os
 import threading
 import time
 
 import numpy as np
+from absl import logging
 
 from tfdisc.certify import box as box_lib
 from tfdisc.certify import search as search_lib
-from tfdisc.certify.exact import network, sat
+from tfdisc.certify.exact import milp, network, sat
 from tfdisc.certify.exact.network import ExactUnsupportedError
 
-__all__ = ["ExactUnsupportedError", "available", "describe", "supports", "verify"]
+__all__ = ["ExactUnsupportedError", "SOLVERS", "available", "describe", "supports", "verify"]
+
+SOLVERS = {"milp": milp, "sat": sat}
+DEFAULT_SOLVER = "milp"
+_MODEL_LOCK = threading.Lock()
 
 
 def supports(model):
@@ -31,49 +42,43 @@ def supports(model):
     return True
 
 
-def describe(time_limit, max_spurious):
-    return {"name": "exact-sat", "solver": sat.solver_version(), "time_limit_s": time_limit,
-            "max_spurious": max_spurious}
+def _module(solver):
+    if solver not in SOLVERS:
+        raise ValueError(f"`solver` must be one of {sorted(SOLVERS)}, got {solver!r}.")
+    return SOLVERS[solver]
 
 
-def _solve(encoder, assumptions, deadline):
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        return None
-    timer = threading.Timer(remaining, encoder.solver.interrupt)
-    timer.start()
-    try:
-        return encoder.solver.solve_limited(assumptions=assumptions, expect_interrupt=True)
-    finally:
-        timer.cancel()
-        encoder.solver.clear_interrupt()
+def describe(time_limit, max_spurious, solver=DEFAULT_SOLVER):
+    return {"name": f"exact-{solver}", "solver": _module(solver).solver_version(),
+            "time_limit_s": time_limit, "max_spurious": max_spurious}
 
 
-def _one(model, net, box, y, r, *, time_limit, max_spurious, mutation):
+def _one(model, net, box, y, r, *, time_limit, max_spurious, mutation, solver):
     """(status, image or None) of example ``r``."""
     deadline = time.monotonic() + time_limit
     shape = box.x.shape[1:]
-    encoder = sat.Encoder(net, box.table, box.lo_bin[r].reshape(-1), box.hi_bin[r].reshape(-1),
-                          box_lib.jitter(box.layer, box.integer), mutation=mutation)
+    encoder = _module(solver).Encoder(net, box.table, box.lo_bin[r].reshape(-1),
+                                      box.hi_bin[r].reshape(-1),
+                                      box_lib.jitter(box.layer, box.integer), mutation=mutation)
     try:
         spurious = 0
         label = int(y[r])
         for k in range(net.w_out.shape[1]):
             if k == label:
                 continue
-            q = encoder.margin_selector(label, k)
             while True:
-                found = _solve(encoder, [q], deadline)
-                if found is None:
+                found, bins = encoder.solve_class(label, k, deadline - time.monotonic())
+                if found == "limit":
                     return "unknown", None
-                if not found:
+                if found == "none":
                     break
-                bins = encoder.decode(encoder.solver.get_model())
                 image = box_lib.realize(box, r, bins.reshape(shape))
                 if image is None:  # a bin a real image cannot reach: cannot block it soundly
                     return "unknown", None
-                _, pred = search_lib.model_margin(model, image[None], np.array([label]))
-                if pred[0] != label and search_lib.recheck(model, box, y, r, image):
+                with _MODEL_LOCK:
+                    _, pred = search_lib.model_margin(model, image[None], np.array([label]))
+                    real = pred[0] != label and search_lib.recheck(model, box, y, r, image)
+                if real:
                     return "counterexample", image
                 spurious += 1
                 if spurious > max_spurious:
@@ -81,36 +86,56 @@ def _one(model, net, box, y, r, *, time_limit, max_spurious, mutation):
                 encoder.block(bins)
         return "certified", None
     finally:
-        encoder.solver.delete()
+        encoder.close()
 
 
-def verify(model, box, y, rows, cert, *, time_limit=10.0, max_spurious=100, mutation=None):
+def verify(model, box, y, rows, cert, *, time_limit=10.0, max_spurious=100, mutation=None,
+           solver=DEFAULT_SOLVER, workers=None):
     """Decides the examples ``rows`` of ``box`` exactly; fills ``cert`` (status, decided_by
     ``exact``, counterexamples, seconds).
 
+    Args:
+      solver: ``milp`` (HiGHS) or ``sat`` (python-sat).
+      workers: threads deciding examples at once (default: the CPUs this process may use).
+
     Raises:
       ExactUnsupportedError: the model is not a supported BNN.
-      ImportError: python-sat is missing (``pip install tfdisc[verify]``).
+      ImportError: the solver is missing (``pip install tfdisc[verify]``).
+      ValueError: an unknown solver.
     """
+    module = _module(solver)
     net = network.read(model)
-    sat.solver_version()  # the clear ImportError before any work
-    for r in rows:
-        r = int(r)
+    module.solver_version()  # the clear ImportError before any work
+    rows = [int(r) for r in rows]
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    started = time.monotonic()
+
+    def run(r):
         start = time.monotonic()
         status, image = _one(model, net, box, y, r, time_limit=time_limit,
-                             max_spurious=max_spurious, mutation=mutation)
-        cert.seconds[r] += time.monotonic() - start
-        cert.status[r] = status
-        if status != "unknown":
-            cert.decided_by[r] = "exact"
-        if image is not None:
-            cert.counterexamples[r] = image
+                             max_spurious=max_spurious, mutation=mutation, solver=solver)
+        return r, status, image, time.monotonic() - start
+
+    done = 0
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(int(workers), len(rows) or 1))) as pool:
+        for r, status, image, seconds in pool.map(run, rows):
+            cert.seconds[r] += seconds
+            cert.status[r] = status
+            if status != "unknown":
+                cert.decided_by[r] = "exact"
+            if image is not None:
+                cert.counterexamples[r] = image
+            done += 1
+            if done % 25 == 0 or done == len(rows):
+                logging.info("exact %s, eps %g: %d/%d examples, %.0f s", solver, cert.eps, done,
+                             len(rows), time.monotonic() - started)
 
 
-def available():
-    """True if python-sat is installed."""
+def available(solver=DEFAULT_SOLVER):
+    """True if the solver's package is installed."""
     try:
-        sat.solver_version()
+        _module(solver).solver_version()
     except ImportError:
         return False
     return True

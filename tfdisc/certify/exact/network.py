@@ -21,7 +21,8 @@ from tfdisc.certify.rules import affine, base, elementwise
 from tfdisc.convert import folding
 from tfdisc.layers import BitDepthQuantization
 
-__all__ = ["BinaryLayer", "ExactUnsupportedError", "Network", "read"]
+__all__ = ["BinaryLayer", "ExactUnsupportedError", "FirstLayerForm", "Network", "first_layer_form",
+           "read", "sign_sets"]
 
 U = base.UNIT_ROUNDOFF
 _SIGN_QUANTIZERS = {"ste_sign", "SteSign"}
@@ -185,3 +186,72 @@ def read(model):
     b_out = (np.asarray(out.bias, np.float32).astype(np.float64) if out.use_bias
              else np.zeros(w_out.shape[1]))
     return Network(quantizer, w0, b0, a0, s0, binary, w_out, b_out)
+
+
+class FirstLayerForm:
+    """The first layer's units over one example's box, in float64.
+
+    Attributes:
+      free: flat indices of the free pixels.
+      choices: int array [c, 2] of (pixel, bin) for every reachable bin above a free pixel's
+        lowest one; choosing it adds ``coef[c]`` to the units.
+      coef: float64 [c, units]; f0: every unit's value at the lowest bins; lo, hi: its exact
+        range over the box; err: the float32 rounding and jitter allowance (``first_error``);
+        slack: the float64 allowance of these sums; fixed: per unit True/False where the sign
+        is the same over the whole box and beyond the allowances, else None.
+    """
+
+    def __init__(self, free, choices, coef, f0, lo, hi, err, slack, fixed):
+        self.free, self.choices, self.coef = free, choices, coef
+        self.f0, self.lo, self.hi, self.err, self.slack, self.fixed = f0, lo, hi, err, slack, fixed
+
+
+def first_layer_form(net, table, lo_bin, hi_bin, jitter):
+    """``FirstLayerForm`` of ``net`` over the box of bins ``[lo_bin, hi_bin]`` (flat)."""
+    table64 = table.astype(np.float64)
+    base_x = table64[lo_bin]
+    x_max = np.maximum(np.abs(table64[lo_bin]), np.abs(table64[hi_bin]))
+    err = net.first_error(x_max, jitter)
+    f0 = net.a0 * (base_x @ net.w0 + net.b0) + net.s0
+    free = np.nonzero(hi_bin > lo_bin)[0]
+    choices = np.array([(p, b) for p in free for b in range(lo_bin[p] + 1, hi_bin[p] + 1)],
+                       np.int64).reshape(-1, 2)
+    dx = table64[choices[:, 1]] - table64[lo_bin[choices[:, 0]]]
+    coef = net.w0[choices[:, 0]] * dx[:, None] * net.a0[None, :]
+    lo = f0 + np.minimum(coef, 0).sum(axis=0)
+    hi = f0 + np.maximum(coef, 0).sum(axis=0)
+    slack = 1e-9 * (np.abs(coef).sum(axis=0) + np.abs(f0))
+    fixed = [True if lo[j] - slack[j] >= err[j] else False if hi[j] + slack[j] < -err[j] else None
+             for j in range(len(f0))]
+    return FirstLayerForm(free, choices, coef, f0, lo, hi, err, slack, fixed)
+
+
+def _half_line(d, mask):
+    """The set ``d[mask]`` of a monotone mask over the grid ``d`` as ("all" | "none" | ("ge", t)
+    | ("le", t))."""
+    if mask.all():
+        return "all"
+    if not mask.any():
+        return "none"
+    if mask[-1] and np.all(mask[np.argmax(mask):]):
+        return ("ge", int(d[mask].min()))
+    if mask[0] and not np.any(mask[np.argmin(mask):]):
+        return ("le", int(d[mask].max()))
+    raise AssertionError("sign sets of a monotone affine map must be half-lines")
+
+
+def sign_sets(layer):
+    """Per unit j of a binary layer: where each output sign is possible in float32.
+
+    Returns a list of ``(plus, minus)``: the values of the exact integer
+    ``d = Σ w·s`` at which the unit's output ``a·d + s`` (with its float32 error
+    ``out_error``) may be +1, and may be −1, each as ``_half_line`` describes.
+    """
+    n, m = layer.w.shape
+    d = np.arange(-n, n + 1, 2)
+    out = layer.a[None, :] * d[:, None] + layer.s[None, :]
+    err = layer.out_error(d[:, None])
+    certainly_pos = out - err >= 0.0  # sign(0) = +1
+    certainly_neg = out + err < 0.0
+    return [(_half_line(d, ~certainly_neg[:, j]), _half_line(d, ~certainly_pos[:, j]))
+            for j in range(m)]

@@ -21,8 +21,11 @@ Weighted sums become native cardinality constraints (Minicard's ``atmost``)
 over equivalent copies of the literals.
 """
 import math
+import threading
 
 import numpy as np
+
+from tfdisc.certify.exact import network
 
 __all__ = ["Encoder", "MUTATIONS", "SOLVER", "solver_version"]
 
@@ -65,6 +68,7 @@ class Encoder:
         self.nvars = 0
         self.copies = {}
         self.mutation = mutation
+        self.margin_selectors = {}
         self.thresholds = []  # per hidden layer: [(unit, kind, agree threshold)]
         self.free = np.nonzero(hi_bin > lo_bin)[0]
         self.lo_bin, self.hi_bin = lo_bin, hi_bin
@@ -120,38 +124,24 @@ class Encoder:
         return ints, scale, slack * (1.0 + 1e-9) + 1e-12 * float(np.sum(np.abs(coef)))
 
     def _first_layer(self, table, jitter):
-        net = self.net
-        table64 = table.astype(np.float64)
-        base_x = table64[self.lo_bin]
-        x_max = np.maximum(np.abs(table64[self.lo_bin]), np.abs(table64[self.hi_bin]))
-        err = net.first_error(x_max, jitter)
-        f0 = net.a0 * (base_x @ net.w0 + net.b0) + net.s0
-        rows, lits = [], []
-        for p, vs in zip(self.free, self.choices):
-            for b, v in vs[1:]:
-                rows.append((p, table64[b] - table64[self.lo_bin[p]]))
-                lits.append(v)
-        coef = (np.array([net.w0[p] * dx for p, dx in rows]).reshape(len(rows), -1)
-                * net.a0[None, :])
-        lo = f0 + np.minimum(coef, 0).sum(axis=0)
-        hi = f0 + np.maximum(coef, 0).sum(axis=0)
-        scale64 = 1e-9 * (np.abs(coef).sum(axis=0) + np.abs(f0))
+        form = network.first_layer_form(self.net, table, self.lo_bin, self.hi_bin, jitter)
+        var = {(p, b): v for p, vs in zip(self.free, self.choices) for b, v in vs}
+        lits = [var[(int(p), int(b))] for p, b in form.choices]
         bits = []
-        for j in range(len(f0)):
-            if lo[j] - scale64[j] >= err[j]:
-                bits.append(True)
+        for j, fixed in enumerate(form.fixed):
+            if fixed is not None:
+                bits.append(fixed)
                 continue
-            if hi[j] + scale64[j] < -err[j]:
-                bits.append(False)
-                continue
+            f0, err, slack64 = form.f0[j], form.err[j], form.slack[j]
             y = self.new()
             bits.append(y)
-            ints, scale, slack = self._scaled(coef[:, j])
+            ints, scale, slack = self._scaled(form.coef[:, j])
+            slack += slack64
             terms = list(zip(lits, ints))
             # f ≥ F/scale − slack + f0: F ≥ ceil(scale·(E − f0 + slack)) ⇒ f ≥ E ⇒ +1.
-            self.implies_ge(terms, math.ceil(scale * (err[j] - f0[j] + slack)), y)
+            self.implies_ge(terms, math.ceil(scale * (err - f0 + slack)), y)
             # f ≤ F/scale + slack + f0 < −E ⇐ F ≤ ceil(scale·(−E − f0 − slack)) − 1 ⇒ −1.
-            t_neg = math.ceil(scale * (-err[j] - f0[j] - slack)) - 1
+            t_neg = math.ceil(scale * (-err - f0 - slack)) - 1
             self.implies_ge([(lit, -w) for lit, w in terms], -t_neg, -y)
         return bits
 
@@ -230,6 +220,29 @@ class Encoder:
         # q ⇒ Σ ints·b ≤ t  ⇔  (Σ ints·b ≥ t + 1) ⇒ ¬q
         self.implies_ge(list(zip(lits, ints)), t + 1, -q)
         return q
+
+    def solve_class(self, y, k, seconds):
+        """("none", None) if no input lets class ``k`` reach ``y``; ("found", bins) a
+        candidate (flat bins); ("limit", None) past ``seconds``."""
+        if seconds <= 0:
+            return "limit", None
+        q = self.margin_selectors.setdefault((y, k), None) or self.margin_selector(y, k)
+        self.margin_selectors[(y, k)] = q
+        timer = threading.Timer(seconds, self.solver.interrupt)
+        timer.start()
+        try:
+            found = self.solver.solve_limited(assumptions=[q], expect_interrupt=True)
+        finally:
+            timer.cancel()
+            self.solver.clear_interrupt()
+        if found is None:
+            return "limit", None
+        if not found:
+            return "none", None
+        return "found", self.decode(self.solver.get_model())
+
+    def close(self):
+        self.solver.delete()
 
     def decode(self, model):
         """Bins of every pixel (flat) from a solver model."""
