@@ -134,17 +134,18 @@ def test_encoding_admits_exactly_the_models_signs_and_mutations_are_caught():
 
 def _milp_feasible(enc, fixed):
     """True if the MILP admits the column values ``fixed`` {column: 0/1}."""
-    h = enc._model()  # pylint: disable=protected-access
+    from tfdisc.certify.exact import _highs_worker  # pylint: disable=import-outside-toplevel
+
+    h = _highs_worker._model(enc._message())  # pylint: disable=protected-access
     cols = np.array(sorted(fixed), np.int32)
     vals = np.array([float(fixed[c]) for c in cols])
     h.changeColsBounds(len(cols), cols, vals, vals)
     h.setOptionValue("time_limit", 30.0)
     h.run()
-    import highspy  # pylint: disable=import-outside-toplevel
 
     status = h.getModelStatus()
-    assert status in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kInfeasible)
-    return status == highspy.HighsModelStatus.kOptimal
+    assert status.name in ("kOptimal", "kInfeasible")
+    return status.name == "kOptimal"
 
 
 def _milp_errors(model, x, eps, mutation=None, rows=range(4)):
@@ -230,6 +231,28 @@ def test_milp_loosened_margin_certifies_a_counterexample():
         statuses[mutation] = set(cert.status[rows])
     assert statuses[None] == {"counterexample"}
     assert "certified" in statuses[("loose_margin",)]  # a false certificate: caught
+
+
+def test_a_solver_process_past_its_time_is_killed_and_replaced():
+    """HiGHS can overrun its own time limit; the worker process is killed after the grace time
+    and the next query gets a new one."""
+    model, rng = _bnn(0)
+    x = rng.uniform(0, 1, (1, 3, 4, 1)).astype(np.float32)
+    box = certify.input_box(model, x, 0.1)
+    net = network.read(model)
+    enc = milp.Encoder(net, box.table, box.lo_bin[0].reshape(-1), box.hi_bin[0].reshape(-1),
+                       box_lib.jitter(box.layer, box.integer))
+    proc = milp.HighsProcess()
+    assert proc._load(enc)  # pylint: disable=protected-access
+    first = proc.proc
+    proc._send(("sleep",))  # pylint: disable=protected-access  # an unknown message: replies
+    assert proc._recv(30.0)[0] == "error"  # pylint: disable=protected-access
+    proc.proc.send_signal(19)  # SIGSTOP: the worker stops answering, as a spinning HiGHS
+    proc._send(("solve", np.zeros(len(enc.lb)), 0.0, 0.5))  # pylint: disable=protected-access
+    assert proc._recv(1.0) is None and proc.proc is None  # pylint: disable=protected-access
+    assert first.poll() is not None  # killed
+    assert proc.solve(enc, np.zeros(len(enc.lb)), 0.0, 5.0)[0] == "solved"  # a new process
+    proc.kill()
 
 
 def test_eps_zero_certifies_clean_accuracy_by_the_model():

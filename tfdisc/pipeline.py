@@ -227,7 +227,8 @@ def certify_test_set(model, cfg, x_test, y_test):
     limit = cfg.certify_limit
     test = data_lib.from_arrays(x_test[:limit], y_test[:limit], batch_size=cfg.eval_batch_size)
     start = time.time()
-    block = certify.sweep(model, test, cfg.epsilons)
+    block = certify.sweep(model, test, cfg.epsilons, method=cfg.certify_method,
+                          solver=cfg.certify_solver, time_limit=cfg.certify_time_limit)
     block["seconds"] = round(time.time() - start, 2)
     return {k: ({results.epsilon_key(e): v for e, v in val.items()} if isinstance(val, dict)
                 and all(isinstance(e, float) for e in val) else val)
@@ -348,6 +349,8 @@ def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
         from tfdisc import certify  # pylint: disable=import-outside-toplevel
 
         certify.check_model(model)
+        if cfg.certify_method == "exact":  # the exact verifier's model form and solver, too
+            certify.check_exact(model, cfg.certify_solver)
     if callbacks is None:
         callbacks = [tf.keras.callbacks.TensorBoard(log_dir=os.path.join(write_dir, "logs"))]
     backup_dir = cfg.backup_dir or os.path.join(output_dir, "backup")

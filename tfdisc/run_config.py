@@ -71,6 +71,9 @@ class Config:
     export_float_weights: str = "float32"
     certify: bool = False
     certify_limit: Optional[int] = None
+    certify_method: str = "auto"
+    certify_solver: str = "milp"
+    certify_time_limit: float = 10.0
     certified_train: bool = False
 
     def __post_init__(self):
@@ -128,6 +131,15 @@ class Config:
                                          self.export_float_weights, caller="Config")
             except ImportError as e:  # a missing extra: found before training, not after
                 raise ValueError(f"`export`: {e}") from None
+        if self.certify_method not in ("auto", "exact", "branch"):
+            raise ValueError(f"`certify_method` must be one of ('auto', 'exact', 'branch'), got "
+                             f"{self.certify_method!r}.")
+        if self.certify_solver not in ("milp", "sat"):
+            raise ValueError(f"`certify_solver` must be one of ('milp', 'sat'), got "
+                             f"{self.certify_solver!r}.")
+        if not 0 < self.certify_time_limit < float("inf"):
+            raise ValueError(f"`certify_time_limit` must be a finite number of seconds > 0, got "
+                             f"{self.certify_time_limit!r}.")
         if not 0 < self.connect_timeout < float("inf"):
             raise ValueError(f"`connect_timeout` must be a finite number of seconds > 0, got "
                              f"{self.connect_timeout!r}.")
@@ -135,7 +147,8 @@ class Config:
     def identity(self):
         """What must match for a run to resume another's backup (JSON-able)."""
         ignored = ("verbose", "connect_timeout", "backup_dir", "export", "export_input_dtype",
-                   "export_float_weights", "certify_limit")
+                   "export_float_weights", "certify_limit", "certify_method", "certify_solver",
+                   "certify_time_limit")
         identity = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
         # An unset --search_test_limit (added later) keeps the identity of older runs, so an
         # unfinished run started before it still resumes.

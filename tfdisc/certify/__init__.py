@@ -15,13 +15,13 @@ Together: certified ≤ true robust accuracy ≤ best attack.
 from tfdisc.certify.bounds import (UnsupportedLayerError, check_model, logit_bounds, margin_upper,
                                    register_rule)
 from tfdisc.certify.box import Box, input_box, input_quantizer, realize
-from tfdisc.certify.complete import (STATUSES, Certificate, certify, exhaustive, robustness,
-                                     sweep)
+from tfdisc.certify.complete import (STATUSES, Certificate, certify, check_exact, exhaustive,
+                                     robustness, sweep)
 from tfdisc.certify.rules import BoundRule
 from tfdisc.certify.search import quantized_search
 from tfdisc.certify.training import CertifiedTraining
 
 __all__ = ["BoundRule", "Box", "Certificate", "CertifiedTraining", "STATUSES",
-           "UnsupportedLayerError", "certify", "check_model", "exhaustive", "input_box",
-           "input_quantizer", "logit_bounds", "margin_upper", "quantized_search", "realize",
+           "UnsupportedLayerError", "certify", "check_exact", "check_model", "exhaustive",
+           "input_box", "input_quantizer", "logit_bounds", "margin_upper", "quantized_search", "realize",
            "register_rule", "robustness", "sweep"]

@@ -38,7 +38,8 @@ from tfdisc.certify import box as box_lib
 from tfdisc.certify import exact as exact_lib
 from tfdisc.certify import search as search_lib
 
-__all__ = ["STATUSES", "Certificate", "certify", "exhaustive", "robustness", "sweep"]
+__all__ = ["STATUSES", "Certificate", "certify", "check_exact", "exhaustive", "robustness",
+           "sweep"]
 
 STATUSES = ("certified", "counterexample", "unknown")
 METHODS = ("auto", "exact", "branch")
@@ -371,6 +372,16 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
         _branch(model, box, y, rows, cert, max_nodes=max_nodes, enumerate_max=enumerate_max,
                 node_batch=max(batch_size, 64))
     return cert
+
+
+def check_exact(model, solver=exact_lib.DEFAULT_SOLVER):
+    """Raises what ``certify(..., method="exact", solver=solver)`` would: ``ExactUnsupportedError``
+    naming the first layer the exact verifier does not encode, ``ValueError`` for an unknown
+    solver, ``ImportError`` if the solver is not installed."""
+    if solver not in exact_lib.SOLVERS:
+        raise ValueError(f"`solver` must be one of {sorted(exact_lib.SOLVERS)}, got {solver!r}.")
+    exact_lib.network.read(model)
+    exact_lib.SOLVERS[solver].solver_version()
 
 
 def exhaustive(model, x, y, eps, *, clip=(0.0, 1.0), max_points=1 << 16):

@@ -75,6 +75,14 @@ flags.DEFINE_bool("certified_train", False,
                   "(Gowal et al. 2018) to --train_eps (tfdisc.certify.CertifiedTraining).")
 flags.DEFINE_bool("certify", False, "Certify the test set at every --epsilons "
                   "(tfdisc.certify): results.json gets a `certified` block.")
+flags.DEFINE_enum("certify_method", "auto", ["auto", "exact", "branch"],
+                  "--certify's complete method: auto = the exact verifier where it applies (dense "
+                  "BNNs, with `pip install tfdisc[verify]`), else branch and bound; exact requires "
+                  "it; branch is branch and bound only (tfdisc.certify.certify).")
+flags.DEFINE_enum("certify_solver", "milp", ["milp", "sat"],
+                  "The exact verifier's solver: milp (HiGHS) or sat (python-sat Minicard).")
+flags.DEFINE_float("certify_time_limit", 10.0,
+                   "Seconds per example and ε for the exact verifier (then `unknown`).")
 flags.DEFINE_float("adv_ratio", 0.5,
                    "Fraction of each training batch replaced by R-FGSM examples, in [0, 1].")
 flags.DEFINE_string("transfer_from", None,
@@ -247,7 +255,8 @@ def config(dataset, *, top_k=(1,)):
         backup_dir=FLAGS.backup_dir, export=tuple(FLAGS.export), certify=FLAGS.certify,
         export_input_dtype=export_cli.options()["input_dtype"],
         export_float_weights=export_cli.options()["float_weights"],
-        certify_limit=FLAGS.certify_test_limit,
+        certify_limit=FLAGS.certify_test_limit, certify_method=FLAGS.certify_method,
+        certify_solver=FLAGS.certify_solver, certify_time_limit=FLAGS.certify_time_limit,
         certified_train=FLAGS.certified_train)
     try:
         return pipeline.Config(**kwargs)

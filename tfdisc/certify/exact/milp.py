@@ -16,6 +16,16 @@ integers) and the solver's LP relaxation prunes:
   ``E_margin + margin_tolerance``: no solution below the cutoff means ``k``
   cannot win anywhere in the box.
 """
+import atexit
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+
 import numpy as np
 
 from tfdisc.certify.exact import network
@@ -83,7 +93,6 @@ class Encoder:
             bits = self._hidden(li, layer, bits)
             self.layer_bits.append(bits)
         self.bits = bits
-        self.highs = None
 
     # -- building ---------------------------------------------------------------------------
     def _vars(self, n):
@@ -174,31 +183,18 @@ class Encoder:
         return new_bits
 
     # -- solving ----------------------------------------------------------------------------
-    def _model(self):
-        highspy = _highspy()
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("threads", 1)
-        h.setOptionValue("primal_feasibility_tolerance", FEASIBILITY_TOL)
-        n = len(self.lb)
-        lp = highspy.HighsLp()
-        lp.num_col_ = n
-        lp.num_row_ = len(self.rows)
-        lp.col_cost_ = np.zeros(n)
-        lp.col_lower_ = np.asarray(self.lb)
-        lp.col_upper_ = np.asarray(self.ub)
-        lp.row_lower_ = np.array([r[2] for r in self.rows], np.float64)
-        lp.row_upper_ = np.array([r[3] for r in self.rows], np.float64)
+    def _message(self):
+        """The "model" message of ``_highs_worker``."""
         lengths = np.array([len(r[0]) for r in self.rows], np.int64)
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-        lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        lp.a_matrix_.index_ = (np.concatenate([r[0] for r in self.rows]).astype(np.int32)
-                               if self.rows else np.zeros(0, np.int32))
-        lp.a_matrix_.value_ = (np.concatenate([r[1] for r in self.rows])
-                               if self.rows else np.zeros(0))
-        lp.integrality_ = [highspy.HighsVarType.kInteger] * n
-        h.passModel(lp)
-        return h
+        start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        index = (np.concatenate([r[0] for r in self.rows]).astype(np.int32) if self.rows
+                 else np.zeros(0, np.int32))
+        value = np.concatenate([r[1] for r in self.rows]) if self.rows else np.zeros(0)
+        options = {"threads": 1, "primal_feasibility_tolerance": FEASIBILITY_TOL}
+        return ("model", len(self.lb), np.asarray(self.lb, np.float64),
+                np.asarray(self.ub, np.float64),
+                np.array([r[2] for r in self.rows], np.float64),
+                np.array([r[3] for r in self.rows], np.float64), start, index, value, options)
 
     def margin_form(self, y, k):
         """(columns, coefficients, constant, allowance) of the real margin z_y − z_k."""
@@ -221,38 +217,28 @@ class Encoder:
             allowance -= 1.0
         return np.asarray(cols, np.int64), coef, c, allowance
 
-    def solve_class(self, y, k, deadline_seconds):
+    def solve_class(self, y, k, seconds):
         """Searches the box for inputs where z_k may reach z_y.
 
         Returns ("none", None): no such input (class k cannot win); ("found", bins): a
         candidate (flat bins) whose real margin is within the allowance; ("limit", None):
-        out of time.
+        out of time (``seconds``).
         """
-        highspy = _highspy()
-        if self.highs is None:
-            self.highs = self._model()
-        h = self.highs
         cols, coef, c, allowance = self.margin_form(y, k)
         cutoff = allowance - c  # Σ coef·b ≤ cutoff ⇔ margin ≤ allowance
-        n = len(self.lb)
-        cost = np.zeros(n)
-        cost[cols] = coef
-        h.changeColsCost(n, np.arange(n, dtype=np.int32), cost)
         if cutoff < float(np.minimum(coef, 0).sum()):
             return "none", None
-        h.setOptionValue("objective_bound", float(cutoff))
-        h.setOptionValue("mip_max_improving_sols", 1)
-        h.setOptionValue("time_limit", max(float(deadline_seconds), 1e-3))
-        h.clearSolver()
-        h.run()
-        status = h.getModelStatus()
-        info = h.getInfo()
-        if info.primal_solution_status == 2 and info.objective_function_value <= cutoff:
-            values = np.asarray(h.getSolution().col_value)
+        if seconds <= 0:
+            return "limit", None
+        cost = np.zeros(len(self.lb))
+        cost[cols] = coef
+        reply = _process().solve(self, cost, cutoff, seconds)
+        if reply is None:
+            return "limit", None
+        _, status, has, objective, values = reply
+        if has and objective <= cutoff:
             return "found", self.decode(values)
-        if status in (highspy.HighsModelStatus.kInfeasible,
-                      highspy.HighsModelStatus.kObjectiveBound,
-                      highspy.HighsModelStatus.kOptimal):
+        if status in ("kInfeasible", "kObjectiveBound", "kOptimal"):
             return "none", None
         return "limit", None
 
@@ -272,11 +258,107 @@ class Encoder:
         val = np.where(chosen, -1.0, 1.0)
         lower = 1.0 - float(chosen.sum())
         self._row(self.choice_vars, val, lower, np.inf)
-        if self.highs is not None:
-            self.highs.addRow(lower, np.inf, len(val), self.choice_vars.astype(np.int32), val)
+        _process().add_row(self, lower, np.inf, self.choice_vars.astype(np.int32), val)
 
     def close(self):
-        self.highs = None
+        _process().release(self)
+
+
+class HighsProcess:
+    """A ``_highs_worker`` child process holding one encoder's model at a time.
+
+    A solve that overruns its time limit by ``GRACE`` seconds (HiGHS can spin past
+    its own limit) kills the process; the next call starts a new one.
+    """
+
+    GRACE = 2.0
+
+    def __init__(self):
+        self.proc = None
+        self.owner = None
+
+    def _start(self):
+        _highspy()  # the clear ImportError in the parent
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_highs_worker.py")
+        self.proc = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+        self.owner = None
+
+    def kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc, self.owner = None, None
+
+    def _send(self, obj):
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.write(struct.pack("<Q", len(data)) + data)
+        self.proc.stdin.flush()
+
+    def _recv(self, timeout):
+        """The reply, or None past ``timeout`` seconds (the process is then killed)."""
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        chunks, need, size = [], 8, None
+        while need:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.kill()
+                return None
+            chunk = os.read(fd, need)
+            if not chunk:
+                raise RuntimeError("the HiGHS worker process died (see its stderr above)")
+            chunks.append(chunk)
+            need -= len(chunk)
+            if not need and size is None:
+                (size,) = struct.unpack("<Q", b"".join(chunks))
+                chunks, need = [], size
+        return pickle.loads(b"".join(chunks))
+
+    def _load(self, encoder):
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        if self.owner is not encoder:
+            self._send(encoder._message())  # pylint: disable=protected-access
+            if self._recv(60.0) is None:
+                return False
+            self.owner = encoder
+        return True
+
+    def solve(self, encoder, cost, cutoff, seconds):
+        if not self._load(encoder):
+            return None
+        self._send(("solve", cost, cutoff, seconds))
+        return self._recv(seconds + self.GRACE)
+
+    def add_row(self, encoder, lower, upper, index, value):
+        if self.owner is encoder and self.proc is not None:
+            self._send(("row", lower, upper, index, value))
+            if self._recv(60.0) is None:
+                self.owner = None
+
+    def release(self, encoder):
+        if self.owner is encoder:
+            self.owner = None
+
+
+_LOCAL = threading.local()
+_ALL = []
+
+
+def _process():
+    """This thread's ``HighsProcess``."""
+    proc = getattr(_LOCAL, "process", None)
+    if proc is None:
+        proc = _LOCAL.process = HighsProcess()
+        _ALL.append(proc)
+    return proc
+
+
+@atexit.register
+def _stop_all():
+    for proc in _ALL:
+        proc.kill()
 
 
 def _meets(half, lo, hi):
