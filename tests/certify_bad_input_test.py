@@ -327,7 +327,8 @@ def test_the_binaries_certify_step_gets_the_same_checks():
 
     from tfdisc import pipeline
 
-    cfg = SimpleNamespace(certify_limit=None, eval_batch_size=2, epsilons=(0.1,))
+    cfg = SimpleNamespace(certify_limit=None, eval_batch_size=2, epsilons=(0.1,),
+                          certify_method="auto", certify_solver="milp", certify_time_limit=10.0)
     x, y = np.full((4, 4), 0.5, np.float32), np.zeros(4, np.int64)
     model = _model(middle=lambda t: tf.keras.layers.Dropout(0.5, name="drop")(t, training=True))
     with pytest.raises(certify.UnsupportedLayerError, match="drop.*training=True"):

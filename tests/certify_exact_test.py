@@ -215,6 +215,33 @@ def test_milp_admits_exactly_the_models_signs_and_mutations_are_caught():
     assert any(e[0] == "loose" for e in dropped)
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_first_binary_bounds_contain_every_reachable_sum(seed):
+    """The linear bounds on the first binary layer's sums hold at every point of the box and
+    are never looser than the interval ones."""
+    model, rng = _bnn(seed, width=16)
+    x = rng.uniform(0, 1, (4, 3, 4, 1)).astype(np.float32)
+    box = certify.input_box(model, x, 0.1)
+    net = network.read(model)
+    tighter = 0
+    for r in range(len(x)):
+        form = network.first_layer_form(net, box.table, box.lo_bin[r].reshape(-1),
+                                        box.hi_bin[r].reshape(-1),
+                                        box_lib.jitter(box.layer, box.integer))
+        d_min, d_max = network.first_binary_bounds(form, net.binary[0])
+        free = [j for j, f in enumerate(form.fixed) if f is None]
+        w = net.binary[0].w
+        fixed = np.array([0 if f is None else (1 if f else -1) for f in form.fixed])
+        radius = np.abs(w[free]).sum(axis=0)
+        assert np.all(d_min >= fixed @ w - radius) and np.all(d_max <= fixed @ w + radius)
+        tighter += int(np.sum(d_max - d_min < 2 * radius))
+        for bins in _points(box, r):
+            s = np.where(_model_bits(net, box.table[bins].astype(np.float64))[0], 1, -1)
+            d = s @ w
+            assert np.all(d >= d_min) and np.all(d <= d_max), (r, bins)
+    assert tighter > 0
+
+
 def test_milp_loosened_margin_certifies_a_counterexample():
     """Loosening the solver margin (the "no counterexample" cutoff) is caught by enumeration."""
     model, rng = _bnn(0)

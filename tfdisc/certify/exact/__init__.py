@@ -119,7 +119,8 @@ def verify(model, box, y, rows, cert, *, time_limit=10.0, max_spurious=100, muta
 
     done = 0
     with concurrent.futures.ThreadPoolExecutor(max(1, min(int(workers), len(rows) or 1))) as pool:
-        for r, status, image, seconds in pool.map(run, rows):
+        results = pool.map(run, rows)
+        for r, status, image, seconds in results:
             cert.seconds[r] += seconds
             cert.status[r] = status
             if status != "unknown":
@@ -130,6 +131,8 @@ def verify(model, box, y, rows, cert, *, time_limit=10.0, max_spurious=100, muta
             if done % 25 == 0 or done == len(rows):
                 logging.info("exact %s, eps %g: %d/%d examples, %.0f s", solver, cert.eps, done,
                              len(rows), time.monotonic() - started)
+    if solver == "milp":
+        milp.stop_processes()
 
 
 def available(solver=DEFAULT_SOLVER):

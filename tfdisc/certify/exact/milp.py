@@ -30,7 +30,8 @@ import numpy as np
 
 from tfdisc.certify.exact import network
 
-__all__ = ["Encoder", "MUTATIONS", "SOLVER", "margin_tolerance", "solver_version"]
+__all__ = ["Encoder", "HighsProcess", "MUTATIONS", "SOLVER", "margin_tolerance", "solver_version",
+           "stop_processes"]
 
 SOLVER = "highs"
 # Test hooks: ("drop_hidden", layer, unit), ("shift_hidden", layer, unit), ("loose_margin",).
@@ -154,6 +155,8 @@ class Encoder:
         free = np.nonzero(~fixed)[0]
         cols = np.array([bits[i] for i in free], np.int64)
         new_bits = []
+        # The first binary layer's sums get bounds from the pixels its inputs share.
+        tight = network.first_binary_bounds(self.form, layer) if li == 0 else None
         for j, (plus, minus) in enumerate(sets):
             w = layer.w[:, j]
             # d = Σ w_i s_i = const + Σ_free 2 w_i b_i   (s_i = 2 b_i − 1 for free inputs)
@@ -161,6 +164,10 @@ class Encoder:
             coef = 2.0 * w[free].astype(np.float64)
             dmin = const + float(np.minimum(coef, 0).sum())
             dmax = const + float(np.maximum(coef, 0).sum())
+            if tight is not None and self.mutation != ("no_tightening",):
+                dmin, dmax = max(dmin, float(tight[0][j])), min(dmax, float(tight[1][j]))
+                if dmin > dmax:
+                    raise AssertionError(f"empty bounds on unit {j} of {layer.name}")
             can = [_meets(s, dmin, dmax) for s in (plus, minus)]
             if not can[1]:
                 new_bits.append(True)
@@ -283,6 +290,8 @@ class HighsProcess:
         self.proc = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE)
         self.owner = None
+        if self not in _ALL:
+            _ALL.append(self)
 
     def kill(self):
         if self.proc is not None:
@@ -351,14 +360,14 @@ def _process():
     proc = getattr(_LOCAL, "process", None)
     if proc is None:
         proc = _LOCAL.process = HighsProcess()
-        _ALL.append(proc)
     return proc
 
 
 @atexit.register
-def _stop_all():
-    for proc in _ALL:
-        proc.kill()
+def stop_processes():
+    """Stops every solver process (``verify`` calls it when it is done)."""
+    while _ALL:
+        _ALL.pop().kill()
 
 
 def _meets(half, lo, hi):

@@ -21,8 +21,8 @@ from tfdisc.certify.rules import affine, base, elementwise
 from tfdisc.convert import folding
 from tfdisc.layers import BitDepthQuantization
 
-__all__ = ["BinaryLayer", "ExactUnsupportedError", "FirstLayerForm", "Network", "first_layer_form",
-           "read", "sign_sets"]
+__all__ = ["BinaryLayer", "ExactUnsupportedError", "FirstLayerForm", "Network",
+           "first_binary_bounds", "first_layer_form", "read", "sign_sets"]
 
 U = base.UNIT_ROUNDOFF
 _SIGN_QUANTIZERS = {"ste_sign", "SteSign"}
@@ -255,3 +255,65 @@ def sign_sets(layer):
     certainly_neg = out + err < 0.0
     return [(_half_line(d, ~certainly_neg[:, j]), _half_line(d, ~certainly_pos[:, j]))
             for j in range(m)]
+
+
+def first_binary_bounds(form, layer):
+    """Bounds on the exact integer sums ``d = Σ w·s`` of the first binary layer over the box,
+    tighter than the interval ``Σ|w|`` of the free signs where their units share pixels.
+
+    Each free first-layer sign is bounded by lines in its pre-activation ``f``
+    (``f = f0 + coef·u``, the pixel choices ``u``): ``s ≤ 1 + λ(f + E)`` and
+    ``s ≥ −1 + μ(f − E)`` hold over ``[lo, hi]`` for ``0 ≤ λ ≤ 2/(−lo − E)`` and
+    ``0 ≤ μ ≤ 2/(hi − E)`` (E: the rounding band, where either sign may come out).
+    Summed with the weights, each bound on ``d`` is linear in ``u`` and is
+    maximised exactly over the box (one level per pixel). Per unit the tightest of
+    three slope choices (none, steepest, steepest where the unit leans to one side)
+    is kept. Computed in float64 and widened by 1e-9 relative before rounding
+    inward to the integers ``d`` can take.
+
+    Returns:
+      float arrays ``(d_min, d_max)`` over the units of ``layer``.
+    """
+    free = np.array([j for j, f in enumerate(form.fixed) if f is None], np.int64)
+    signs = np.array([0 if f is None else (1 if f else -1) for f in form.fixed], np.float64)
+    w = layer.w.astype(np.float64)
+    const = signs @ w
+    n = w.shape[0]
+    radius = np.abs(w[free]).sum(axis=0)
+    best_lo, best_hi = const - radius, const + radius
+    if not len(free) or not len(form.choices):
+        return best_lo, best_hi
+    e = form.err[free] + form.slack[free]
+    lo, hi = form.lo[free] - form.slack[free], form.hi[free] + form.slack[free]
+    f0 = form.f0[free]
+    lam_max = np.where(lo < -e, 2.0 / np.maximum(-lo - e, 1e-300), 0.0)
+    mu_max = np.where(hi > e, 2.0 / np.maximum(hi - e, 1e-300), 0.0)
+    starts = np.nonzero(np.r_[True, form.choices[1:, 0] != form.choices[:-1, 0]])[0]
+
+    def box_max(coef_f):
+        """max over the box of Σ_c (coef·coef_f)[c]·u_c, per unit (columns)."""
+        per_choice = form.coef[:, free] @ coef_f  # [choices, units]
+        return np.maximum(np.maximum.reduceat(per_choice, starts, axis=0), 0.0).sum(axis=0)
+
+    wf = w[free]
+    leans_neg = (hi + e < -lo - e)[:, None]
+    leans_pos = (-lo + e < hi - e)[:, None]
+    for lam, mu in ((lam_max, mu_max),
+                    (np.where(leans_neg[:, 0], lam_max, 0.0), np.where(leans_pos[:, 0], mu_max, 0.0))):
+        lam, mu = lam[:, None], mu[:, None]
+        # upper bound on d: w > 0 takes the upper line of s, w < 0 the lower one.
+        a_up = np.where(wf > 0, wf * lam, wf * mu)
+        b_up = np.where(wf > 0, wf * (1 + lam * (f0[:, None] + e[:, None])),
+                        wf * (-1 + mu * (f0[:, None] - e[:, None])))
+        up = const + b_up.sum(axis=0) + box_max(a_up)
+        a_lo = np.where(wf > 0, wf * mu, wf * lam)
+        b_lo = np.where(wf > 0, wf * (-1 + mu * (f0[:, None] - e[:, None])),
+                        wf * (1 + lam * (f0[:, None] + e[:, None])))
+        low = const + b_lo.sum(axis=0) - box_max(-a_lo)
+        pad = 1e-9 * (np.abs(b_up).sum(axis=0) + np.abs(b_lo).sum(axis=0) + n)
+        best_hi = np.minimum(best_hi, up + pad)
+        best_lo = np.maximum(best_lo, low - pad)
+    # d takes the values −n, −n + 2, …, n: round inward to that grid.
+    best_lo = np.ceil((best_lo + n) / 2.0) * 2.0 - n
+    best_hi = np.floor((best_hi + n) / 2.0) * 2.0 - n
+    return best_lo, best_hi
