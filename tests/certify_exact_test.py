@@ -38,7 +38,8 @@ def test_exact_statuses_match_enumeration(seed, eps, solver):
     model, rng = _bnn(seed)
     x = rng.uniform(0, 1, (16, 3, 4, 1)).astype(np.float32)
     y = model(x).numpy().argmax(1)
-    cert = certify.certify(model, x, y, eps, search=False, method="exact", solver=solver)
+    cert = certify.certify(model, x, y, eps, search=False, method="exact", solver=solver,
+                           enumerate_max=0)  # every box to the solver
     truth = certify.exhaustive(model, x, y, eps)  # ≤ 4^12 inputs per box
     assert cert.counts()["unknown"] == 0
     np.testing.assert_array_equal(cert.status == "certified", truth)
@@ -47,6 +48,10 @@ def test_exact_statuses_match_enumeration(seed, eps, solver):
     for r, image in cert.counterexamples.items():
         assert np.max(np.abs(image - x[r])) <= eps and image.min() >= 0 and image.max() <= 1
         assert model(image[None]).numpy().argmax() != y[r]
+    # The default: small boxes enumerated, the rest (and open points) to the solver.
+    both = certify.certify(model, x, y, eps, search=False, method="exact", solver=solver)
+    np.testing.assert_array_equal(both.status == "certified", truth)
+    assert both.counts()["unknown"] == 0 and "enumeration" in set(both.decided_by)
 
 
 def _points(box, r):
@@ -312,7 +317,7 @@ def test_sweep_records_the_method_solver_and_counts():
     x = rng.uniform(0, 1, (8, 3, 4, 1)).astype(np.float32)
     y = model(x).numpy().argmax(1)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    record = certify.sweep(model, ds, [0.0, 0.1], search=False, time_limit=5.0)
+    record = certify.sweep(model, ds, [0.0, 0.1], search=False, time_limit=5.0, enumerate_max=0)
     assert record["method"]["complete"] == ["exact"]
     assert record["method"]["exact"]["solver"].startswith("highs")
     assert record["method"]["exact"]["name"] == "exact-milp"

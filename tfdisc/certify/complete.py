@@ -24,9 +24,12 @@ largest bound sensitivity. With enough nodes every such example is decided exact
 with the exact verifier (``tfdisc.certify.exact``, any number of free pixels;
 ``solver`` ``milp`` (HiGHS, default) or ``sat``) when the model is a BNN it
 supports and the solver is installed, else with branch and bound; ``"exact"``
-requires the exact verifier; ``"branch"`` is branch and bound only.
+requires the exact verifier; ``"branch"`` is branch and bound only. With the
+exact verifier, boxes of at most ``enumerate_max`` points are first enumerated
+as above; the solver decides the rest and any point the enumeration leaves open.
 """
 import numbers
+import time
 import weakref
 
 import numpy as np
@@ -363,6 +366,13 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
                 cert.counterexamples[r] = image
     if use_exact:
         cert.method = "exact"
+        # Boxes of few points are enumerated (run on the model); the rest, and any point the
+        # enumeration leaves open, go to the solver.
+        for r in np.nonzero(cert.status == "unknown")[0]:
+            if _points(box, r) <= enumerate_max:
+                start = time.monotonic()
+                _enumerate(model, box, y, int(r), cert, node_batch=max(batch_size, 64))
+                cert.seconds[r] += time.monotonic() - start
         exact_lib.verify(model, box, y, np.nonzero(cert.status == "unknown")[0], cert,
                          time_limit=float(time_limit), max_spurious=max_spurious, solver=solver,
                          workers=workers)
