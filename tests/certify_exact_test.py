@@ -247,6 +247,24 @@ def test_first_binary_bounds_contain_every_reachable_sum(seed):
     assert tighter > 0
 
 
+def test_point_decision_certifies_what_the_bounds_cannot_and_only_the_models_class():
+    """One quantized input: enumerating the signs inside the rounding bands certifies the
+    model's class (on almost every point), and never another class."""
+    model, rng = _bnn(1, width=16)
+    x = rng.uniform(0, 1, (64, 3, 4, 1)).astype(np.float32)
+    box = certify.input_box(model, x, 0.0)
+    check = exact.point_checker(model, box)
+    pred = model(box.table[box.lo_bin].astype(np.float32)).numpy().argmax(1)
+    decided = 0
+    for r in range(len(x)):
+        bins = box.lo_bin[r].reshape(-1)
+        for k in range(3):
+            got = check(bins, k)
+            assert not (got and k != pred[r])  # never certifies a class the model does not give
+            decided += bool(got)
+    assert decided >= 60, decided
+
+
 def test_milp_loosened_margin_certifies_a_counterexample():
     """Loosening the solver margin (the "no counterexample" cutoff) is caught by enumeration."""
     model, rng = _bnn(0)

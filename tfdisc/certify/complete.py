@@ -148,8 +148,9 @@ def _sensitivity(model, lower, upper, y):
               tf.constant(y)).numpy()
 
 
-def _enumerate(model, box, y, r, cert, *, node_batch):
-    """Decides example ``r`` on every quantized input of its box (bounded on each point)."""
+def _enumerate(model, box, y, r, cert, *, node_batch, point_check=None):
+    """Decides example ``r`` on every quantized input of its box (bounded on each point;
+    ``point_check(bins)``, if given, may certify a point the bounds do not)."""
     shape = box.x.shape[1:]
     lo = box.lo_bin[r].reshape(-1)
     hi = box.hi_bin[r].reshape(-1)
@@ -168,6 +169,9 @@ def _enumerate(model, box, y, r, cert, *, node_batch):
         labels = np.full(len(bins), y[r])
         ok = _certified_rows(_margins(model, lower.reshape((-1,) + shape),
                                       upper.reshape((-1,) + shape), labels, node_batch), labels)
+        if point_check is not None:
+            for i in np.nonzero(~ok)[0]:
+                ok[i] = point_check(bins[i])
         if np.all(ok):
             continue
         bad = bins[~ok]
@@ -368,10 +372,12 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
         cert.method = "exact"
         # Boxes of few points are enumerated (run on the model); the rest, and any point the
         # enumeration leaves open, go to the solver.
+        check = exact_lib.point_checker(model, box)
         for r in np.nonzero(cert.status == "unknown")[0]:
             if _points(box, r) <= enumerate_max:
                 start = time.monotonic()
-                _enumerate(model, box, y, int(r), cert, node_batch=max(batch_size, 64))
+                _enumerate(model, box, y, int(r), cert, node_batch=max(batch_size, 64),
+                           point_check=lambda bins, r=r: check(bins, int(y[r])))
                 cert.seconds[r] += time.monotonic() - start
         exact_lib.verify(model, box, y, np.nonzero(cert.status == "unknown")[0], cert,
                          time_limit=float(time_limit), max_spurious=max_spurious, solver=solver,

@@ -23,10 +23,11 @@ from absl import logging
 
 from tfdisc.certify import box as box_lib
 from tfdisc.certify import search as search_lib
-from tfdisc.certify.exact import milp, network, sat
+from tfdisc.certify.exact import milp, network, points, sat
 from tfdisc.certify.exact.network import ExactUnsupportedError
 
-__all__ = ["ExactUnsupportedError", "SOLVERS", "available", "describe", "supports", "verify"]
+__all__ = ["ExactUnsupportedError", "SOLVERS", "available", "describe", "point_checker",
+           "supports", "verify"]
 
 SOLVERS = {"milp": milp, "sat": sat}
 DEFAULT_SOLVER = "milp"
@@ -40,6 +41,17 @@ def supports(model):
     except ExactUnsupportedError:
         return False
     return True
+
+
+def point_checker(model, box):
+    """``check(bins, label)``: True if the quantized input ``bins`` (flat) of ``box`` is
+    classified ``label`` by every float32 computation the model may make on it
+    (``points.certifies_point``)."""
+    net = network.read(model)
+    sets = [network.sign_sets(layer) for layer in net.binary[:-1]]
+    jitter = box_lib.jitter(box.layer, box.integer)
+    return lambda bins, label: points.certifies_point(net, box.table, np.asarray(bins).reshape(-1),
+                                                      label, jitter, sets=sets)
 
 
 def _module(solver):

@@ -1,0 +1,85 @@
+"""Exact decision of one quantized input of a BNN, by enumerating the signs rounding leaves open.
+
+Every real image that quantizes to the same levels gives the first layer the
+same real input up to the quantizer's float jitter; a first-layer unit whose
+output lies within its float32 rounding band (``network.first_layer_form``)
+may come out either way, every other unit is fixed. The binary layers after it
+are exact integer sums, so each assignment of the open signs is propagated
+exactly; a hidden unit inside its own band (``network.sign_sets``) splits the
+assignment again. The input is certified if the logit margin exceeds its
+float32 allowance for every assignment and every wrong class. Interval bounds
+cannot do this: they widen each open sign to [−1, 1] and the widening
+cascades through the binary layers.
+"""
+import numpy as np
+
+from tfdisc.certify.exact import network
+
+__all__ = ["MAX_ASSIGNMENTS", "certifies_point"]
+
+MAX_ASSIGNMENTS = 4096
+
+
+def _meets(half, d):
+    """Per value of ``d``: does the set ``half`` (``network.sign_sets``) hold it."""
+    if half == "all":
+        return np.ones(d.shape, bool)
+    if half == "none":
+        return np.zeros(d.shape, bool)
+    kind, t = half
+    return d >= t if kind == "ge" else d <= t
+
+
+def _expand(signs, open_mask, limit):
+    """Every row of ``signs`` (±1) with its open entries set both ways, or None past ``limit``."""
+    rows = []
+    for row, mask in zip(signs, open_mask):
+        idx = np.nonzero(mask)[0]
+        if not len(idx):
+            rows.append(row[None])
+            continue
+        if len(idx) > 20 or sum(len(r) for r in rows) + 2 ** len(idx) > limit:
+            return None
+        grid = ((np.arange(2 ** len(idx))[:, None] >> np.arange(len(idx))) & 1) * 2 - 1
+        block = np.repeat(row[None], len(grid), axis=0)
+        block[:, idx] = grid
+        rows.append(block)
+    out = np.concatenate(rows)
+    return out if len(out) <= limit else None
+
+
+def certifies_point(net, table, bins, label, jitter, *, limit=MAX_ASSIGNMENTS, sets=None):
+    """True if every float32 computation the model may make on an image quantizing to ``bins``
+    (flat bin indices) classifies ``label``; False if not proven (an assignment with a small
+    margin, or more than ``limit`` assignments).
+
+    Args:
+      net: ``network.Network``; table: the quantizer's float32 levels; jitter: its float jitter.
+      sets: ``[network.sign_sets(layer) for layer in net.binary[:-1]]`` (computed if None).
+    """
+    form = network.first_layer_form(net, table, bins, bins, jitter)
+    fixed = np.array([0 if f is None else (1 if f else -1) for f in form.fixed], np.int64)
+    signs = _expand(fixed[None], (fixed == 0)[None], limit)
+    if signs is None:
+        return False
+    if sets is None:
+        sets = [network.sign_sets(layer) for layer in net.binary[:-1]]
+    for layer, layer_sets in zip(net.binary[:-1], sets):
+        d = signs @ layer.w
+        plus = np.stack([_meets(p, d[:, j]) for j, (p, _) in enumerate(layer_sets)], axis=1)
+        minus = np.stack([_meets(m, d[:, j]) for j, (_, m) in enumerate(layer_sets)], axis=1)
+        nxt = np.where(plus, 1, -1).astype(np.int64)
+        signs = _expand(nxt, plus & minus, limit)
+        if signs is None:
+            return False
+    last = net.binary[-1]
+    for k in range(net.w_out.shape[1]):
+        if k == label:
+            continue
+        diff = net.w_out[:, label] - net.w_out[:, k]
+        g = last.w.astype(np.float64) @ (diff * last.a)
+        c = float(diff @ last.s + net.b_out[label] - net.b_out[k])
+        allowance = float(net.margin_error(label, k)) + 1e-9 * (np.sum(np.abs(g)) + abs(c))
+        if np.any(signs @ g + c <= allowance):
+            return False
+    return True
