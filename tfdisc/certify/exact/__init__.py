@@ -48,10 +48,10 @@ def point_checker(model, box):
     classified ``label`` by every float32 computation the model may make on it
     (``points.certifies_point``)."""
     net = network.read(model)
-    sets = [network.sign_sets(layer) for layer in net.binary[:-1]]
+    ends = [points.intervals(network.sign_sets(layer)) for layer in net.binary[:-1]]
     jitter = box_lib.jitter(box.layer, box.integer)
     return lambda bins, label: points.certifies_point(net, box.table, np.asarray(bins).reshape(-1),
-                                                      label, jitter, sets=sets)
+                                                      label, jitter, ends=ends)
 
 
 def _module(solver):

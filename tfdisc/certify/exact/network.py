@@ -299,7 +299,8 @@ def first_binary_bounds(form, layer):
     leans_neg = (hi + e < -lo - e)[:, None]
     leans_pos = (-lo + e < hi - e)[:, None]
     for lam, mu in ((lam_max, mu_max),
-                    (np.where(leans_neg[:, 0], lam_max, 0.0), np.where(leans_pos[:, 0], mu_max, 0.0))):
+                    (np.where(leans_neg[:, 0], lam_max, 0.0),
+                     np.where(leans_pos[:, 0], mu_max, 0.0))):
         lam, mu = lam[:, None], mu[:, None]
         # upper bound on d: w > 0 takes the upper line of s, w < 0 the lower one.
         a_up = np.where(wf > 0, wf * lam, wf * mu)

@@ -15,19 +15,30 @@ import numpy as np
 
 from tfdisc.certify.exact import network
 
-__all__ = ["MAX_ASSIGNMENTS", "certifies_point"]
+__all__ = ["MAX_ASSIGNMENTS", "certifies_point", "intervals"]
 
 MAX_ASSIGNMENTS = 4096
 
 
-def _meets(half, d):
-    """Per value of ``d``: does the set ``half`` (``network.sign_sets``) hold it."""
-    if half == "all":
-        return np.ones(d.shape, bool)
-    if half == "none":
-        return np.zeros(d.shape, bool)
-    kind, t = half
-    return d >= t if kind == "ge" else d <= t
+def intervals(layer_sets):
+    """The sets of ``network.sign_sets`` as interval ends per sign, arrays over units:
+    ``((plus_lo, plus_hi), (minus_lo, minus_hi))``; ``lo ≤ d ≤ hi``: the sign is possible."""
+    out = []
+    for which in (0, 1):
+        lo = np.full(len(layer_sets), -np.inf)
+        hi = np.full(len(layer_sets), np.inf)
+        for j, sets in enumerate(layer_sets):
+            half = sets[which]
+            if half == "none":
+                lo[j], hi[j] = np.inf, -np.inf
+            elif half != "all":
+                kind, t = half
+                if kind == "ge":
+                    lo[j] = t
+                else:
+                    hi[j] = t
+        out.append((lo, hi))
+    return tuple(out)
 
 
 def _expand(signs, open_mask, limit):
@@ -48,26 +59,27 @@ def _expand(signs, open_mask, limit):
     return out if len(out) <= limit else None
 
 
-def certifies_point(net, table, bins, label, jitter, *, limit=MAX_ASSIGNMENTS, sets=None):
+def certifies_point(net, table, bins, label, jitter, *, limit=MAX_ASSIGNMENTS, ends=None):
     """True if every float32 computation the model may make on an image quantizing to ``bins``
     (flat bin indices) classifies ``label``; False if not proven (an assignment with a small
     margin, or more than ``limit`` assignments).
 
     Args:
       net: ``network.Network``; table: the quantizer's float32 levels; jitter: its float jitter.
-      sets: ``[network.sign_sets(layer) for layer in net.binary[:-1]]`` (computed if None).
+      ends: ``[intervals(network.sign_sets(layer)) for layer in net.binary[:-1]]`` (computed if
+        None).
     """
     form = network.first_layer_form(net, table, bins, bins, jitter)
     fixed = np.array([0 if f is None else (1 if f else -1) for f in form.fixed], np.int64)
     signs = _expand(fixed[None], (fixed == 0)[None], limit)
     if signs is None:
         return False
-    if sets is None:
-        sets = [network.sign_sets(layer) for layer in net.binary[:-1]]
-    for layer, layer_sets in zip(net.binary[:-1], sets):
+    if ends is None:
+        ends = [intervals(network.sign_sets(layer)) for layer in net.binary[:-1]]
+    for layer, ((p_lo, p_hi), (m_lo, m_hi)) in zip(net.binary[:-1], ends):
         d = signs @ layer.w
-        plus = np.stack([_meets(p, d[:, j]) for j, (p, _) in enumerate(layer_sets)], axis=1)
-        minus = np.stack([_meets(m, d[:, j]) for j, (_, m) in enumerate(layer_sets)], axis=1)
+        plus = (d >= p_lo) & (d <= p_hi)
+        minus = (d >= m_lo) & (d <= m_hi)
         nxt = np.where(plus, 1, -1).astype(np.int64)
         signs = _expand(nxt, plus & minus, limit)
         if signs is None:
