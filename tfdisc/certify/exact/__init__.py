@@ -50,8 +50,15 @@ def point_checker(model, box):
     net = network.read(model)
     ends = [points.intervals(network.sign_sets(layer)) for layer in net.binary[:-1]]
     jitter = box_lib.jitter(box.layer, box.integer)
-    return lambda bins, label: points.certifies_point(net, box.table, np.asarray(bins).reshape(-1),
-                                                      label, jitter, ends=ends)
+    margins = {}
+
+    def check(bins, label):
+        if label not in margins:
+            margins[label] = points.margin_table(net, label)
+        return points.certifies_point(net, box.table, np.asarray(bins).reshape(-1), label, jitter,
+                                      ends=ends, margins=margins)
+
+    return check
 
 
 def _module(solver):

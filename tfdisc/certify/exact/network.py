@@ -64,6 +64,7 @@ class BinaryLayer:
 
     def __init__(self, w, a, s, name):
         self.w, self.a, self.s, self.name = w, a, s, name
+        self.w64 = w.astype(np.float64)  # exact: ±1 entries, sums of at most 2^53
 
     def out_error(self, d):
         """Bound on |float32 ``a·d + s`` − real| (a and s are themselves float32 results)."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from tfdisc.certify.exact import network
 
-__all__ = ["MAX_ASSIGNMENTS", "certifies_point", "intervals"]
+__all__ = ["MAX_ASSIGNMENTS", "certifies_point", "intervals", "margin_table"]
 
 MAX_ASSIGNMENTS = 4096
 
@@ -59,7 +59,8 @@ def _expand(signs, open_mask, limit):
     return out if len(out) <= limit else None
 
 
-def certifies_point(net, table, bins, label, jitter, *, limit=MAX_ASSIGNMENTS, ends=None):
+def certifies_point(net, table, bins, label, jitter, *, limit=MAX_ASSIGNMENTS, ends=None,
+                    margins=None):
     """True if every float32 computation the model may make on an image quantizing to ``bins``
     (flat bin indices) classifies ``label``; False if not proven (an assignment with a small
     margin, or more than ``limit`` assignments).
@@ -67,7 +68,7 @@ def certifies_point(net, table, bins, label, jitter, *, limit=MAX_ASSIGNMENTS, e
     Args:
       net: ``network.Network``; table: the quantizer's float32 levels; jitter: its float jitter.
       ends: ``[intervals(network.sign_sets(layer)) for layer in net.binary[:-1]]`` (computed if
-        None).
+        None); margins: ``{label: margin_table(net, label)}`` (a cache; computed if missing).
     """
     form = network.first_layer_form(net, table, bins, bins, jitter)
     fixed = np.array([0 if f is None else (1 if f else -1) for f in form.fixed], np.int64)
@@ -77,21 +78,33 @@ def certifies_point(net, table, bins, label, jitter, *, limit=MAX_ASSIGNMENTS, e
     if ends is None:
         ends = [intervals(network.sign_sets(layer)) for layer in net.binary[:-1]]
     for layer, ((p_lo, p_hi), (m_lo, m_hi)) in zip(net.binary[:-1], ends):
-        d = signs @ layer.w
+        d = signs.astype(np.float64) @ layer.w64  # exact integers
         plus = (d >= p_lo) & (d <= p_hi)
         minus = (d >= m_lo) & (d <= m_hi)
         nxt = np.where(plus, 1, -1).astype(np.int64)
         signs = _expand(nxt, plus & minus, limit)
         if signs is None:
             return False
+    g, c, allowance = (margins or {}).get(label) or margin_table(net, label)
+    return not np.any(signs @ g + c <= allowance)
+
+
+def margin_table(net, label):
+    """``(g, c, allowance)``: the real margins ``z_label − z_k = s·g[:, k] + c[k]`` over the last
+    binary layer's input signs ``s``, for every class (``+inf`` for ``label`` itself), and
+    their float32 allowances."""
     last = net.binary[-1]
-    for k in range(net.w_out.shape[1]):
+    w = last.w64
+    classes = net.w_out.shape[1]
+    g = np.zeros((w.shape[0], classes))
+    c = np.full(classes, np.inf)
+    allowance = np.full(classes, -np.inf)
+    for k in range(classes):
         if k == label:
             continue
         diff = net.w_out[:, label] - net.w_out[:, k]
-        g = last.w.astype(np.float64) @ (diff * last.a)
-        c = float(diff @ last.s + net.b_out[label] - net.b_out[k])
-        allowance = float(net.margin_error(label, k)) + 1e-9 * (np.sum(np.abs(g)) + abs(c))
-        if np.any(signs @ g + c <= allowance):
-            return False
-    return True
+        g[:, k] = w @ (diff * last.a)
+        c[k] = float(diff @ last.s + net.b_out[label] - net.b_out[k])
+        allowance[k] = (float(net.margin_error(label, k))
+                        + 1e-9 * (np.sum(np.abs(g[:, k])) + abs(c[k])))
+    return g, c, allowance
