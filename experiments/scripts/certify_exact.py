@@ -7,7 +7,7 @@ images. Writes one results JSON (paths relative to the repository).
 Example:
   python experiments/scripts/certify_exact.py --run_dir=../runs/fcn2_binary_2b \
       --epsilons=0,0.005,0.01,0.02 --limit=1000 \
-      --output=experiments/results/certify/exact_fcn2_binary_2b.json
+      --output=experiments/results/certify_exact/fcn2_binary_2b.json
 """
 import json
 import os
