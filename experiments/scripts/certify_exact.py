@@ -20,7 +20,7 @@ import tfdisc  # noqa: F401  (selects legacy Keras before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfdisc import certify, data  # noqa: E402
+from tfdisc import attacks, certify, data  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "A run's output directory (its model.keras is certified).")
@@ -30,6 +30,9 @@ flags.DEFINE_enum("solver", "milp", ["milp", "sat"], "Exact verifier's solver.")
 flags.DEFINE_float("time_limit", 10.0, "Seconds per example and ε.")
 flags.DEFINE_string("data_dir", "../shared/datasets/mnist", "MNIST directory.")
 flags.DEFINE_string("output", None, "Results JSON path.")
+flags.DEFINE_bool("attack_check", False, "Also attack every example (PGD, 20 steps, 3 random "
+                  "restarts, straight-through gradient; and the gradient-free quantized search) "
+                  "and count certified examples an attack broke (must be 0).")
 flags.mark_flags_as_required(["run_dir", "output"])
 
 
@@ -52,11 +55,27 @@ def main(argv):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(y))
     start = time.time()
     exact = certify.sweep(model, ds, epsilons, method="exact", solver=FLAGS.solver,
-                          time_limit=FLAGS.time_limit)
+                          time_limit=FLAGS.time_limit, return_examples=FLAGS.attack_check)
+    certificates = exact.pop("certificates", None)
     exact_seconds = time.time() - start
     ibp = certify.sweep(model, ds, epsilons, method="branch", complete_max_free=0, search=False)
     clean = float(np.mean(model.predict(x, batch_size=500, verbose=0).argmax(1) == y))
     key = lambda e: f"{e:g}"  # noqa: E731
+    check = {}
+    for e in epsilons if FLAGS.attack_check else []:
+        if e == 0:
+            continue
+        certified = np.concatenate([c.status for c in certificates[e]]) == "certified"
+        broken = np.zeros(len(y), bool)
+        for restart in range(3):
+            tf.random.set_seed(restart)
+            x_adv = attacks.pgd(model, x, y, e, step_size=attacks.default_step_size(e, 20),
+                                steps=20, random_start=True)
+            broken |= model.predict(x_adv, batch_size=500, verbose=0).argmax(1) != y
+        x_q = certify.quantized_search(model, x, y, e)
+        broken |= model.predict(x_q, batch_size=500, verbose=0).argmax(1) != y
+        check[key(e)] = {"broken_by_attacks": int(broken.sum()),
+                         "certified_and_broken": int(np.sum(certified & broken))}
     out = {
         "model": os.path.basename(os.path.normpath(FLAGS.run_dir)),
         "data": f"MNIST test set, first {len(y)} images (exact IDX files)",
@@ -66,12 +85,15 @@ def main(argv):
                   for k, v in exact.items()},
         "interval_only": {"certified": {key(e): v for e, v in ibp["certified"].items()}},
         "wall_seconds": round(exact_seconds, 1),
+        **({"attack_check": {"attacks": "PGD (20 steps, 3 random restarts, straight-through "
+                                         "gradient through the quantizer) and quantized_search",
+                             "per_eps": check}} if check else {}),
         "cpu": _cpu(),
         "command": "python experiments/scripts/certify_exact.py " + " ".join(
             f"--{k}={','.join(v) if isinstance(v, list) else v}" for k, v in
             (("run_dir", os.path.basename(os.path.normpath(FLAGS.run_dir))),
              ("epsilons", FLAGS.epsilons), ("limit", FLAGS.limit), ("solver", FLAGS.solver),
-             ("time_limit", FLAGS.time_limit))),
+             ("time_limit", FLAGS.time_limit))) + (" --attack_check" if FLAGS.attack_check else ""),
     }
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output, "w") as f:
