@@ -150,11 +150,10 @@ class Config:
                    "export_float_weights", "certify_limit", "certify_method", "certify_solver",
                    "certify_time_limit")
         identity = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
-        # An unset --search_test_limit (added later) keeps the identity of older runs, so an
-        # unfinished run started before it still resumes.
-        if identity["attack_limits"].get("quantized_search", 0) is None:
-            identity["attack_limits"] = {k: v for k, v in identity["attack_limits"].items()
-                                         if k != "quantized_search"}
+        # An unset limit added later (--search_test_limit, --autoattack_test_limit) keeps the
+        # identity of older runs, so an unfinished run started before it still resumes.
+        identity["attack_limits"] = {k: v for k, v in identity["attack_limits"].items()
+                                     if k == "pgd" or v is not None}
         return identity
 
     @property

@@ -5,9 +5,12 @@
 # on the first 1000. Real data: ../shared/datasets/cifar10 (JPEG q75).
 # With the bracket of issue 11: the gradient-free quantized_search attack and --certify on the
 # first $SEARCH_LIMIT test images (default 500), and black-box transfer from the full-8b model.
+# AutoAttack (issue 29: APGD-CE, APGD-T, Square with 5000 queries) on the first $AA_LIMIT images
+# (default 500), in every run but the clean-accuracy-only full-3b row.
 # Usage: experiments/scripts/cifar10.sh [RUNS_DIR]   (models and logs go to RUNS_DIR, default runs/)
 # results.json/flags.json are copied into experiments/results/cifar10/<run>/; a run whose
-# committed results.json already has a `certified` block is skipped.
+# committed results.json already has a `certified` block is skipped, unless REDO_AA=1 and it has
+# no `autoattack` entry (then it is re-made with AutoAttack).
 # Two copies can share the list: each run holds a lock (flock on RUNS_DIR/<run>.lock, freed when
 # its process ends), so a run taken by one copy is skipped by the other. The evaluation's
 # gradient-free search is single-threaded, so a second copy uses the idle core:
@@ -19,14 +22,16 @@ DATA=${DATA:-../shared/datasets/cifar10}
 RESULTS=experiments/results/cifar10
 LIMIT=${SEARCH_LIMIT:-500}
 COMMON="--model=alexnet_cifar --width=32 --epochs=5 --data_dir=$DATA --verbose=2 --pgd_steps=7
-  --pgd_test_limit=1000 --search_test_limit=$LIMIT --certify --certify_test_limit=$LIMIT"
+  --pgd_test_limit=1000 --search_test_limit=$LIMIT --certify --certify_test_limit=$LIMIT
+  --autoattack_test_limit=${AA_LIMIT:-500}"
 SRC=$RUNS/alexnet_cifar_full_8b
 
 run() {  # name, flags...
   local name=$1; shift
   exec {lock}>"$RUNS/$name.lock"
   if ! flock -n "$lock"; then echo "skip $name (running elsewhere)"; exec {lock}>&-; return; fi
-  if grep -qs '"certified"' "$RESULTS/$name/results.json"; then
+  if grep -qs '"certified"' "$RESULTS/$name/results.json" && \
+      { [ "${REDO_AA:-0}" != 1 ] || grep -qs '"autoattack"' "$RESULTS/$name/results.json"; }; then
     echo "skip $name"; exec {lock}>&-; return
   fi
   echo "=== $name $(date -u +%H:%M:%S)"
@@ -40,7 +45,7 @@ run() {  # name, flags...
   exec {lock}>&-
 }
 mkdir -p "$RUNS"
-A=--attack=fgsm,pgd,quantized_search
+A=--attack=fgsm,pgd,quantized_search,autoattack
 ADV="--adv_train --train_eps=8/255"
 T=--transfer_from=$SRC
 RUN_LIST=(

@@ -2,23 +2,27 @@
 # MNIST reproduction runs of issue 3 (FCN2, 10 epochs as in the paper's Figs. 4b/5b), with the
 # bracket of issue 11: FGSM and PGD (gradient straight-through the quantizer) on the 10 000 test
 # images, the gradient-free quantized_search attack and --certify on the first $LIMIT of them
-# (SEARCH_LIMIT, default 1000: both cost ~0.12 s per image for 3 ε on this 2-core machine).
+# (SEARCH_LIMIT, default 1000: both cost ~0.12 s per image for 3 ε on this 2-core machine), and
+# AutoAttack (issue 29: APGD-CE, APGD-T, Square; ~0.1 s per image and ε) on the same first images.
+# --certify uses branch and bound (CERTIFY_METHOD): the exact verifier's default time limit costs
+# ~10 s per open BNN example and ε, and it times out at ε >= 0.1 (experiments/results/certify_exact).
 # Usage: experiments/scripts/mnist.sh [RUNS_DIR]   (models and logs go to RUNS_DIR, default runs/)
 # results.json/flags.json are copied into experiments/results/mnist/fcn2/<run>/; a run whose
-# committed results.json already has a `certified` block is skipped.
+# committed results.json already has an `autoattack` entry is skipped.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-runs}/mnist
 DATA=${DATA:-../shared/datasets/mnist}
 RESULTS=experiments/results/mnist
 LIMIT=${SEARCH_LIMIT:-1000}
-COMMON="--model=fcn2 --epochs=10 --data_dir=$DATA --attack=fgsm,pgd,quantized_search --pgd_steps=20
-  --search_test_limit=$LIMIT --certify --certify_test_limit=$LIMIT --verbose=2"
+COMMON="--model=fcn2 --epochs=10 --data_dir=$DATA --attack=fgsm,pgd,quantized_search,autoattack
+  --pgd_steps=20 --search_test_limit=$LIMIT --autoattack_test_limit=$LIMIT --certify
+  --certify_test_limit=$LIMIT --certify_method=${CERTIFY_METHOD:-branch} --verbose=2"
 SRC=$RUNS/fcn2_full_8b
 
 run() {  # name, flags...
   local name=$1; shift
-  if grep -qs '"certified"' "$RESULTS/fcn2/$name/results.json"; then echo "skip $name"; return; fi
+  if grep -qs '"autoattack"' "$RESULTS/fcn2/$name/results.json"; then echo "skip $name"; return; fi
   echo "=== $name $(date -u +%H:%M:%S)"
   python -m tfdisc.experiments.mnist $COMMON "$@" --output_dir="$RUNS/$name" \
     > "$RUNS/$name.log" 2>&1 || { echo "FAILED $name"; return; }

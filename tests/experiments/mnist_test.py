@@ -73,6 +73,15 @@ def test_search_and_certify_limits_record_like_with_like(synthetic_mnist, tmp_pa
             first["adversarial_accuracy"][key], qs["adversarial_accuracy"][key])
 
 
+def test_autoattack_limit_applies_to_the_family_only(synthetic_mnist, tmp_path):
+    """--autoattack_test_limit cuts APGD-CE to the first N; FGSM records those N too."""
+    rec = run(bits=2, data_dir=synthetic_mnist, output_dir=str(tmp_path), test_limit=40,
+              attack=["fgsm", "apgd_ce"], autoattack_test_limit=15, epsilons=["0.1"])
+    fgsm, ce = rec["attacks"]["fgsm"], rec["attacks"]["apgd_ce"]
+    assert fgsm["examples"] == 40 and ce["examples"] == 15
+    assert fgsm["prefixes"]["15"]["clean_accuracy"] == ce["clean_accuracy"]
+
+
 def test_gradient_none_is_checked_with_straight_through(synthetic_mnist, tmp_path):
     rec = run(bits=2, gradient="none", data_dir=synthetic_mnist, output_dir=str(tmp_path))
     assert rec["gradient"] == "none"
@@ -202,7 +211,8 @@ class TestRejectedRuns:
         assert not os.listdir(tmp_path)
 
     @pytest.mark.parametrize("name", ["train_limit", "test_limit", "pgd_test_limit",
-                                      "search_test_limit", "certify_test_limit"])
+                                      "search_test_limit", "autoattack_test_limit",
+                                      "certify_test_limit"])
     @pytest.mark.parametrize("value", [0, -1])
     def test_bad_limits(self, name, value):
         with pytest.raises(flags.IllegalFlagValueError, match=name):

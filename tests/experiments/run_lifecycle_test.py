@@ -173,6 +173,16 @@ def test_another_runs_backup_is_refused_and_kept(synthetic_mnist, tmp_path):
     assert rec["resumed"]["from_epoch"] == 1 and not os.path.exists(backup)
 
 
+def test_unset_later_limits_keep_an_older_runs_identity(synthetic_mnist):
+    """An unset --search_test_limit / --autoattack_test_limit resumes runs made before them."""
+    old = _cfg(synthetic_mnist, attack_limits={"pgd": None})
+    new = _cfg(synthetic_mnist, attack_limits={"pgd": None, "quantized_search": None,
+                                                "autoattack": None, "apgd_ce": None})
+    assert new.identity() == old.identity()
+    limited = _cfg(synthetic_mnist, attack_limits={"pgd": None, "autoattack": 100})
+    assert limited.identity() != old.identity()
+
+
 # 5. init_from must match the flags' input bits, model and precision.
 
 @pytest.mark.parametrize("flags_, match", [

@@ -25,9 +25,10 @@ from tfdisc.attacks import square
 from tfdisc.attacks import surrogate
 from tfdisc.attacks.registry import check_count, check_seed, register
 
-__all__ = ["COMPONENTS", "DEFAULTS", "stages"]
+__all__ = ["COMPONENTS", "DEFAULTS", "FAMILY", "stages"]
 
 COMPONENTS = ("apgd_ce", "apgd_t", "square")
+FAMILY = ("autoattack",) + COMPONENTS  # the ensemble and its components (one test limit)
 DEFAULTS = dict(n_iter=100, n_target_classes=9, n_queries=5000, seed=0, sign_gradient="ste")
 
 

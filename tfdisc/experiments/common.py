@@ -62,6 +62,10 @@ flags.DEFINE_integer("pgd_test_limit", None,
 flags.DEFINE_integer("search_test_limit", None,
                      "Run the gradient-free quantized_search attack on the first N test examples "
                      "only (it costs restarts × iterations batched forward passes per ε).")
+flags.DEFINE_integer("autoattack_test_limit", None,
+                     "Run AutoAttack and its components (autoattack, apgd_ce, apgd_t, square) on "
+                     "the first N test examples only (the standard ensemble costs about 1000 "
+                     "forward passes and 1000 gradients per example).")
 flags.DEFINE_integer("certify_test_limit", None,
                      "Certify (--certify) the first N test examples only; the `certified` block "
                      "records its number of examples.")
@@ -156,7 +160,7 @@ flags.register_validator("adv_ratio", lambda v: 0.0 <= v <= 1.0,
 
 
 for _name in ("train_limit", "test_limit", "pgd_test_limit", "search_test_limit",
-              "certify_test_limit"):
+              "autoattack_test_limit", "certify_test_limit"):
     flags.register_validator(_name, lambda v: v is None or v >= 1,
                              message=f"--{_name} must be a positive number of examples.")
 for _name in ("batch_size", "eval_batch_size"):
@@ -245,8 +249,9 @@ def config(dataset, *, top_k=(1,)):
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
         train_limit=FLAGS.train_limit, test_limit=FLAGS.test_limit, data_dir=FLAGS.data_dir,
         epsilons=tuple(parse_epsilon(e) for e in FLAGS.epsilons), attacks=tuple(FLAGS.attack),
-        attack_params={"pgd": pgd_params}, attack_limits={"pgd": FLAGS.pgd_test_limit,
-                       "quantized_search": FLAGS.search_test_limit},
+        attack_params={"pgd": pgd_params}, attack_limits={
+            "pgd": FLAGS.pgd_test_limit, "quantized_search": FLAGS.search_test_limit,
+            **{name: FLAGS.autoattack_test_limit for name in attacks_lib.autoattack.FAMILY}},
         eval_batch_size=FLAGS.eval_batch_size, top_k=tuple(top_k), adv_train=FLAGS.adv_train,
         train_eps=None if FLAGS.train_eps is None else parse_epsilon(FLAGS.train_eps),
         adv_ratio=FLAGS.adv_ratio, init_from=FLAGS.init_from,
