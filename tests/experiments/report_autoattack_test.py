@@ -82,3 +82,16 @@ def test_components_run_on_their_own_enter_the_best_attack_and_the_masking_flags
     flags = report.masking_flags(rec, ["0.1"])
     assert {(f["attack"], f["by"]) for f in flags} == {("fgsm", "square"), ("pgd", "square"),
                                                       ("apgd_ce", "square")}
+
+
+def test_autoattack_section_lists_every_row_and_marks_a_weaker_one(tmp_path):
+    """AutoAttack ≤ min(FGSM, PGD, QS) row by row; a row where it is weaker is named, not hidden."""
+    text = report.section_autoattack([dict(run(autoattack_entry(adv=(0.70, 0.55, 0.10))),
+                                           _path="mnist/fcn2/a/results.json")])
+    assert "| 70.0 | 90.0 | 85.0 | – | -15.0 (PGD) |" in text
+    assert "| 55.0 | 60.0 | 50.0 | – | +5.0 (PGD) **weaker** |" in text
+    assert "`mnist/fcn2/a/results.json` ε=0.2: AutoAttack 55.0 vs PGD 50.0" in text
+    text = report.section_autoattack([dict(run(autoattack_entry()), _path="x/results.json")])
+    assert "**weaker**" not in text and "at least as strong as FGSM, PGD and QS" in text
+    assert "No run in the tables recorded AutoAttack." in report.section_autoattack(
+        [dict(run(), _path="y/results.json")])

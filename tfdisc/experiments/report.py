@@ -29,6 +29,7 @@ from absl import app, flags
 
 from tfdisc.results import ResultsError
 from tfdisc.experiments import report_capacity
+from tfdisc.experiments.report_autoattack import section_autoattack  # noqa: F401
 # The pieces the report is built from (re-exported: callers use report.NAME).
 from tfdisc.experiments.report_bracket import (  # noqa: F401
     GRADIENT_ATTACKS,
@@ -427,6 +428,7 @@ def build_report(results_dir, out, plots_dir=None, paper_tables=None, preamble="
     parts += section_tables(records + fcn1, paper)
     parts.append(section_brackets(records + fcn1, plots_dir, out_dir))
     parts.append(section_masking_flags(records + fcn1))
+    parts.append(section_autoattack(records + fcn1))
     parts.append(section_transfer(records + fcn1))
     parts.append(section_masking(records))
     parts.append(section_other(records))

@@ -326,7 +326,8 @@ def bracket_plot(rec, epsilons, path):
                         [0 if v is None else v for v in best], color="C1", alpha=0.15,
                         label="true robust accuracy lies here")
     for name, style, color in (("fgsm", ":", "C0"), ("pgd", "--", "C1"),
-                               ("quantized_search", "-.", "C4"), ("transfer", ":", "C5")):
+                               ("quantized_search", "-.", "C4"), ("transfer", ":", "C5"),
+                               ("autoattack", "--", "C6")):
         ys = [b["values"].get(name) for _, b in brackets]
         if any(v is not None for v in ys):
             ax.plot(xs, [clean] * len(x0) + [float("nan") if v is None else v for v in ys],
@@ -377,7 +378,7 @@ def section_brackets(records, plots_dir, out_dir):
         return "## Bracket plots\n\nNo run to plot."
     return ("## Bracket plots: certified ≤ true robust accuracy ≤ best attack\n\n"
             "Per run: certified accuracy (lower bound, `--certify`) and best-attack accuracy "
-            "(upper bound: min over FGSM, PGD, QS, transfer and the certifier's "
+            "(upper bound: min over FGSM, PGD, QS, AutoAttack, transfer and the certifier's "
             "counterexamples) on the same test images, against ε. Cells: [certified, best "
             "attack] in percent, at the table's three ε (MNIST 0.1/0.2/0.3, CIFAR10 "
             "8/16/32 /255); – where the run has none.\n\n"
