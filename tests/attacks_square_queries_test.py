@@ -89,3 +89,24 @@ def test_a_quantizer_the_input_bypasses_is_not_used_to_skip():
     seq = tf.keras.Sequential([tf.keras.Input((4, 4, 1)), layers.BitDepthQuantization(2),
                                tf.keras.layers.Flatten(), tf.keras.layers.Dense(3)])
     assert square.sole_input_quantizer(seq) is seq.layers[0]
+
+
+class RejectEmpty(tf.keras.layers.Layer):
+    """Identity that fails on an empty batch, as some Keras layers do (a Conv2D followed by
+    batch norm did in a model loaded from .keras: the conv passes 0 images through unchanged)."""
+
+    def call(self, x):
+        tf.debugging.assert_positive(tf.shape(x)[0], message="empty batch")
+        return tf.identity(x)
+
+
+def test_square_never_queries_an_empty_batch():
+    """Behind a quantizer, an iteration whose proposals all quantize alike asks the model
+    nothing: no call on 0 examples (which crashed Square on alexnet_cifar)."""
+    inp = tf.keras.Input((4, 4, 1))
+    h = RejectEmpty()(layers.BitDepthQuantization(2)(inp))
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(4)(tf.keras.layers.Flatten()(h)))
+    x = np.full((3, 4, 4, 1), 0.375, np.float32)  # bin centres: ε = 0.01 reaches no other bin
+    y = predicted(model, x)
+    x_adv = attacks.get("square")(model, x, y, 0.01, n_queries=20)
+    np.testing.assert_array_equal(predicted(model, x_adv), y)

@@ -111,9 +111,13 @@ def _robust_margin(model, x, y, shape):
 def _margin_of_unbroken(model, x, y, shape, margin, ask):
     """The margins of ``x``, queried only where ``ask`` (elsewhere ``margin``)."""
     index = tf.where(ask)
-    sub_shape = tf.concat([tf.shape(index)[:1], shape[1:]], 0)
-    sub = _robust_margin(model, tf.gather_nd(x, index), tf.gather_nd(y, index), sub_shape)
-    return tf.tensor_scatter_nd_update(margin, index, sub)
+
+    def query():
+        sub_shape = tf.concat([tf.shape(index)[:1], shape[1:]], 0)
+        sub = _robust_margin(model, tf.gather_nd(x, index), tf.gather_nd(y, index), sub_shape)
+        return tf.tensor_scatter_nd_update(margin, index, sub)
+    # No query on an empty batch: some Keras layers (a Conv2D's output check) reject one.
+    return tf.cond(tf.size(index) > 0, query, lambda: margin)
 
 
 def square_graph(model, x, y, eps, clip, n_queries, p_init, seed):
