@@ -160,15 +160,16 @@ def write_archive(tree_root, path, mode, prefix):
 # ------------------------------------------------------------- expectations
 
 def expected_tree_split(tree, split, dataset):
-    """Images sorted by class then file name; labels from the one class map of the dataset."""
+    """Images round robin over the classes in label order (the i-th file of every class,
+    then the (i+1)-th); labels from the one class map of the dataset."""
     train = sorted(tree["train"])
     classes = list(CIFAR10) if dataset == "cifar10" else train
-    xs, ys = [], []
+    keyed = []
     for cls in sorted(tree[split]):
-        for image in tree[split][cls]:
-            xs.append(image)
-            ys.append(classes.index(cls))
-    return np.stack(xs), np.array(ys)
+        for rank, image in enumerate(tree[split][cls]):
+            keyed.append(((rank, classes.index(cls)), image, classes.index(cls)))
+    keyed.sort(key=lambda item: item[0])
+    return np.stack([image for _, image, _ in keyed]), np.array([label for _, _, label in keyed])
 
 
 def assert_loads(name, split, root, x_expected, y_expected):

@@ -103,7 +103,9 @@ def make_image_tree(root, classes=("cat", "dog", "eel"), per_class=2, size=32, s
                     f.write(png_bytes(image))
                 xs.append(image)
                 ys.append(label)
-        expected[split] = (np.stack(xs), np.array(ys))
+        # Round robin over the classes: image i of every class, then image i + 1.
+        order = [c * per_class + i for i in range(per_class) for c in range(len(classes))]
+        expected[split] = (np.stack(xs)[order], np.array(ys)[order])
     return expected
 
 
@@ -186,7 +188,7 @@ class TestFormats:
         make_image_tree(str(tmp_path / "src"), size=40)
         os.rename(tmp_path / "src" / "test", tmp_path / "src" / "val")
         x, y = data.load_arrays("imagenet2012", "test", data_dir=str(tmp_path / "src"))
-        assert x.shape == (6, 224, 224, 3) and y.tolist() == [0, 0, 1, 1, 2, 2]
+        assert x.shape == (6, 224, 224, 3) and y.tolist() == [0, 1, 2, 0, 1, 2]
 
     def test_tar_gz_of_image_folder(self, tmp_path):
         expected = make_image_tree(str(tmp_path / "tree"))
@@ -373,8 +375,8 @@ class TestClassMap:
         os.rmdir(tmp_path / "test" / "bee")
         _, y = data.load_arrays("cifar100", "test", data_dir=str(tmp_path))
         # Without one class map, cat and dog shifted down to 1 and 2.
-        assert y.tolist() == [0, 0, 2, 2, 3, 3]
-        np.testing.assert_array_equal(np.delete(expected["test"][1], [2, 3]), y)
+        assert y.tolist() == [0, 2, 3, 0, 2, 3]
+        np.testing.assert_array_equal(expected["test"][1][expected["test"][1] != 1], y)
 
     def test_archive_test_split_missing_a_class_keeps_labels(self, tmp_path):
         make_image_tree(str(tmp_path / "tree"), classes=("ant", "bee", "cat", "dog"))
@@ -384,13 +386,13 @@ class TestClassMap:
         (tmp_path / "a").mkdir()
         make_tar(str(tmp_path / "tree"), tmp_path / "a" / "set.tar.gz", prefix="top")
         _, y = data.load_arrays("cifar100", "test", data_dir=str(tmp_path / "a"))
-        assert y.tolist() == [1, 1, 2, 2, 3, 3]
+        assert y.tolist() == [1, 2, 3, 1, 2, 3]
 
     def test_empty_train_class_directory_counts(self, tmp_path):
         make_image_tree(str(tmp_path), classes=("ant", "cat"))
         (tmp_path / "train" / "bee").mkdir()
         _, y = data.load_arrays("cifar100", "test", data_dir=str(tmp_path))
-        assert y.tolist() == [0, 0, 2, 2]
+        assert y.tolist() == [0, 2, 0, 2]
 
     @pytest.mark.parametrize("archive", [False, True])
     def test_class_unknown_to_train_split_is_an_error(self, tmp_path, archive):
@@ -703,3 +705,18 @@ class TestPickleSafety:
             np.savez(os.path.join(cache, entry), x=evil, y=evil, allow_pickle=True)
         _, y = data.load_arrays("mnist", "test", data_dir=str(tmp_path / "d"))
         assert len(y) == 10 and not marker.exists()
+
+
+def test_round_robin_makes_every_prefix_class_balanced():
+    """A class-by-class tree (as the CIFAR10 JPEG archive is) must not make "the first N test
+    images" one class: items come round robin, each class keeping its own order."""
+    labels = np.repeat([0, 1, 2], [3, 2, 3])
+    order = image_folder.round_robin(labels)
+    assert labels[order].tolist() == [0, 1, 2, 0, 1, 2, 0, 2]
+    assert order.tolist() == [0, 3, 5, 1, 4, 6, 2, 7]
+
+
+def test_real_cifar10_test_prefix_is_class_balanced(cifar10_dir):
+    _, y = data.load_arrays("cifar10", "test", data_dir=cifar10_dir)
+    assert np.bincount(y[:500], minlength=10).tolist() == [50] * 10
+    assert np.bincount(y, minlength=10).tolist() == [1000] * 10

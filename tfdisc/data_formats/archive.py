@@ -14,7 +14,8 @@ import zlib
 import numpy as np
 
 from tfdisc.data_formats.base import DataError, Found, Layout
-from tfdisc.data_formats.image_folder import class_map, decode_image, is_image, split_dir_names
+from tfdisc.data_formats.image_folder import (class_map, decode_image, is_image, round_robin,
+                                              split_dir_names)
 
 __all__ = ["ARCHIVE_EXTENSIONS", "ImageArchive", "read_image_archive"]
 
@@ -67,8 +68,8 @@ def read_image_archive(path, split, *, shape, num_classes, official=None):
     """``(images, labels, class names)`` of the ``[prefix/]split/<class>/<image>`` members of
     a tar archive (plain or gzip), after checking the whole archive's integrity.
 
-    Labels come from ``class_map`` (arguments as there); images are sorted by
-    class, then member name, as ``list_image_folder`` sorts a tree.
+    Labels come from ``class_map`` (arguments as there); images come round robin over
+    the classes, each class's by member name, as ``list_image_folder`` orders a tree.
 
     Raises:
       DataError: a truncated or corrupt archive, an image that cannot be
@@ -83,7 +84,8 @@ def read_image_archive(path, split, *, shape, num_classes, official=None):
     classes = class_map(train_classes, split_classes, where=path, split=split,
                         num_classes=num_classes, official=official)
     index = {c: i for i, c in enumerate(classes)}
-    items.sort(key=lambda item: (item[0], item[1]))  # as a tree: by class, then by name
+    items.sort(key=lambda item: (item[0], item[1]))  # by class, then by name
+    items = [items[i] for i in round_robin([index[cls] for cls, _, _ in items])]  # as a tree
     xs = np.empty((len(items),) + shape, np.uint8)
     ys = np.empty(len(items), np.int64)
     for i, (cls, name, data) in enumerate(items):

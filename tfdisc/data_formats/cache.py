@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["CACHE_VERSION", "cache_dir", "cached"]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: image-folder trees and archives round robin over classes
 
 
 def cache_dir():

@@ -3,7 +3,11 @@
 ``val`` and ``validation`` are accepted for ``test``. Labels come from
 ``class_map``: the sorted class directories of the train split (empty ones
 count), or the dataset's official class order when every name found is an
-official class name. ``ImageFolder`` is the layout; ``tfdisc.data_formats.archive``
+official class name. Images come round robin over the classes: the first image
+(by file name) of every class in label order, then the second, and so on
+(``round_robin``). A tree has no canonical order, and class by class would make
+every prefix of the test set ("the first 500 test images") one class.
+``ImageFolder`` is the layout; ``tfdisc.data_formats.archive``
 reads tar archives of such a tree with the same helpers. Every reader raises
 ``DataError`` naming the file.
 """
@@ -15,7 +19,7 @@ import numpy as np
 from tfdisc.data_formats.base import DataError, Found, Layout
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "class_map", "decode_image", "is_image",
-           "list_image_folder", "read_image_folder", "split_dir_names"]
+           "list_image_folder", "read_image_folder", "round_robin", "split_dir_names"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -82,11 +86,23 @@ def class_map(train_classes, split_classes, *, where, split, num_classes, offici
     return classes
 
 
+def round_robin(labels):
+    """The order that takes items round robin over the classes: the indices of ``labels``
+    sorted by (rank of the item within its class, label); items of one class keep their
+    order. So every prefix holds the classes in equal numbers, as far as they have items."""
+    labels = np.asarray(labels, np.int64)
+    rank = np.empty(len(labels), np.int64)
+    for label in np.unique(labels):
+        where = np.flatnonzero(labels == label)
+        rank[where] = np.arange(len(where))
+    return np.lexsort((labels, rank))
+
+
 def list_image_folder(root, split, *, num_classes, official=None):
     """``(class names, entries)`` of a tree ``root/split/<class>/<image>``, or None.
 
-    ``entries`` are ``(label, path)`` sorted by class, then file name; labels
-    come from ``class_map`` (arguments as there).
+    ``entries`` are ``(label, path)``, round robin over the classes (``round_robin``),
+    each class's images by file name; labels come from ``class_map`` (arguments as there).
 
     Raises:
       DataError: as ``class_map``, or a split without images.
@@ -109,7 +125,7 @@ def list_image_folder(root, split, *, num_classes, official=None):
                for f in sorted(os.listdir(os.path.join(split_dir, c))) if is_image(f)]
     if not entries:
         raise DataError(f"No images under {split_dir}/<class>/ (expected *.png or *.jpg).")
-    return classes, entries
+    return classes, [entries[i] for i in round_robin([label for label, _ in entries])]
 
 
 def read_image_folder(entries, shape):
