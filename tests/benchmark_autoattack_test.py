@@ -38,3 +38,10 @@ def test_reference_without_art_says_how_to_get_it():
 @pytest.mark.parametrize("text, value", [("0.1", 0.1), ("8/255", 8 / 255)])
 def test_parse_eps(text, value):
     assert bench.parse_eps(text) == pytest.approx(value)
+
+
+def test_importing_the_benchmark_defines_no_flags():
+    """Its flags (batch_size, data_dir, ...) would clash with the experiment binaries' in one
+    process: they are defined only when it runs as a binary."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    assert "reference" not in flags.FLAGS and callable(bench.define_flags)

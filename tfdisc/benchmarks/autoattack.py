@@ -40,15 +40,22 @@ from tfdisc.attacks import autoattack, registry  # noqa: E402
 from tfdisc.benchmarks import cpu  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "A run's output directory: its model.keras is attacked. "
-                    "Default: an fcn2 BNN (2-bit input) trained for one epoch.")
-flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"], "Test set of the first images.")
-flags.DEFINE_string("data_dir", None, "Dataset directory (default ../shared/datasets/DATASET).")
-flags.DEFINE_integer("limit", 1000, "First N test images.")
-flags.DEFINE_string("eps", "0.1", "L∞ radius in the [0, 1] scale; fractions like 8/255 accepted.")
-flags.DEFINE_integer("batch_size", 500, "The reference's batch size (tfdisc runs all at once).")
-flags.DEFINE_bool("reference", True, "Also run the reference (ART); off: tfdisc only.")
-flags.DEFINE_string("output", None, "Results JSON path (optional).")
+
+
+def define_flags():
+    """Defines the binary's flags (only when run as one: the tests import this module beside
+    the experiment binaries, whose flags share names)."""
+    flags.DEFINE_string("run_dir", None, "A run's output directory: its model.keras is attacked. "
+                        "Default: an fcn2 BNN (2-bit input) trained for one epoch.")
+    flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10"], "Test set of the first images.")
+    flags.DEFINE_string("data_dir", None,
+                        "Dataset directory (default ../shared/datasets/DATASET).")
+    flags.DEFINE_integer("limit", 1000, "First N test images.")
+    flags.DEFINE_string("eps", "0.1",
+                        "L∞ radius in the [0, 1] scale; fractions like 8/255 accepted.")
+    flags.DEFINE_integer("batch_size", 500, "The reference's batch size (tfdisc runs all at once).")
+    flags.DEFINE_bool("reference", True, "Also run the reference (ART); off: tfdisc only.")
+    flags.DEFINE_string("output", None, "Results JSON path (optional).")
 
 
 def parse_eps(text):
@@ -166,4 +173,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
