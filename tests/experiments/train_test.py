@@ -58,6 +58,24 @@ def test_dataset_flag_names_unknown_datasets():
             pass
 
 
+def test_dataset_flag_is_checked_when_another_binary_defined_it_first():
+    """tune and export define --dataset as an enum, whose choices absl checks only on a
+    command line; in one process (pytest, a notebook) the first definition wins."""
+    saved = flags.FLAGS["dataset"] if "dataset" in flags.FLAGS else None
+    if saved is not None:
+        delattr(flags.FLAGS, "dataset")
+    flags.DEFINE_enum("dataset", None, ["mnist"], "As tune defines it.", allow_override=True)
+    try:
+        train.define_dataset_flag()
+        with pytest.raises(flags.IllegalFlagValueError, match="bogus"):
+            with flagsaver.flagsaver(dataset="bogus"):
+                pass
+    finally:
+        delattr(flags.FLAGS, "dataset")
+        if saved is not None:
+            flags.FLAGS["dataset"] = saved
+
+
 def test_per_dataset_binaries_take_their_defaults_from_the_registry():
     assert mnist.DEFAULTS == dict(model="fcn2", epsilons=["0.1", "0.2", "0.3"])
     assert cifar.DEFAULTS == dict(model="alexnet_cifar", precision="full",

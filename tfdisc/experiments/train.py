@@ -37,6 +37,10 @@ def define_dataset_flag():
         flags.DEFINE_string("dataset", None, "A dataset of tfdisc.datasets (mnist, "
                             "fashion_mnist, cifar10, cifar100, imagenet2012, or one registered "
                             "there).", allow_override=True)
+    # Checked even when tune's --dataset came first: absl checks an enum's choices
+    # only when parsing a command line, not when a value is set in code.
+    if not any(getattr(v, "checker", None) is _check_dataset
+               for v in FLAGS["dataset"].validators):
         flags.register_validator("dataset", _check_dataset)
 
 
