@@ -36,8 +36,8 @@ def test_reference_without_art_says_how_to_get_it():
 
 
 @pytest.mark.parametrize("text, value", [("0.1", 0.1), ("8/255", 8 / 255)])
-def test_parse_eps(text, value):
-    assert bench.parse_eps(text) == pytest.approx(value)
+def test_eps_flag_is_read_by_the_shared_parser(text, value):
+    assert bench.results.parse_epsilon(text) == pytest.approx(value)
 
 
 def test_importing_the_benchmark_defines_no_flags():

@@ -21,7 +21,7 @@ import tfdisc  # noqa: F401  (selects legacy Keras before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfdisc import data  # noqa: E402
+from tfdisc import data, results, run_dir  # noqa: E402
 from tfdisc.attacks import registry  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -36,7 +36,7 @@ flags.mark_flags_as_required(["run_dir", "output"])
 
 def main(argv):
     del argv
-    model = tf.keras.models.load_model(os.path.join(FLAGS.run_dir, "model.keras"), compile=False)
+    model = run_dir.load_model(FLAGS.run_dir)
     x, y = data.load_arrays("mnist", "test", data_dir=FLAGS.data_dir)
     x = data.to_float(x[:FLAGS.limit])
     y = tf.constant(np.asarray(y[:FLAGS.limit], np.int64).reshape(-1))
@@ -46,7 +46,7 @@ def main(argv):
                      "sign_gradient; quantized_search with its pipeline defaults",
            "quantizer_gradient": "straight_through", "eps": {}}
     for e in FLAGS.eps:
-        eps = float(e)
+        eps = results.parse_epsilon(e)
         row, robust_all = {}, None
         for mode in FLAGS.modes:
             start = time.time()

@@ -35,7 +35,7 @@ import tfdisc  # noqa: F401  (legacy Keras before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfdisc import data, models  # noqa: E402
+from tfdisc import data, models, results, run_dir  # noqa: E402
 from tfdisc.attacks import autoattack, registry  # noqa: E402
 from tfdisc.benchmarks import cpu  # noqa: E402
 
@@ -56,12 +56,6 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 500, "The reference's batch size (tfdisc runs all at once).")
     flags.DEFINE_bool("reference", True, "Also run the reference (ART); off: tfdisc only.")
     flags.DEFINE_string("output", None, "Results JSON path (optional).")
-
-
-def parse_eps(text):
-    """``0.1`` or ``8/255`` as a float."""
-    num, _, den = str(text).partition("/")
-    return float(num) / float(den) if den else float(num)
 
 
 def run_tfdisc(model, x, y, eps, **params):
@@ -127,8 +121,7 @@ def run_art(model, x, y, eps, batch_size):
 
 def _model(data_dir):
     if FLAGS.run_dir:
-        path = os.path.join(FLAGS.run_dir, "model.keras")
-        return (tf.keras.models.load_model(path, compile=False),
+        return (run_dir.load_model(FLAGS.run_dir),
                 os.path.basename(os.path.normpath(FLAGS.run_dir)))
     if FLAGS.dataset != "mnist":
         raise app.UsageError("Without --run_dir only --dataset=mnist trains its own model.")
@@ -142,7 +135,7 @@ def _model(data_dir):
 def main(argv):
     del argv
     data_dir = FLAGS.data_dir or os.path.join("..", "shared", "datasets", FLAGS.dataset)
-    eps = parse_eps(FLAGS.eps)
+    eps = results.parse_epsilon(FLAGS.eps)
     model, origin = _model(data_dir)
     x, y = data.load_arrays(FLAGS.dataset, "test", data_dir=data_dir)
     x = data.to_float(x[:FLAGS.limit]).numpy()
