@@ -359,13 +359,16 @@ def test_exact_refuses_bad_input(monkeypatch):
         certify.certify(model, x, [0, 1], 1.5, method="exact")
     with pytest.raises(ValueError, match="eps"):
         certify.certify(model, x, [0, 1], -0.1, method="exact")
-    # A layer with no encoding: a full-precision model (ReLU) and a conv BNN.
-    full = models.build("fcn2", precision="full", input_bits=2, width=8, depth=2,
-                        input_shape=(3, 4, 1), num_classes=3)
-    assert not exact.supports(full)
+    # A layer with no encoding: max pooling after a float convolution (neither a BNN nor a
+    # chain of affine layers and ReLUs).
+    inputs = tf.keras.Input((3, 4, 1))
+    h = BitDepthQuantization(2)(inputs)
+    h = tf.keras.layers.MaxPooling2D()(tf.keras.layers.Conv2D(2, 2, padding="same")(h))
+    pooled = tf.keras.Model(inputs, tf.keras.layers.Dense(3)(tf.keras.layers.Flatten()(h)))
+    assert not exact.supports(pooled)
     with pytest.raises(exact.ExactUnsupportedError, match="does not support layer.*method='branch'"):
-        certify.certify(full, x, [0, 1], 0.1, method="exact", search=False)
-    assert certify.certify(full, x, [0, 1], 0.1, search=False).method == "branch"  # auto
+        certify.certify(pooled, x, [0, 1], 0.1, method="exact", search=False)
+    assert certify.certify(pooled, x, [0, 1], 0.1, search=False).method == "branch"  # auto
     # Without the input quantizer.
     inputs = tf.keras.Input((3, 4, 1))
     h = tf.keras.layers.Flatten()(inputs)

@@ -281,7 +281,7 @@ def test_complete_mode_agrees_with_exhaustive_enumeration(mnist, mnist_dir):
     small = np.nonzero(box.num_free() <= 8)[0][:30]
     assert len(small) >= 10
     cert = certify.certify(model, x[small], y[small], eps, complete_max_free=8, max_nodes=1024,
-                           enumerate_max=0, search=False)
+                           enumerate_max=0, search=False, method="branch")
     assert not np.any(cert.status == "unknown"), cert.counts()
     truth = certify.exhaustive(model, x[small], y[small], eps)
     np.testing.assert_array_equal(cert.status == "certified", truth)
@@ -289,9 +289,14 @@ def test_complete_mode_agrees_with_exhaustive_enumeration(mnist, mnist_dir):
     assert branched.sum() >= 3  # the bounds alone do not decide these: branching does
     # The same examples decided by checking every point of their boxes.
     enum = certify.certify(model, x[small], y[small], eps, complete_max_free=8, max_nodes=256,
-                           search=False)
+                           search=False, method="branch")
     assert np.sum(enum.decided_by == "enumeration") >= 3
     np.testing.assert_array_equal(enum.status == "certified", truth)
+    # And by the ReLU MILP (the default for this model), on real MNIST images.
+    milp = certify.certify(model, x[small], y[small], eps, enumerate_max=0, search=False)
+    assert milp.method == "exact" and not np.any(milp.status == "unknown"), milp.counts()
+    assert np.sum(milp.decided_by == "exact") >= 3
+    np.testing.assert_array_equal(milp.status == "certified", truth)
 
 
 def test_certified_accuracy_api_matches_per_example_status(trained, mnist):

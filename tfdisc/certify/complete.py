@@ -21,9 +21,10 @@ float rounding: unknown); other nodes are split on the free pixel with the
 largest bound sensitivity. With enough nodes every such example is decided exactly.
 
 ``method``: ``"auto"`` (default) decides every example the bounds leave open
-with the exact verifier (``tfdisc.certify.exact``, any number of free pixels;
-``solver`` ``milp`` (HiGHS, default) or ``sat``) when the model is a BNN it
-supports and the solver is installed, else with branch and bound; ``"exact"``
+with the exact verifier (``tfdisc.certify.exact``, any number of free pixels)
+when it encodes the model (a BNN: ``solver`` ``milp`` (HiGHS, default) or
+``sat``; a full-precision chain of affine layers and ReLUs: ``milp``) and the
+solver is installed, else with branch and bound; ``"exact"``
 requires the exact verifier; ``"branch"`` is branch and bound only. With the
 exact verifier, boxes of at most ``enumerate_max`` points are first enumerated
 as above; the solver decides the rest and any point the enumeration leaves open.
@@ -357,7 +358,7 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
         point = (cert.num_free == 0) & ~wrong & (cert.status == "unknown")
         cert.status[point], cert.decided_by[point] = "certified", "point"
     use_exact = method == "exact" or (method == "auto" and exact_lib.supports(model)
-                                      and exact_lib.available(solver))
+                                      and _encodes(model, solver) and exact_lib.available(solver))
     rows = np.nonzero(cert.status == "unknown")[0]
     if search and len(rows):
         seed = params.pop("seed")
@@ -377,7 +378,8 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
             if _points(box, r) <= enumerate_max:
                 start = time.monotonic()
                 _enumerate(model, box, y, int(r), cert, node_batch=max(batch_size, 64),
-                           point_check=lambda bins, r=r: check(bins, int(y[r])))
+                           point_check=None if check is None
+                           else lambda bins, r=r: check(bins, int(y[r])))
                 cert.seconds[r] += time.monotonic() - start
         exact_lib.verify(model, box, y, np.nonzero(cert.status == "unknown")[0], cert,
                          time_limit=float(time_limit), max_spurious=max_spurious, solver=solver,
@@ -390,14 +392,21 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
     return cert
 
 
+def _encodes(model, solver):
+    try:
+        exact_lib.encoder_module(model, solver)
+    except exact_lib.ExactUnsupportedError:
+        return False
+    return True
+
+
 def check_exact(model, solver=exact_lib.DEFAULT_SOLVER):
     """Raises what ``certify(..., method="exact", solver=solver)`` would: ``ExactUnsupportedError``
     naming the first layer the exact verifier does not encode, ``ValueError`` for an unknown
     solver, ``ImportError`` if the solver is not installed."""
     if solver not in exact_lib.SOLVERS:
         raise ValueError(f"`solver` must be one of {sorted(exact_lib.SOLVERS)}, got {solver!r}.")
-    exact_lib.network.read(model)
-    exact_lib.SOLVERS[solver].solver_version()
+    exact_lib.encoder_module(model, solver).solver_version()
 
 
 def exhaustive(model, x, y, eps, *, clip=(0.0, 1.0), max_points=1 << 16):
@@ -512,7 +521,7 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
                         "complete": sorted(used)}
     if "exact" in used:
         record["method"]["exact"] = exact_lib.describe(float(time_limit), max_spurious,
-                                                       solver)
+                                                       solver, model=model)
     if return_examples:
         record["certificates"] = certs
     return record

@@ -39,7 +39,7 @@ from tfdisc.certify import rules
 from tfdisc.certify.checks import UnsupportedLayerError
 from tfdisc.certify.rules import base
 
-__all__ = ["DEFAULT_MAX_ROWS", "margin_lower", "margin_upper", "supports"]
+__all__ = ["DEFAULT_MAX_ROWS", "bounded_steps", "margin_lower", "margin_upper", "supports"]
 
 DEFAULT_MAX_ROWS = 2048  # unstable units per layer bounded by back-substitution
 _ELEMENTS = 1 << 23  # float64 coefficients per chunk of examples (64 MB)
@@ -232,6 +232,27 @@ def margin_lower(model, lower, upper, y, *, intermediate=True, max_rows=DEFAULT_
         bound[np.arange(len(yb)), yb] = 0.0
         out.append(bound)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def bounded_steps(model, lower, upper, *, intermediate=True, max_rows=DEFAULT_MAX_ROWS):
+    """The model as ``LinearStep``s with sound float32 bounds over the box.
+
+    The bounds ``margin_lower`` starts from (every ReLU input tightened by
+    back-substitution when ``intermediate``), for a complete method to start
+    from (``tfdisc.certify.exact.relu``).
+
+    Returns:
+      list of ``(step, Interval of its input, Interval of its output)``, from the
+      input to the logits; every bound is [batch, *shape] float32.
+
+    Raises:
+      as ``margin_lower``.
+    """
+    if not isinstance(model, tf.keras.Model):
+        raise TypeError(f"`model` must be a Keras model, got {type(model).__name__}.")
+    lower, upper = _check_box(lower, upper)
+    chain, _ = _chain(model, lower, upper, intermediate, int(max_rows))
+    return [tuple(c) for c in chain]
 
 
 def supports(model):

@@ -1,9 +1,15 @@
-"""Exact (complete) verification of BNNs over the reachable quantized inputs.
+"""Exact (complete) verification over the reachable quantized inputs.
 
-``verify`` decides examples of a supported BNN (``network.read``) with one of
-two encodings of the same sound over-approximation: ``milp`` (HiGHS, the
-default: real-valued first layer and margin, LP-relaxation pruning) or ``sat``
-(python-sat Minicard, weights rounded outward to integers). For every wrong
+``verify`` decides examples of a network of one of the ``ENCODINGS``:
+
+* ``bnn``: a BNN (``network.read``), with one of two encodings of the same sound
+  over-approximation: ``milp`` (HiGHS, the default: real-valued first layer and
+  margin, LP-relaxation pruning) or ``sat`` (python-sat Minicard, weights rounded
+  outward to integers);
+* ``relu``: a full-precision chain of affine layers and ReLUs (``relu.read``), as a
+  MILP with big-M rows from CROWN bounds (HiGHS).
+
+For every wrong
 class the solver either proves that no reachable input lets it win (with an
 allowance covering float32 rounding and the solver's tolerances), or returns
 one: it is decoded to a real image in the ε-ball and [clip] (``box.realize``)
@@ -17,37 +23,80 @@ import concurrent.futures
 import os
 import threading
 import time
+import weakref
 
 import numpy as np
 from absl import logging
 
 from tfdisc.certify import box as box_lib
 from tfdisc.certify import search as search_lib
-from tfdisc.certify.exact import milp, network, points, sat
+from tfdisc.certify.exact import milp, network, points, relu, sat
 from tfdisc.certify.exact.network import ExactUnsupportedError
 
-__all__ = ["ExactUnsupportedError", "SOLVERS", "available", "describe", "point_checker",
-           "supports", "verify"]
+__all__ = ["ENCODINGS", "ExactUnsupportedError", "SOLVERS", "available", "describe",
+           "encoder_module", "point_checker", "read", "supports", "verify"]
 
 SOLVERS = {"milp": milp, "sat": sat}
 DEFAULT_SOLVER = "milp"
+# Kind of network -> (reader, {solver name: module with ``Encoder`` and ``solver_version``}).
+# The first reader that accepts a model decides its kind; a new kind is one entry here.
+ENCODINGS = {"bnn": (network.read, {"milp": milp, "sat": sat}),
+             "relu": (relu.read, {"milp": relu})}
 _MODEL_LOCK = threading.Lock()
+_READ = weakref.WeakKeyDictionary()
+
+
+def read(model):
+    """``(kind, network)`` of the first of ``ENCODINGS`` that encodes ``model``.
+
+    Raises:
+      ExactUnsupportedError: none does (the message gives each one's reason).
+    """
+    if model in _READ:
+        return _READ[model]
+    reasons = []
+    for kind, (reader, _) in ENCODINGS.items():
+        try:
+            _READ[model] = (kind, reader(model))
+            return _READ[model]
+        except ExactUnsupportedError as e:
+            reasons.append(f"{kind}: {e}")
+    raise ExactUnsupportedError("The exact verifier encodes no network of this form. "
+                                + " | ".join(reasons))
 
 
 def supports(model):
-    """True if ``verify`` encodes this model (a BNN of the form ``network.read`` accepts)."""
+    """True if ``verify`` encodes this model (one of ``ENCODINGS`` reads it)."""
     try:
-        network.read(model)
+        read(model)
     except ExactUnsupportedError:
         return False
     return True
 
 
+def encoder_module(model, solver):
+    """The module whose ``Encoder`` encodes ``model`` for ``solver``.
+
+    Raises:
+      ExactUnsupportedError: the model is of no supported kind, or ``solver`` does not
+        encode its kind; ValueError: an unknown solver.
+    """
+    _module(solver)
+    kind, _ = read(model)
+    solvers = ENCODINGS[kind][1]
+    if solver not in solvers:
+        raise ExactUnsupportedError(
+            f"Solver {solver!r} does not encode {kind} networks; use one of {sorted(solvers)}.")
+    return solvers[solver]
+
+
 def point_checker(model, box):
     """``check(bins, label)``: True if the quantized input ``bins`` (flat) of ``box`` is
     classified ``label`` by every float32 computation the model may make on it
-    (``points.certifies_point``)."""
-    net = network.read(model)
+    (``points.certifies_point``); None for a network other than a BNN."""
+    kind, net = read(model)
+    if kind != "bnn":
+        return None
     ends = [points.intervals(network.sign_sets(layer)) for layer in net.binary[:-1]]
     jitter = box_lib.jitter(box.layer, box.integer)
     margins = {}
@@ -67,22 +116,27 @@ def _module(solver):
     return SOLVERS[solver]
 
 
-def describe(time_limit, max_spurious, solver=DEFAULT_SOLVER):
-    return {"name": f"exact-{solver}", "solver": _module(solver).solver_version(),
-            "time_limit_s": time_limit, "max_spurious": max_spurious}
+def describe(time_limit, max_spurious, solver=DEFAULT_SOLVER, model=None):
+    """The exact verifier's settings for ``results.json`` (with ``model``: its encoding)."""
+    out = {"name": f"exact-{solver}", "solver": _module(solver).solver_version(),
+           "time_limit_s": time_limit, "max_spurious": max_spurious}
+    if model is not None:
+        out["encoding"] = read(model)[0]
+    return out
 
 
-def _one(model, net, box, y, r, *, time_limit, max_spurious, mutation, solver):
+def _one(model, net, box, y, r, *, time_limit, max_spurious, mutation, module):
     """(status, image or None) of example ``r``."""
     deadline = time.monotonic() + time_limit
     shape = box.x.shape[1:]
-    encoder = _module(solver).Encoder(net, box.table, box.lo_bin[r].reshape(-1),
-                                      box.hi_bin[r].reshape(-1),
-                                      box_lib.jitter(box.layer, box.integer), mutation=mutation)
+    with _MODEL_LOCK:  # the ReLU encoding runs the layers' bound rules (TensorFlow)
+        encoder = module.Encoder(net, box.table, box.lo_bin[r].reshape(-1),
+                                 box.hi_bin[r].reshape(-1),
+                                 box_lib.jitter(box.layer, box.integer), mutation=mutation)
     try:
         spurious = 0
         label = int(y[r])
-        for k in range(net.w_out.shape[1]):
+        for k in range(int(model.output_shape[-1])):
             if k == label:
                 continue
             while True:
@@ -114,26 +168,34 @@ def verify(model, box, y, rows, cert, *, time_limit=10.0, max_spurious=100, muta
     ``exact``, counterexamples, seconds).
 
     Args:
-      solver: ``milp`` (HiGHS) or ``sat`` (python-sat).
+      solver: ``milp`` (HiGHS) or ``sat`` (python-sat; BNNs only).
       workers: threads deciding examples at once (default: the CPUs this process may use).
 
     Raises:
-      ExactUnsupportedError: the model is not a supported BNN.
+      ExactUnsupportedError: the model is of no kind of ``ENCODINGS``, or the solver does not
+        encode its kind.
       ImportError: the solver is missing (``pip install tfdisc[verify]``).
       ValueError: an unknown solver.
     """
-    module = _module(solver)
-    net = network.read(model)
+    module = encoder_module(model, solver)
+    _, net = read(model)
     module.solver_version()  # the clear ImportError before any work
     rows = [int(r) for r in rows]
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     started = time.monotonic()
+    prepare = getattr(net, "prepare", None)  # bounds of many examples at once (ReLU networks)
+    if prepare is not None and rows:
+        with _MODEL_LOCK:
+            prepare(box, rows)
+        share = (time.monotonic() - started) / len(rows)
+        for r in rows:
+            cert.seconds[r] += share
 
     def run(r):
         start = time.monotonic()
         status, image = _one(model, net, box, y, r, time_limit=time_limit,
-                             max_spurious=max_spurious, mutation=mutation, solver=solver)
+                             max_spurious=max_spurious, mutation=mutation, module=module)
         return r, status, image, time.monotonic() - start
 
     done = 0
@@ -151,7 +213,7 @@ def verify(model, box, y, rows, cert, *, time_limit=10.0, max_spurious=100, muta
                 logging.info("exact %s, eps %g: %d/%d examples, %.0f s", solver, cert.eps, done,
                              len(rows), time.monotonic() - started)
     if solver == "milp":
-        milp.stop_processes()
+        milp.stop_processes()  # the HiGHS worker processes, of either encoding
 
 
 def available(solver=DEFAULT_SOLVER):

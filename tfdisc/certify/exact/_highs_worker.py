@@ -5,7 +5,8 @@ HiGHS 1.16 can spin in a MIP's root node past its ``time_limit`` and
 length-prefixed pickles on stdin/stdout:
 
 * ``("model", num_col, col_lower, col_upper, row_lower, row_upper, start, index, value,
-  options)``: a new all-integer MIP (rows in row-wise form), replies ``("ok",)``;
+  options[, integer])``: a new MIP (rows in row-wise form; every column integer unless the
+  boolean array ``integer`` says which), replies ``("ok",)``;
 * ``("row", lower, upper, index, value)``: adds a row, replies ``("ok",)``;
 * ``("solve", cost, cutoff, time_limit)``: minimises ``cost·x`` with the objective
   bound ``cutoff``; replies ``("solved", status name, has solution, objective, values)``.
@@ -40,7 +41,8 @@ def _write(stream, obj):
 
 def _model(msg):
     (_, num_col, col_lower, col_upper, row_lower, row_upper, start, index, value,
-     options) = msg
+     options) = msg[:10]
+    integer = msg[10] if len(msg) > 10 else np.ones(num_col, bool)
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     for key, val in options.items():
@@ -57,7 +59,8 @@ def _model(msg):
     lp.a_matrix_.start_ = start
     lp.a_matrix_.index_ = index
     lp.a_matrix_.value_ = value
-    lp.integrality_ = [highspy.HighsVarType.kInteger] * num_col
+    lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+                       for i in integer]
     h.passModel(lp)
     return h
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from tfdisc.certify.exact import network
 
-__all__ = ["Encoder", "HighsProcess", "MUTATIONS", "SOLVER", "margin_tolerance", "solver_version",
-           "stop_processes"]
+__all__ = ["Encoder", "HighsProcess", "MUTATIONS", "SOLVER", "margin_tolerance", "solve",
+           "solver_version", "stop_processes"]
 
 SOLVER = "highs"
 # Test hooks: ("drop_hidden", layer, unit), ("shift_hidden", layer, unit), ("loose_margin",).
@@ -239,7 +239,7 @@ class Encoder:
             return "limit", None
         cost = np.zeros(len(self.lb))
         cost[cols] = coef
-        reply = _process().solve(self, cost, cutoff, seconds)
+        reply = solve(self, cost, cutoff, seconds)
         if reply is None:
             return "limit", None
         _, status, has, objective, values = reply
@@ -361,6 +361,12 @@ def _process():
     if proc is None:
         proc = _LOCAL.process = HighsProcess()
     return proc
+
+
+def solve(encoder, cost, cutoff, seconds):
+    """Minimises ``cost`` over ``encoder``'s model in this thread's HiGHS process, stopping at the
+    first solution below ``cutoff``; the worker's reply, or None past ``seconds`` (+ grace)."""
+    return _process().solve(encoder, cost, cutoff, seconds)
 
 
 @atexit.register

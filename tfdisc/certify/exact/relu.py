@@ -1,0 +1,286 @@
+"""MILP encoding of a ReLU network over one example's reachable quantized inputs (HiGHS).
+
+The complete method of MIPVerify (Tjeng, Xiao & Tedrake, ICLR 2019) on the
+discrete input set of ``BitDepthQuantization``: a full-precision network of
+``Dense``/``Conv2D``/``BatchNormalization``/``Flatten``/``ReLU`` layers
+(everything ``tfdisc.certify.linear`` describes as affine steps and ReLUs):
+
+* one binary per (free pixel, reachable level above its lowest), at most one per
+  pixel: the input is ``table[lo_bin] + Σ Δ·choice``, exactly the reachable set;
+* the affine steps between two ReLUs are composed in float64 into one map of the
+  columns so far; the model's float32 rounding (the steps' ``error``, the
+  quantizer's jitter, and the float64 rounding of the composition) is an
+  interval ``±err`` around it, so every float32 computation of the model is one
+  of the encoded ones;
+* each ReLU starts from the tightened bounds ``[l, u]`` of
+  ``linear.bounded_steps`` (CROWN back-substitution, sound in float32): a unit
+  with ``l ≥ 0`` passes its pre-activation on, one with ``u ≤ 0`` is 0, and an
+  unstable one gets a continuous output ``h ∈ [0, u]`` and a binary ``δ`` with
+  the big-M rows ``h ≥ P − err``, ``h ≤ P + err − l·(1 − δ)``, ``h ≤ u·δ``;
+* per wrong class ``k`` the objective is the margin ``z_y − z_k``, minimised with
+  a cutoff at its ``err`` plus ``margin_tolerance`` (HiGHS's tolerances, carried
+  to the margin by each column's gain): no solution below it means ``k`` cannot
+  win anywhere in the box.
+
+Boxes of more than ``MAX_CHOICES`` (pixel, level) choices stay ``unknown`` (8-bit inputs).
+A solution below the cutoff is a candidate only: ``exact.verify`` realizes it as
+an image in the ε-ball and re-checks it on the Keras model.
+"""
+import numpy as np
+
+from tfdisc.certify import box as box_lib
+from tfdisc.certify import linear
+from tfdisc.certify.exact import milp
+from tfdisc.certify.exact.network import ExactUnsupportedError
+
+__all__ = ["MAX_CHOICES", "MUTATIONS", "ReluNetwork", "Encoder", "read", "solver_version"]
+
+# Test hooks: ("drop_upper", step, unit) drops the h ≤ P + err − l(1 − δ) row of an unstable
+# unit; ("shift_error",) encodes without the rounding allowance; ("loose_margin",).
+MUTATIONS = (None, "drop_upper", "shift_error", "loose_margin")
+# Boxes with more (pixel, level) choices are left unknown without an encoding: their MILP is
+# far past any time limit (8-bit input at ε = 0.1: ~40000 choices), and building it costs memory.
+MAX_CHOICES = 4096
+_F64 = 1e-12  # relative allowance for the float64 compositions (γ64 of 4096 terms is 4.5e-13)
+
+
+class ReluNetwork:
+    """A model ``read`` accepts: its input quantizer, and per example the bounds of its steps.
+
+    ``prepare(box, rows)`` computes the bounds of many examples in batches (the
+    back-substitution is far cheaper per example that way); ``Encoder`` takes an example's
+    from here, or computes them alone.
+    """
+
+    BATCH = 32
+
+    def __init__(self, model, quantizer, max_rows):
+        self.model, self.quantizer, self.max_rows = model, quantizer, max_rows
+        self._matrices = {}  # step index -> float64 matrix (the same for every example)
+        self._ready = {}  # (lo_bin, hi_bin) bytes -> that example's steps
+
+    def matrix(self, index, step, n_in):
+        """The affine step's matrix [out, in] (float64), from its ``back``."""
+        if index not in self._matrices:
+            n_out = int(np.prod(step.interval.lower.shape[1:]))
+            eye = np.eye(n_out)[None]
+            self._matrices[index] = np.asarray(step.back(eye), np.float64).reshape(n_out, n_in)
+        return self._matrices[index]
+
+    def _bounds(self, lower, upper):
+        """Per example of the batch: [(kind, step, lower in, upper in, lower out, upper out,
+        error)] as float64 numpy arrays of one example."""
+        steps = linear.bounded_steps(self.model, lower, upper, max_rows=self.max_rows)
+        out = []
+        for b in range(len(lower)):
+            rows = []
+            for step, iv_in, iv_out in steps:
+                err = (None if step.kind != "affine" or step.error is None
+                       else np.asarray(step.error, np.float64)[b].reshape(-1))
+                rows.append((step.kind, step,
+                             iv_in.lower.numpy()[b].reshape(-1).astype(np.float64),
+                             iv_in.upper.numpy()[b].reshape(-1).astype(np.float64),
+                             iv_out.lower.numpy()[b].reshape(-1).astype(np.float64),
+                             iv_out.upper.numpy()[b].reshape(-1).astype(np.float64), err))
+            out.append(rows)
+        return out
+
+    def prepare(self, box, rows):
+        """Computes the bounds of examples ``rows`` of ``box`` in batches."""
+        rows = [int(r) for r in rows
+                if int(np.sum(box.hi_bin[r] - box.lo_bin[r])) <= MAX_CHOICES]
+        for start in range(0, len(rows), self.BATCH):
+            chunk = rows[start:start + self.BATCH]
+            for r, bounds in zip(chunk, self._bounds(box.lower[chunk], box.upper[chunk])):
+                key = (box.lo_bin[r].tobytes(), box.hi_bin[r].tobytes())
+                self._ready[key] = bounds
+
+    def bounds(self, table, lo_bin, hi_bin, jitter):
+        """The steps' bounds over one example's box (prepared, or computed now)."""
+        key = (lo_bin.tobytes(), hi_bin.tobytes())
+        if key in self._ready:
+            return self._ready.pop(key)
+        shape = (1,) + tuple(int(d) for d in self.model.input_shape[1:])
+        lower, upper = box_lib.level_interval(table, lo_bin, hi_bin, jitter)
+        return self._bounds(lower.reshape(shape), upper.reshape(shape))[0]
+
+
+def read(model, max_rows=linear.DEFAULT_MAX_ROWS):
+    """``ReluNetwork`` of a model the encoding supports.
+
+    Raises:
+      ExactUnsupportedError: no input quantizer, or a layer without a linear rule
+        (sign activations, max pooling, a non-chain graph).
+    """
+    quantizer = box_lib.input_quantizer(model)
+    if quantizer is None:
+        raise ExactUnsupportedError(
+            f"Model {model.name!r} has no BitDepthQuantization input layer: the ReLU MILP "
+            f"encodes the finite set of quantized inputs.")
+    try:
+        ok = linear.supports(model)
+    except Exception as e:  # pylint: disable=broad-except
+        raise ExactUnsupportedError(f"Model {model.name!r}: {e}") from e
+    if not ok:
+        raise ExactUnsupportedError(
+            f"Model {model.name!r}: a layer has no linear rule (tfdisc.certify.linear), so the "
+            f"ReLU MILP cannot encode it (sign activations, max pooling, branches).")
+    return ReluNetwork(model, quantizer, max_rows)
+
+
+def solver_version():
+    return milp.solver_version()
+
+
+class Encoder(milp.Encoder):
+    """Rows and columns of one example (``milp.Encoder``'s solving, decoding and blocking).
+
+    Args: net (``ReluNetwork``), table, lo_bin, hi_bin (flat), jitter, mutation.
+    """
+
+    def __init__(self, net, table, lo_bin, hi_bin, jitter, mutation=None):  # pylint: disable=super-init-not-called
+        self.net, self.mutation, self.lo_bin = net, mutation, lo_bin
+        self.lb, self.ub, self.integer, self.rows = [], [], [], []
+        table64 = table.astype(np.float64)
+        free = np.nonzero(hi_bin > lo_bin)[0]
+        self.too_large = int(np.sum(hi_bin - lo_bin)) > MAX_CHOICES
+        if self.too_large:  # e.g. 8-bit input: every pixel free over dozens of levels
+            free = free[:0]
+        choices = np.array([(p, b) for p in free for b in range(lo_bin[p] + 1, hi_bin[p] + 1)],
+                           np.int64).reshape(-1, 2)
+        self.form = _Form(free, choices)
+        if self.too_large:
+            self.choice_vars = self._vars(0)
+            return
+        bounds = net.bounds(table, lo_bin, hi_bin, jitter)
+        self.choice_vars = self._vars(len(choices), 0.0, 1.0, True)
+        for p in free:
+            idx = self.choice_vars[choices[:, 0] == p]
+            if len(idx) > 1:
+                self._row(idx, np.ones(len(idx)), -np.inf, 1.0)
+        n = len(lo_bin)
+        # The current vector as  C·columns + const ± err  (C over the columns made so far).
+        c_mat = np.zeros((n, len(self.lb)))
+        c_mat[choices[:, 0], np.arange(len(choices))] = (table64[choices[:, 1]]
+                                                       - table64[lo_bin[choices[:, 0]]])
+        const = table64[lo_bin]
+        err = np.full(n, float(jitter))
+        mag = np.maximum(np.abs(table64[lo_bin]), np.abs(table64[hi_bin])) + float(jitter)
+        self.layers = []  # per ReLU: (unstable C rows, h columns, δ columns, l, u)
+        self.unstable, self.unit_err = [], []  # per ReLU: its unstable units and their ±err
+        for i, (kind, step, low_in, up_in, low_out, up_out, step_err) in enumerate(bounds):
+            if kind == "affine":
+                m = net.matrix(i, step, c_mat.shape[0])
+                out_shape = tuple(int(d) for d in step.interval.lower.shape[1:])
+                bias = (np.zeros(m.shape[0]) if step.bias is None
+                        else np.broadcast_to(np.asarray(step.bias, np.float64),
+                                             out_shape).reshape(-1))
+                step_err = np.zeros(m.shape[0]) if step_err is None else step_err
+                out_mag = np.abs(m) @ mag + np.abs(bias)
+                err = np.abs(m) @ err + step_err + _F64 * (out_mag + np.abs(m) @ err)
+                if self.mutation == ("shift_error",):
+                    err = np.zeros_like(err)
+                c_mat, const = m @ c_mat, m @ const + bias
+                mag = np.maximum(np.abs(low_out), np.abs(up_out))
+                continue
+            c_mat, const, err = self._relu(i, c_mat, const, err, low_in, up_in)
+        self.c_mat, self.const, self.err = c_mat, const, err
+
+    # -- building ---------------------------------------------------------------------------
+    def _vars(self, n, lower=0.0, upper=1.0, integer=True):  # pylint: disable=arguments-differ
+        start = len(self.lb)
+        self.lb.extend(np.broadcast_to(np.asarray(lower, np.float64), (n,)).tolist())
+        self.ub.extend(np.broadcast_to(np.asarray(upper, np.float64), (n,)).tolist())
+        self.integer.extend([integer] * n)
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def _relu(self, index, c_mat, const, err, low, up):
+        active, dead = low >= 0.0, up <= 0.0
+        unstable = np.nonzero(~active & ~dead)[0]
+        h = self._vars(len(unstable), 0.0, up[unstable], False)
+        d = self._vars(len(unstable), 0.0, 1.0, True)
+        ncols = len(self.lb)
+        c_full = np.zeros((len(const), ncols))
+        c_full[:, :c_mat.shape[1]] = c_mat
+        for j, (unit, hc, dc) in enumerate(zip(unstable, h, d)):
+            nz = np.nonzero(c_full[unit])[0]
+            coef = c_full[unit, nz]
+            l_u, u_u = low[unit], up[unit]
+            # h − P ≥ const − err      (h ≥ P_low)
+            self._row(np.append(nz, hc), np.append(-coef, 1.0), const[unit] - err[unit], np.inf)
+            # h − P − l·δ ≤ const + err − l      (h ≤ P_high − l·(1 − δ))
+            if self.mutation != ("drop_upper", index, j):
+                self._row(np.concatenate([nz, [hc, dc]]), np.concatenate([-coef, [1.0, -l_u]]),
+                          -np.inf, const[unit] + err[unit] - l_u)
+            # h − u·δ ≤ 0
+            self._row([hc, dc], [1.0, -u_u], -np.inf, 0.0)
+        self.layers.append((c_full[unstable], h, d, low[unstable], up[unstable]))
+        self.unstable.append(unstable)
+        self.unit_err.append(err[unstable])
+        out = np.where(active[:, None], c_full, 0.0)
+        out[unstable, :] = 0.0
+        out[unstable, h] = 1.0
+        return (out, np.where(active, const, 0.0), np.where(active, err, 0.0))
+
+    # -- solving ----------------------------------------------------------------------------
+    def _message(self):
+        msg = super()._message()
+        return msg + (np.asarray(self.integer, bool),)
+
+    def gains(self, coef_full):
+        """How far the margin moves per unit change of each column (back through the rows)."""
+        gain = np.abs(coef_full).astype(np.float64).copy()
+        for c_rows, h, _, _, _ in reversed(self.layers):
+            if len(h):
+                width = c_rows.shape[1]
+                gain[:width] += np.abs(c_rows).T @ gain[h]
+        return gain
+
+    def margin_form(self, y, k):
+        """(columns, coefficients, constant, allowance) of the margin z_y − z_k."""
+        coef_full = self.c_mat[y] - self.c_mat[k]
+        c = float(self.const[y] - self.const[k])
+        gain = self.gains(coef_full)
+        rng = np.asarray(self.ub) - np.asarray(self.lb)
+        h_cols = np.concatenate([h for _, h, _, _, _ in self.layers] or [np.zeros(0, np.int64)])
+        widths = np.concatenate([u - l for _, _, _, l, u in self.layers] or [np.zeros(0)])
+        tolerance = 10.0 * (milp.INTEGRALITY_TOL * (float(gain[self.choice_vars].sum())
+                                                    + float(widths @ gain[h_cols]))
+                            + 4.0 * milp.FEASIBILITY_TOL * float(gain[h_cols].sum())
+                            + milp.DUAL_TOL * float(rng.sum()))
+        allowance = (float(self.err[y] + self.err[k]) + _F64 * (np.abs(coef_full) @ rng + abs(c))
+                     + tolerance)
+        if self.mutation == ("loose_margin",):
+            allowance -= 1.0
+        cols = np.nonzero(coef_full)[0]
+        return cols.astype(np.int64), coef_full[cols], c, allowance
+
+    def solve_class(self, y, k, seconds):
+        """As ``milp.Encoder.solve_class``; the cost is bounded over continuous columns too."""
+        if self.too_large:
+            return "limit", None
+        cols, coef, c, allowance = self.margin_form(y, k)
+        cutoff = allowance - c
+        lb, ub = np.asarray(self.lb)[cols], np.asarray(self.ub)[cols]
+        if cutoff < float(np.minimum(coef * lb, coef * ub).sum()):
+            return "none", None
+        if seconds <= 0:
+            return "limit", None
+        cost = np.zeros(len(self.lb))
+        cost[cols] = coef
+        reply = milp.solve(self, cost, cutoff, seconds)
+        if reply is None:
+            return "limit", None
+        _, status, has, objective, values = reply
+        if has and objective <= cutoff:
+            return "found", self.decode(values)
+        if status in ("kInfeasible", "kObjectiveBound", "kOptimal"):
+            return "none", None
+        return "limit", None
+
+
+class _Form:
+    """The choice columns' (pixel, bin) pairs, as ``milp.Encoder.decode`` and ``block`` read."""
+
+    def __init__(self, free, choices):
+        self.free, self.choices = free, choices
