@@ -75,10 +75,10 @@ def _assignment(enc, model, box, r, bins):
     values[enc.choice_vars] = (bins[enc.form.choices[:, 0]] == enc.form.choices[:, 1])
     image = box_lib.realize(box, r, bins.reshape(box.x.shape[1:]))
     assert image is not None
-    pre = _activations(model, image)
-    for (_, h, d, _, _), units, z in zip(enc.layers, enc.unstable, pre):
-        values[h] = np.maximum(z[units], 0.0)
-        values[d] = z[units] > 0
+    for layer, pre in zip(enc.layers, _activations(model, image)):
+        values[layer["z"]] = pre[layer["live"]]
+        values[layer["h"]] = np.maximum(pre[layer["unstable"]], 0.0)
+        values[layer["d"]] = pre[layer["unstable"]] > 0
     return values
 
 
@@ -92,11 +92,10 @@ def _violations(enc, values):
 
 
 def _loose(enc, values):
-    """Unstable units (of active sign) whose rows leave their output more than the rounding
-    allowance above the model's: the rows given the other columns allow h up to ``top``."""
+    """Active unstable units whose rows, given the other columns, let h exceed the model's."""
     loose = 0
-    for (_, h, d, _, _), errs in zip(enc.layers, enc.unit_err):
-        for col, dcol, e in zip(h, d, errs):
+    for layer in enc.layers:
+        for col, dcol in zip(layer["h"], layer["d"]):
             if values[dcol] < 0.5:
                 continue
             top = enc.ub[col]
@@ -105,14 +104,14 @@ def _loose(enc, values):
                 if len(where) and np.isfinite(upper) and val[where[0]] > 0:
                     rest = values[idx] @ val - values[col] * val[where[0]]
                     top = min(top, (upper - rest) / val[where[0]])
-            loose += int(top > values[col] + 2.0 * e + 1e-6)
+            loose += int(top > values[col] + 1e-9)
     return loose
 
 
 def test_relu_encoding_admits_the_models_computation_and_mutations_are_caught():
-    """Every row holds exactly at the model's own float32 values (sound), each unstable unit is
-    pinned to within its rounding allowance (tight); dropping a row, or the rounding allowance,
-    is caught."""
+    """Every row holds exactly at the model's own float32 values (sound), each active unstable
+    unit's output is pinned to its pre-activation (tight); dropping a row, or the rounding
+    allowance, is caught."""
     model, rng = _relu_net(0)
     x, _ = _data(model, rng, 4)
     box = certify.input_box(model, x, 0.1)
@@ -122,7 +121,7 @@ def test_relu_encoding_admits_the_models_computation_and_mutations_are_caught():
     for r in range(len(x)):
         args = (net, box.table, box.lo_bin[r].reshape(-1), box.hi_bin[r].reshape(-1), jitter)
         enc = relu.Encoder(*args)
-        assert sum(len(h) for _, h, _, _, _ in enc.layers) > 0  # unstable units exist
+        assert sum(len(layer["h"]) for layer in enc.layers) > 0  # unstable units exist
         dropped = relu.Encoder(*args, mutation=("drop_upper", 3, 0))
         no_err = relu.Encoder(*args, mutation=("shift_error",))
         for bins in _points(box, r):

@@ -159,15 +159,16 @@ class Encoder(milp.Encoder):
             if len(idx) > 1:
                 self._row(idx, np.ones(len(idx)), -np.inf, 1.0)
         n = len(lo_bin)
-        # The current vector as  C·columns + const ± err  (C over the columns made so far).
-        c_mat = np.zeros((n, len(self.lb)))
+        # The current vector as  C·cols + const ± err: C [units, len(cols)] over the columns of
+        # the last layer (or the choices), err the rounding of the steps since then.
+        cols = self.choice_vars
+        c_mat = np.zeros((n, len(cols)))
         c_mat[choices[:, 0], np.arange(len(choices))] = (table64[choices[:, 1]]
                                                        - table64[lo_bin[choices[:, 0]]])
         const = table64[lo_bin]
         err = np.full(n, float(jitter))
         mag = np.maximum(np.abs(table64[lo_bin]), np.abs(table64[hi_bin])) + float(jitter)
-        self.layers = []  # per ReLU: (unstable C rows, h columns, δ columns, l, u)
-        self.unstable, self.unit_err = [], []  # per ReLU: its unstable units and their ±err
+        self.layers = []  # per ReLU: a dict of its columns, see ``_relu``
         for i, (kind, step, low_in, up_in, low_out, up_out, step_err) in enumerate(bounds):
             if kind == "affine":
                 m = net.matrix(i, step, c_mat.shape[0])
@@ -183,8 +184,8 @@ class Encoder(milp.Encoder):
                 c_mat, const = m @ c_mat, m @ const + bias
                 mag = np.maximum(np.abs(low_out), np.abs(up_out))
                 continue
-            c_mat, const, err = self._relu(i, c_mat, const, err, low_in, up_in)
-        self.c_mat, self.const, self.err = c_mat, const, err
+            cols, c_mat, const, err = self._relu(i, cols, c_mat, const, err, low_in, up_in)
+        self.cols, self.c_mat, self.const, self.err = cols, c_mat, const, err
 
     # -- building ---------------------------------------------------------------------------
     def _vars(self, n, lower=0.0, upper=1.0, integer=True):  # pylint: disable=arguments-differ
@@ -194,66 +195,80 @@ class Encoder(milp.Encoder):
         self.integer.extend([integer] * n)
         return np.arange(start, start + n, dtype=np.int64)
 
-    def _relu(self, index, c_mat, const, err, low, up):
-        active, dead = low >= 0.0, up <= 0.0
-        unstable = np.nonzero(~active & ~dead)[0]
+    def _relu(self, index, cols, c_mat, const, err, low, up):
+        """Columns of one ReLU layer; returns its output as (cols, C, const, err).
+
+        Every unit that is not dead gets its pre-activation as a column ``z ∈ [l, u]`` with
+        the row ``z − C·cols ∈ [const − err, const + err]`` (the float32 value, its rounding
+        left to the solver: signed, not compounded through later layers); an unstable one also
+        gets ``h ∈ [0, u]`` and ``δ`` with ``h ≥ z``, ``h ≤ z − l·(1 − δ)``, ``h ≤ u·δ``.
+        """
+        dead = up <= 0.0
+        live = np.nonzero(~dead)[0]
+        unstable = np.nonzero((low < 0.0) & ~dead)[0]
+        z = self._vars(len(live), low[live], up[live], False)
+        for unit, zc in zip(live, z):
+            nz = np.nonzero(c_mat[unit])[0]
+            self._row(np.append(cols[nz], zc), np.append(-c_mat[unit, nz], 1.0),
+                      const[unit] - err[unit], const[unit] + err[unit])
+        z_of = dict(zip(live.tolist(), z.tolist()))
         h = self._vars(len(unstable), 0.0, up[unstable], False)
         d = self._vars(len(unstable), 0.0, 1.0, True)
-        ncols = len(self.lb)
-        c_full = np.zeros((len(const), ncols))
-        c_full[:, :c_mat.shape[1]] = c_mat
         for j, (unit, hc, dc) in enumerate(zip(unstable, h, d)):
-            nz = np.nonzero(c_full[unit])[0]
-            coef = c_full[unit, nz]
-            l_u, u_u = low[unit], up[unit]
-            # h − P ≥ const − err      (h ≥ P_low)
-            self._row(np.append(nz, hc), np.append(-coef, 1.0), const[unit] - err[unit], np.inf)
-            # h − P − l·δ ≤ const + err − l      (h ≤ P_high − l·(1 − δ))
-            if self.mutation != ("drop_upper", index, j):
-                self._row(np.concatenate([nz, [hc, dc]]), np.concatenate([-coef, [1.0, -l_u]]),
-                          -np.inf, const[unit] + err[unit] - l_u)
-            # h − u·δ ≤ 0
-            self._row([hc, dc], [1.0, -u_u], -np.inf, 0.0)
-        self.layers.append((c_full[unstable], h, d, low[unstable], up[unstable]))
-        self.unstable.append(unstable)
-        self.unit_err.append(err[unstable])
-        out = np.where(active[:, None], c_full, 0.0)
-        out[unstable, :] = 0.0
-        out[unstable, h] = 1.0
-        return (out, np.where(active, const, 0.0), np.where(active, err, 0.0))
+            zc, l_u, u_u = z_of[int(unit)], low[unit], up[unit]
+            self._row([hc, zc], [1.0, -1.0], 0.0, np.inf)  # h ≥ z
+            if self.mutation != ("drop_upper", index, j):  # h − z − l·δ ≤ −l
+                self._row([hc, zc, dc], [1.0, -1.0, -l_u], -np.inf, -l_u)
+            self._row([hc, dc], [1.0, -u_u], -np.inf, 0.0)  # h ≤ u·δ
+        self.layers.append({"live": live, "z": z, "c_rows": c_mat[live], "in_cols": cols,
+                            "unstable": unstable, "h": h, "d": d, "low": low[unstable],
+                            "up": up[unstable]})
+        out_cols = np.array([z_of[int(u)] for u in live], np.int64)
+        is_unstable = np.isin(live, unstable)
+        out_cols[is_unstable] = h
+        c_out = np.zeros((len(const), len(out_cols)))
+        c_out[live, np.arange(len(live))] = 1.0
+        return out_cols, c_out, np.zeros(len(const)), np.zeros(len(const))
 
     # -- solving ----------------------------------------------------------------------------
     def _message(self):
         msg = super()._message()
         return msg + (np.asarray(self.integer, bool),)
 
-    def gains(self, coef_full):
-        """How far the margin moves per unit change of each column (back through the rows)."""
-        gain = np.abs(coef_full).astype(np.float64).copy()
-        for c_rows, h, _, _, _ in reversed(self.layers):
-            if len(h):
-                width = c_rows.shape[1]
-                gain[:width] += np.abs(c_rows).T @ gain[h]
+    def gains(self, cols, coef):
+        """How far the margin ``coef·cols`` moves per unit change of each column (back through
+        the rows), over all columns."""
+        gain = np.zeros(len(self.lb))
+        gain[cols] = np.abs(coef)
+        for layer in reversed(self.layers):
+            gain[layer["z"][np.isin(layer["live"], layer["unstable"])]] += gain[layer["h"]]
+            gain[layer["in_cols"]] += np.abs(layer["c_rows"]).T @ gain[layer["z"]]
         return gain
 
     def margin_form(self, y, k):
         """(columns, coefficients, constant, allowance) of the margin z_y − z_k."""
-        coef_full = self.c_mat[y] - self.c_mat[k]
+        coef = self.c_mat[y] - self.c_mat[k]
         c = float(self.const[y] - self.const[k])
-        gain = self.gains(coef_full)
+        gain = self.gains(self.cols, coef)
         rng = np.asarray(self.ub) - np.asarray(self.lb)
-        h_cols = np.concatenate([h for _, h, _, _, _ in self.layers] or [np.zeros(0, np.int64)])
-        widths = np.concatenate([u - l for _, _, _, l, u in self.layers] or [np.zeros(0)])
+        z = np.concatenate([layer["z"] for layer in self.layers] or [np.zeros(0, np.int64)])
+        h = np.concatenate([layer["h"] for layer in self.layers] or [np.zeros(0, np.int64)])
+        widths = np.concatenate([layer["up"] - layer["low"] for layer in self.layers]
+                                or [np.zeros(0)])
+        # A relaxed binary moves its h by ≤ (u − l)·INTEGRALITY_TOL (a choice: its pixel by
+        # ≤ INTEGRALITY_TOL); a row violated by FEASIBILITY_TOL moves its unit by that much;
+        # reduced costs off by DUAL_TOL move an LP bound by ≤ DUAL_TOL·Σ ranges. Ten times over.
         tolerance = 10.0 * (milp.INTEGRALITY_TOL * (float(gain[self.choice_vars].sum())
-                                                    + float(widths @ gain[h_cols]))
-                            + 4.0 * milp.FEASIBILITY_TOL * float(gain[h_cols].sum())
+                                                    + float(widths @ gain[h]))
+                            + milp.FEASIBILITY_TOL * (float(gain[z].sum())
+                                                      + 3.0 * float(gain[h].sum()))
                             + milp.DUAL_TOL * float(rng.sum()))
-        allowance = (float(self.err[y] + self.err[k]) + _F64 * (np.abs(coef_full) @ rng + abs(c))
-                     + tolerance)
+        allowance = (float(self.err[y] + self.err[k])
+                     + _F64 * (float(np.abs(coef) @ rng[self.cols]) + abs(c)) + tolerance)
         if self.mutation == ("loose_margin",):
             allowance -= 1.0
-        cols = np.nonzero(coef_full)[0]
-        return cols.astype(np.int64), coef_full[cols], c, allowance
+        keep = coef != 0.0
+        return self.cols[keep].astype(np.int64), coef[keep], c, allowance
 
     def solve_class(self, y, k, seconds):
         """As ``milp.Encoder.solve_class``; the cost is bounded over continuous columns too."""
