@@ -1,4 +1,5 @@
-"""Exact certification (tfdisc.certify, method="exact") of a saved BNN run on MNIST test images.
+"""Exact certification (tfdisc.certify, method="exact") of a saved run (BNN or ReLU network) on MNIST
+test images.
 
 Wires flags to ``tfdisc.certify.sweep``; for comparison also records what the
 interval bounds alone certify (no search, no complete method) on the same
@@ -20,7 +21,7 @@ import tfdisc  # noqa: F401  (selects legacy Keras before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfdisc import attacks, certify, data  # noqa: E402
+from tfdisc import attacks, certify, data, run_dir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "A run's output directory (its model.keras is certified).")
@@ -47,7 +48,7 @@ def _cpu():
 
 def main(argv):
     del argv
-    model = tf.keras.models.load_model(os.path.join(FLAGS.run_dir, "model.keras"), compile=False)
+    model = run_dir.load_model(FLAGS.run_dir)
     x, y = data.load_arrays("mnist", "test", data_dir=FLAGS.data_dir)
     x = data.to_float(x[:FLAGS.limit]).numpy()
     y = np.asarray(y[:FLAGS.limit], np.int64).reshape(-1)

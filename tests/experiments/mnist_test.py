@@ -244,7 +244,8 @@ class TestRejectedRuns:
 def test_certified_training_and_certification(synthetic_mnist, tmp_path):
     rec = run(bits=2, certified_train=True, certify=True, train_eps="0.1", epochs=2,
               attack=["fgsm", "quantized_search"], data_dir=synthetic_mnist,
-              output_dir=str(tmp_path))
+              output_dir=str(tmp_path), certify_time_limit=0.5)  # the ReLU MILP (auto): short
+    assert rec["certified"]["method"]["exact"]["encoding"] == "relu"
     assert rec["adv_train_params"]["method"] == "ibp"
     certified = rec["certified"]["certified"]
     assert set(certified) == {"0", "0.1", "0.2", "0.3"} or set(certified) >= {"0.1", "0.2", "0.3"}

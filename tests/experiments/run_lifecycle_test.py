@@ -278,13 +278,14 @@ def test_certify_refuses_an_unsupported_model_before_training(synthetic_mnist, t
 
 def test_certify_method_exact_refuses_a_model_it_cannot_encode_before_training(synthetic_mnist,
                                                                                tmp_path):
-    """--certify_method=exact on a full-precision model (no exact encoding) stops before any
-    epoch; an unknown solver or method is a Config error."""
+    """--certify_method=exact with a solver that does not encode the model (SAT on a
+    full-precision ReLU model) stops before any epoch; an unknown solver or method is a Config
+    error."""
     from tfdisc import certify  # pylint: disable=import-outside-toplevel
 
-    cfg = _cfg(synthetic_mnist, certify=True, certify_method="exact")
+    cfg = _cfg(synthetic_mnist, certify=True, certify_method="exact", certify_solver="sat")
     out = run_dir.prepare_output_dir(str(tmp_path / "c"), config=cfg.identity())
-    with pytest.raises(certify.UnsupportedLayerError, match="exact BNN verifier"):
+    with pytest.raises(certify.UnsupportedLayerError, match="'sat' does not encode relu"):
         pipeline.run(cfg, out, callbacks=[KillAtEpoch(0)])
     for bad in ({"certify_method": "sat"}, {"certify_solver": "cplex"},
                 {"certify_time_limit": 0.0}, {"certify_time_limit": float("nan")}):

@@ -81,10 +81,12 @@ flags.DEFINE_bool("certify", False, "Certify the test set at every --epsilons "
                   "(tfdisc.certify): results.json gets a `certified` block.")
 flags.DEFINE_enum("certify_method", "auto", ["auto", "exact", "branch"],
                   "--certify's complete method: auto = the exact verifier where it applies (dense "
-                  "BNNs, with `pip install tfdisc[verify]`), else branch and bound; exact requires "
-                  "it; branch is branch and bound only (tfdisc.certify.certify).")
+                  "BNNs; full-precision chains of Dense/Conv2D/BatchNorm/ReLU layers, milp only; "
+                  "with `pip install tfdisc[verify]`), else branch and bound; exact requires it; "
+                  "branch is branch and bound only (tfdisc.certify.certify).")
 flags.DEFINE_enum("certify_solver", "milp", ["milp", "sat"],
-                  "The exact verifier's solver: milp (HiGHS) or sat (python-sat Minicard).")
+                  "The exact verifier's solver: milp (HiGHS) or sat (python-sat Minicard; BNNs "
+                  "only).")
 flags.DEFINE_float("certify_time_limit", 10.0,
                    "Seconds per example and ε for the exact verifier (then `unknown`).")
 flags.DEFINE_float("adv_ratio", 0.5,
