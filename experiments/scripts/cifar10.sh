@@ -9,8 +9,8 @@
 # (default 500), in every run but the clean-accuracy-only full-3b row.
 # Usage: experiments/scripts/cifar10.sh [RUNS_DIR]   (models and logs go to RUNS_DIR, default runs/)
 # results.json/flags.json are copied into experiments/results/cifar10/<run>/; a run whose
-# committed results.json already has a `certified` block is skipped, unless REDO_AA=1 and it has
-# no `autoattack` entry (then it is re-made with AutoAttack).
+# committed results.json already has a `certified` block is skipped, unless REDO_AA=1, its flags
+# ask for AutoAttack and it has no `autoattack` entry (then it is re-made with AutoAttack).
 # Two copies can share the list: each run holds a lock (flock on RUNS_DIR/<run>.lock, freed when
 # its process ends), so a run taken by one copy is skipped by the other. The evaluation's
 # gradient-free search is single-threaded, so a second copy uses the idle core:
@@ -30,8 +30,11 @@ run() {  # name, flags...
   local name=$1; shift
   exec {lock}>"$RUNS/$name.lock"
   if ! flock -n "$lock"; then echo "skip $name (running elsewhere)"; exec {lock}>&-; return; fi
+  local wants_aa=0
+  case " $* " in *autoattack*) wants_aa=1 ;; esac
   if grep -qs '"certified"' "$RESULTS/$name/results.json" && \
-      { [ "${REDO_AA:-0}" != 1 ] || grep -qs '"autoattack"' "$RESULTS/$name/results.json"; }; then
+      { [ "${REDO_AA:-0}" != 1 ] || [ "$wants_aa" = 0 ] || \
+        grep -qs '"autoattack"' "$RESULTS/$name/results.json"; }; then
     echo "skip $name"; exec {lock}>&-; return
   fi
   echo "=== $name $(date -u +%H:%M:%S)"
