@@ -15,6 +15,7 @@
 # its process ends), so a run taken by one copy is skipped by the other. The evaluation's
 # gradient-free search is single-threaded, so a second copy uses the idle core:
 #   ORDER=reverse experiments/scripts/cifar10.sh RUNS_DIR   (the same list, last run first)
+# ONLY=name,name runs just those entries of the list.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-runs}/cifar10
@@ -79,7 +80,9 @@ case $ORDER in
   *) echo "ORDER must be forward or reverse, not '$ORDER'" >&2; exit 2 ;;
 esac
 for i in $order; do
+  entry=${RUN_LIST[$i]}
+  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",${entry%% *},"* ]]; then continue; fi
   # shellcheck disable=SC2086  # each entry is a run name and its flags, split on spaces
-  run ${RUN_LIST[$i]}
+  run $entry
 done
 echo "done $(date -u +%H:%M:%S)"
