@@ -8,19 +8,21 @@ discrete input set of ``BitDepthQuantization``: a full-precision network of
 * one binary per (free pixel, reachable level above its lowest), at most one per
   pixel: the input is ``table[lo_bin] + Σ Δ·choice``, exactly the reachable set;
 * the affine steps between two ReLUs are composed in float64 into one map of the
-  columns so far; the model's float32 rounding (the steps' ``error``, the
-  quantizer's jitter, and the float64 rounding of the composition) is an
-  interval ``±err`` around it, so every float32 computation of the model is one
-  of the encoded ones;
-* each ReLU starts from the tightened bounds ``[l, u]`` of
-  ``linear.bounded_steps`` (CROWN back-substitution, sound in float32): a unit
-  with ``l ≥ 0`` passes its pre-activation on, one with ``u ≤ 0`` is 0, and an
-  unstable one gets a continuous output ``h ∈ [0, u]`` and a binary ``δ`` with
-  the big-M rows ``h ≥ P − err``, ``h ≤ P + err − l·(1 − δ)``, ``h ≤ u·δ``;
-* per wrong class ``k`` the objective is the margin ``z_y − z_k``, minimised with
-  a cutoff at its ``err`` plus ``margin_tolerance`` (HiGHS's tolerances, carried
-  to the margin by each column's gain): no solution below it means ``k`` cannot
-  win anywhere in the box.
+  previous layer's columns; every unit that is not dead gets its pre-activation
+  as a column ``z ∈ [l, u]`` (the tightened bounds of ``linear.bounded_steps``,
+  CROWN back-substitution, sound in float32) with the row
+  ``z − C·cols ∈ [const − err, const + err]``: ``err`` covers the model's float32
+  rounding of those steps (their ``error``, the quantizer's jitter) and the
+  float64 rounding of the composition, so every float32 computation of the
+  model is one of the encoded ones, and rounding enters each layer signed
+  instead of compounding through ``|W|`` to the logits;
+* a unit with ``l ≥ 0`` passes ``z`` on, one with ``u ≤ 0`` is 0, and an unstable
+  one gets an output ``h ∈ [0, u]`` and a binary ``δ`` with the big-M rows
+  ``h ≥ z``, ``h ≤ z − l·(1 − δ)``, ``h ≤ u·δ``;
+* per wrong class ``k`` the objective is the margin ``z_y − z_k`` (the last
+  layer's columns), minimised with a cutoff at its ``err`` plus an allowance for
+  HiGHS's tolerances, carried to the margin by each column's gain: no solution
+  below it means ``k`` cannot win anywhere in the box.
 
 Boxes of more than ``MAX_CHOICES`` (pixel, level) choices stay ``unknown`` (8-bit inputs).
 A solution below the cutoff is a candidate only: ``exact.verify`` realizes it as
@@ -32,16 +34,17 @@ from tfdisc.certify import box as box_lib
 from tfdisc.certify import linear
 from tfdisc.certify.exact import milp
 from tfdisc.certify.exact.network import ExactUnsupportedError
+from tfdisc.certify.rules import base as rules_base
 
 __all__ = ["MAX_CHOICES", "MUTATIONS", "ReluNetwork", "Encoder", "read", "solver_version"]
 
-# Test hooks: ("drop_upper", step, unit) drops the h ≤ P + err − l(1 − δ) row of an unstable
-# unit; ("shift_error",) encodes without the rounding allowance; ("loose_margin",).
+# Test hooks: ("drop_upper", step, j) drops the h ≤ z − l(1 − δ) row of the j-th unstable unit of
+# the ReLU at chain step ``step``; ("shift_error",) encodes without the rounding allowance;
+# ("loose_margin",) lowers the margin cutoff by 1.
 MUTATIONS = (None, "drop_upper", "shift_error", "loose_margin")
 # Boxes with more (pixel, level) choices are left unknown without an encoding: their MILP is
 # far past any time limit (8-bit input at ε = 0.1: ~40000 choices), and building it costs memory.
 MAX_CHOICES = 4096
-_F64 = 1e-12  # relative allowance for the float64 compositions (γ64 of 4096 terms is 4.5e-13)
 
 
 class ReluNetwork:
@@ -178,7 +181,9 @@ class Encoder(milp.Encoder):
                                              out_shape).reshape(-1))
                 step_err = np.zeros(m.shape[0]) if step_err is None else step_err
                 out_mag = np.abs(m) @ mag + np.abs(bias)
-                err = np.abs(m) @ err + step_err + _F64 * (out_mag + np.abs(m) @ err)
+                # float64 rounding of the composition: sums of n_in + 1 terms, twice over.
+                f64 = 2.0 * rules_base.gamma64(m.shape[1] + 2)
+                err = np.abs(m) @ err + step_err + f64 * (out_mag + np.abs(m) @ err)
                 if self.mutation == ("shift_error",):
                     err = np.zeros_like(err)
                 c_mat, const = m @ c_mat, m @ const + bias
@@ -264,7 +269,9 @@ class Encoder(milp.Encoder):
                                                       + 3.0 * float(gain[h].sum()))
                             + milp.DUAL_TOL * float(rng.sum()))
         allowance = (float(self.err[y] + self.err[k])
-                     + _F64 * (float(np.abs(coef) @ rng[self.cols]) + abs(c)) + tolerance)
+                     + 2.0 * rules_base.gamma64(len(self.cols) + 2)
+                     * (float(np.abs(coef) @ np.abs(np.asarray(self.ub)[self.cols])) + abs(c))
+                     + tolerance)
         if self.mutation == ("loose_margin",):
             allowance -= 1.0
         keep = coef != 0.0
