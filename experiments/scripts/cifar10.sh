@@ -15,12 +15,15 @@
 # its process ends), so a run taken by one copy is skipped by the other. The evaluation's
 # gradient-free search is single-threaded, so a second copy uses the idle core:
 #   ORDER=reverse experiments/scripts/cifar10.sh RUNS_DIR   (the same list, last run first)
-# ONLY=name,name runs just those entries of the list.
+# ONLY=name,name runs just those entries of the list. RESULTS=dir commits into another directory:
+# the re-run with class-balanced prefixes goes to experiments/results/cifar10_balanced until every
+# row is re-made (the report reads experiments/results/cifar10 and compares rows on the same
+# images, so the two sets are not mixed).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-runs}/cifar10
 DATA=${DATA:-../shared/datasets/cifar10}
-RESULTS=experiments/results/cifar10
+RESULTS=${RESULTS:-experiments/results/cifar10}
 LIMIT=${SEARCH_LIMIT:-500}
 COMMON="--model=alexnet_cifar --width=32 --epochs=5 --data_dir=$DATA --verbose=2 --pgd_steps=7
   --pgd_test_limit=1000 --search_test_limit=$LIMIT --certify --certify_test_limit=$LIMIT
