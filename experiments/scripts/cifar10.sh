@@ -16,8 +16,8 @@
 # gradient-free search is single-threaded, so a second copy uses the idle core:
 #   ORDER=reverse experiments/scripts/cifar10.sh RUNS_DIR   (the same list, last run first)
 # ONLY=name,name runs just those entries of the list. RESULTS=dir commits into another directory:
-# the re-run with class-balanced prefixes goes to experiments/results/cifar10_balanced until every
-# row is re-made (the report reads experiments/results/cifar10 and compares rows on the same
+# the re-run with class-balanced prefixes goes to experiments/rerun/cifar10_balanced until every
+# row is re-made (the report reads all of experiments/results and compares rows on the same
 # images, so the two sets are not mixed).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
