@@ -15,7 +15,8 @@ allowance covering float32 rounding and the solver's tolerances), or returns
 one: it is decoded to a real image in the ε-ball and [clip] (``box.realize``)
 and run on the Keras model; it is a ``counterexample`` only if the model
 misclassifies it; otherwise (allowed by a unit left free for float rounding)
-it is blocked and the search goes on. Past ``time_limit`` seconds or
+it is blocked and the search goes on, if every float32 computation on that quantized input is
+classified correctly (else ``unknown``). Past ``time_limit`` seconds or
 ``max_spurious`` blocked solutions: ``unknown``. Examples run on ``workers``
 threads (the solvers release the GIL). Needs ``pip install tfdisc[verify]``.
 """
@@ -26,8 +27,10 @@ import time
 import weakref
 
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
+from tfdisc.certify import bounds as bounds_lib
 from tfdisc.certify import box as box_lib
 from tfdisc.certify import search as search_lib
 from tfdisc.certify.exact import milp, network, points, relu, sat
@@ -125,7 +128,29 @@ def describe(time_limit, max_spurious, solver=DEFAULT_SOLVER, model=None):
     return out
 
 
-def _one(model, net, box, y, r, *, time_limit, max_spurious, mutation, module):
+def _point_safe(model, box):
+    """``safe(bins, label)``: True if the quantized input ``bins`` (flat) is classified ``label``
+    by every float32 computation of the model on it (a BNN: ``point_checker``; else the interval
+    bounds of that single point, widened for the quantizer's jitter)."""
+    check = point_checker(model, box)
+    if check is not None:
+        return check
+    jitter = box_lib.jitter(box.layer, box.integer)
+    shape = (1,) + tuple(box.x.shape[1:])
+
+    def safe(bins, label):
+        bins = np.asarray(bins).reshape(-1)
+        lower, upper = box_lib.level_interval(box.table, bins, bins, jitter)
+        m = bounds_lib.margin_upper(model, tf.constant(lower.reshape(shape)),
+                                    tf.constant(upper.reshape(shape)),
+                                    tf.constant([label], tf.int32), exact=True).numpy()[0]
+        m[label] = -1.0
+        return bool(np.all(m < 0.0))
+
+    return safe
+
+
+def _one(model, net, box, y, r, *, time_limit, max_spurious, mutation, module, point_safe):
     """(status, image or None) of example ``r``."""
     deadline = time.monotonic() + time_limit
     shape = box.x.shape[1:]
@@ -151,8 +176,13 @@ def _one(model, net, box, y, r, *, time_limit, max_spurious, mutation, module):
                 with _MODEL_LOCK:
                     _, pred = search_lib.model_margin(model, image[None], np.array([label]))
                     real = pred[0] != label and search_lib.recheck(model, box, y, r, image)
+                    # Blocking this quantized input is sound only if every float32 computation
+                    # on it gives the label (one image classified right, e.g. at a tie, is not).
+                    safe = not real and point_safe(bins, label)
                 if real:
                     return "counterexample", image
+                if not safe:
+                    return "unknown", None
                 spurious += 1
                 if spurious > max_spurious:
                     return "unknown", None
@@ -184,6 +214,7 @@ def verify(model, box, y, rows, cert, *, time_limit=10.0, max_spurious=100, muta
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     started = time.monotonic()
+    point_safe = _point_safe(model, box)
     prepare = getattr(net, "prepare", None)  # bounds of many examples at once (ReLU networks)
     if prepare is not None and rows:
         with _MODEL_LOCK:
@@ -195,7 +226,8 @@ def verify(model, box, y, rows, cert, *, time_limit=10.0, max_spurious=100, muta
     def run(r):
         start = time.monotonic()
         status, image = _one(model, net, box, y, r, time_limit=time_limit,
-                             max_spurious=max_spurious, mutation=mutation, module=module)
+                             max_spurious=max_spurious, mutation=mutation, module=module,
+                             point_safe=point_safe)
         return r, status, image, time.monotonic() - start
 
     done = 0
