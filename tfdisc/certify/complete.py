@@ -357,8 +357,8 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
     if eps == 0 or box_lib.jitter(box.layer, box.integer) == 0.0:
         point = (cert.num_free == 0) & ~wrong & (cert.status == "unknown")
         cert.status[point], cert.decided_by[point] = "certified", "point"
-    use_exact = method == "exact" or (method == "auto" and exact_lib.supports(model)
-                                      and _encodes(model, solver) and exact_lib.available(solver))
+    use_exact = method == "exact" or (method == "auto" and exact_lib.supports(model, solver)
+                                      and exact_lib.available(solver))
     rows = np.nonzero(cert.status == "unknown")[0]
     if search and len(rows):
         seed = params.pop("seed")
@@ -390,14 +390,6 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
         _branch(model, box, y, rows, cert, max_nodes=max_nodes, enumerate_max=enumerate_max,
                 node_batch=max(batch_size, 64))
     return cert
-
-
-def _encodes(model, solver):
-    try:
-        exact_lib.encoder_module(model, solver)
-    except exact_lib.ExactUnsupportedError:
-        return False
-    return True
 
 
 def check_exact(model, solver=exact_lib.DEFAULT_SOLVER):

@@ -68,10 +68,14 @@ def read(model):
                                 + " | ".join(reasons))
 
 
-def supports(model):
-    """True if ``verify`` encodes this model (one of ``ENCODINGS`` reads it)."""
+def supports(model, solver=None):
+    """True if ``verify`` encodes this model (one of ``ENCODINGS`` reads it), with ``solver``
+    if given (SAT encodes BNNs only)."""
     try:
-        read(model)
+        if solver is None:
+            read(model)
+        else:
+            encoder_module(model, solver)
     except ExactUnsupportedError:
         return False
     return True

@@ -5,8 +5,8 @@ HiGHS 1.16 can spin in a MIP's root node past its ``time_limit`` and
 length-prefixed pickles on stdin/stdout:
 
 * ``("model", num_col, col_lower, col_upper, row_lower, row_upper, start, index, value,
-  options[, integer])``: a new MIP (rows in row-wise form; every column integer unless the
-  boolean array ``integer`` says which), replies ``("ok",)``;
+  options, integer)``: a new MIP (rows in row-wise form; ``integer`` is a boolean array:
+  which columns are integer, the others continuous), replies ``("ok",)``;
 * ``("row", lower, upper, index, value)``: adds a row, replies ``("ok",)``;
 * ``("solve", cost, cutoff, time_limit)``: minimises ``cost·x`` with the objective
   bound ``cutoff``; replies ``("solved", status name, has solution, objective, values)``.
@@ -41,8 +41,7 @@ def _write(stream, obj):
 
 def _model(msg):
     (_, num_col, col_lower, col_upper, row_lower, row_upper, start, index, value,
-     options) = msg[:10]
-    integer = msg[10] if len(msg) > 10 else np.ones(num_col, bool)
+     options, integer) = msg
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     for key, val in options.items():

@@ -80,7 +80,7 @@ class Encoder:
         self.net = net
         self.mutation = mutation
         self.lo_bin = lo_bin
-        self.lb, self.ub = [], []
+        self.lb, self.ub, self.integer = [], [], []
         self.rows = []  # (indices, values, lower, upper)
         self.form = form = network.first_layer_form(net, table, lo_bin, hi_bin, jitter)
         self.choice_vars = self._vars(len(form.choices))
@@ -96,10 +96,12 @@ class Encoder:
         self.bits = bits
 
     # -- building ---------------------------------------------------------------------------
-    def _vars(self, n):
+    def _vars(self, n, lower=0.0, upper=1.0, integer=True):
+        """``n`` new columns in [lower, upper] (scalars or arrays), integer or continuous."""
         start = len(self.lb)
-        self.lb.extend([0.0] * n)
-        self.ub.extend([1.0] * n)
+        self.lb.extend(np.broadcast_to(np.asarray(lower, np.float64), (n,)).tolist())
+        self.ub.extend(np.broadcast_to(np.asarray(upper, np.float64), (n,)).tolist())
+        self.integer.extend([integer] * n)
         return np.arange(start, start + n, dtype=np.int64)
 
     def _row(self, idx, val, lower, upper):
@@ -201,7 +203,8 @@ class Encoder:
         return ("model", len(self.lb), np.asarray(self.lb, np.float64),
                 np.asarray(self.ub, np.float64),
                 np.array([r[2] for r in self.rows], np.float64),
-                np.array([r[3] for r in self.rows], np.float64), start, index, value, options)
+                np.array([r[3] for r in self.rows], np.float64), start, index, value, options,
+                np.asarray(self.integer, bool))
 
     def margin_form(self, y, k):
         """(columns, coefficients, constant, allowance) of the real margin z_y − z_k."""
@@ -232,8 +235,9 @@ class Encoder:
         out of time (``seconds``).
         """
         cols, coef, c, allowance = self.margin_form(y, k)
-        cutoff = allowance - c  # Σ coef·b ≤ cutoff ⇔ margin ≤ allowance
-        if cutoff < float(np.minimum(coef, 0).sum()):
+        cutoff = allowance - c  # Σ coef·x ≤ cutoff ⇔ margin ≤ allowance
+        lb, ub = np.asarray(self.lb)[cols], np.asarray(self.ub)[cols]
+        if cutoff < float(np.minimum(coef * lb, coef * ub).sum()):  # below any column choice
             return "none", None
         if seconds <= 0:
             return "limit", None

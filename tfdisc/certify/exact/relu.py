@@ -193,13 +193,6 @@ class Encoder(milp.Encoder):
         self.cols, self.c_mat, self.const, self.err = cols, c_mat, const, err
 
     # -- building ---------------------------------------------------------------------------
-    def _vars(self, n, lower=0.0, upper=1.0, integer=True):  # pylint: disable=arguments-differ
-        start = len(self.lb)
-        self.lb.extend(np.broadcast_to(np.asarray(lower, np.float64), (n,)).tolist())
-        self.ub.extend(np.broadcast_to(np.asarray(upper, np.float64), (n,)).tolist())
-        self.integer.extend([integer] * n)
-        return np.arange(start, start + n, dtype=np.int64)
-
     def _relu(self, index, cols, c_mat, const, err, low, up):
         """Columns of one ReLU layer; returns its output as (cols, C, const, err).
 
@@ -236,10 +229,6 @@ class Encoder(milp.Encoder):
         return out_cols, c_out, np.zeros(len(const)), np.zeros(len(const))
 
     # -- solving ----------------------------------------------------------------------------
-    def _message(self):
-        msg = super()._message()
-        return msg + (np.asarray(self.integer, bool),)
-
     def gains(self, cols, coef):
         """How far the margin ``coef·cols`` moves per unit change of each column (back through
         the rows), over all columns."""
@@ -278,27 +267,10 @@ class Encoder(milp.Encoder):
         return self.cols[keep].astype(np.int64), coef[keep], c, allowance
 
     def solve_class(self, y, k, seconds):
-        """As ``milp.Encoder.solve_class``; the cost is bounded over continuous columns too."""
+        """As ``milp.Encoder.solve_class``; a box past ``MAX_CHOICES`` is out of time at once."""
         if self.too_large:
             return "limit", None
-        cols, coef, c, allowance = self.margin_form(y, k)
-        cutoff = allowance - c
-        lb, ub = np.asarray(self.lb)[cols], np.asarray(self.ub)[cols]
-        if cutoff < float(np.minimum(coef * lb, coef * ub).sum()):
-            return "none", None
-        if seconds <= 0:
-            return "limit", None
-        cost = np.zeros(len(self.lb))
-        cost[cols] = coef
-        reply = milp.solve(self, cost, cutoff, seconds)
-        if reply is None:
-            return "limit", None
-        _, status, has, objective, values = reply
-        if has and objective <= cutoff:
-            return "found", self.decode(values)
-        if status in ("kInfeasible", "kObjectiveBound", "kOptimal"):
-            return "none", None
-        return "limit", None
+        return super().solve_class(y, k, seconds)
 
 
 class _Form:
