@@ -5,25 +5,17 @@ import pytest
 import tensorflow as tf
 
 import tfdisc  # noqa: F401  (sets up legacy Keras first)
-from tfdisc import certify, models
+from tfdisc import certify
 from tfdisc.certify import box as box_lib
 from tfdisc.certify import exact
 from tfdisc.certify.exact import relu
+from tests.testing_utils import box_points, tiny_fcn2
 
 pytest.importorskip("highspy")
 
 
-def _relu_net(seed, width=12, depth=3, classes=3):
-    tf.keras.utils.set_random_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = models.build("fcn2", precision="full", input_bits=2, width=width, depth=depth,
-                         input_shape=(3, 4, 1), num_classes=classes)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.3, n))
-            layer.moving_variance.assign(rng.uniform(0.5, 2, n))
-    return model, rng
+def _relu_net(seed):
+    return tiny_fcn2("full", seed, mean_sd=0.3)
 
 
 def _data(model, rng, n=16):
@@ -45,16 +37,6 @@ def test_relu_milp_statuses_match_enumeration(eps):
     for r, image in cert.counterexamples.items():
         assert np.max(np.abs(image - x[r])) <= eps and image.min() >= 0 and image.max() <= 1
         assert model(image[None]).numpy().argmax() != y[r]
-
-
-def _points(box, r):
-    lo, hi = box.lo_bin[r].reshape(-1), box.hi_bin[r].reshape(-1)
-    free = np.nonzero(hi > lo)[0]
-    grid = np.indices(hi[free] - lo[free] + 1).reshape(len(free), -1).T
-    for g in grid[:: max(1, len(grid) // 64)]:
-        bins = lo.copy()
-        bins[free] = lo[free] + g
-        yield bins
 
 
 def _activations(model, image):
@@ -124,7 +106,7 @@ def test_relu_encoding_admits_the_models_computation_and_mutations_are_caught():
         assert sum(len(layer["h"]) for layer in enc.layers) > 0  # unstable units exist
         dropped = relu.Encoder(*args, mutation=("drop_upper", 3, 0))
         no_err = relu.Encoder(*args, mutation=("shift_error",))
-        for bins in _points(box, r):
+        for bins in box_points(box, r, most=64):
             values = _assignment(enc, model, box, r, bins)
             assert _violations(enc, values) == 0
             assert _loose(enc, values) == 0

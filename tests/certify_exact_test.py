@@ -5,11 +5,12 @@ import pytest
 import tensorflow as tf
 
 import tfdisc  # noqa: F401  (sets up legacy Keras first)
-from tfdisc import certify, models
+from tfdisc import certify
 from tfdisc.certify import box as box_lib
 from tfdisc.certify import exact
 from tfdisc.certify.exact import milp, network, sat
 from tfdisc.layers import BitDepthQuantization
+from tests.testing_utils import box_points, tiny_fcn2
 
 pytest.importorskip("pysat")
 pytest.importorskip("highspy")
@@ -17,18 +18,7 @@ SOLVERS = ("milp", "sat")
 
 
 def _bnn(seed, depth=3, width=12, classes=3):
-    tf.keras.utils.set_random_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = models.build("fcn2", precision="binary", input_bits=2, width=width, depth=depth,
-                         input_shape=(3, 4, 1), num_classes=classes)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 1, n))
-            layer.moving_variance.assign(rng.uniform(0.5, 2, n))
-            if layer.beta is not None:
-                layer.beta.assign(rng.normal(0, 0.5, n))
-    return model, rng
+    return tiny_fcn2("binary", seed, depth=depth, width=width, classes=classes, beta_sd=0.5)
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -54,16 +44,6 @@ def test_exact_statuses_match_enumeration(seed, eps, solver):
     assert both.counts()["unknown"] == 0 and "enumeration" in set(both.decided_by)
 
 
-def _points(box, r):
-    lo, hi = box.lo_bin[r].reshape(-1), box.hi_bin[r].reshape(-1)
-    free = np.nonzero(hi > lo)[0]
-    grid = np.indices(hi[free] - lo[free] + 1).reshape(len(free), -1).T
-    for g in grid:
-        bins = lo.copy()
-        bins[free] = lo[free] + g
-        yield bins
-
-
 def _model_bits(net, levels):
     """The signs (True = +1) of every sign layer on one quantized input, in float64."""
     out = net.a0 * (levels @ net.w0 + net.b0) + net.s0
@@ -84,7 +64,7 @@ def _encoding_errors(model, x, eps, mutation=None, rows=range(6)):
     for r in rows:
         enc = sat.Encoder(net, box.table, box.lo_bin[r].reshape(-1), box.hi_bin[r].reshape(-1),
                           box_lib.jitter(box.layer, box.integer), mutation=mutation)
-        for bins in _points(box, r):
+        for bins in box_points(box, r):
             choose = [v for p, vs in zip(enc.free, enc.choices) for b, v in vs if b == bins[p]]
             truth = _model_bits(net, box.table[bins].astype(np.float64))
             assume = list(choose)
@@ -115,7 +95,7 @@ def _hit_threshold(model, x, eps):
     net = network.read(model)
     enc = sat.Encoder(net, box.table, box.lo_bin[0].reshape(-1), box.hi_bin[0].reshape(-1),
                       box_lib.jitter(box.layer, box.integer))
-    for bins in _points(box, 0):
+    for bins in box_points(box, 0):
         s = np.where(_model_bits(net, box.table[bins].astype(np.float64))[0], 1, -1)
         agree = (s @ net.binary[0].w + len(s)) // 2
         for j, kind, up, t in enc.thresholds[0]:
@@ -162,7 +142,7 @@ def _milp_errors(model, x, eps, mutation=None, rows=range(4)):
     for r in rows:
         enc = milp.Encoder(net, box.table, box.lo_bin[r].reshape(-1), box.hi_bin[r].reshape(-1),
                            box_lib.jitter(box.layer, box.integer), mutation=mutation)
-        for bins in _points(box, r):
+        for bins in box_points(box, r):
             chosen = bins[enc.form.choices[:, 0]] == enc.form.choices[:, 1]
             fixed = dict(zip(enc.choice_vars.tolist(), chosen.astype(int).tolist()))
             truth = _model_bits(net, box.table[bins].astype(np.float64))
@@ -196,7 +176,7 @@ def _milp_target(model, x, eps):
     enc = milp.Encoder(net, box.table, box.lo_bin[0].reshape(-1), box.hi_bin[0].reshape(-1),
                        box_lib.jitter(box.layer, box.integer))
     sets = network.sign_sets(net.binary[0])
-    for bins in _points(box, 0):
+    for bins in box_points(box, 0):
         s = np.where(_model_bits(net, box.table[bins].astype(np.float64))[0], 1, -1)
         d = s @ net.binary[0].w
         for j, b in enumerate(enc.layer_bits[1]):
@@ -240,7 +220,7 @@ def test_first_binary_bounds_contain_every_reachable_sum(seed):
         radius = np.abs(w[free]).sum(axis=0)
         assert np.all(d_min >= fixed @ w - radius) and np.all(d_max <= fixed @ w + radius)
         tighter += int(np.sum(d_max - d_min < 2 * radius))
-        for bins in _points(box, r):
+        for bins in box_points(box, r):
             s = np.where(_model_bits(net, box.table[bins].astype(np.float64))[0], 1, -1)
             d = s @ w
             assert np.all(d >= d_min) and np.all(d <= d_max), (r, bins)

@@ -35,6 +35,35 @@ def small_model(precision="full", bits=8, gradient="straight_through", train=Tru
     return model
 
 
+def tiny_fcn2(precision, seed, *, depth=3, width=12, classes=3, mean_sd=1.0, beta_sd=None):
+    """An untrained 2-bit fcn2 on 3×4 images (≤ 4^12 reachable inputs, so every box can be
+    enumerated) with random batch-norm statistics, so units of every kind occur; and its rng."""
+    tf.keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = models.build("fcn2", precision=precision, input_bits=2, width=width, depth=depth,
+                         input_shape=(3, 4, 1), num_classes=classes)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, mean_sd, n))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, n))
+            if beta_sd is not None and layer.beta is not None:
+                layer.beta.assign(rng.normal(0, beta_sd, n))
+    return model, rng
+
+
+def box_points(box, r, most=None):
+    """The quantized inputs (flat bins) of example ``r``'s box: all, or about ``most`` of them
+    evenly spaced."""
+    lo, hi = box.lo_bin[r].reshape(-1), box.hi_bin[r].reshape(-1)
+    free = np.nonzero(hi > lo)[0]
+    grid = np.indices(hi[free] - lo[free] + 1).reshape(len(free), -1).T
+    for g in grid if most is None else grid[:: max(1, len(grid) // most)]:
+        bins = lo.copy()
+        bins[free] = lo[free] + g
+        yield bins
+
+
 class Py2StylePickler(pickle._Pickler):  # pylint: disable=protected-access
     """Writes str and bytes as Python 2 ``str`` (SHORT_BINSTRING/BINSTRING), protocol 2.
 
