@@ -167,7 +167,8 @@ def test_claims_verdicts_over_the_bracket(tmp_path):
     claims = report.section_claims(report.load_results(str(root)))
     row = next(line for line in claims.splitlines()
                if "Full-2b is more robust than Full-8b at ε=0.1" in line)
-    assert "**proven** (certified)" in row and "[95.0, 95.0] vs [0.0, 6.0]" in row
+    # Full-2b's bracket at 0.1 is closed (certified 95.0 = best attack): shown as exact.
+    assert "**proven** (certified)" in row and "95.0 (exact) vs [0.0, 6.0]" in row
     row = next(line for line in claims.splitlines()
                if "Full-2b (no adv. training) keeps accuracy within 5 points of clean at ε=0.1"
                in line)
@@ -185,6 +186,42 @@ def test_paper_numbers_against_the_bracket(tmp_path):
     text = report.section_paper_bracket(report.load_results(str(root)), paper)
     rows = {line.split(" | ")[2]: line for line in text.splitlines() if "| Table V |" in line}
     assert "**excluded** for our model: 2.4 points above our best attack" in rows["0.1"]
-    assert "[95.0, 95.0]" in rows["0.1"]
+    assert "true robust accuracy exactly 95.0" in rows["0.1"]
     assert "below our certified bound" in rows["0.2"]
     assert "not excluded: inside our bracket [0.0, 10.0]" in rows["0.3"]
+
+
+def test_decided_bracket_is_shown_as_exact_with_the_exact_method(tmp_path):
+    """Every example decided at ε = 0.1 (certified 93 %, counterexamples 7 %): the bracket closes,
+    the tables state the exact robust accuracy, and the run's description names the exact
+    verifier and the fraction it decided."""
+    root = tmp_path / "results"
+    rec = run("full", 2, certified=(0.93, 0.10, 0.0), qs=(0.95, 0.70, 0.05))
+    rec["certified"].update(
+        counterexample={"0.1": 0.07, "0.2": 0.2, "0.3": 0.96},
+        unknown={"0.1": 0.0, "0.2": 0.7, "0.3": 0.04},
+        method={"requested": "auto", "complete_max_free": 16,
+                "exact": {"name": "exact-milp", "solver": "highs 1.16.0 (highspy)",
+                          "time_limit_s": 2.0, "encoding": "relu"}})
+    b = report.bracket(rec, "0.1")
+    assert b["exact"] and b["best"] == pytest.approx(93.0) and b["unknown"] == 0.0
+    assert not report.bracket(rec, "0.2")["exact"]
+    assert report.fmt_bracket(b) == "**93.0** (exact)"
+    assert report.fmt_bracket(report.bracket(rec, "0.2")) == "[10.0, 70.0]"
+    text = report.describe_bracket(rec)
+    assert ("exact verification over the reachable quantized inputs (exact-milp, encoding relu, "
+            "highs 1.16.0 (highspy), 2 s per example and ε") in text
+    assert "decided (certified or counterexample): ε=0.1 100.0 %, ε=0.2 30.0 %, ε=0.3 96.0 %" \
+        in text
+    write(root, [rec])
+    records = report.load_results(str(root))
+    brackets = report.section_brackets(records, str(tmp_path / "plots"), str(tmp_path))
+    assert "| **93.0** (exact) | [10.0, 70.0] | [0.0, 4.0] |" in brackets
+    paper = {"table_V": {"rows": [{"name": "Full-2b", "accuracy_percent": {"0.1": 90.0}}]}}
+    text = report.section_paper_bracket(records, paper)
+    assert "below our model's true robust accuracy, which is exactly 93.0" in text
+
+
+def test_undecided_run_is_described_with_its_branch_and_bound():
+    text = report.describe_bracket(run())
+    assert "interval bounds + branch and bound (≤ 16 free pixels) on the first 1000" in text

@@ -119,9 +119,27 @@ def bracket(rec, e):
         if clean is None and c is not None and not math.isnan(c):
             clean = 100.0 * c
     best = min(values.values()) if values else None
+    unknown = ((rec.get("certified") or {}).get("unknown") or {}).get(key)
     return {"certified": cert, "best": best, "examples": n, "clean": clean,
             "best_by": [k for k, v in values.items() if v == best], "values": values,
-            "left_out": left_out}
+            "left_out": left_out, "exact": is_exact(cert, best),
+            "unknown": None if unknown is None else 100.0 * unknown}
+
+
+def is_exact(certified, best):
+    """Whether a bracket is closed: the certified accuracy equals the best attack's (percent).
+
+    That happens when every example is decided (certified or broken by a counterexample that
+    was re-checked on the model); the true robust accuracy is then known exactly.
+    """
+    return certified is not None and best is not None and abs(best - certified) < 1e-9
+
+
+def fmt_bracket(b):
+    """A bracket as shown in the tables: ``**X** (exact)`` when closed, else ``[certified, best]``."""
+    if b["exact"]:
+        return f"**{b['best']:.1f}** (exact)"
+    return f"[{fmt(b['certified'])}, {fmt(b['best'])}]"
 
 
 def masking_flags(rec, epsilons, points=MASKING_POINTS):
@@ -172,10 +190,7 @@ def describe_bracket(rec):
         parts.append(describe_autoattack(rec))
     cert = rec.get("certified")
     if cert:
-        method = cert.get("method") or {}
-        parts.append(f"certified: interval bounds + complete mode (≤ "
-                     f"{method.get('complete_max_free')} free pixels) on the first "
-                     f"{cert.get('examples')} test images")
+        parts.append(describe_certified(rec))
     else:
         parts.append("not certified (run made without --certify)")
     brackets = [bracket(rec, e) for e in _record_eps(rec)]
@@ -189,6 +204,32 @@ def describe_bracket(rec):
             parts.append("left out of the best attack (no record on those images): " + ", ".join(
                 f"{SOURCE_NAMES.get(k, k)} (ran on {n})" for k, n in sorted(left.items())))
     return "; ".join(parts)
+
+
+def describe_certified(rec):
+    """How ``--certify`` ran on ``rec`` (method, solver, limits) and the fraction it decided."""
+    cert = rec["certified"]
+    method = cert.get("method") or {}
+    exact = method.get("exact")
+    if exact:
+        text = (f"certified: interval bounds, then exact verification over the reachable "
+                f"quantized inputs ({exact.get('name')}, encoding {exact.get('encoding', 'bnn')}, "
+                f"{exact.get('solver')}, {fmt_seconds(exact.get('time_limit_s'))} per example "
+                f"and ε; statuses not decided in time are unknown)")
+    else:
+        text = (f"certified: interval bounds + branch and bound (≤ "
+                f"{method.get('complete_max_free')} free pixels)")
+    text += f" on the first {cert.get('examples')} test images"
+    unknown = cert.get("unknown") or {}
+    if unknown:
+        text += "; decided (certified or counterexample): " + ", ".join(
+            f"ε={eps_label(eps_value(k), rec['dataset'])} {fmt(100.0 * (1.0 - v))} %"
+            for k, v in sorted(unknown.items(), key=lambda kv: eps_value(kv[0])))
+    return text
+
+
+def fmt_seconds(value):
+    return "no time limit" if value is None else f"{value:g} s"
 
 
 def describe_autoattack(rec):
@@ -366,10 +407,7 @@ def section_brackets(records, plots_dir, out_dir):
         path = bracket_plot(rec, eps, os.path.join(bdir, bracket_plot_name(rec)))
         if path is None:
             continue
-        cells = []
-        for e in eps:
-            b = bracket(rec, e)
-            cells.append(f"[{fmt(b['certified'])}, {fmt(b['best'])}]")
+        cells = [fmt_bracket(bracket(rec, e)) for e in eps]
         lines.append(f"| {cell_name(rec)}{' adv' if rec.get('adv_train') else ''} "
                      f"({rec['model']}, {DATASET_NAMES.get(rec['dataset'])}) | "
                      f"{' | '.join(cells)} | [plot]({os.path.relpath(path, out_dir)}) | "
@@ -381,7 +419,8 @@ def section_brackets(records, plots_dir, out_dir):
             "(upper bound: min over FGSM, PGD, QS, AutoAttack, transfer and the certifier's "
             "counterexamples) on the same test images, against ε. Cells: [certified, best "
             "attack] in percent, at the table's three ε (MNIST 0.1/0.2/0.3, CIFAR10 "
-            "8/16/32 /255); – where the run has none.\n\n"
+            "8/16/32 /255); – where the run has none; **X** (exact) where the two meet "
+            "(every example decided), so the true robust accuracy is X.\n\n"
             "| Run | ε₁ | ε₂ | ε₃ | Plot | results.json |\n|---|---|---|---|---|---|\n"
             + "\n".join(lines))
 

@@ -1,7 +1,9 @@
 """The paper's claims checked on our runs, over the bracket (proven, refuted or open)."""
 from tfdisc.experiments.report_bracket import (
     bracket,
-    fmt_best)
+    fmt_best,
+    fmt_bracket,
+    is_exact)
 from tfdisc.experiments.report_common import (
     DATASET_NAMES,
     NEAR_CLEAN_POINTS,
@@ -143,6 +145,8 @@ def _claims(records):
 
 
 def _interval_text(lo, hi):
+    if is_exact(lo, hi):
+        return f"{hi:.1f} (exact)"
     return f"[{'–' if lo == float('-inf') else f'{lo:.1f}'}, {hi:.1f}]"
 
 
@@ -213,11 +217,16 @@ def section_paper_bracket(records, paper):
             b = bracket(rec, k)
             if b["best"] is None:
                 continue
-            span = f"[{fmt(b['certified'])}, {fmt(b['best'])}]"
+            span = fmt_bracket(b)
+            where = f"exactly {b['best']:.1f}" if b["exact"] else f"in {span}"
             if round(pv - b["best"], 6) > 0:
                 verdict = (f"**excluded** for our model: {pv - b['best']:.1f} points above our "
-                           f"best attack (an upper bound); true robust accuracy in {span}"
+                           f"best attack (an upper bound); true robust accuracy {where}"
                            + ("" if b["certified"] is not None else " (not certified)"))
+            elif b["exact"]:
+                verdict = (f"{'equal to' if round(pv - b['best'], 6) == 0 else 'below'} our "
+                           f"model's true robust accuracy, which is exactly {b['best']:.1f} "
+                           f"(every example decided)")
             elif b["certified"] is not None and pv < b["certified"]:
                 verdict = (f"below our certified bound: our model is provably more robust "
                            f"({span})")
