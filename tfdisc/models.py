@@ -227,7 +227,7 @@ def spec(name):
 
 
 def build(name, *, precision="full", input_bits=8, num_classes=None, input_shape=None,
-          width=None, depth=None, gradient="straight_through"):
+          width=None, depth=None, gradient="straight_through", input_edges=None):
     """Builds a zoo model returning logits.
 
     Args:
@@ -241,6 +241,8 @@ def build(name, *, precision="full", input_bits=8, num_classes=None, input_shape
       depth: Hidden layers of the FCNs (4), dense hidden layers of the
         AlexNets (2), total layers of the ResNet (20).
       gradient: Gradient of the input quantizer, see ``BitDepthQuantization``.
+      input_edges: None (eq. 2) or the input quantizer's custom bin edges (see
+        ``BitDepthQuantization``).
 
     Returns:
       An uncompiled ``tf.keras.Model`` named after its configuration, e.g.
@@ -256,6 +258,7 @@ def build(name, *, precision="full", input_bits=8, num_classes=None, input_shape
     if precision not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {PRECISIONS}, got {precision!r}.")
     input_bits = quantize.check_bits(input_bits)
+    input_edges = quantize.check_edges(input_edges, input_bits)
     num_classes = _check_positive_int(s["num_classes"] if num_classes is None else num_classes,
                                       "num_classes")
     width = _check_positive_int(s["width"] if width is None else width, "width")
@@ -269,7 +272,7 @@ def build(name, *, precision="full", input_bits=8, num_classes=None, input_shape
         )
     input_shape = tuple(int(d) for d in input_shape)
     inputs = tf.keras.Input(shape=input_shape, name="image")
-    x = tfdisc_layers.BitDepthQuantization(input_bits, gradient=gradient,
+    x = tfdisc_layers.BitDepthQuantization(input_bits, gradient=gradient, edges=input_edges,
                                            name="input_quantization")(inputs)
     try:
         outputs = _REGISTRY[name].builder(x, _Blocks(precision), num_classes, width, depth)

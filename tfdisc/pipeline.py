@@ -11,6 +11,7 @@ output directory::
     record = tfdisc.pipeline.run(cfg, "out/fcn2_binary_2b")
 """
 import contextlib
+import dataclasses
 import os
 import shutil
 import time
@@ -19,7 +20,8 @@ from absl import logging
 import tensorflow as tf
 
 from tfdisc import data as data_lib
-from tfdisc import distribution, evaluate, models, results, run_dir, training
+from tfdisc import distribution, evaluate, models, quantize, results, run_dir, training
+from tfdisc import layers as tfdisc_layers
 from tfdisc.run_dir import (OUTPUT_FILES, BackupError, OutputDirError, load_model,
                             model_path, prepare_output_dir, save_model)
 from tfdisc._version import __version__
@@ -44,11 +46,45 @@ def load_data(cfg):
 
 
 def build_model(cfg, gradient=None):
-    """The zoo model of ``cfg`` (optionally with another quantizer gradient)."""
+    """The zoo model of ``cfg`` (optionally with another quantizer gradient).
+
+    ``cfg.input_edges="data"`` must be resolved first (``resolve_edges``).
+    """
+    if isinstance(cfg.input_edges, str):
+        raise ValueError("input_edges='data' is chosen from the training images: call "
+                         "resolve_edges(cfg, x_train) before build_model.")
     shape, classes = data_lib.info(cfg.dataset)
     return models.build(cfg.model, precision=cfg.precision, input_bits=cfg.bits,
                         num_classes=classes, input_shape=shape, width=cfg.width,
-                        depth=cfg.depth, gradient=gradient or cfg.gradient)
+                        depth=cfg.depth, gradient=gradient or cfg.gradient,
+                        input_edges=cfg.input_edges)
+
+
+def edges_eps(cfg):
+    """The ε at which ``input_edges="data"`` chooses its edges: ``train_eps``, else the largest
+    evaluation ε."""
+    return cfg.train_eps if cfg.train_eps is not None else max(cfg.epsilons)
+
+
+def resolve_edges(cfg, x_train):
+    """``cfg`` with ``input_edges="data"`` replaced by the edges chosen from ``x_train``
+    (``tfdisc.quantize.edges_from_data`` at ``edges_eps(cfg)``); other configs unchanged."""
+    if cfg.input_edges != "data":
+        return cfg
+    edges = quantize.edges_from_data(x_train, cfg.bits, edges_eps(cfg))
+    return dataclasses.replace(cfg, input_edges=edges)
+
+
+def quantizer_record(model, requested):
+    """results.json's ``quantizer``: eq. 2 or the custom edges, and where edges came from."""
+    layer = next((layer for layer in model.layers
+                  if isinstance(layer, tfdisc_layers.BitDepthQuantization)), None)
+    if layer is None:
+        return None
+    rec = layer.describe()
+    if rec["name"] == "custom_edges":
+        rec["chosen_from"] = requested
+    return rec
 
 
 def init_weights(model, cfg):
@@ -63,7 +99,8 @@ def init_weights(model, cfg):
     """
     init = load_model(cfg.init_from, "init_from")
     run_dir.check_saved_model(init, f"init_from model {init.name} ({cfg.init_from})",
-                              model=cfg.model, precision=cfg.precision, bits=cfg.bits)
+                              model=cfg.model, precision=cfg.precision, bits=cfg.bits,
+                              edges=cfg.input_edges)
     try:
         model.set_weights(init.get_weights())
     except ValueError as e:
@@ -337,6 +374,8 @@ def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
     tf.keras.utils.set_random_seed(cfg.seed)
     source = load_model(cfg.transfer_from, "transfer_from") if cfg.transfer_from else None
     x_train, y_train, x_test, y_test = load_data(cfg)
+    requested_edges = cfg.input_edges
+    cfg = resolve_edges(cfg, x_train)
     with scope:
         model = build_model(cfg)
         if cfg.init_from:
@@ -391,6 +430,9 @@ def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
                  masked=masked, command=command, train_examples=len(y_train),
                  test_examples=len(y_test), strategy=strategy,
                  resumed_from_epoch=resumed_from_epoch)
+    rec["quantizer"] = quantizer_record(model, (
+        f"training images (tfdisc.quantize.edges_from_data, eps {edges_eps(cfg):.6g})"
+        if requested_edges == "data" else "given"))
     if certified is not None:
         rec["certified"] = certified
     if cfg.export and distribution.is_chief(cfg.distribute):

@@ -75,6 +75,9 @@ class Config:
     certify_solver: str = "milp"
     certify_time_limit: float = 10.0
     certified_train: bool = False
+    # None (eq. 2), the quantizer's custom bin edges, or "data": edges chosen from the
+    # training images (tfdisc.quantize.edges_from_data) at train_eps, else the largest ε.
+    input_edges: object = None
 
     def __post_init__(self):
         data_lib.info(self.dataset)
@@ -84,6 +87,13 @@ class Config:
                              f"{self.precision!r}.")
         quantize.check_bits(self.bits)
         quantize.check_gradient(self.gradient)
+        if isinstance(self.input_edges, str):
+            if self.input_edges != "data":
+                raise ValueError(f"`input_edges` must be None, \"data\" or {2**self.bits - 1} "
+                                 f"bin edges, got {self.input_edges!r}.")
+        else:
+            object.__setattr__(self, "input_edges",
+                               quantize.check_edges(self.input_edges, self.bits))
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
             raise ValueError(f"`epochs` must be an integer ≥ 0, got {self.epochs!r}.")
         if self.epochs == 0 and not self.init_from:
@@ -154,6 +164,10 @@ class Config:
         # identity of older runs, so an unfinished run started before it still resumes.
         identity["attack_limits"] = {k: v for k, v in identity["attack_limits"].items()
                                      if k == "pgd" or v is not None}
+        if identity["input_edges"] is None:  # likewise for eq. 2 runs made before custom edges
+            del identity["input_edges"]
+        elif not isinstance(identity["input_edges"], str):
+            identity["input_edges"] = list(identity["input_edges"])
         return identity
 
     @property
@@ -170,7 +184,10 @@ class Config:
         return training.adversarial_eps(self.dataset, self.train_eps)
 
     def default_output_dir(self, root="runs"):
-        """``runs/<dataset>_<model>_<precision>_<bits>b``, readable and per configuration."""
-        suffix = "_advtrain" if self.adv_train else ""
+        """``runs/<dataset>_<model>_<precision>_<bits>b``, readable and per configuration
+        (``_edges`` for a custom-edge quantizer, ``_ibp`` / ``_advtrain`` for the training)."""
+        suffix = "_edges" if self.input_edges is not None else ""
+        suffix += "_ibp" if self.certified_train else ""
+        suffix += "_advtrain" if self.adv_train else ""
         return os.path.join(root, f"{self.dataset}_{self.model}_{self.precision}_{self.bits}b"
                                   f"{suffix}")

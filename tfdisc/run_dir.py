@@ -19,7 +19,7 @@ import zipfile
 
 import tensorflow as tf
 
-from tfdisc import layers, models, results
+from tfdisc import layers, models, quantize, results
 
 __all__ = ["BackupError", "OUTPUT_FILES", "OutputDirError", "check_saved_model", "discard_backup",
            "load_model", "model_path", "prepare_backup", "prepare_output_dir", "read_backup_json",
@@ -175,7 +175,7 @@ def load_model(path, what="model"):
             from None
 
 
-def check_saved_model(saved, what, *, model, precision, bits):
+def check_saved_model(saved, what, *, model, precision, bits, edges=None):
     """Raises ValueError if a loaded model was not made for ``model``, ``precision``, ``bits``.
 
     The input quantizer's bits are configuration, not weights, so copying a
@@ -192,6 +192,15 @@ def check_saved_model(saved, what, *, model, precision, bits):
             f"{what} quantizes its input to {'/'.join(map(str, saved_bits))} bits, but this run "
             f"has bits={bits}: it would evaluate weights trained for other bits. Pass --bits="
             f"{saved_bits[0]}, or train a model with bits={bits}.")
+    saved_edges = {layer.edges for layer in saved.layers
+                   if isinstance(layer, layers.BitDepthQuantization)}
+    edges = None if edges is None or tuple(edges) == quantize.eq2_edges(bits) else tuple(edges)
+    if saved_edges and saved_edges != {edges}:
+        (theirs,) = saved_edges if len(saved_edges) == 1 else (sorted(map(str, saved_edges)),)
+        raise ValueError(
+            f"{what} quantizes its input with bin edges {_edges_text(theirs)}, but this run "
+            f"has {_edges_text(edges)}: it would evaluate weights trained for another "
+            "quantizer. Pass the same --input_edges.")
     name = saved.name.rsplit("_", 2)
     if (len(name) == 3 and name[0] in models.available() and name[1] in models.PRECISIONS
             and (name[0], name[1]) != (model, precision)):
@@ -199,6 +208,10 @@ def check_saved_model(saved, what, *, model, precision, bits):
             f"{what} is a {name[0]} model of precision {name[1]}, but this run has "
             f"model={model}, precision={precision}. Pass --model={name[0]} "
             f"--precision={name[1]}, or another model.")
+
+
+def _edges_text(edges):
+    return "eq. 2's" if edges is None else str(list(edges))
 
 
 def save_model(model, output_dir):

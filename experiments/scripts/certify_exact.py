@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfdisc import attacks, certify, data, run_dir  # noqa: E402
+from tfdisc.benchmarks import cpu  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "A run's output directory (its model.keras is certified).")
@@ -35,15 +36,6 @@ flags.DEFINE_bool("attack_check", False, "Also attack every example (PGD, 20 ste
                   "restarts, straight-through gradient; and the gradient-free quantized search) "
                   "and count certified examples an attack broke (must be 0).")
 flags.mark_flags_as_required(["run_dir", "output"])
-
-
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        return f"{names[0]} ×{len(names)}" if names else "unknown"
-    except OSError:
-        return "unknown"
 
 
 def main(argv):
@@ -89,7 +81,7 @@ def main(argv):
         **({"attack_check": {"attacks": "PGD (20 steps, 3 random restarts, straight-through "
                                          "gradient through the quantizer) and quantized_search",
                              "per_eps": check}} if check else {}),
-        "cpu": _cpu(),
+        "cpu": cpu.summary(),
         "command": "python experiments/scripts/certify_exact.py " + " ".join(
             f"--{k}={','.join(v) if isinstance(v, list) else v}" for k, v in
             (("run_dir", os.path.basename(os.path.normpath(FLAGS.run_dir))),

@@ -255,3 +255,38 @@ def test_certified_training_and_certification(synthetic_mnist, tmp_path):
         # Certified accuracy is a lower bound of every attack's accuracy.
         assert certified[key] <= search["adversarial_accuracy"][key] + 1e-9
         assert certified[key] <= rec["attacks"]["fgsm"]["adversarial_accuracy"][key] + 1e-9
+
+
+def test_one_bit_edges_from_data_certified_training(synthetic_mnist, tmp_path):
+    """--input_edges=data: the edge is chosen from the training images at --train_eps, the saved
+    model carries it, results.json names the quantizer, and certification uses its box."""
+    out = str(tmp_path / "edges")
+    rec = run(bits=1, input_edges=["data"], certified_train=True, certify=True, train_eps="0.3",
+              epochs=1, data_dir=synthetic_mnist, output_dir=out, save_model=True,
+              certify_method="branch", test_limit=40)
+    q = rec["quantizer"]
+    assert q["name"] == "custom_edges" and q["bits"] == 1 and len(q["edges"]) == 1
+    assert q["chosen_from"].startswith("training images") and "0.3" in q["chosen_from"]
+    assert 64 < q["edges"][0] < 192
+    saved = tf.keras.models.load_model(os.path.join(out, "model.keras"), compile=False)
+    assert list(saved.layers[1].edges) == q["edges"]
+    assert set(rec["certified"]["certified"]) >= {"0.1", "0.2", "0.3"}
+    # Re-evaluating those weights needs the same quantizer: eq. 2 is refused, naming both.
+    with pytest.raises(flags.ValidationError, match="bin edges"):
+        run(bits=1, epochs=0, init_from=out, data_dir=synthetic_mnist,
+            output_dir=str(tmp_path / "eq2"))
+    again = run(bits=1, epochs=0, init_from=out, input_edges=[str(e) for e in q["edges"]],
+                data_dir=synthetic_mnist, output_dir=str(tmp_path / "again"), test_limit=40)
+    assert again["quantizer"]["chosen_from"] == "given"
+    assert again["clean_accuracy"] == rec["clean_accuracy"]
+    plain = run(bits=1, data_dir=synthetic_mnist, output_dir=str(tmp_path / "plain"),
+                test_limit=40)
+    assert plain["quantizer"] == {"name": "eq2", "bits": 1}
+
+
+@pytest.mark.parametrize("edges, message", [
+    (["100"], "must hold 3 edge"), (["a", "b", "c"], "'data' or comma-separated numbers"),
+    (["90", "30", "200"], "increasing"), (["300", "301", "302"], r"\(0, 255\]")])
+def test_bad_input_edges_are_named(synthetic_mnist, tmp_path, edges, message):
+    with pytest.raises(flags.ValidationError, match=message):
+        run(bits=2, input_edges=edges, data_dir=synthetic_mnist, output_dir=str(tmp_path))

@@ -64,6 +64,12 @@ def describe():
     return model, ident, [flag for flag in FLAGS if flag in present]
 
 
+def summary():
+    """One line naming this machine's CPU for a results file: model, identity, CPU count."""
+    model, ident, _ = describe()
+    return f"{model} ({ident}), {os.cpu_count()} CPUs"
+
+
 def emulate(name):
     """Caps the float libraries to CPU `name` (a key of EMULATIONS) in this
     process; returns the tfdisc kernels that CPU would have.

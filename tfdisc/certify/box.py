@@ -25,7 +25,7 @@ from tfdisc import quantize
 from tfdisc.layers import BitDepthQuantization
 
 __all__ = ["Box", "check_labels", "input_box", "input_quantizer", "interval", "jitter",
-           "level_interval", "levels", "realize"]
+           "level_interval", "levels", "lowest_intensity", "realize"]
 
 _F32_EPS = float(np.finfo(np.float32).eps)
 
@@ -132,15 +132,19 @@ def levels(layer, integer=False):
     Returns:
       float32 numpy array of the ``2**bits`` levels, increasing.
     """
-    step = quantize.bin_width(layer.bits)
+    bounds = layer.bin_bounds
     low, high = layer.value_range
     if integer:
-        reps = tf.constant(np.arange(0, 256, step), tf.int32)
+        reps = tf.constant(lowest_intensity(bounds[:-1]), tf.int32)
     else:
-        centres = (np.arange(2**layer.bits) * step + step / 2.0) / 255.0 * (high - low) + low
+        centres = (bounds[:-1] + bounds[1:]) / 2.0 / 255.0 * (high - low) + low
         reps = tf.constant(centres, tf.float32)
-    return quantize.bit_depth(reps, layer.bits, value_range=layer.value_range,
-                              gradient="none").numpy()
+    return layer.quantize(reps, gradient="none").numpy()
+
+
+def lowest_intensity(edges):
+    """The lowest 8-bit intensity at or above each bin edge (0–255 scale)."""
+    return np.ceil(np.asarray(edges, np.float64)).astype(np.int64)
 
 
 def jitter(layer, integer=False):
@@ -238,12 +242,12 @@ def input_box(model, x, eps, *, clip=(0.0, 1.0)):
     table = levels(layer, integer)
     if integer:
         lo_i, hi_i = _integer_interval(x_np, eps, layer.value_range)
-        lo_q = quantize.bit_depth(tf.constant(lo_i), layer.bits, value_range=layer.value_range)
-        hi_q = quantize.bit_depth(tf.constant(hi_i), layer.bits, value_range=layer.value_range)
+        lo_q = layer.quantize(tf.constant(lo_i), gradient="straight_through")
+        hi_q = layer.quantize(tf.constant(hi_i), gradient="straight_through")
     else:
         lo, hi = interval(x_np, eps, clip=clip, value_range=layer.value_range)
-        lo_q = quantize.bit_depth(lo, layer.bits, value_range=layer.value_range)
-        hi_q = quantize.bit_depth(hi, layer.bits, value_range=layer.value_range)
+        lo_q = layer.quantize(lo, gradient="straight_through")
+        hi_q = layer.quantize(hi, gradient="straight_through")
     lo_bin, hi_bin = bin_of(lo_q.numpy(), table), bin_of(hi_q.numpy(), table)
     lower, upper = level_interval(table, lo_bin, hi_bin, jitter(layer, integer))
     return Box(x_np, eps, lower, upper, layer, lo_bin, hi_bin, table, integer, clip)
@@ -265,7 +269,7 @@ def quantized_interval(layer, x, eps, clip=(0.0, 1.0)):
     Same box as ``input_box`` (for float images), for use inside a training step.
     """
     lo, hi = interval_tensor(x, eps, clip, layer.value_range)
-    kwargs = dict(value_range=layer.value_range, gradient="none")
+    kwargs = dict(value_range=layer.value_range, edges=layer.edges, gradient="none")
     return (quantize.bit_depth(lo, layer.bits, **kwargs),
             quantize.bit_depth(hi, layer.bits, **kwargs))
 
@@ -287,16 +291,16 @@ def realize(box, index, bins):
     layer = box.layer
     x = box.x[index]
     bins = np.asarray(bins).reshape(x.shape)
-    step = quantize.bin_width(layer.bits)
+    bounds = layer.bin_bounds
     low, high = layer.value_range
     if box.integer:
         lo_i, hi_i = _integer_interval(x, box.eps, layer.value_range)
-        a = np.maximum(lo_i, bins * step)
-        b = np.minimum(hi_i, bins * step + step - 1)
+        a = np.maximum(lo_i, lowest_intensity(bounds[bins]))
+        b = np.minimum(hi_i, lowest_intensity(bounds[bins + 1]) - 1)
         if np.any(a > b):
             return None
         candidate = np.clip(x.astype(np.int64), a, b).astype(box.x.dtype)
-        got = quantize.bit_depth(tf.constant(candidate), layer.bits, value_range=layer.value_range)
+        got = layer.quantize(tf.constant(candidate), gradient="straight_through")
         return candidate if np.array_equal(got.numpy(), box.table[bins]) else None
     x64 = x.astype(np.float64)
     lo = x64 - box.eps
@@ -304,8 +308,8 @@ def realize(box, index, bins):
     if box.clip is not None:
         lo, hi = np.maximum(lo, box.clip[0]), np.minimum(hi, box.clip[1])
     scale = (high - low) / 255.0
-    edge_lo = low + bins * step * scale
-    edge_hi = low + (bins + 1) * step * scale
+    edge_lo = low + bounds[bins] * scale
+    edge_hi = low + bounds[bins + 1] * scale
     a, b = np.maximum(lo, edge_lo), np.minimum(hi, edge_hi)
     # Candidates from the safest (bin interior nearest x) to the ball's ends.
     candidates = [np.clip(x64, a + (b - a) * 0.25, b - (b - a) * 0.25), (a + b) / 2.0,
@@ -314,8 +318,7 @@ def realize(box, index, bins):
     result = np.full(x.shape, np.nan, np.float32)
     for c in candidates:
         c32 = c.astype(np.float32)
-        got = quantize.bit_depth(tf.constant(c32), layer.bits,
-                                 value_range=layer.value_range).numpy()
+        got = layer.quantize(tf.constant(c32), gradient="straight_through").numpy()
         c64 = c32.astype(np.float64)
         ok = (got == want) & (np.abs(c64 - x64) <= box.eps)
         if box.clip is not None:

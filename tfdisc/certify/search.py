@@ -16,7 +16,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfdisc import checks as checks_lib
-from tfdisc import quantize
 from tfdisc.certify import box as box_lib
 
 __all__ = ["DEFAULTS", "check_params", "describe", "model_margin", "quantized_search",
@@ -55,8 +54,7 @@ def representative(box, bins, rows=None):
     integer images: the bins' lowest intensities.
     """
     if box.integer:
-        step = quantize.bin_width(box.layer.bits)
-        return (bins * step).astype(box.x.dtype)
+        return box_lib.lowest_intensity(box.layer.bin_bounds[bins]).astype(box.x.dtype)
     return box.table[bins]
 
 
@@ -78,8 +76,7 @@ def _logits(model, x):
 def _check_idempotent(box):
     if box.integer:
         return
-    again = quantize.bit_depth(tf.constant(box.table), box.layer.bits,
-                                       value_range=box.layer.value_range).numpy()
+    again = box.layer.quantize(tf.constant(box.table), gradient="straight_through").numpy()
     if not np.array_equal(again, box.table):  # pragma: no cover - holds for eq. 2
         raise AssertionError("quantizer levels are not fixed points")
 
@@ -93,8 +90,8 @@ def search_bins(model, box, y, rows, *, restarts, iterations, candidates, rng, e
     free = hi > lo
     nfree = np.maximum(free.sum(axis=1), 1)
     clean_bins = np.clip(box_lib.bin_of(
-        quantize.bit_depth(tf.constant(box.x[rows]), box.layer.bits,
-                                   value_range=box.layer.value_range).numpy().astype(np.float32),
+        box.layer.quantize(tf.constant(box.x[rows]),
+                           gradient="straight_through").numpy().astype(np.float32),
         box.table).reshape(len(rows), -1), lo, hi)
     found = {}
 

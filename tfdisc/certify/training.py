@@ -26,7 +26,6 @@ import numbers
 import tensorflow as tf
 
 from tfdisc import checks as checks_lib
-from tfdisc import quantize
 from tfdisc.certify import bounds as bounds_lib
 from tfdisc.certify import box as box_lib
 
@@ -108,8 +107,7 @@ class CertifiedTraining(tf.keras.Model):
         if self.quantizer is None:
             lo, hi = box_lib.interval_tensor(x, eps, self.clip, (0.0, 1.0))
             return lo, hi, x
-        point = quantize.bit_depth(x, self.quantizer.bits, value_range=self.quantizer.value_range,
-                                   gradient="none")
+        point = self.quantizer.quantize(x, gradient="none")
         lo, hi = box_lib.quantized_interval(self.quantizer, x, eps, self.clip)
         return lo, hi, point
 

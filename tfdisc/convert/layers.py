@@ -257,11 +257,12 @@ class PackedBitDepthQuantization(BitDepthQuantization):
     layer it replaces, computed by one C++ op instead of ~15 TensorFlow
     element-wise ops (which cost more than a binary layer at batch 1). No
     gradient: packed models are for inference. Inputs other than float32
-    (e.g. uint8 images) take the TensorFlow ops of the parent layer.
+    (e.g. uint8 images) and custom bin edges take the TensorFlow ops of the
+    parent layer.
     """
 
     def call(self, inputs):
-        if inputs.dtype != tf.float32:
+        if inputs.dtype != tf.float32 or self.edges is not None:  # the op computes eq. 2 only
             return super().call(inputs)
         return _ops().bit_depth(inputs, self.bits, value_range=self.value_range,
                                 straight_through=self.gradient != "none")

@@ -42,6 +42,12 @@ flags.DEFINE_enum("precision", "full", list(models.PRECISIONS),
                   "Parameter precision: full (float twin), binary (BNN) or xnor.")
 flags.DEFINE_bool("binary", False, "Shorthand for --precision=binary.")
 flags.DEFINE_integer("bits", 8, "Input bit depth (paper eq. 2), 1..8.")
+flags.DEFINE_list("input_edges", None,
+                  "Custom bin edges of the input quantizer instead of eq. 2's (a separate "
+                  "option; results.json 'quantizer' names it): 2**bits − 1 increasing "
+                  "intensities in (0, 255], comma-separated, or 'data' to place them away from "
+                  "where the training images' pixels concentrate "
+                  "(tfdisc.quantize.edges_from_data at --train_eps, else the largest ε).")
 flags.DEFINE_integer("epochs", 10, "Training epochs (0 only with --init_from: re-evaluate).")
 flags.DEFINE_integer("batch_size", 128, "Training batch size.")
 flags.DEFINE_integer("eval_batch_size", 500, "Evaluation batch size.")
@@ -229,6 +235,20 @@ def resolve_precision():
     return FLAGS.precision
 
 
+def input_edges():
+    """--input_edges as Config takes it: None, "data" or a tuple of numbers."""
+    values = FLAGS.input_edges
+    if not values:
+        return None
+    if values == ["data"]:
+        return "data"
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise flags.ValidationError(f"--input_edges must be 'data' or comma-separated numbers, "
+                                    f"got {','.join(values)!r}.") from None
+
+
 def train_eps(dataset):
     """--train_eps, or the paper's default for ``dataset``."""
     value = None if FLAGS.train_eps is None else parse_epsilon(FLAGS.train_eps)
@@ -264,7 +284,7 @@ def config(dataset, *, top_k=(1,)):
         export_float_weights=export_cli.options()["float_weights"],
         certify_limit=FLAGS.certify_test_limit, certify_method=FLAGS.certify_method,
         certify_solver=FLAGS.certify_solver, certify_time_limit=FLAGS.certify_time_limit,
-        certified_train=FLAGS.certified_train)
+        certified_train=FLAGS.certified_train, input_edges=input_edges())
     try:
         return pipeline.Config(**kwargs)
     except ValueError as e:
