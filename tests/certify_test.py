@@ -109,7 +109,7 @@ def test_box_rejects_bad_input():
 @pytest.mark.parametrize("precision", models.PRECISIONS)
 def test_every_zoo_model_is_supported(name, precision):
     kwargs = {"fcn1": dict(width=16), "fcn2": dict(width=16), "alexnet_cifar": dict(width=4),
-              "resnet20": dict(width=4), "alexnet": dict(width=3, input_shape=(67, 67, 3))}[name]
+              "cnn_small": dict(width=4), "resnet20": dict(width=4), "alexnet": dict(width=3, input_shape=(67, 67, 3))}[name]
     certify.check_model(models.build(name, precision=precision, input_bits=2, **kwargs))
 
 

@@ -28,6 +28,7 @@ ZOO = {
     "fcn1": dict(width=64, depth=3),
     "fcn2": dict(width=48, depth=3),
     "alexnet_cifar": dict(width=8, depth=1, input_shape=(16, 16, 3)),
+    "cnn_small": dict(width=8, input_shape=(16, 16, 3)),
     "resnet20": dict(width=8, input_shape=(16, 16, 3)),
     "alexnet": dict(width=12, depth=1, input_shape=(32, 32, 3), num_classes=10),
 }

@@ -12,13 +12,15 @@ SMALL = {
     "fcn1": dict(width=32),
     "fcn2": dict(width=32),
     "alexnet_cifar": dict(width=8, input_shape=(32, 32, 3)),
+    "cnn_small": dict(width=4, input_shape=(28, 28, 1)),
     "resnet20": dict(width=4, input_shape=(16, 16, 3)),
     "alexnet": dict(width=6, input_shape=(64, 64, 3)),
 }
 
 
 def test_available():
-    assert models.available() == ["alexnet", "alexnet_cifar", "fcn1", "fcn2", "resnet20"]
+    assert models.available() == ["alexnet", "alexnet_cifar", "cnn_small", "fcn1", "fcn2",
+                                  "resnet20"]
 
 
 @pytest.mark.parametrize("precision", models.PRECISIONS)
@@ -97,7 +99,7 @@ def test_width_and_depth():
 
 class TestBadInput:
     def test_unknown_name_lists_available(self):
-        with pytest.raises(ValueError, match="available models: alexnet, alexnet_cifar, fcn1"):
+        with pytest.raises(ValueError, match="available models: alexnet, alexnet_cifar, cnn_small, fcn1"):
             models.build("vgg16")
 
     def test_unknown_precision(self):

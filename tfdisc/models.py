@@ -164,6 +164,29 @@ def _resnet20(inputs, blocks, num_classes, width, depth):
     return tf.keras.layers.Dense(num_classes, name="logits")(x)
 
 
+def _cnn_small(inputs, blocks, num_classes, width, depth):
+    """The small CNN of certified training (Wong & Kolter 2018; Gowal et al. 2018's "small").
+
+    C4/2(w) – C4/2(2w) – depth×FC(100w/16) – logits, w = ``width`` (16: 16 and 32
+    channels, 100-unit dense layer), ReLU and batch norm. No pooling, so interval,
+    linear and exact (MILP) bounds all apply. It fits certified training on a
+    2-core CPU, on MNIST and CIFAR10 alike (``input_shape`` per dataset).
+    """
+    x = tf.keras.layers.Conv2D(width, 4, strides=2, padding="same", use_bias=False,
+                               name="conv_in")(inputs)
+    x = blocks.norm("bn_in")(x)
+    x = blocks.activation(x, "act_in")
+    x = blocks.conv(2 * width, 4, "conv_1", strides=2)(x)
+    x = blocks.norm("bn_1")(x)
+    x = blocks.activation(x, "act_1")
+    x = tf.keras.layers.Flatten(name="flatten")(x)
+    for i in range(depth):
+        x = blocks.dense(max(1, (100 * width) // 16), f"dense_{i}")(x)
+        x = blocks.norm(f"bn_dense_{i}")(x)
+        x = blocks.activation(x, f"act_dense_{i}")
+    return tf.keras.layers.Dense(num_classes, name="logits")(x)
+
+
 def _alexnet(inputs, blocks, num_classes, width, depth):
     """ImageNet AlexNet (Krizhevsky et al. 2012) as used by XNOR-Net.
 
@@ -207,6 +230,9 @@ _REGISTRY = {
     "fcn2": _Spec(_fcn, (28, 28, 1), 10, 600, 4, "mnist", "MNIST FCN2 784-600x4-10"),
     "alexnet_cifar": _Spec(_alexnet_cifar, (32, 32, 3), 10, 128, 2, "cifar10",
                            "CIFAR10 BinaryNet-style AlexNet"),
+    "cnn_small": _Spec(_cnn_small, (28, 28, 1), 10, 16, 1, "mnist",
+                       "Small CNN of certified training (C4/2(16)-C4/2(32)-FC100), MNIST or "
+                       "CIFAR10"),
     "resnet20": _Spec(_resnet20, (32, 32, 3), 100, 16, 20, "cifar100", "CIFAR ResNet-20"),
     "alexnet": _Spec(_alexnet, (224, 224, 3), 1000, 96, 2, "imagenet2012", "ImageNet AlexNet"),
 }
