@@ -291,3 +291,20 @@ def test_certify_method_exact_refuses_a_model_it_cannot_encode_before_training(s
                 {"certify_time_limit": 0.0}, {"certify_time_limit": float("nan")}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             _cfg(synthetic_mnist, certify=True, **bad)
+
+
+def test_certified_training_with_data_edges_resumes_from_its_backup(synthetic_mnist, tmp_path):
+    """Killed after epoch 1 of 2, IBP training resumes from the backup and finishes with the
+    quantizer edges it chose from the data (issue 30); a fresh run chooses the same edges."""
+    cfg = _cfg(synthetic_mnist, bits=1, certified_train=True, train_eps=0.3, input_edges="data")
+    out = _killed_in_training(cfg, str(tmp_path / "run"))
+    assert os.path.isdir(os.path.join(out, "backup"))
+    rec = pipeline.run(cfg, out)
+    assert rec["resumed"]["from_epoch"] == 1
+    assert rec["adv_train_params"]["method"] == "ibp" and rec["adv_train_params"]["eps"] == 0.3
+    assert rec["quantizer"]["name"] == "custom_edges"
+    edges = rec["quantizer"]["edges"]
+    assert list(run_dir.load_model(out).layers[1].edges) == edges
+    fresh = pipeline.run(cfg, run_dir.prepare_output_dir(str(tmp_path / "fresh"),
+                                                         config=cfg.identity()))
+    assert fresh["quantizer"]["edges"] == edges
