@@ -304,7 +304,9 @@ def check_record(rec):
     c.by_eps("adversarial_accuracy", rec["adversarial_accuracy"])
     adv = rec.get("adv_train_params")
     c.optional("adv_train_params", adv, dict, "an object")
-    for key in ("eps", "adv_ratio"):
+    # R-FGSM mixes adversarial examples into each batch (adv_ratio); IBP training has no mix.
+    needed = ("eps",) if (adv or {}).get("method") == "ibp" else ("eps", "adv_ratio")
+    for key in needed:
         if adv and not _is_number(adv.get(key)):
             c.fail(f"adv_train_params.{key}", "a number", adv.get(key))
     attacks = rec.get("attacks")

@@ -52,6 +52,10 @@ from tfdisc.experiments.report_bracket import (  # noqa: F401
     bracket_plot,
     bracket_plot_name,
     section_brackets)
+from tfdisc.experiments.report_certified import (  # noqa: F401
+    ANCHORS,
+    certified_training_runs,
+    section_certified_training)
 from tfdisc.experiments.report_claims import (  # noqa: F401
     Term,
     bracket_verdict,
@@ -76,6 +80,7 @@ from tfdisc.experiments.report_common import (  # noqa: F401
     default_paper_tables,
     quality,
     honest,
+    paper_setting,
     select,
     acc,
     fmt,
@@ -106,8 +111,13 @@ def describe(rec):
                  f", width {rec.get('width')}")
     if d.get("train_examples"):
         sched += f", {d['train_examples']} train"
-    if adv:
+    if adv and adv.get("method") == "ibp":
+        sched += (f", IBP certified training ε={eps_label(adv['eps'], rec['dataset'])} κ "
+                  f"{adv.get('kappa')}")
+    elif adv:
         sched += f", R-FGSM ε={eps_label(adv['eps'], rec['dataset'])} α=ε/2 mix {adv['adv_ratio']:g}"
+    if (rec.get("quantizer") or {}).get("name") == "custom_edges":
+        sched += f", input quantizer edges {rec['quantizer']['edges']}"
     attacks = rec.get("attacks") or {}
     examples = {a.get("examples") for a in attacks.values()}
     test = "/".join(str(e) for e in sorted(x for x in examples if x)) or d.get("test_examples")
@@ -434,6 +444,7 @@ def build_report(results_dir, out, plots_dir=None, paper_tables=None, preamble="
     parts.append(section_autoattack(records + fcn1))
     parts.append(section_transfer(records + fcn1))
     parts.append(section_masking(records))
+    parts.append(section_certified_training(records))
     parts.append(section_other(records))
     parts.append(section_activations(activations, plots_dir, out_dir))
     capacity = report_capacity.section(results_dir, plots_dir, out_dir, trials)

@@ -120,11 +120,22 @@ def honest(rec):
     return rec.get("gradient") in ("straight_through", None)
 
 
+def paper_setting(rec):
+    """Whether a run is in the paper's setting: eq. 2 input quantizer, no certified training.
+
+    Certified-training runs and custom bin edges (issue 30) have their own report section and
+    stay out of the paper's tables, the claims and the brackets of those tables.
+    """
+    return ((rec.get("adv_train_params") or {}).get("method") != "ibp"
+            and (rec.get("quantizer") or {}).get("name", "eq2") == "eq2")
+
+
 def select(records, **criteria):
-    """Best record per (model, precision, bits) matching ``criteria`` (adv_train, dataset...)."""
+    """Best record per (model, precision, bits) matching ``criteria`` (adv_train, dataset...),
+    among honest runs in the paper's setting."""
     best = {}
     for rec in records:
-        if not honest(rec) or rec.get("transfer_only"):
+        if not honest(rec) or rec.get("transfer_only") or not paper_setting(rec):
             continue
         if any(rec.get(k, False if k == "adv_train" else None) != v for k, v in criteria.items()):
             continue
