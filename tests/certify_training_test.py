@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tfdisc import certify, models
 from tfdisc.certify import bounds as bounds_lib
+from tfdisc.certify import crown_ibp
 from tests.testing_utils import CLASSES, SHAPE, synthetic
 
 
@@ -61,3 +62,67 @@ def test_training_bounds_are_the_certifiers_without_the_widening(precision, bits
         np.testing.assert_allclose(loss.numpy(), want.numpy(), rtol=1e-6)
         onehot = np.eye(CLASSES, dtype=bool)[y]
         np.testing.assert_array_equal(verified.numpy(), np.all((unwidened < 0) | onehot, 1))
+
+
+def _conv_model(seed):
+    tf.keras.utils.set_random_seed(seed)
+    model = models.build("cnn_small", input_bits=2, width=4, input_shape=(8, 8, 1),
+                         num_classes=CLASSES)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.5, n))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, n))
+    return model
+
+
+@pytest.mark.parametrize("make", [lambda: _model("full", 2, None, seed=5),
+                                  lambda: _model("full", 1, [90.0], seed=6),
+                                  lambda: _conv_model(7)], ids=["fcn2", "fcn2_edges", "cnn"])
+def test_crown_ibp_bounds_hold_on_the_box_and_beat_ibp_at_small_eps(make):
+    model = make()
+    x, y = synthetic(48, 3)
+    rng = np.random.default_rng(0)
+    tighter = 0
+    for eps in (0.02, 0.1):
+        box = certify.input_box(model, x, eps)
+        lo, hi = tf.constant(box.table[box.lo_bin]), tf.constant(box.table[box.hi_bin])
+        crown = crown_ibp.margin_upper(model, lo, hi, y).numpy()
+        ibp = bounds_lib.margin_upper(model, lo, hi, y, exact=False).numpy()
+        assert np.all(crown[np.arange(len(y)), y] == 0.0)
+        # Every reachable quantized input (random corners and interior points of the box).
+        for _ in range(20):
+            bins = np.where(rng.random(box.lo_bin.shape) < 0.5, box.lo_bin, box.hi_bin)
+            logits = model(box.table[bins], training=False).numpy()
+            margins = logits - logits[np.arange(len(y)), y][:, None]
+            assert np.all(margins <= crown + 1e-4 * (1 + np.abs(crown)))
+        tighter += np.sum(crown < ibp - 1e-6)
+    assert tighter > 0  # CROWN-IBP is tighter than IBP somewhere (usually at small ε)
+    assert crown_ibp.supports(model)
+
+
+def test_crown_ibp_in_training_uses_batch_statistics_and_trains():
+    model = _model("full", 1, [100.0], seed=8)
+    x, y = synthetic(128, 1)
+    trainer = certify.CertifiedTraining(model, 0.2, ramp_steps=4, bounds="crown_ibp")
+    assert trainer.describe()["bounds"] == "crown_ibp"
+    trainer.compile(tf.keras.optimizers.Adam(1e-2))
+    history = trainer.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+    # In a training step the bounds use the clean batch's statistics: the box of the clean
+    # points themselves bounds the training-mode logits.
+    point = model.layers[1].quantize(tf.constant(x), gradient="none")
+    crown = crown_ibp.margin_upper(model, point, point, y, training=True, point=point).numpy()
+    logits = model(x, training=True).numpy()
+    margins = logits - logits[np.arange(len(y)), y][:, None]
+    np.testing.assert_allclose(crown, margins, atol=1e-3)
+
+
+def test_crown_ibp_refuses_bnns_and_names_the_layer():
+    model = _model("binary", 2, None)
+    assert not crown_ibp.supports(model)
+    with pytest.raises(ValueError, match="crown_ibp.*interval bounds|interval"):
+        certify.CertifiedTraining(model, 0.1, bounds="crown_ibp")
+    with pytest.raises(ValueError, match="bounds"):
+        certify.CertifiedTraining(_model("full", 2, None), 0.1, bounds="alpha")

@@ -147,7 +147,8 @@ def train(model, cfg, x_train, y_train, callbacks=(), strategy=None):
             from tfdisc import certify  # pylint: disable=import-outside-toplevel
 
             trainer = certify.CertifiedTraining.for_epochs(
-                model, cfg.adversarial_eps, steps_per_epoch=steps, epochs=max(cfg.epochs, 1))
+                model, cfg.adversarial_eps, steps_per_epoch=steps, epochs=max(cfg.epochs, 1),
+                bounds=cfg.certified_train_bounds)
             adv_params = trainer.describe()
         if trainer is not model:  # wrappers must be built for BackupAndRestore to restore them
             trainer(tf.zeros((1,) + tuple(x_train.shape[1:]), tf.float32), training=False)

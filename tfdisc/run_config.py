@@ -78,6 +78,7 @@ class Config:
     # None (eq. 2), the quantizer's custom bin edges, or "data": edges chosen from the
     # training images (tfdisc.quantize.edges_from_data) at train_eps, else the largest ε.
     input_edges: object = None
+    certified_train_bounds: str = "ibp"  # or "crown_ibp" (tfdisc.certify.CertifiedTraining)
 
     def __post_init__(self):
         data_lib.info(self.dataset)
@@ -124,6 +125,9 @@ class Config:
         if self.distribute not in distribution.KINDS:
             raise ValueError(f"`distribute` must be one of {distribution.KINDS}, got "
                              f"{self.distribute!r}.")
+        if self.certified_train_bounds not in ("ibp", "crown_ibp"):
+            raise ValueError(f"`certified_train_bounds` must be 'ibp' or 'crown_ibp', got "
+                             f"{self.certified_train_bounds!r}.")
         if self.adv_train and self.certified_train:
             raise ValueError("Choose one of `adv_train` (R-FGSM) and `certified_train` (IBP).")
         if self.export:
@@ -164,6 +168,8 @@ class Config:
         # identity of older runs, so an unfinished run started before it still resumes.
         identity["attack_limits"] = {k: v for k, v in identity["attack_limits"].items()
                                      if k == "pgd" or v is not None}
+        if identity["certified_train_bounds"] == "ibp":  # the default, as before it existed
+            del identity["certified_train_bounds"]
         if identity["input_edges"] is None:  # likewise for eq. 2 runs made before custom edges
             del identity["input_edges"]
         elif not isinstance(identity["input_edges"], str):

@@ -290,3 +290,15 @@ def test_one_bit_edges_from_data_certified_training(synthetic_mnist, tmp_path):
 def test_bad_input_edges_are_named(synthetic_mnist, tmp_path, edges, message):
     with pytest.raises(flags.ValidationError, match=message):
         run(bits=2, input_edges=edges, data_dir=synthetic_mnist, output_dir=str(tmp_path))
+
+
+def test_crown_ibp_certified_training(synthetic_mnist, tmp_path):
+    rec = run(bits=1, certified_train=True, certified_train_bounds="crown_ibp", train_eps="0.3",
+              epochs=2, data_dir=synthetic_mnist, output_dir=str(tmp_path / "crown"),
+              test_limit=40)
+    params = rec["adv_train_params"]
+    assert params["method"] == "ibp" and params["bounds"] == "crown_ibp"
+    assert params["crown_beta"] == [1.0, 0.0]
+    with pytest.raises((flags.ValidationError, ValueError), match="crown_ibp.*full-precision"):
+        run(bits=1, precision="binary", certified_train=True, certified_train_bounds="crown_ibp",
+            data_dir=synthetic_mnist, output_dir=str(tmp_path / "bnn"), test_limit=40)

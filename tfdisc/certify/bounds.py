@@ -29,8 +29,8 @@ import tensorflow as tf
 from tfdisc.certify import rules
 from tfdisc.certify.checks import UnsupportedLayerError, check_call_kwargs, check_dtype
 
-__all__ = ["UnsupportedLayerError", "check_model", "graph", "logit_bounds", "margin_upper",
-           "register_rule"]
+__all__ = ["UnsupportedLayerError", "chain", "check_model", "graph", "logit_bounds",
+           "margin_upper", "register_rule"]
 
 register_rule = rules.register  # tfdisc.certify.register_rule(MyLayer, MyRule())
 
@@ -95,6 +95,33 @@ def graph(model):
     Raises ``UnsupportedLayerError`` as the bounds do (see ``check_model``).
     """
     return _graph(model)
+
+
+def chain(model, what):
+    """``[(layer, rule, follows_input)]`` of a model whose layers form one chain, and the name of
+    its output layer (for back-substitution, ``tfdisc.certify.linear`` and ``crown_ibp``).
+
+    Raises:
+      NotImplementedError: a layer takes another input than the layer before (``what`` names
+        the caller: fall back to interval bounds).
+      UnsupportedLayerError: a layer without a bound rule.
+    """
+    edges, input_name, output_name = _graph(model)
+    out, prev = [], input_name
+    for layer, inbound in edges:
+        if inbound != [prev]:
+            raise NotImplementedError(
+                f"{what} need a chain of layers; layer {layer.name!r} takes {inbound} after "
+                f"{prev!r}; fall back to interval bounds.")
+        rule = rules.lookup(layer)
+        if rule is None:
+            raise UnsupportedLayerError(
+                f"Interval propagation does not support layer {layer.name!r} of type "
+                f"{type(layer).__name__}.")
+        rule.check(layer)
+        out.append((layer, rule, inbound == [input_name]))
+        prev = layer.name
+    return out, output_name
 
 
 def _interval(layer, rule, ivs, ctx):

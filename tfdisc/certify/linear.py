@@ -36,7 +36,6 @@ import tensorflow as tf
 from tfdisc.certify import bounds as bounds_lib
 from tfdisc.certify import box as box_lib
 from tfdisc.certify import rules
-from tfdisc.certify.checks import UnsupportedLayerError
 from tfdisc.certify.rules import base
 
 __all__ = ["DEFAULT_MAX_ROWS", "bounded_steps", "margin_lower", "margin_upper", "supports"]
@@ -130,23 +129,13 @@ def _tighten(chain, box, max_rows):
 
 def _chain(model, lower, upper, intermediate, max_rows):
     """[[step, input Interval, output Interval]] for the whole model (tightened bounds)."""
-    edges, input_name, output_name = bounds_lib.graph(model)
+    layers, output_name = bounds_lib.chain(model, "Linear bounds")
     ctx = rules.Context(exact=True, training=False)
     iv = rules.Interval(tf.constant(lower), tf.constant(upper))
     box = (lower.astype(np.float64), upper.astype(np.float64))
-    chain, prev = [], input_name
-    for layer, inbound in edges:
-        if inbound != [prev]:
-            raise NotImplementedError(
-                f"Linear bounds need a chain of layers; layer {layer.name!r} takes {inbound} "
-                f"after {prev!r}; fall back to interval bounds.")
-        rule = rules.lookup(layer)
-        if rule is None:
-            raise UnsupportedLayerError(
-                f"Interval propagation does not support layer {layer.name!r} of type "
-                f"{type(layer).__name__}.")
-        rule.check(layer)
-        ctx.follows_input = inbound == [input_name]
+    chain, prev = [], None
+    for layer, rule, follows_input in layers:
+        ctx.follows_input = follows_input
         for step in rule.linear(layer, [iv], ctx):
             if step.kind == "affine":
                 out = step.interval

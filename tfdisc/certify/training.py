@@ -28,8 +28,11 @@ import tensorflow as tf
 from tfdisc import checks as checks_lib
 from tfdisc.certify import bounds as bounds_lib
 from tfdisc.certify import box as box_lib
+from tfdisc.certify import crown_ibp
 
-__all__ = ["CertifiedTraining"]
+__all__ = ["BOUNDS", "CertifiedTraining"]
+
+BOUNDS = ("ibp", "crown_ibp")
 
 
 def _check_nonneg_int(value, name):
@@ -49,6 +52,11 @@ class CertifiedTraining(tf.keras.Model):
       ramp_steps: steps over which ε grows linearly to ``eps`` (and κ falls).
       kappa_end: final weight of the clean cross-entropy, in [0, 1].
       clip: valid input range.
+      bounds: ``"ibp"`` (interval bounds, default) or ``"crown_ibp"`` (Zhang et al.
+        2020: ``β·CROWN-IBP + (1 − β)·IBP`` margin bounds, β ramping from
+        ``crown_beta[0]`` to ``crown_beta[1]`` with ε; full-precision chains of
+        Dense/Conv2D/BatchNorm/ReLU only, ``tfdisc.certify.crown_ibp``).
+      crown_beta: ``(start, end)`` of β, each in [0, 1]; default (1, 0) as in the paper.
 
     Raises:
       ValueError: bad arguments; ``UnsupportedLayerError`` for a layer IBP
@@ -56,7 +64,7 @@ class CertifiedTraining(tf.keras.Model):
     """
 
     def __init__(self, model, eps, *, ramp_start=0, ramp_steps=1, kappa_end=0.5,
-                 clip=(0.0, 1.0), **kwargs):
+                 clip=(0.0, 1.0), bounds="ibp", crown_beta=(1.0, 0.0), **kwargs):
         kwargs.setdefault("name", f"{model.name}_ibp")
         super().__init__(**kwargs)
         self.inner = model
@@ -70,6 +78,20 @@ class CertifiedTraining(tf.keras.Model):
         self.clip = checks_lib.check_clip(clip)
         self.quantizer = box_lib.input_quantizer(model)
         bounds_lib.check_model(model)
+        if bounds not in BOUNDS:
+            raise ValueError(f"`bounds` must be one of {BOUNDS}, got {bounds!r}.")
+        if bounds == "crown_ibp" and not crown_ibp.supports(model):
+            raise ValueError(f"bounds='crown_ibp' needs a full-precision chain of Dense/Conv2D/"
+                             f"BatchNorm/ReLU layers; model {model.name!r} has another layer "
+                             f"(e.g. sign activations, pooling): use bounds='ibp' (interval "
+                             f"bounds).")
+        self.bounds = bounds
+        try:
+            self.crown_beta = tuple(float(b) for b in crown_beta)
+        except (TypeError, ValueError):
+            self.crown_beta = ()
+        if len(self.crown_beta) != 2 or not all(0.0 <= b <= 1.0 for b in self.crown_beta):
+            raise ValueError(f"`crown_beta` must be (start, end) in [0, 1], got {crown_beta!r}.")
         shape = model.output_shape
         self.num_classes = shape[-1] if isinstance(shape, tuple) and isinstance(
             shape[-1], int) else None
@@ -97,11 +119,21 @@ class CertifiedTraining(tf.keras.Model):
     def call(self, inputs, training=None):
         return self.inner(inputs, training=training)
 
+    def _ramp(self, step):
+        t = (tf.cast(step, tf.float32) - self.ramp_start) / float(self.ramp_steps)
+        return tf.clip_by_value(t, 0.0, 1.0)
+
     def schedule(self, step):
         """(ε, κ) at optimizer step ``step``."""
-        t = (tf.cast(step, tf.float32) - self.ramp_start) / float(self.ramp_steps)
-        t = tf.clip_by_value(t, 0.0, 1.0)
+        t = self._ramp(step)
         return self.eps * t, 1.0 - (1.0 - self.kappa_end) * t
+
+    def beta(self, step):
+        """Weight of the CROWN-IBP bound at ``step`` (0 with ``bounds="ibp"``)."""
+        if self.bounds != "crown_ibp":
+            return tf.constant(0.0)
+        start, end = self.crown_beta
+        return start + (end - start) * self._ramp(step)
 
     def _box(self, x, eps):
         if self.quantizer is None:
@@ -111,11 +143,15 @@ class CertifiedTraining(tf.keras.Model):
         lo, hi = box_lib.quantized_interval(self.quantizer, x, eps, self.clip)
         return lo, hi, point
 
-    def robust_loss(self, x, y, eps, training=True):
-        """Per-example IBP cross-entropy and whether each example is IBP-verified."""
+    def robust_loss(self, x, y, eps, training=True, beta=0.0):
+        """Per-example bound cross-entropy and whether each example is bound-verified: the
+        interval bounds, mixed with CROWN-IBP's by ``beta`` (``bounds="crown_ibp"``)."""
         lo, hi, point = self._box(x, eps)
         margins = bounds_lib.margin_upper(self.inner, lo, hi, y, exact=False, training=training,
                                           point=point)
+        if self.bounds == "crown_ibp":
+            crown = crown_ibp.margin_upper(self.inner, lo, hi, y, training=training, point=point)
+            margins = beta * crown + (1.0 - beta) * margins
         loss = tf.keras.losses.sparse_categorical_crossentropy(y, margins, from_logits=True)
         onehot = tf.one_hot(tf.cast(y, tf.int32), tf.shape(margins)[-1])
         verified = tf.reduce_all((margins < 0.0) | (onehot > 0), axis=-1)
@@ -175,7 +211,8 @@ class CertifiedTraining(tf.keras.Model):
         with tf.GradientTape() as tape:
             logits = self.inner(x, training=True)
             clean = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-            robust, verified = self.robust_loss(x, y, eps)
+            robust, verified = self.robust_loss(x, y, eps,
+                                                beta=self.beta(self.optimizer.iterations))
             loss = kappa * tf.reduce_mean(clean) + (1.0 - kappa) * tf.reduce_mean(robust)
             if self.inner.losses:
                 loss += tf.add_n(self.inner.losses)
@@ -190,7 +227,8 @@ class CertifiedTraining(tf.keras.Model):
     def test_step(self, data):
         x, y = self.check_batch(data)
         logits = self.inner(x, training=False)
-        _, verified = self.robust_loss(x, y, tf.constant(self.eps), training=False)
+        _, verified = self.robust_loss(x, y, tf.constant(self.eps), training=False,
+                                       beta=self.beta(self.optimizer.iterations))
         correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32))
         self._trackers["clean_accuracy"].update_state(tf.cast(correct, tf.float32))
         self._trackers["ibp_verified"].update_state(tf.cast(verified, tf.float32))
@@ -199,6 +237,10 @@ class CertifiedTraining(tf.keras.Model):
 
     def describe(self):
         """JSON-able record of the training method (for results.json)."""
-        return {"method": "ibp", "eps": self.eps, "ramp_start": self.ramp_start,
-                "ramp_steps": self.ramp_steps, "kappa": [1.0, self.kappa_end],
-                "reference": "Gowal et al. 2018, arXiv:1810.12715"}
+        rec = {"method": "ibp", "eps": self.eps, "ramp_start": self.ramp_start,
+               "ramp_steps": self.ramp_steps, "kappa": [1.0, self.kappa_end],
+               "bounds": self.bounds, "reference": "Gowal et al. 2018, arXiv:1810.12715"}
+        if self.bounds == "crown_ibp":
+            rec["crown_beta"] = list(self.crown_beta)
+            rec["reference"] += "; Zhang et al. 2020 (CROWN-IBP), arXiv:1906.06316"
+        return rec

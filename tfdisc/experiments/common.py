@@ -83,6 +83,9 @@ flags.DEFINE_string("train_eps", None,
 flags.DEFINE_bool("certified_train", False,
                   "Certified training: interval-bound (IBP) loss mixed with cross-entropy, ε ramp "
                   "(Gowal et al. 2018) to --train_eps (tfdisc.certify.CertifiedTraining).")
+flags.DEFINE_enum("certified_train_bounds", "ibp", ["ibp", "crown_ibp"],
+                  "Bounds of --certified_train: ibp (interval bounds) or crown_ibp (CROWN-IBP, "
+                  "Zhang et al. 2020; full-precision Dense/Conv2D/BatchNorm/ReLU chains).")
 flags.DEFINE_bool("certify", False, "Certify the test set at every --epsilons "
                   "(tfdisc.certify): results.json gets a `certified` block.")
 flags.DEFINE_enum("certify_method", "auto", ["auto", "exact", "branch"],
@@ -284,7 +287,8 @@ def config(dataset, *, top_k=(1,)):
         export_float_weights=export_cli.options()["float_weights"],
         certify_limit=FLAGS.certify_test_limit, certify_method=FLAGS.certify_method,
         certify_solver=FLAGS.certify_solver, certify_time_limit=FLAGS.certify_time_limit,
-        certified_train=FLAGS.certified_train, input_edges=input_edges())
+        certified_train=FLAGS.certified_train, input_edges=input_edges(),
+        certified_train_bounds=FLAGS.certified_train_bounds)
     try:
         return pipeline.Config(**kwargs)
     except ValueError as e:

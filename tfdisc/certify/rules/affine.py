@@ -98,6 +98,12 @@ class DenseRule(base.BoundRule):
             return tf.tensordot(t, w, axes=[[1], [0]])
 
         pre = ctx.affine(iv, apply, w32, bias, int(w32.shape[0]))  # as `interval`, before act
+        if not ctx.exact:  # certified training (CROWN-IBP): plain float32, differentiable
+            wt = ctx.cast(w32)
+            steps = [base.LinearStep("affine", back=lambda a: tf.einsum("bko,io->bki", a, wt),
+                                     bias=None if bias is None else ctx.cast(bias),
+                                     interval=pre)]
+            return steps + ([base.LinearStep("relu")] if act == "relu" else [])
         w = np.asarray(w32, np.float64)
         b = None if bias is None else np.asarray(bias, np.float64)
         mag = np.maximum(np.abs(iv.lower.numpy()), np.abs(iv.upper.numpy())).astype(np.float64)
@@ -213,13 +219,29 @@ class Conv2DRule(base.BoundRule):
 
         fan_in = 16 * int(np.prod(w32.shape[:3]))  # as `interval`: room for oneDNN's algorithms
         pre = ctx.affine(iv, apply, w32, bias, fan_in)
+        in_shape = [int(d) for d in iv.lower.shape[1:]]
+        if not ctx.exact:  # certified training (CROWN-IBP): plain float32, differentiable
+            wt = ctx.cast(w32)
+
+            def back_tf(a):
+                rows = tf.shape(a)[:2]
+                flat = tf.reshape(a, tf.concat([[-1], tf.shape(a)[2:]], 0))
+                out = tf.nn.conv2d_transpose(flat, wt, tf.concat([[tf.shape(flat)[0]], in_shape],
+                                                                 0),
+                                             strides=layer.strides, padding=padding,
+                                             dilations=layer.dilation_rate)
+                return tf.reshape(out, tf.concat([rows, in_shape], 0))
+
+            steps = [base.LinearStep("affine", back=back_tf,
+                                     bias=None if bias is None else ctx.cast(bias),
+                                     interval=pre)]
+            return steps + ([base.LinearStep("relu")] if act == "relu" else [])
         w = tf.constant(np.asarray(w32, np.float64))
         b = None if bias is None else np.asarray(bias, np.float64)
         mag = tf.maximum(tf.abs(iv.lower), tf.abs(iv.upper))
         s = apply(tf.cast(mag, tf.float64), tf.abs(w)).numpy()
         s = s + (0.0 if b is None else np.abs(b))
         error = base.linear_error(s, fan_in, int(np.prod(s.shape[1:])))
-        in_shape = [int(d) for d in iv.lower.shape[1:]]
 
         def back(a):
             flat = a.reshape((-1,) + a.shape[2:])
@@ -244,14 +266,10 @@ class BatchNormRule(base.BoundRule):
     """``BatchNormalization`` over the last axis: moving statistics at inference, the clean
     point's batch statistics in certified training."""
 
-    def interval(self, layer, inputs, ctx):
-        iv = inputs[0]
-        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    @staticmethod
+    def _affine(layer, iv, ctx, with_mean=False):
+        """``out = in·scale + shift`` with the statistics of the mode (and the mean used)."""
         rank = iv.lower.shape.rank
-        axes = [a % rank for a in axes]
-        if axes != [rank - 1]:
-            raise checks.UnsupportedLayerError(
-                f"Layer {layer.name!r}: batch norm over axes {layer.axis} (last axis only).")
         if ctx.training and iv.point is not None:
             mean, var = tf.nn.moments(iv.point, axes=list(range(rank - 1)))
         else:
@@ -262,6 +280,17 @@ class BatchNormRule(base.BoundRule):
         shift = -mean * scale
         if layer.beta is not None:
             shift = shift + ctx.cast(layer.beta)
+        return (mean, scale, shift) if with_mean else (scale, shift)
+
+    def interval(self, layer, inputs, ctx):
+        iv = inputs[0]
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        rank = iv.lower.shape.rank
+        axes = [a % rank for a in axes]
+        if axes != [rank - 1]:
+            raise checks.UnsupportedLayerError(
+                f"Layer {layer.name!r}: batch norm over axes {layer.axis} (last axis only).")
+        mean, scale, shift = self._affine(layer, iv, ctx, with_mean=True)
         centre = (iv.upper + iv.lower) / 2.0
         radius = (iv.upper - iv.lower) / 2.0
         mid = centre * scale + shift
@@ -276,6 +305,10 @@ class BatchNormRule(base.BoundRule):
 
     def linear(self, layer, inputs, ctx):
         out = self.interval(layer, inputs, ctx)  # checks the axis
+        if not ctx.exact:  # certified training (CROWN-IBP): the statistics `interval` used
+            scale, shift = self._affine(layer, inputs[0], ctx)
+            return [base.LinearStep("affine", back=lambda a: a * scale, bias=shift,
+                                    interval=out)]
         if ctx.training:
             raise NotImplementedError(self._missing(layer, "linear") + " (training statistics)")
         iv = inputs[0]

@@ -56,8 +56,13 @@ class MonotoneRule(base.BoundRule):
                 return [base.LinearStep("relu")]
         elif isinstance(layer, (tf.keras.layers.Flatten, tf.keras.layers.Reshape)):
             in_shape = tuple(int(d) for d in inputs[0].lower.shape[1:])
-            return [base.LinearStep("affine", back=lambda a: a.reshape(a.shape[:2] + in_shape),
-                                    interval=inputs[0].map(layer))]
+
+            def back(a):  # numpy (exact mode) or TF (certified training) coefficients
+                if tf.is_tensor(a):
+                    return tf.reshape(a, tf.concat([tf.shape(a)[:2], in_shape], 0))
+                return a.reshape(a.shape[:2] + in_shape)
+
+            return [base.LinearStep("affine", back=back, interval=inputs[0].map(layer))]
         raise NotImplementedError(self._missing(layer, "linear"))  # max pooling, capped ReLU
 
 
