@@ -117,6 +117,22 @@ def test_crown_ibp_in_training_uses_batch_statistics_and_trains():
     logits = model(x, training=True).numpy()
     margins = logits - logits[np.arange(len(y)), y][:, None]
     np.testing.assert_allclose(crown, margins, atol=1e-3)
+    # β = 0 (or ε = 0) is the IBP loss, β = 1 the CROWN-IBP loss.
+    xs = tf.constant(x)
+    lo, hi, pt = trainer._box(xs, 0.2)  # pylint: disable=protected-access
+    bounds = {"ibp": bounds_lib.margin_upper(model, lo, hi, y, exact=False, training=True,
+                                             point=pt),
+              "crown": crown_ibp.margin_upper(model, lo, hi, y, training=True, point=pt)}
+    for beta, eps, want in ((0.0, 0.2, "ibp"), (1.0, 0.2, "crown"), (1.0, 0.0, None)):
+        loss, _ = trainer.robust_loss(xs, y, eps, beta=beta)
+        if want is None:
+            lo0, hi0, pt0 = trainer._box(xs, 0.0)  # pylint: disable=protected-access
+            ref = bounds_lib.margin_upper(model, lo0, hi0, y, exact=False, training=True,
+                                          point=pt0)
+        else:
+            ref = bounds[want]
+        expected = tf.keras.losses.sparse_categorical_crossentropy(y, ref, from_logits=True)
+        np.testing.assert_allclose(loss.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_crown_ibp_refuses_bnns_and_names_the_layer():
