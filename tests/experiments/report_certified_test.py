@@ -46,6 +46,13 @@ def test_violation_is_flagged():
     assert "**SOUNDNESS VIOLATION**" in text and "ε=0.1" in text
 
 
+def test_re_evaluated_run_names_its_weights():
+    rec = ibp_run()
+    rec.update(epochs=0, train_seconds=0.0, init_from="../../runs/mnist/fcn2_full_1b_ibp0.3")
+    text = report.section_certified_training([rec])
+    assert "weights of `fcn2_full_1b_ibp0.3` (see notes)" in text and "0 min" not in text
+
+
 def test_eq2_ibp_run_and_no_run():
     text = report.section_certified_training([ibp_run(edges=None, bits=2)])
     assert "2-bit, eq. 2" in text

@@ -6,6 +6,8 @@ they stay out of the paper's tables (``report_common.paper_setting``). Each row 
 model, quantizer, model, schedule and training time; the best attack on the same images bounds
 the certified number from above, and a certified number above it is flagged.
 """
+import os
+
 from tfdisc.experiments.report_bracket import bracket, describe_certified, fmt_best
 from tfdisc.experiments.report_common import DATASET_NAMES, eps_label, eps_value, fmt
 
@@ -82,7 +84,7 @@ def section_certified_training(records):
             lines.append(
                 f"| `{rec['_path']}` | {rec['model']} {rec['precision']} | "
                 f"{quantizer_text(rec)} | {eps_label(params['eps'], rec['dataset'])} | "
-                f"{rec.get('epochs')}, {_minutes(rec.get('train_seconds'))} | "
+                f"{_training(rec)} | "
                 f"{fmt(100.0 * rec['clean_accuracy'])} | {eps_label(e, rec['dataset'])} | "
                 f"**{fmt(b['certified'])}** (first {cert.get('examples')}) | {fmt(decided)} | "
                 f"{fmt_best(b)} | {anchors} |")
@@ -94,6 +96,13 @@ def section_certified_training(records):
                 "Zero violations: on every row, certified ≤ every recorded attack's accuracy on "
                 "the same images.")
     return "\n\n".join(text)
+
+
+def _training(rec):
+    """Epochs and training time, or which saved model an evaluation-only run re-evaluated."""
+    if rec.get("init_from") and not rec.get("epochs"):
+        return f"weights of `{os.path.basename(str(rec['init_from']).rstrip('/'))}` (see notes)"
+    return f"{rec.get('epochs')}, {_minutes(rec.get('train_seconds'))}"
 
 
 def _minutes(seconds):
