@@ -51,6 +51,7 @@ def test_re_evaluated_run_names_its_weights():
     rec.update(epochs=0, train_seconds=0.0, init_from="../../runs/mnist/fcn2_full_1b_ibp0.3")
     text = report.section_certified_training([rec])
     assert "weights of `fcn2_full_1b_ibp0.3` (see notes)" in text and "0 min" not in text
+    assert "weights trained elsewhere" in text and "ramp from step" not in text
 
 
 def test_eq2_ibp_run_and_no_run():

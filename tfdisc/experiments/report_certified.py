@@ -111,6 +111,9 @@ def _minutes(seconds):
 
 def _schedule(rec):
     p = rec["adv_train_params"]
+    if rec.get("init_from") and not rec.get("epochs"):  # no training in this run
+        return (f"weights trained elsewhere, {p.get('bounds', 'ibp')} bounds to ε "
+                f"{p.get('eps'):g} (their schedule: see notes)")
     parts = [f"IBP loss κ·CE + (1 − κ)·CE(bound), κ {p.get('kappa')}",
              f"ε ramp from step {p.get('ramp_start')} over {p.get('ramp_steps')} steps"]
     if rec.get("schedule"):
