@@ -39,8 +39,7 @@ class BitDepthQuantization(tf.keras.layers.Layer):
         self.bits = quantize.check_bits(bits)
         self.value_range = quantize.check_value_range(value_range)
         self.gradient = quantize.check_gradient(gradient)
-        edges = quantize.check_edges(edges, self.bits)
-        self.edges = None if edges == quantize.eq2_edges(self.bits) else edges
+        self.edges = quantize.custom_edges(edges, self.bits)
 
     @property
     def precision(self):

@@ -194,9 +194,9 @@ def check_saved_model(saved, what, *, model, precision, bits, edges=None):
             f"{saved_bits[0]}, or train a model with bits={bits}.")
     saved_edges = {layer.edges for layer in saved.layers
                    if isinstance(layer, layers.BitDepthQuantization)}
-    edges = None if edges is None or tuple(edges) == quantize.eq2_edges(bits) else tuple(edges)
+    edges = quantize.custom_edges(edges, bits)
     if saved_edges and saved_edges != {edges}:
-        (theirs,) = saved_edges if len(saved_edges) == 1 else (sorted(map(str, saved_edges)),)
+        theirs = next(iter(saved_edges)) if len(saved_edges) == 1 else sorted(saved_edges, key=str)
         raise ValueError(
             f"{what} quantizes its input with bin edges {_edges_text(theirs)}, but this run "
             f"has {_edges_text(edges)}: it would evaluate weights trained for another "

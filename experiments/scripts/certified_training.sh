@@ -12,6 +12,7 @@
 #   ONLY=name,name runs just those entries; results go to experiments/results/certified_training.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+. experiments/scripts/run_lib.sh
 RUNS=${1:-runs}/certified_training
 DATA=${DATA:-../shared/datasets/mnist}
 RESULTS=${RESULTS:-experiments/results/certified_training}
@@ -22,15 +23,9 @@ COMMON="--certified_train --certify --certify_time_limit=${TIME_LIMIT:-1} --epoc
 run() {  # name, flags...
   local name=$1; shift
   if [ -e "$RESULTS/$name/results.json" ]; then echo "skip $name"; return; fi
-  echo "=== $name $(date -u +%H:%M:%S)"
   # shellcheck disable=SC2086  # COMMON is a list of flags
-  if python -m tfdisc.experiments.mnist $COMMON "$@" --output_dir="$RUNS/$name" \
-      > "$RUNS/$name.log" 2>&1; then
-    python experiments/scripts/rebase_results.py "$RUNS/$name" "$RESULTS/$name"
-    grep -A8 "^mnist " "$RUNS/$name.log"
-  else
-    echo "FAILED $name (see $RUNS/$name.log)"
-  fi
+  run_binary mnist "$name" "$RUNS/$name" "$RESULTS/$name" $COMMON "$@" \
+    && grep -A8 "^mnist " "$RUNS/$name.log"
 }
 mkdir -p "$RUNS"
 RUN_LIST=(

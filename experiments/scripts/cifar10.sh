@@ -21,6 +21,7 @@
 # images, so the two sets are not mixed).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+. experiments/scripts/run_lib.sh
 RUNS=${1:-runs}/cifar10
 DATA=${DATA:-../shared/datasets/cifar10}
 RESULTS=${RESULTS:-experiments/results/cifar10}
@@ -41,14 +42,9 @@ run() {  # name, flags...
         grep -qs '"autoattack"' "$RESULTS/$name/results.json"; }; then
     echo "skip $name"; exec {lock}>&-; return
   fi
-  echo "=== $name $(date -u +%H:%M:%S)"
-  if python -m tfdisc.experiments.cifar $COMMON "$@" --output_dir="$RUNS/$name" \
-      > "$RUNS/$name.log" 2>&1; then
-    python experiments/scripts/rebase_results.py "$RUNS/$name" "$RESULTS/$name"
-    grep -A12 "^cifar10 " "$RUNS/$name.log"
-  else
-    echo "FAILED $name"
-  fi
+  # shellcheck disable=SC2086  # COMMON is a list of flags
+  run_binary cifar "$name" "$RUNS/$name" "$RESULTS/$name" $COMMON "$@" \
+    && grep -A12 "^cifar10 " "$RUNS/$name.log"
   exec {lock}>&-
 }
 mkdir -p "$RUNS"

@@ -6,6 +6,7 @@
 # A committed row made from other weights than RUNS_DIR's full-2b model is re-made.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+. experiments/scripts/run_lib.sh
 RUNS=${1:-runs}/cifar10
 DATA=${DATA:-../shared/datasets/cifar10}
 RESULTS=experiments/results/cifar10
@@ -20,11 +21,9 @@ a, b = (json.load(open(f"{d}/results.json")) for d in sys.argv[1:])
 sys.exit(0 if a["clean_accuracy"] == b["clean_accuracy"] else 1)
 PY
   then echo "skip $name"; return; fi
-  echo "=== $name $(date -u +%H:%M:%S)"
-  python -m tfdisc.experiments.cifar $COMMON "$@" --output_dir="$RUNS/$name" \
-    > "$RUNS/$name.log" 2>&1 || { echo "FAILED $name"; return; }
-  python experiments/scripts/rebase_results.py "$RUNS/$name" "$RESULTS/$name"
-  grep -A12 "^cifar10 " "$RUNS/$name.log"
+  # shellcheck disable=SC2086  # COMMON is a list of flags
+  run_binary cifar "$name" "$RUNS/$name" "$RESULTS/$name" $COMMON "$@" \
+    && grep -A12 "^cifar10 " "$RUNS/$name.log"
 }
 run alexnet_cifar_full_2b_gradient_none --precision=full --bits=2 --gradient=none --attack=fgsm,pgd \
   --init_from="$RUNS/$SOURCE"

@@ -11,6 +11,7 @@
 # committed results.json already has an `autoattack` entry is skipped.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+. experiments/scripts/run_lib.sh
 RUNS=${1:-runs}/mnist
 DATA=${DATA:-../shared/datasets/mnist}
 RESULTS=experiments/results/mnist
@@ -23,11 +24,9 @@ SRC=$RUNS/fcn2_full_8b
 run() {  # name, flags...
   local name=$1; shift
   if grep -qs '"autoattack"' "$RESULTS/fcn2/$name/results.json"; then echo "skip $name"; return; fi
-  echo "=== $name $(date -u +%H:%M:%S)"
-  python -m tfdisc.experiments.mnist $COMMON "$@" --output_dir="$RUNS/$name" \
-    > "$RUNS/$name.log" 2>&1 || { echo "FAILED $name"; return; }
-  python experiments/scripts/rebase_results.py "$RUNS/$name" "$RESULTS/fcn2/$name"
-  tail -8 "$RUNS/$name.log"
+  # shellcheck disable=SC2086  # COMMON is a list of flags
+  run_binary mnist "$name" "$RUNS/$name" "$RESULTS/fcn2/$name" $COMMON "$@" \
+    && tail -8 "$RUNS/$name.log"
 }
 mkdir -p "$RUNS"
 # (a) Tables IV/V style, Figs. 4b/5b: {full, binary} x {8, 4, 2}, FGSM and PGD; transfer from full-8b.

@@ -21,7 +21,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfdisc import checks as checks_lib
-from tfdisc import quantize
 from tfdisc.layers import BitDepthQuantization
 
 __all__ = ["Box", "check_labels", "input_box", "input_quantizer", "interval", "jitter",
@@ -269,9 +268,7 @@ def quantized_interval(layer, x, eps, clip=(0.0, 1.0)):
     Same box as ``input_box`` (for float images), for use inside a training step.
     """
     lo, hi = interval_tensor(x, eps, clip, layer.value_range)
-    kwargs = dict(value_range=layer.value_range, edges=layer.edges, gradient="none")
-    return (quantize.bit_depth(lo, layer.bits, **kwargs),
-            quantize.bit_depth(hi, layer.bits, **kwargs))
+    return layer.quantize(lo, gradient="none"), layer.quantize(hi, gradient="none")
 
 
 def realize(box, index, bins):

@@ -98,9 +98,14 @@ def section_certified_training(records):
     return "\n\n".join(text)
 
 
+def _re_evaluated(rec):
+    """Whether the run only evaluated saved weights (``--init_from``, no epochs)."""
+    return bool(rec.get("init_from")) and not rec.get("epochs")
+
+
 def _training(rec):
     """Epochs and training time, or which saved model an evaluation-only run re-evaluated."""
-    if rec.get("init_from") and not rec.get("epochs"):
+    if _re_evaluated(rec):
         return f"weights of `{os.path.basename(str(rec['init_from']).rstrip('/'))}` (see notes)"
     return f"{rec.get('epochs')}, {_minutes(rec.get('train_seconds'))}"
 
@@ -111,7 +116,7 @@ def _minutes(seconds):
 
 def _schedule(rec):
     p = rec["adv_train_params"]
-    if rec.get("init_from") and not rec.get("epochs"):  # no training in this run
+    if _re_evaluated(rec):  # no training in this run
         return (f"weights trained elsewhere, {p.get('bounds', 'ibp')} bounds to ε "
                 f"{p.get('eps'):g} (their schedule: see notes)")
     parts = [f"IBP loss κ·CE + (1 − κ)·CE(bound), κ {p.get('kappa')}",
