@@ -165,7 +165,7 @@ def transfer(source_model, target_model, dataset, epsilons, attack="fgsm", **kwa
 
 
 def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0),
-          attack_model=None, strategy=None, **params):
+          attack_model=None, strategy=None, keep_adversarial=0, **params):
     """The general ε sweep behind ``robustness`` and ``transfer``.
 
     Args:
@@ -175,6 +175,9 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
         batch is split across its replicas (and workers), each attacks and
         counts its share, and the counts are summed across all of them. Give
         every worker the same (unsharded) dataset of global batches.
+      keep_adversarial: keep the adversarial images of the first this many
+        examples (e.g. candidate counterexamples for ``tfdisc.certify.sweep``);
+        not under a ``strategy``.
       Other arguments as ``robustness``.
 
     Returns:
@@ -185,7 +188,8 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
       not robustness. An ensemble (``autoattack``) run white-box also gives
       ``"stages"``: component → ``{eps: accuracy}``, the top-1 accuracy after
       each component in the order run (cumulative, on the same images; the
-      last is the ensemble's, up to argmax ties).
+      last is the ensemble's, up to argmax ties). With ``keep_adversarial``:
+      ``"adversarial"``: ``{eps: float32 images}`` of those examples, ε > 0.
 
     Progress: the batches are logged (absl INFO: the first, then at most every
     10 s, and the total at the end) with the examples done and the time taken.
@@ -200,6 +204,12 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
     # Components are recorded white-box only: in transfer their masks are the source's.
     stages = attack.stage_names(attack_model) if attack_model is model else ()
     progress = _Progress(attack.name, dataset)
+    if (isinstance(keep_adversarial, bool) or not isinstance(keep_adversarial, numbers.Integral)
+            or keep_adversarial < 0):
+        raise ValueError(f"`keep_adversarial` must be an int >= 0, got {keep_adversarial!r}.")
+    if keep_adversarial and strategy is not None:
+        raise ValueError("`keep_adversarial` is not supported under a `strategy`.")
+    kept = {e: [] for e in eps_list if e != 0.0}
     if strategy is not None and attack.graph_safe:  # eager attacks run whole on every worker
         return _distributed_sweep(strategy, model, attack_model, dataset, eps_list, attack,
                                   params, clip, ks, num_classes, stages, progress)
@@ -216,9 +226,13 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
         zero_grad += int(tf.reduce_sum(tf.cast(
             tf.reduce_all(tf.equal(tf.reshape(grad, [tf.shape(grad)[0], -1]), 0.0), axis=1),
             tf.int64)))
+        keep = max(0, min(int(y.shape[0]), keep_adversarial - total))
         if attack.reuses_gradient:
             correct += _fgsm_correct(model, x, y, tf.sign(grad),
                                      tf.constant(eps_list, tf.float32), ks_tensor, clip).numpy()
+            for e in kept if keep else ():
+                kept[e].append(attacks_lib.perturb(x[:keep], tf.sign(grad[:keep]), e,
+                                                   clip).numpy())
         else:
             for i, eps in enumerate(eps_list):
                 if eps == 0.0:
@@ -229,10 +243,16 @@ def sweep(model, dataset, epsilons, attack="fgsm", *, top_k=(1,), clip=(0.0, 1.0
                 else:
                     x_adv = attack.graph(attack_model, x, y, eps, clip, **params)
                 correct[i] += _correct(model, x_adv, y, ks_tensor).numpy()
+                if keep and eps != 0.0:
+                    kept[eps].append(np.asarray(x_adv[:keep], np.float32))
         total += int(y.shape[0])
         progress.batch(total)
     progress.done(total)
-    return _result(correct, zero_grad, total, eps_list, ks, stages, stage_counts)
+    result = _result(correct, zero_grad, total, eps_list, ks, stages, stage_counts)
+    if keep_adversarial:
+        result["adversarial"] = {e: np.concatenate(v) if v else np.zeros((0,) + tuple(
+            model.input_shape[1:]), np.float32) for e, v in kept.items()}
+    return result
 
 
 class _Progress:

@@ -17,6 +17,7 @@ import shutil
 import time
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 from tfdisc import data as data_lib
@@ -167,13 +168,18 @@ def train(model, cfg, x_train, y_train, callbacks=(), strategy=None):
 
 
 def evaluate_attacks(model, cfg, x_test, y_test, *, attack_model=None, top_k=None,
-                     attacks=None, strategy=None):
+                     attacks=None, strategy=None, adversarial=None, prefix=""):
     """Runs every attack of ``cfg`` on the test arrays; returns ``{name: attacks entry}``.
 
-    Under ``strategy`` every batch is split across its replicas and workers.
+    Under ``strategy`` every batch is split across its replicas and workers. Given a dict
+    ``adversarial`` (and no strategy), each attack's adversarial images of the examples
+    ``--certify`` checks go into it as ``{prefix + name: {eps: images}}``: the certifier's
+    candidate counterexamples.
     """
     top_k = cfg.top_k if top_k is None else top_k
     entries = {}
+    keep_total = (0 if adversarial is None or strategy is not None or not cfg.certify
+                  else len(y_test) if not cfg.certify_limit else cfg.certify_limit)
     for name in attacks or cfg.attacks:
         limit = cfg.attack_limits.get(name)
         params = cfg.attack_params.get(name, {})
@@ -187,8 +193,14 @@ def evaluate_attacks(model, cfg, x_test, y_test, *, attack_model=None, top_k=Non
             test = data_lib.from_arrays(x_test[lo:hi], y_test[lo:hi],
                                         batch_size=global_batch(cfg.eval_batch_size, strategy))
             parts.append(evaluate.sweep(model, test, cfg.epsilons, name, top_k=top_k,
-                                        attack_model=attack_model, strategy=strategy, **params))
+                                        attack_model=attack_model, strategy=strategy,
+                                        keep_adversarial=max(0, min(keep_total, hi) - lo),
+                                        **params))
             lo = hi
+        if keep_total:
+            kept = [p.pop("adversarial") for p in parts if "adversarial" in p]
+            adversarial[prefix + name] = {e: np.concatenate([k[e] for k in kept])
+                                          for e in (kept[0] if kept else {})}
         result = _merge_sweeps(parts)
         entries[name] = results.attack_entry(
             evaluate.attack_record(name, attack_model or model, **params), result,
@@ -226,10 +238,13 @@ def _merge_sweeps(parts):
     return merged
 
 
-def transfer_check(model, source, source_path, cfg, x_test, y_test, output_dir, strategy=None):
-    """Black-box transfer from ``source`` with the primary attack; the ``transfer`` block."""
+def transfer_check(model, source, source_path, cfg, x_test, y_test, output_dir, strategy=None,
+                   adversarial=None):
+    """Black-box transfer from ``source`` with the primary attack; the ``transfer`` block.
+    ``adversarial``: as ``evaluate_attacks`` (under ``transfer:``)."""
     t = evaluate_attacks(model, cfg, x_test, y_test, attack_model=source, top_k=(1,),
-                         attacks=cfg.attacks[:1], strategy=strategy)[cfg.attacks[0]]
+                         attacks=cfg.attacks[:1], strategy=strategy, adversarial=adversarial,
+                         prefix="transfer:")[cfg.attacks[0]]
     return {
         "source": results.portable_path(source_path, output_dir),
         "source_model": source.name,
@@ -245,28 +260,34 @@ def transfer_check(model, source, source_path, cfg, x_test, y_test, output_dir, 
     }
 
 
-def masking_check(model, cfg, x_test, y_test, strategy=None):
+def masking_check(model, cfg, x_test, y_test, strategy=None, adversarial=None):
     """For a ``gradient="none"`` model: the same weights attacked straight-through.
 
     The zero gradient of floor only masks gradients; this records what a real
-    attacker gets. Returns None for straight-through models.
+    attacker gets. Returns None for straight-through models. ``adversarial``: as
+    ``evaluate_attacks`` (under ``straight_through:``; the twin computes what the
+    model computes, so its images are the model's candidates too).
     """
     if evaluate.quantizer_gradient(model) != "none":
         return None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         twin = evaluate.straight_through_twin(model)
-    return evaluate_attacks(twin, cfg, x_test, y_test, top_k=(1,), strategy=strategy)
+    return evaluate_attacks(twin, cfg, x_test, y_test, top_k=(1,), strategy=strategy,
+                            adversarial=adversarial, prefix="straight_through:")
 
 
-def certify_test_set(model, cfg, x_test, y_test):
-    """The ``certified`` block: certified accuracy per ε (``tfdisc.certify.sweep``)."""
+def certify_test_set(model, cfg, x_test, y_test, candidates=None):
+    """The ``certified`` block: certified accuracy per ε (``tfdisc.certify.sweep``), with the
+    attacks' adversarial images (``evaluate_attacks``'s ``adversarial``) as candidate
+    counterexamples."""
     from tfdisc import certify  # pylint: disable=import-outside-toplevel
 
     limit = cfg.certify_limit
     test = data_lib.from_arrays(x_test[:limit], y_test[:limit], batch_size=cfg.eval_batch_size)
     start = time.time()
     block = certify.sweep(model, test, cfg.epsilons, method=cfg.certify_method,
-                          solver=cfg.certify_solver, time_limit=cfg.certify_time_limit)
+                          solver=cfg.certify_solver, time_limit=cfg.certify_time_limit,
+                          candidates=candidates or None)
     block["seconds"] = round(time.time() - start, 2)
     return {k: ({results.epsilon_key(e): v for e, v in val.items()} if isinstance(val, dict)
                 and all(isinstance(e, float) for e in val) else val)
@@ -419,11 +440,15 @@ def run(cfg, output_dir, *, command=None, callbacks=None, strategy=None):
         save_model(model, write_dir)
 
     start = time.time()
-    entries = evaluate_attacks(model, cfg, x_test, y_test, strategy=strategy)
+    adversarial = {}  # the attacks' images of the examples --certify checks
+    entries = evaluate_attacks(model, cfg, x_test, y_test, strategy=strategy,
+                               adversarial=adversarial)
     transfer = (transfer_check(model, source, cfg.transfer_from, cfg, x_test, y_test,
-                               output_dir, strategy) if source is not None else None)
-    masked = masking_check(model, cfg, x_test, y_test, strategy)
-    certified = certify_test_set(model, cfg, x_test, y_test) if cfg.certify else None
+                               output_dir, strategy, adversarial) if source is not None else None)
+    masked = masking_check(model, cfg, x_test, y_test, strategy, adversarial)
+    certified = (certify_test_set(model, cfg, x_test, y_test, adversarial) if cfg.certify
+                 else None)
+    del adversarial
     eval_seconds = time.time() - start
 
     rec = record(cfg, model, entries, output_dir=output_dir, train_seconds=train_seconds,

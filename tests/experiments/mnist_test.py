@@ -68,9 +68,14 @@ def test_search_and_certify_limits_record_like_with_like(synthetic_mnist, tmp_pa
     assert set(first["adversarial_accuracy"]) == {"0.1", "0.2", "0.3"}
     assert "prefixes" not in qs and "seconds" not in rec["attack_params"]
     assert fgsm["seconds"] >= 0 and rec["certified"]["seconds"] >= 0
+    cert = rec["certified"]
+    assert cert["method"]["candidates"] == ["fgsm", "quantized_search"]
     for key in ("0.1", "0.2", "0.3"):  # certified ≤ any attack on the same images
-        assert rec["certified"]["certified"][key] <= min(
-            first["adversarial_accuracy"][key], qs["adversarial_accuracy"][key])
+        best = min(first["adversarial_accuracy"][key], qs["adversarial_accuracy"][key])
+        assert cert["certified"][key] <= best
+        # Every attack success on those images is one of the certifier's counterexamples.
+        assert 1.0 - cert["counterexample"][key] <= best + 1e-9
+        assert sum(cert["decided_by"][key].values()) == 20
 
 
 def test_autoattack_limit_applies_to_the_family_only(synthetic_mnist, tmp_path):

@@ -24,7 +24,7 @@ from tfdisc import checks as checks_lib
 from tfdisc.layers import BitDepthQuantization
 
 __all__ = ["Box", "check_labels", "input_box", "input_quantizer", "interval", "jitter",
-           "level_interval", "levels", "lowest_intensity", "realize"]
+           "into_ball", "level_interval", "levels", "lowest_intensity", "realize"]
 
 _F32_EPS = float(np.finfo(np.float32).eps)
 
@@ -325,3 +325,40 @@ def realize(box, index, bins):
     if np.any(np.isnan(result)):
         return None
     return result.astype(box.x.dtype)
+
+
+def into_ball(box, index, image):
+    """``image`` moved into example ``index``'s ε-ball and clip range, or None.
+
+    A float image off the ball or clip range by no more than float rounding (a few
+    ulps, as an attack's ``x + ε·sign(g)`` computed in float32 can be) is moved
+    inside, pixel by pixel toward ``x``, in the image's own dtype; one further off,
+    or not finite, gives None. An integer image must lie inside as it is.
+    """
+    x = box.x[index]
+    image = np.asarray(image)
+    if image.shape != x.shape or image.dtype != x.dtype:
+        return None
+    if box.integer:
+        scale = 255.0 / (box.layer.value_range[1] - box.layer.value_range[0])
+        diff = np.abs(image.astype(np.float64) - x.astype(np.float64))
+        inside = (np.all(diff <= box.eps * scale + 1e-9) and image.min() >= 0
+                  and image.max() <= 255)
+        return image if inside else None
+    if not np.all(np.isfinite(image)):
+        return None
+    x64, img64 = x.astype(np.float64), image.astype(np.float64)
+    lo, hi = x64 - box.eps, x64 + box.eps
+    if box.clip is not None:
+        lo, hi = np.maximum(lo, box.clip[0]), np.minimum(hi, box.clip[1])
+    tol = 8.0 * float(np.finfo(x.dtype).eps) * np.maximum(1.0, np.abs(x64))
+    if np.any(img64 < lo - tol) or np.any(img64 > hi + tol):
+        return None
+    moved = np.clip(img64, lo, hi).astype(x.dtype)
+    for _ in range(8):  # the cast may round just outside: step toward x (inside the ball)
+        m64 = moved.astype(np.float64)
+        out = (m64 < lo) | (m64 > hi)
+        if not out.any():
+            return moved
+        moved = np.where(out, np.nextafter(moved, x), moved)
+    return None

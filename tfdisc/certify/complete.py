@@ -39,6 +39,7 @@ import tensorflow as tf
 from tfdisc import checks as checks_lib
 from tfdisc.certify import bounds as bounds_lib
 from tfdisc.certify import box as box_lib
+from tfdisc.certify import candidates as candidates_lib
 from tfdisc.certify import exact as exact_lib
 from tfdisc.certify import search as search_lib
 
@@ -62,7 +63,8 @@ class Certificate:
       counterexamples: {example index: image} for every ``counterexample``.
       num_free: free pixels per example.
       decided_by: numpy array of strings: ``clean``, ``point`` (a single
-        reachable input, run on the model), ``ibp``, ``search``,
+        reachable input, run on the model), ``ibp``, ``attack:<name>`` (a
+        given candidate image, see ``certify``'s ``candidates``), ``search``,
         ``enumeration``, ``branch``, ``exact`` or ``none``.
       nodes: branch-and-bound nodes evaluated per example.
       seconds: time spent by the exact verifier per example.
@@ -271,7 +273,8 @@ def _branch(model, box, y, rows, cert, *, max_nodes, enumerate_max, node_batch):
 def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMPLETE_MAX_FREE,
             max_nodes=DEFAULT_MAX_NODES, enumerate_max=None, search=True, search_params=None,
             batch_size=1000, method="auto", time_limit=DEFAULT_TIME_LIMIT,
-            max_spurious=DEFAULT_MAX_SPURIOUS, solver=exact_lib.DEFAULT_SOLVER, workers=None):
+            max_spurious=DEFAULT_MAX_SPURIOUS, solver=exact_lib.DEFAULT_SOLVER, workers=None,
+            candidates=None):
     """Certifies a batch of examples at one ε.
 
     Args:
@@ -296,6 +299,13 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
       solver: the exact verifier's solver, ``milp`` (HiGHS, default) or ``sat``
         (python-sat); see ``tfdisc.certify.exact``.
       workers: examples the exact verifier decides at once (threads; default: the CPUs).
+      candidates: optional ``{name: images}`` of candidate counterexamples, one image per
+        example (shape and dtype of ``x``), e.g. the adversarial images of attacks run at
+        this ε. An example the bounds leave open is a ``counterexample`` (decided by
+        ``attack:<name>``) if its candidate, moved into the ε-ball and clip by at most
+        float rounding (``box.into_ball``), is misclassified by ``model``
+        (``search.recheck``); otherwise the candidate is ignored. Checked before the
+        search and the exact verifier, which then skip the examples it decides.
 
     Returns:
       ``Certificate``.
@@ -348,6 +358,7 @@ def certify(model, x, y, eps, *, clip=(0.0, 1.0), complete_max_free=DEFAULT_COMP
     margins = _margins(model, box.lower, box.upper, y, batch_size)
     ok = _certified_rows(margins, y) & ~wrong if n else np.zeros(0, bool)
     cert.status[ok], cert.decided_by[ok] = "certified", "ibp"
+    candidates_lib.apply(model, box, y, cert, candidates_lib.check(candidates, box.x))
     if box.layer is None:
         if method == "exact":
             exact_lib.verify(model, box, y, [], cert, solver=solver)  # raises: no quantizer
@@ -456,13 +467,19 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
           max_nodes=DEFAULT_MAX_NODES, enumerate_max=None, search=True, search_params=None,
           batch_size=1000, method="auto", time_limit=DEFAULT_TIME_LIMIT,
           max_spurious=DEFAULT_MAX_SPURIOUS, solver=exact_lib.DEFAULT_SOLVER, workers=None,
-          return_examples=False):
+          return_examples=False, candidates=None):
     """Certification over a dataset and an ε grid, as a JSON-able record.
+
+    ``candidates``: optional ``{name: {eps: images}}``, candidate counterexamples for the
+    dataset's examples in order (e.g. an attack's adversarial images, ``tfdisc.evaluate.sweep``
+    with ``keep_adversarial``); it may cover a prefix of the examples, and an ε it lacks
+    has none. See ``certify``.
 
     Returns:
       dict with ``certified``, ``counterexample`` and ``unknown`` (each
       ``{eps: fraction}``), ``mean_free_pixels`` ``{eps: mean}``, ``examples``
-      ``status_counts`` ``{eps: {status: count}}``, ``seconds`` ``{eps: {median,
+      ``status_counts`` ``{eps: {status: count}}``, ``decided_by`` ``{eps: {how: count}}``
+      (see ``Certificate.decided_by``), ``seconds`` ``{eps: {median,
       p95, total}}`` of the exact verifier, and ``method`` (the settings, the complete
       method used and, for ``exact``, the solver and its version); with ``return_examples`` also
       ``"certificates"``: ``{eps: [Certificate per batch]}`` (not JSON-able).
@@ -476,6 +493,8 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
     free = {e: 0 for e in eps_list}
     certs = {e: [] for e in eps_list}
     seconds = {e: [] for e in eps_list}
+    decided = {e: {} for e in eps_list}
+    candidates = candidates_lib.check_sweep(candidates, eps_list)
     used = set()
     total = 0
     for x, y in _batches(dataset):
@@ -484,7 +503,10 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
                            max_nodes=max_nodes, enumerate_max=enumerate_max, search=search,
                            search_params=search_params, batch_size=batch_size, method=method,
                            time_limit=time_limit, max_spurious=max_spurious, solver=solver,
-                           workers=workers)
+                           workers=workers,
+                           candidates=candidates_lib.for_batch(candidates, e, total, x))
+            for how in cert.decided_by:
+                decided[e][how] = decided[e].get(how, 0) + 1
             used.add(cert.method)
             seconds[e].append(cert.seconds[cert.decided_by != "clean"])
             counts[e] += np.array([cert.counts()[s] for s in STATUSES])
@@ -500,6 +522,7 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
     record["examples"] = total
     record["status_counts"] = {e: {s: int(counts[e][i]) for i, s in enumerate(STATUSES)}
                                for e in eps_list}
+    record["decided_by"] = {e: dict(sorted(decided[e].items())) for e in eps_list}
     record["seconds"] = {}
     for e in eps_list:
         s = np.concatenate(seconds[e]) if seconds[e] else np.zeros(0)
@@ -511,6 +534,8 @@ def sweep(model, dataset, epsilons, *, clip=(0.0, 1.0), complete_max_free=DEFAUL
                         "search": search_lib.describe(**(search_params or {})) if search else None,
                         "uses_gradient": False, "requested": method,
                         "complete": sorted(used)}
+    if candidates:
+        record["method"]["candidates"] = sorted(candidates)
     if "exact" in used:
         record["method"]["exact"] = exact_lib.describe(float(time_limit), max_spurious,
                                                        solver, model=model)

@@ -170,8 +170,10 @@ TABLE_LEGEND = (
     "states. QS: the gradient-free quantized-space search (model outputs only, cannot be "
     "masked). Certified: proven robust accuracy (interval bounds and complete mode over the "
     "exact reachable quantized box) — a lower bound; best attack: the lowest accuracy any "
-    "attack reached (FGSM, PGD, QS, black-box transfer where run, and the certifier's own "
-    "counterexamples), an upper bound, on the same images as the certified column. "
+    "attack reached (FGSM, PGD, QS, AutoAttack, black-box transfer where run, and the "
+    "certifier's own counterexamples, which in newer runs include every attack's images "
+    "re-checked one by one: a per-image worst case over the attacks), an upper bound, on the "
+    "same images as the certified column. "
     "certified ≤ true robust accuracy ≤ best attack. ⚠ = likely gradient masking: that "
     f"gradient attack is weaker than QS or transfer by more than {MASKING_POINTS:g} points on "
     "the same images (see the masking flags section). – = not run.")

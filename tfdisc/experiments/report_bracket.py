@@ -48,8 +48,10 @@ SOURCE_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "rfgsm": "R-FGSM", "quantized_sear
 
 def sources(rec):
     """Every concrete attack on ``rec``: name → {examples, clean_accuracy, adversarial_accuracy,
-    prefixes} (fractions). ``certify``: the counterexamples that ``--certify`` found (its search
-    and complete mode), as accuracy 1 − counterexample fraction — an upper bound too."""
+    prefixes} (fractions). ``certify``: the counterexamples that ``--certify`` found (its search,
+    complete mode and, in runs since issue 28's candidates, every attack's images re-checked on
+    the model), as accuracy 1 − counterexample fraction — an upper bound too, and then no higher
+    than any of those attacks on the same images."""
     out = {name: a for name, a in (rec.get("attacks") or {}).items()
            if isinstance(a, dict) and "adversarial_accuracy" in a}
     if rec.get("transfer"):
@@ -220,6 +222,10 @@ def describe_certified(rec):
         text = (f"certified: interval bounds + branch and bound (≤ "
                 f"{method.get('complete_max_free')} free pixels)")
     text += f" on the first {cert.get('examples')} test images"
+    if method.get("candidates"):
+        text += ("; counterexamples include every image of "
+                 + ", ".join(SOURCE_NAMES.get(c, c) for c in method["candidates"])
+                 + " that the model misclassifies inside the ball (re-checked one by one)")
     unknown = cert.get("unknown") or {}
     if unknown:
         text += "; decided (certified or counterexample): " + ", ".join(
