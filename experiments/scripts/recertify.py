@@ -7,6 +7,12 @@ where it applies). The saved model must be the row's: its clean accuracy on thos
 equal the one the row recorded there, else nothing is written. The block gets a ``recertified``
 entry with the command, the CPU and what the previous block said, so the change is traceable.
 
+With ``--attacks`` the row's attacks (its ``flags.json``: the same attacks, parameters and, for
+transfer, source model) are run again on those N images, as ``--certify`` now does in a run, and
+their adversarial images are the certifier's candidate counterexamples (each re-checked on the
+model inside the ball). Their random starts are new draws, so these images are not the ones
+behind the row's attack columns: the block's counterexamples are those of this re-run.
+
 Example (from the repository root):
   python experiments/scripts/recertify.py --run_dir=../runs/mnist/fcn2_full_2b \
       --results=experiments/results/mnist/fcn2/fcn2_full_2b/results.json --time_limit=1
@@ -24,13 +30,16 @@ import numpy as np  # noqa: E402
 
 from tfdisc import data, pipeline, results, run_dir  # noqa: E402
 from tfdisc.benchmarks import cpu  # noqa: E402
+from tfdisc.experiments import common  # noqa: E402  (also defines --data_dir)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "The row's run directory (its model.keras is certified).")
 flags.DEFINE_string("results", None, "The committed results.json whose certified block is "
-                    "replaced.")
-flags.DEFINE_string("data_dir", None, "Dataset directory (default: the row's data source, "
-                    "relative to the repository).")
+                    "replaced (its flags.json beside it gives the attacks for --attacks). "
+                    "--data_dir: the dataset (default: the row's data source, relative to the "
+                    "repository).")
+flags.DEFINE_bool("attacks", False, "Re-run the row's attacks on the certified images and "
+                  "give their adversarial images to the certifier as candidate counterexamples.")
 flags.DEFINE_enum("method", "auto", ["auto", "exact", "branch"], "Certification method.")
 flags.DEFINE_enum("solver", "milp", ["milp", "sat"], "Exact verifier's solver.")
 flags.DEFINE_float("time_limit", 10.0, "Seconds per example and ε for the exact verifier.")
@@ -49,6 +58,24 @@ def recorded_clean(rec, n):
         if part and part.get("clean_accuracy") is not None:
             return part["clean_accuracy"]
     return None
+
+
+def rerun_attacks(model, cfg, x, y):
+    """The row's attacks (and transfer, and the straight-through twin's) re-run on ``x, y``:
+    ``{name: {eps: adversarial images}}``, as a run hands them to ``--certify``."""
+    with open(os.path.join(os.path.dirname(FLAGS.results), "flags.json")) as f:
+        values = json.load(f)
+    cfg.attacks = tuple(values["attack"])
+    cfg.attack_params, cfg.attack_limits = common.attack_settings(values)
+    adversarial = {}
+    pipeline.evaluate_attacks(model, cfg, x, y, adversarial=adversarial)
+    if values.get("transfer_from"):
+        source = run_dir.load_model(values["transfer_from"])
+        pipeline.evaluate_attacks(model, cfg, x, y, attack_model=source, top_k=(1,),
+                                  attacks=cfg.attacks[:1], adversarial=adversarial,
+                                  prefix="transfer:")
+    pipeline.masking_check(model, cfg, x, y, adversarial=adversarial)
+    return adversarial
 
 
 def main(argv):
@@ -71,14 +98,17 @@ def main(argv):
                              f"images, the row recorded {want}: not this row's model")
     cfg = types.SimpleNamespace(certify_limit=n, eval_batch_size=rec.get("eval_batch_size", 1000),
                                 epsilons=epsilons, certify_method=FLAGS.method,
-                                certify_solver=FLAGS.solver, certify_time_limit=FLAGS.time_limit)
-    block = pipeline.certify_test_set(model, cfg, x, y)
+                                certify_solver=FLAGS.solver, certify_time_limit=FLAGS.time_limit,
+                                certify=True, top_k=(1,))
+    candidates = rerun_attacks(model, cfg, data.to_float(x), y) if FLAGS.attacks else None
+    block = pipeline.certify_test_set(model, cfg, x, y, candidates)
     block["recertified"] = {
         "date": datetime.date.today().isoformat(), "cpu": cpu.summary(),
         "command": (f"python experiments/scripts/recertify.py --run_dir="
                     f"{os.path.basename(os.path.normpath(FLAGS.run_dir))} --results="
                     f"{os.path.relpath(FLAGS.results)} --method={FLAGS.method} --solver="
-                    f"{FLAGS.solver} --time_limit={FLAGS.time_limit:g}"),
+                    f"{FLAGS.solver} --time_limit={FLAGS.time_limit:g}"
+                    + (" --attacks" if FLAGS.attacks else "")),
         "previous": {k: old.get(k) for k in ("certified", "counterexample", "unknown")}
         | {"method": (old.get("method") or {}).get("requested")}}
     text = json.dumps(block, indent=1)

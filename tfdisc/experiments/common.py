@@ -258,6 +258,23 @@ def train_eps(dataset):
     return training.adversarial_eps(dataset, value)
 
 
+# The flags behind the attacks' parameters and test-set limits (``attack_settings``).
+ATTACK_FLAGS = ("pgd_steps", "pgd_step_size", "pgd_test_limit", "search_test_limit",
+                "autoattack_test_limit")
+
+
+def attack_settings(values):
+    """``(attack_params, attack_limits)`` of a ``Config`` from the values of ``ATTACK_FLAGS``
+    (a dict, e.g. a run's ``flags.json``)."""
+    step = values["pgd_step_size"]
+    params = {"pgd": {"steps": values["pgd_steps"],
+                      "step_size": None if step is None else parse_epsilon(step)}}
+    limits = {"pgd": values["pgd_test_limit"], "quantized_search": values["search_test_limit"],
+              **{name: values["autoattack_test_limit"]
+                 for name in attacks_lib.autoattack.FAMILY}}
+    return params, limits
+
+
 def config(dataset, *, top_k=(1,)):
     """The run described by the flags, as a ``tfdisc.pipeline.Config``.
 
@@ -265,18 +282,15 @@ def config(dataset, *, top_k=(1,)):
       flags.ValidationError: flag values that contradict each other or that the
         Config rejects (e.g. --epochs=0 without --init_from).
     """
-    step = FLAGS.pgd_step_size
-    pgd_params = {"steps": FLAGS.pgd_steps,
-                  "step_size": None if step is None else parse_epsilon(step)}
+    attack_params, attack_limits = attack_settings(
+        {name: FLAGS[name].value for name in ATTACK_FLAGS})
     kwargs = dict(
         dataset=dataset, model=FLAGS.model, precision=resolve_precision(), bits=FLAGS.bits,
         width=FLAGS.width, depth=FLAGS.depth, gradient=FLAGS.gradient, epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
         train_limit=FLAGS.train_limit, test_limit=FLAGS.test_limit, data_dir=FLAGS.data_dir,
         epsilons=tuple(parse_epsilon(e) for e in FLAGS.epsilons), attacks=tuple(FLAGS.attack),
-        attack_params={"pgd": pgd_params}, attack_limits={
-            "pgd": FLAGS.pgd_test_limit, "quantized_search": FLAGS.search_test_limit,
-            **{name: FLAGS.autoattack_test_limit for name in attacks_lib.autoattack.FAMILY}},
+        attack_params=attack_params, attack_limits=attack_limits,
         eval_batch_size=FLAGS.eval_batch_size, top_k=tuple(top_k), adv_train=FLAGS.adv_train,
         train_eps=None if FLAGS.train_eps is None else parse_epsilon(FLAGS.train_eps),
         adv_ratio=FLAGS.adv_ratio, init_from=FLAGS.init_from,
