@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from tfdisc import data, pipeline, results, run_dir  # noqa: E402
 from tfdisc.benchmarks import cpu  # noqa: E402
-from tfdisc.experiments import common  # noqa: E402  (also defines --data_dir)
+from tfdisc.experiments import common, report_bracket  # noqa: E402  (common: --data_dir)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "The row's run directory (its model.keras is certified).")
@@ -50,15 +50,11 @@ flags.mark_flags_as_required(["run_dir", "results"])
 def recorded_clean(rec, n):
     """The clean accuracy the row recorded on its first ``n`` test images, or None."""
     for entry in (rec.get("attacks") or {}).values():
-        if not isinstance(entry, dict):
-            continue
-        if entry.get("examples") == n and entry.get("clean_accuracy") is not None:
-            return entry["clean_accuracy"]
-        part = (entry.get("prefixes") or {}).get(str(n))
-        if part and part.get("clean_accuracy") is not None:
-            return part["clean_accuracy"]
+        if isinstance(entry, dict):
+            clean = report_bracket.on_first(entry, n, None)
+            if clean is not None:
+                return clean
     return None
-
 
 def rerun_attacks(model, cfg, x, y):
     """The row's attacks (and transfer, and the straight-through twin's) re-run on ``x, y``:

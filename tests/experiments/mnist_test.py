@@ -307,3 +307,29 @@ def test_crown_ibp_certified_training(synthetic_mnist, tmp_path):
     with pytest.raises((flags.ValidationError, ValueError), match="crown_ibp.*full-precision"):
         run(bits=1, precision="binary", certified_train=True, certified_train_bounds="crown_ibp",
             data_dir=synthetic_mnist, output_dir=str(tmp_path / "bnn"), test_limit=40)
+
+
+def test_recertify_with_attacks_reuses_the_rows_attacks(synthetic_mnist, tmp_path):
+    """experiments/scripts/recertify.py --attacks: the row's attacks re-run on its certified
+    images give the certifier counterexamples; the saved model must be the row's."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    out = tmp_path / "row"
+    rec = run(bits=2, data_dir=synthetic_mnist, output_dir=str(out), test_limit=40,
+              attack=["fgsm", "pgd"], pgd_steps=3, certify=True, certify_test_limit=20,
+              save_model=True, certify_method="branch")
+    assert "candidates" in rec["certified"]["method"]
+    results_path = out / "results.json"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cmd = [sys.executable, os.path.join(root, "experiments", "scripts", "recertify.py"),
+           f"--run_dir={out}", f"--results={results_path}", f"--data_dir={synthetic_mnist}",
+           "--method=branch", "--attacks"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=root, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    block = json.loads(results_path.read_text())["certified"]
+    assert block["method"]["candidates"] == ["fgsm", "pgd"]
+    assert block["recertified"]["command"].endswith("--attacks")
+    first = rec["attacks"]["fgsm"]["prefixes"]["20"]["adversarial_accuracy"]
+    for key, acc in first.items():  # FGSM is deterministic: its successes are counterexamples
+        assert 1.0 - block["counterexample"][key] <= acc + 1e-9
+        assert block["certified"][key] == rec["certified"]["certified"][key]

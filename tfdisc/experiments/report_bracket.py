@@ -64,8 +64,9 @@ def sources(rec):
     return out
 
 
-def _on_first(entry, n, key):
-    """Accuracy (fraction) of an attack entry on the first ``n`` test images, or None."""
+def on_first(entry, n, key):
+    """Accuracy (fraction) of an attack entry on the first ``n`` test images at ε key ``key``
+    (None: the clean accuracy), or None where it has no record on them."""
     if entry.get("examples") == n:
         part = entry
     else:
@@ -109,7 +110,7 @@ def bracket(rec, e):
     n = cert_n or (min(sizes) if sizes else None)
     values, left_out, clean = {}, {}, None
     for name, entry in src.items():
-        v = _on_first(entry, n, key)
+        v = on_first(entry, n, key)
         if v is None:
             if key in entry.get("adversarial_accuracy", {}):
                 left_out[name] = entry.get("examples")
@@ -117,7 +118,7 @@ def bracket(rec, e):
         if math.isnan(v):
             continue
         values[name] = 100.0 * v
-        c = _on_first(entry, n, None)
+        c = on_first(entry, n, None)
         if clean is None and c is not None and not math.isnan(c):
             clean = 100.0 * c
     best = min(values.values()) if values else None
