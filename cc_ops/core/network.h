@@ -30,6 +30,13 @@
 //                    bits or float
 // "bits" is packed data in `word_bits`-bit words (PackedWords32 32-bit words
 // per pixel or row, as the per-layer ops store it).
+//
+// The weights travel in two 1-D tensors, so that a network reads two
+// variables instead of one per weight (each read is an op too): `words`
+// (the packed filters, dense weights and or_masks, in the word type) and
+// `floats` (multipliers, biases, float kernels), each weight in step order
+// and starting at a multiple of kWeightAlignBytes bytes (zeros between), the
+// layout of WeightOffsets and of tfdisc.ops.packed_network.pack_weights.
 #ifndef TFDISC_CC_OPS_CORE_NETWORK_H_
 #define TFDISC_CC_OPS_CORE_NETWORK_H_
 
@@ -413,11 +420,61 @@ inline std::int64_t FusedParallelMinCost() {
   return static_cast<std::int64_t>(v);
 }
 
-// A weight input: its data and its element count.
+// A weight: its data and its element count.
 struct WeightView {
   const void* data = nullptr;
   std::int64_t size = 0;
 };
+
+constexpr std::int64_t kWeightAlignBytes = 64;
+
+// Element counts of the weights (by index; packed words in `word_bits`-bit
+// words) of steps planned by PlanNetwork.
+inline std::vector<std::int64_t> WeightSizes(const std::vector<Step>& steps,
+                                             std::size_t num_weights, int word_bits) {
+  std::vector<std::int64_t> sizes(num_weights, 0);
+  for (const Step& s : steps) {
+    const BConv2DParams& p = s.window;
+    const std::int64_t channels = s.kind == StepKind::kDense ? s.units : p.out_channels;
+    switch (s.kind) {
+      case StepKind::kFloatConvBits:
+        sizes[s.weight] = p.filter_h * p.filter_w * p.channels * p.out_channels;
+        break;
+      case StepKind::kConv:
+        sizes[s.weight] = p.out_channels * p.filter_h * p.filter_w *
+                          PackedWords(p.channels, word_bits);
+        break;
+      case StepKind::kDense:
+        sizes[s.weight] = s.units * PackedWords(s.k, word_bits);
+        break;
+      case StepKind::kMaxPool:
+        if (s.weight >= 0) sizes[s.weight] = p.words * kWordBits / word_bits;
+        break;
+      default:
+        break;
+    }
+    if (s.multiplier >= 0) sizes[s.multiplier] = channels;
+    if (s.bias >= 0) sizes[s.bias] = channels;
+  }
+  return sizes;
+}
+
+// Element offsets of the weights in their tensor (`words` or `floats`, by
+// `types`), each at a multiple of kWeightAlignBytes; totals[0] / totals[1]:
+// the elements `words` / `floats` must hold.
+inline std::vector<std::int64_t> WeightOffsets(const std::vector<WeightType>& types,
+                                               const std::vector<std::int64_t>& sizes,
+                                               int word_bits, std::int64_t totals[2]) {
+  std::vector<std::int64_t> offsets(types.size());
+  totals[0] = totals[1] = 0;
+  for (std::size_t i = 0; i < types.size(); ++i) {
+    const int t = types[i] == WeightType::kWords ? 0 : 1;
+    const std::int64_t per = kWeightAlignBytes / (t == 0 ? word_bits / 8 : 4);
+    offsets[i] = (totals[t] + per - 1) / per * per;
+    totals[t] = offsets[i] + sizes[i];
+  }
+  return offsets;
+}
 
 // Weight forms prepared once per set of weights: the conv filters in the
 // transposed kernels' layout (with the nibble-table panels when `split`),

@@ -3,7 +3,7 @@
 // The steps are read and checked once, at construction. The weight forms
 // the kernels want (transposed conv filters with their nibble-table panels,
 // the float first layer's padded filter) are built on the first call and
-// kept: the cache holds a reference to every weight tensor it was built
+// kept: the cache holds a reference to the two weight tensors it was built
 // from and is used while the weight inputs are those same buffers. Holding
 // the reference also keeps it exact: TensorFlow updates a variable's buffer
 // in place only when nothing else references it (copy-on-write), so a
@@ -49,23 +49,15 @@ class PackedNetworkOp : public tf::OpKernel {
                                    word_bits_, input_bits_, &steps_, &weight_types_,
                                    &output_bits, &error),
                 tf::errors::InvalidArgument("packed_network: ", error));
-    const int weights = ctx->num_inputs() - 1;
-    OP_REQUIRES(ctx, weights == static_cast<int>(weight_types_.size()),
-                tf::errors::InvalidArgument("packed_network: the steps take ",
-                                            weight_types_.size(), " weight tensors, got ",
-                                            weights));
+    weight_names_.resize(weight_types_.size());
     for (const core::Step& s : steps_) {
-      for (const auto& role : Roles(s)) weight_names_.push_back(s.name + " " + role.second);
+      for (const auto& role : Roles(s)) weight_names_[role.first] = s.name + " " + role.second;
     }
-    for (int i = 0; i < weights; ++i) {
-      const tf::DataType want =
-          weight_types_[i] == core::WeightType::kFloat ? tf::DT_FLOAT : word_type_;
-      OP_REQUIRES(ctx, ctx->input_type(1 + i) == want,
-                  tf::errors::InvalidArgument("packed_network: weights[", i, "] (",
-                                              weight_names_[i], ") must be ",
-                                              tf::DataTypeString(want), ", got ",
-                                              tf::DataTypeString(ctx->input_type(1 + i))));
-    }
+    OP_REQUIRES(ctx, ctx->input_type(1) == word_type_,
+                tf::errors::InvalidArgument(
+                    "packed_network: words must have the word type of word_bits=", word_bits_,
+                    " (", tf::DataTypeString(word_type_), "), got ",
+                    tf::DataTypeString(ctx->input_type(1))));
     tf::DataType out_type;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("out_type", &out_type));
     const tf::DataType want_out = output_bits ? word_type_ : tf::DT_FLOAT;
@@ -93,23 +85,13 @@ class PackedNetworkOp : public tf::OpKernel {
     const std::int64_t last = input.dim_size(in.rank - 1);
     in.row = input_bits_ ? last * (word_bits_ / core::kWordBits) : last;
     in.channels = input_bits_ ? -1 : last;
-    std::vector<core::WeightView> views;
-    OP_REQUIRES_OK(ctx, CheckWeights(ctx, &views));
     std::vector<core::Step> steps = steps_;  // the geometry is filled per call
     std::vector<core::Flow> flows;
     std::string error;
     OP_REQUIRES(ctx, core::PlanNetwork(&steps, word_bits_, in, &flows, &error),
                 tf::errors::InvalidArgument("packed_network: ", error));
-    for (std::size_t i = 0; i < steps.size(); ++i) {
-      const core::Step& s = steps[i];
-      if (s.kind != core::StepKind::kMaxPool || s.weight < 0) continue;
-      const std::int64_t words = s.window.words * core::kWordBits / word_bits_;
-      OP_REQUIRES(ctx, ctx->input(1 + s.weight).dim_size(0) == words,
-                  tf::errors::InvalidArgument(
-                      "packed_network: ", s.name, " or_mask must be 1-D of length ", words,
-                      " (the pooled data's words per pixel), got shape ",
-                      ctx->input(1 + s.weight).shape().DebugString()));
-    }
+    std::vector<core::WeightView> views;
+    OP_REQUIRES_OK(ctx, WeightViews(ctx, steps, &views));
     const core::Flow& out_flow = flows.back();
     const std::int64_t out_last = out_flow.bits ? out_flow.row * core::kWordBits / word_bits_
                                                 : out_flow.row;
@@ -163,48 +145,44 @@ class PackedNetworkOp : public tf::OpKernel {
     return roles;
   }
 
-  // Checks each weight input's shape against its step; fills `views`.
-  absl::Status CheckWeights(tf::OpKernelContext* ctx,
-                            std::vector<core::WeightView>* views) const {
-    views->resize(weight_types_.size());
-    for (std::size_t i = 0; i < weight_types_.size(); ++i) {
-      const tf::Tensor& t = ctx->input(1 + i);
-      (*views)[i].data = t.tensor_data().data();
-      (*views)[i].size = t.NumElements();
-    }
-    for (const core::Step& s : steps_) {
-      const core::BConv2DParams& p = s.window;
-      for (const auto& role : Roles(s)) {
-        const tf::Tensor& t = ctx->input(1 + role.first);
-        std::vector<std::int64_t> want;
-        if (role.second == "multiplier" || role.second == "bias") {
-          want = {s.kind == core::StepKind::kDense ? s.units : p.out_channels};
-        } else if (role.second == "filter") {
-          want = {p.out_channels, p.filter_h, p.filter_w,
-                  core::PackedWords(p.channels, word_bits_)};
-        } else if (role.second == "kernel") {
-          want = {p.filter_h, p.filter_w, p.channels, p.out_channels};
-        } else if (role.second == "weights") {
-          want = {s.units, core::PackedWords(s.k, word_bits_)};
-        } else {  // or_mask: its length is checked against the data (Compute)
-          if (t.dims() != 1) {
-            return tf::errors::InvalidArgument("packed_network: ", s.name,
-                                               " or_mask must be 1-D, got shape ",
-                                               t.shape().DebugString());
-          }
-          continue;
-        }
-        bool same = t.dims() == static_cast<int>(want.size());
-        for (int d = 0; same && d < t.dims(); ++d) same = t.dim_size(d) == want[d];
-        if (!same) {
-          std::string shape = "[";
-          for (std::size_t d = 0; d < want.size(); ++d)
-            shape += (d ? ", " : "") + std::to_string(want[d]);
-          return tf::errors::InvalidArgument("packed_network: ", s.name, " ", role.second,
-                                             " must have shape ", shape, "], got ",
-                                             t.shape().DebugString());
-        }
+  // Checks `words` and `floats` against what the planned steps need and
+  // points `views` at each weight (core/network.h, WeightOffsets).
+  absl::Status WeightViews(tf::OpKernelContext* ctx, const std::vector<core::Step>& steps,
+                           std::vector<core::WeightView>* views) const {
+    const tf::Tensor* tensors[2] = {&ctx->input(1), &ctx->input(2)};
+    const char* names[2] = {"words", "floats"};
+    for (int t = 0; t < 2; ++t) {
+      if (tensors[t]->dims() != 1) {
+        return tf::errors::InvalidArgument("packed_network: ", names[t], " must be 1-D, got shape ",
+                                           tensors[t]->shape().DebugString());
       }
+    }
+    const std::vector<std::int64_t> sizes =
+        core::WeightSizes(steps, weight_types_.size(), word_bits_);
+    std::int64_t totals[2];
+    const std::vector<std::int64_t> offsets =
+        core::WeightOffsets(weight_types_, sizes, word_bits_, totals);
+    for (int t = 0; t < 2; ++t) {
+      if (tensors[t]->dim_size(0) != totals[t]) {
+        std::string parts;
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
+          if ((weight_types_[i] == core::WeightType::kWords) != (t == 0)) continue;
+          parts += std::string(parts.empty() ? "" : ", ") + weight_names_[i] + " " +
+                   std::to_string(sizes[i]) + " at " + std::to_string(offsets[i]);
+        }
+        return tf::errors::InvalidArgument(
+            "packed_network: the steps need ", totals[t], " elements in ", names[t],
+            " (each weight at a multiple of ", core::kWeightAlignBytes, " bytes: ", parts,
+            "), got ", tensors[t]->dim_size(0));
+      }
+    }
+    views->resize(sizes.size());
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const bool words = weight_types_[i] == core::WeightType::kWords;
+      const char* base = tensors[words ? 0 : 1]->tensor_data().data();
+      const std::int64_t element = words ? word_bits_ / 8 : 4;
+      (*views)[i].data = base + offsets[i] * element;
+      (*views)[i].size = sizes[i];
     }
     return absl::OkStatus();
   }
@@ -213,17 +191,16 @@ class PackedNetworkOp : public tf::OpKernel {
       tf::OpKernelContext* ctx, const std::vector<core::Step>& steps,
       const std::vector<core::WeightView>& views, bool transposed, bool split) {
     std::lock_guard<std::mutex> lock(mu_);
-    bool hit = prepared_ != nullptr && held_.size() == views.size() &&
+    bool hit = prepared_ != nullptr && held_.size() == 2 &&
                (!transposed || prepared_->transposed) && (!split || prepared_->split);
-    for (std::size_t i = 0; hit && i < views.size(); ++i) {
-      hit = held_[i].tensor_data().data() == views[i].data &&
+    for (int i = 0; hit && i < 2; ++i) {
+      hit = held_[i].tensor_data().data() == ctx->input(1 + i).tensor_data().data() &&
             held_[i].tensor_data().size() == ctx->input(1 + i).tensor_data().size();
     }
     if (hit) return prepared_;
     auto prepared = std::make_shared<core::PreparedNetwork>();
     core::PrepareNetwork(steps, views, transposed, split, prepared.get());
-    held_.clear();
-    for (std::size_t i = 0; i < views.size(); ++i) held_.push_back(ctx->input(1 + i));
+    held_ = {ctx->input(1), ctx->input(2)};
     prepared_ = prepared;
     return prepared_;
   }
@@ -249,7 +226,7 @@ class PackedNetworkOp : public tf::OpKernel {
   bool input_bits_ = false;
 
   std::mutex mu_;
-  std::vector<tf::Tensor> held_;  // the weight tensors prepared_ was built from
+  std::vector<tf::Tensor> held_;  // `words` and `floats` prepared_ was built from
   std::shared_ptr<const core::PreparedNetwork> prepared_;
 
   std::mutex scratch_mu_;

@@ -11,10 +11,11 @@ namespace ops {
 
 REGISTER_OP("Tfdisc>PackedNetwork")
     .Input("input: Tin")
-    .Input("weights: Tweights")
+    .Input("words: Tpacked")
+    .Input("floats: float")
     .Output("output: out_type")
     .Attr("Tin: {float, int32, int64}")
-    .Attr("Tweights: list({float, int32, int64})")
+    .Attr("Tpacked: {int32, int64}")
     .Attr("steps: list(string)")
     .Attr("step_ints: list(int)")
     .Attr("word_bits: int = 32")
@@ -88,10 +89,13 @@ The steps run back to back on the drivers of the per-layer ops
 the output equals that of the per-layer ops in sequence, bit for bit.
 
 input: float NHWC / [batch, features], or packed words (Tin = the word type).
-weights: the steps' weight tensors, in step order (see core/network.h).
+words: 1-D, the steps' packed weights (filters, dense weights, or_masks) in step
+  order, each at a multiple of 64 bytes (see core/network.h).
+floats: 1-D, the steps' float weights (multipliers, biases, float kernels),
+  laid out the same way.
 steps: step kinds: bitpack, float_conv_bits, conv, max_pool, flatten, dense.
 step_ints: the steps' integer parameters, concatenated (see core/network.h).
-word_bits: 32 or 64, the word size of all packed data and weights.
+word_bits: 32 or 64, the word size of all packed data and weights (Tpacked).
 out_type: float when the last step returns float data, else the word type.
 )doc");
 

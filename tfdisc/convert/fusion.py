@@ -85,14 +85,14 @@ def _window(layer):
 
 
 def chain_steps(layers):
-    """``(steps, weight_specs, weight_values, output)`` of the op running `layers` (a chain)."""
-    steps, specs, values = [], [], []
+    """``(steps, weights, output)`` of the op running `layers` (a chain): the weights
+    as numpy arrays in step order (``tfdisc.ops.pack_network_weights`` packs them)."""
+    steps, values = [], []
     rank, output = None, None
 
     def weight(layer, name, variable):
-        value = np.asarray(variable)
-        specs.append([f"{layer.name}_{name}", list(value.shape), value.dtype.name])
-        values.append(value)
+        del layer, name  # the order says which weight is which
+        values.append(np.asarray(variable))
 
     for layer in layers:
         if isinstance(layer, PackedFloatConv2D):
@@ -130,7 +130,7 @@ def chain_steps(layers):
                 steps.append(["flatten", []])
             rank = 2
         # A linear Activation (a folded batch norm's place) is no step.
-    return steps, specs, values, output
+    return steps, values, output
 
 
 def _unique_name(base, used):
@@ -154,11 +154,16 @@ def _rename_inbound(nodes, renames):
     return nodes
 
 
-def fuse(model, word_bits=32):
+def _ops():
+    import tfdisc.ops  # pylint: disable=import-outside-toplevel
+
+    return tfdisc.ops
+
+
+def fuse(model):
     """`model` (a per-layer packed model) with each chain (:func:`chains`) as one
     ``PackedNetwork``; returns ``(fused model, ((fused name, (layer names...)), ...))``.
     The model is returned as it is when nothing fuses."""
-    del word_bits  # every packed layer of a model carries the same word size
     found = chains(model)
     if not found:
         return model, ()
@@ -166,11 +171,13 @@ def fuse(model, word_bits=32):
     fused, first, members, renames = {}, {}, set(), {}
     for chain in found:
         layers = [model.get_layer(n) for n in chain]
-        steps, specs, values, output = chain_steps(layers)
+        steps, values, output = chain_steps(layers)
+        word_bits = layers[0].word_bits  # every packed layer has it
+        words, floats = _ops().pack_network_weights(values, word_bits)
         name = _unique_name("packed_network", used)
-        layer = PackedNetwork(steps, specs, word_bits=layers[0].word_bits, output=output,
-                              fused_layers=chain, name=name)
-        fused[name] = (layer, values)
+        layer = PackedNetwork(steps, words.size, floats.size, word_bits=word_bits,
+                              output=output, fused_layers=chain, name=name)
+        fused[name] = (layer, [words, floats])
         first[chain[0]] = name
         members.update(chain)
         renames[chain[-1]] = name

@@ -275,49 +275,52 @@ class PackedNetwork(tf.keras.layers.Layer):
 
     Made by ``tfdisc.convert.to_packed(model, fused=True)`` from the layers
     named in ``fused_layers`` (``tfdisc.convert.fusion``); its output equals
-    theirs bit for bit.
+    theirs bit for bit. The weights are two variables, ``words`` and
+    ``floats`` (``tfdisc.ops.pack_network_weights``): a graph reads two
+    variables, not one per weight.
 
     Args:
       steps: ``[[kind, [ints]], ...]`` (``tfdisc.ops.packed_network``).
-      weight_specs: ``[[name, shape, dtype name], ...]``, the op's weight
-        inputs in order (kept as non-trainable variables).
+      words_size, floats_size: Lengths of the two weight vectors.
       word_bits: 32 or 64.
       output: ``"float"`` or ``"bitpacked"``: what the last step returns.
       fused_layers: Names of the layers this one replaces.
-      weight_values: Initial values (numpy), from the converter; omitted
+      words, floats: Initial values (numpy), from the converter; omitted
         when deserializing (weights are loaded after).
     """
 
-    def __init__(self, steps, weight_specs, *, word_bits=32, output="float", fused_layers=(),
-                 weight_values=None, **kwargs):
+    def __init__(self, steps, words_size, floats_size, *, word_bits=32, output="float",
+                 fused_layers=(), words=None, floats=None, **kwargs):
         kwargs.pop("trainable", None)
         super().__init__(trainable=False, **kwargs)
         self.steps = [[str(kind), [int(v) for v in ints]] for kind, ints in steps]
-        self.weight_specs = [[str(n), [int(d) for d in shape], str(dtype)]
-                             for n, shape, dtype in weight_specs]
+        self.words_size = int(words_size)
+        self.floats_size = int(floats_size)
         self.word_bits = int(word_bits)
         self.output_kind = output
         self.fused_layers = [str(n) for n in fused_layers]
-        self._weight_values = weight_values
+        self._init_values = dict(words=words, floats=floats)
 
     def build(self, input_shape):
-        values = self._weight_values or [None] * len(self.weight_specs)
-        self.network_weights = []
-        for (name, shape, dtype), value in zip(self.weight_specs, values):
+        def constant(name, size, dtype):
+            value = self._init_values[name]
             init = "zeros" if value is None else tf.constant_initializer(np.asarray(value))
-            self.network_weights.append(self.add_weight(
-                name=name, shape=shape, dtype=dtype, initializer=init, trainable=False))
-        self._weight_values = None
+            return self.add_weight(name=name, shape=(size,), dtype=dtype, initializer=init,
+                                   trainable=False)
+
+        self.words = constant("words", self.words_size, _word_dtype(self.word_bits))
+        self.floats = constant("floats", self.floats_size, tf.float32)
+        self._init_values = {}
         super().build(input_shape)
 
     def call(self, inputs):
-        return _ops().packed_network(inputs, self.network_weights, self.steps,
+        return _ops().packed_network(inputs, self.words, self.floats, self.steps,
                                      word_bits=self.word_bits, output=self.output_kind)
 
     def get_config(self):
-        return {**super().get_config(), "steps": self.steps, "weight_specs": self.weight_specs,
-                "word_bits": self.word_bits, "output": self.output_kind,
-                "fused_layers": self.fused_layers}
+        return {**super().get_config(), "steps": self.steps, "words_size": self.words_size,
+                "floats_size": self.floats_size, "word_bits": self.word_bits,
+                "output": self.output_kind, "fused_layers": self.fused_layers}
 
 
 #: Every packed layer class, for code that must tell packed models apart.

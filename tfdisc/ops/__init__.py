@@ -47,7 +47,7 @@ from tfdisc.ops.binary_dense import (
     pack_dense_weights,
 )
 from tfdisc.ops.bitpack import bitpack, bitpack_reference, unpack_reference
-from tfdisc.ops.packed_network import packed_network
+from tfdisc.ops.packed_network import pack_network_weights, packed_network
 from tfdisc.ops._transform import PAD_VALUES, pad_value as check_pad_value
 from tfdisc.ops.kernel_select import (
     KERNELS,
@@ -92,6 +92,7 @@ __all__ = [
     "kernel_supported",
     "pack_conv_filter",
     "pack_dense_weights",
+    "pack_network_weights",
     "packed_network",
     "selected_kernel",
     "unpack_reference",

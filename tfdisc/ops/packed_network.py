@@ -9,9 +9,13 @@ theirs bit for bit. ``tfdisc.convert.to_packed(model, fused=True)`` builds it;
 the steps and their integers are documented in ``cc_ops/core/network.h``.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from tfdisc.ops import _loader, _transform
+
+#: Each weight starts at a multiple of this many bytes in `words` / `floats`.
+WEIGHT_ALIGN_BYTES = 64
 
 #: Integers each step kind takes (cc_ops/core/network.h).
 STEP_INTS = {
@@ -24,14 +28,45 @@ STEP_INTS = {
 }
 
 
-def packed_network(x, weights, steps, *, word_bits=32, output="float"):
+def pack_network_weights(weights, word_bits=32):
+    """``(words, floats)``: the op's two weight tensors (numpy) from `weights`.
+
+    Args:
+      weights: The steps' weight arrays in step order (cc_ops/core/network.h):
+        integer arrays are packed words (``pack_conv_filter``,
+        ``pack_dense_weights``, an or_mask), float arrays multipliers, biases
+        and float kernels.
+      word_bits: 32 or 64.
+
+    Each array is flattened and starts at a multiple of ``WEIGHT_ALIGN_BYTES``
+    bytes of its tensor (zeros between), as the op expects.
+    """
+    word = np.int32 if word_bits == 32 else np.int64
+    parts = {True: [], False: []}
+    sizes = {True: 0, False: 0}
+    for w in weights:
+        w = np.asarray(w)
+        is_words = w.dtype.kind in "iu"
+        dtype = word if is_words else np.float32
+        per = WEIGHT_ALIGN_BYTES // np.dtype(dtype).itemsize
+        pad = -sizes[is_words] % per
+        if pad:
+            parts[is_words].append(np.zeros(pad, dtype))
+        flat = w.astype(dtype).ravel()
+        parts[is_words].append(flat)
+        sizes[is_words] += pad + flat.size
+    cat = lambda arrays, dtype: (np.concatenate(arrays) if arrays  # noqa: E731
+                                 else np.zeros(0, dtype))
+    return cat(parts[True], word), cat(parts[False], np.float32)
+
+
+def packed_network(x, words, floats, steps, *, word_bits=32, output="float"):
     """Runs `steps` on `x` in one op.
 
     Args:
       x: float32 NHWC or ``[batch, features]`` input, or packed words (int32 /
         int64 for `word_bits` 32 / 64) when the first step takes bits.
-      weights: The steps' weight tensors in step order (packed words in the
-        word type, float32 multipliers, biases and float kernels).
+      words, floats: The steps' weights, from :func:`pack_network_weights`.
       steps: ``[(kind, ints), ...]``, kinds and integers as in ``STEP_INTS``.
       word_bits: 32 or 64.
       output: ``"float"`` when the last step returns float data,
@@ -58,5 +93,5 @@ def packed_network(x, weights, steps, *, word_bits=32, output="float"):
         ints.extend(values)
     word = tf.int32 if word_bits == 32 else tf.int64
     return _loader.load().tfdisc_packed_network(
-        x, list(weights), steps=kinds, step_ints=ints, word_bits=word_bits,
+        x, words, floats, steps=kinds, step_ints=ints, word_bits=word_bits,
         out_type=tf.float32 if output == "float" else word)
