@@ -68,13 +68,18 @@ def test_fused_equals_per_layer_bit_for_bit(zoo, name, kernel):
     assert report.fused_networks
     assert not any(isinstance(l, (convert.PackedBinaryConv2D, convert.PackedBinaryDense))
                    for l in fused.layers)  # every packed layer is inside a PackedNetwork
+    # Eager against eager and graph against graph: the float layers outside the fused
+    # ops (resnet20's shortcut convolutions and adds) may round differently in a graph
+    # (Grappler's fusions, thread splits) than eagerly.
     run_fused = tf.function(lambda x: fused(x, training=False))
+    run_per_layer = tf.function(lambda x: per_layer(x, training=False))
     with ops.use_kernel(kernel):
         for batch in BATCHES:
             x = _images(per_layer.input_shape, batch, seed=batch)
-            want = per_layer(x).numpy()
-            np.testing.assert_array_equal(fused(x).numpy(), want, err_msg=f"eager {batch}")
-            np.testing.assert_array_equal(run_fused(x).numpy(), want, err_msg=f"graph {batch}")
+            np.testing.assert_array_equal(fused(x).numpy(), per_layer(x).numpy(),
+                                          err_msg=f"eager {batch}")
+            np.testing.assert_array_equal(run_fused(x).numpy(), run_per_layer(x).numpy(),
+                                          err_msg=f"graph {batch}")
 
 
 def test_alexnet_cifar_is_one_op_between_quantizer_and_logits(zoo):
@@ -130,15 +135,15 @@ def test_changed_weights_are_prepared_again(zoo):
     layer.set_weights(old)
     np.testing.assert_array_equal(changed_graph, changed_eager)
     assert not np.array_equal(changed_graph, before)
-    np.testing.assert_array_equal(run(x).numpy(), per_layer(x).numpy())
+    np.testing.assert_array_equal(run(x).numpy(), tf.function(per_layer)(x).numpy())
 
 
 def test_concurrent_calls(zoo):
     """One op instance, several threads, different batch sizes: each its own buffers."""
-    per_layer, fused = zoo["alexnet_cifar"]
+    _, fused = zoo["alexnet_cifar"]
     run = tf.function(lambda v: fused(v), reduce_retracing=True)
     inputs = [_images(fused.input_shape, b, seed=b) for b in (1, 2, 5, 9)]
-    wants = [per_layer(x).numpy() for x in inputs]
+    wants = [run(x).numpy() for x in inputs]  # one call at a time first
     errors = []
 
     def work(x, want):
