@@ -23,6 +23,15 @@ from tfdisc.benchmarks import timing
 from tfdisc.benchmarks.marks import target_mark
 
 
+def _usable_cores():
+    """Cores this process may run on (its affinity, as TensorFlow counts them), so that a
+    run pinned to fewer cores (taskset) does not give LCE more threads than cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
 def _lce_predictor(model, report):
     """A batch-1 predict function on larq-compute-engine, or None."""
     try:
@@ -34,7 +43,7 @@ def _lce_predictor(model, report):
         return None
     try:
         flatbuffer = lce.convert_keras_model(model)
-        interpreter = Interpreter(flatbuffer, num_threads=os.cpu_count() or 1)
+        interpreter = Interpreter(flatbuffer, num_threads=_usable_cores())
     except Exception as e:  # pylint: disable=broad-except
         report(f"    (larq-compute-engine {getattr(lce, '__version__', '')} could not "
                f"convert {model.name}: {type(e).__name__}: {e})")
