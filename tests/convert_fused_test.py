@@ -185,3 +185,30 @@ def test_saves_and_loads_as_packed_saved_model(zoo, name, tmp_path):
     np.testing.assert_array_equal(
         loaded.signatures["serving_default"](image=tf.constant(x))["logits"].numpy(),
         fused(x).numpy())
+
+
+def test_sequential_model_fuses():
+    """A Sequential model is rebuilt as a Sequential model with the chain as one layer."""
+    import larq as lq  # pylint: disable=import-outside-toplevel
+
+    def quant_conv(filters, **kwargs):
+        return lq.layers.QuantConv2D(filters, 3, input_quantizer="ste_sign",
+                                     kernel_quantizer="ste_sign", use_bias=False,
+                                     kernel_constraint="weight_clip", **kwargs)
+
+    model = tf.keras.Sequential([
+        tf.keras.layers.InputLayer((9, 9, 5)),
+        quant_conv(33, padding="same", pad_values=1.0),
+        tf.keras.layers.BatchNormalization(),
+        tf.keras.layers.MaxPool2D(2),
+        quant_conv(64, padding="valid"),
+        tf.keras.layers.BatchNormalization(),
+        tf.keras.layers.GlobalAveragePooling2D(),
+    ])
+    _random_batch_norms(model, seed=8)
+    per_layer = convert.to_packed(model, fused=False)
+    fused = convert.to_packed(model, fused=True)
+    assert isinstance(fused, tf.keras.Sequential)
+    assert [type(l).__name__ for l in fused.layers] == ["PackedNetwork", "GlobalAveragePooling2D"]
+    x = np.random.default_rng(2).standard_normal((3, 9, 9, 5)).astype(np.float32)
+    np.testing.assert_array_equal(fused(x).numpy(), per_layer(x).numpy())

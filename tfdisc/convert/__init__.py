@@ -47,8 +47,9 @@ one image's logits in 17 random alexnet_cifar models x 32 images;
 
 Modules: ``planning`` (which layers convert, what fuses; no layers built),
 ``folding`` (batch norm and XNOR scales into the output transform),
-``layers`` (the packed Keras layers, registered on ``import tfdisc``) and
-``report`` (:class:`PackingReport`). Weights are packed with
+``layers`` (the packed Keras layers, registered on ``import tfdisc``),
+``fusion`` (each chain of packed layers as one ``PackedNetwork`` op, the
+default: ``fused=True``) and ``report`` (:class:`PackingReport`). Weights are packed with
 ``tfdisc.ops.pack_dense_weights``/``pack_conv_filter``.
 
 Example:
@@ -97,11 +98,11 @@ __all__ = [
 
 
 #: ``to_packed``'s ``fused`` default. Measured (issue 31; python -m tfdisc.benchmarks.ops
-#: --emulate=avx2 --kernels=avx2 on one core of a shared AMD EPYC, 2026-12-08,
-#: experiments/benchmarks/ops_issue31_fused_amd_epyc_emulated_avx2_one_core.txt): at batch 1
-#: the fused graph ran 1.24x (alexnet_cifar, 4.32 -> 3.49 ms), 1.20x (fcn1) and 1.20x (fcn2)
-#: faster than the per-layer graph, with bit-identical outputs; at batch 32 / 256 the two
-#: were level (1.00x; fcn1 at 256 0.94-1.01x over three runs, within the host's noise).
+#: --emulate=avx2 --kernels=avx2, two runs on one core of a shared AMD EPYC, 2026-12-08,
+#: experiments/benchmarks/ops_issue31_fused_amd_epyc_emulated_avx2_one_core*.txt): at batch 1
+#: the fused graph ran 1.21-1.24x (alexnet_cifar, 4.3-4.6 -> 3.5-3.8 ms), 1.04-1.20x (fcn1)
+#: and 1.16-1.20x (fcn2) faster than the per-layer graph, with bit-identical outputs; at
+#: batch 32 / 256 0.94-1.11x, within the host's run-to-run noise. Two cores: not measured.
 FUSED_DEFAULT = True
 
 
