@@ -146,7 +146,7 @@ class PackedNetworkOp : public tf::OpKernel {
   }
 
   // Checks `words` and `floats` against what the planned steps need and
-  // points `views` at each weight (core/network.h, WeightOffsets).
+  // points `views` at each weight (core/network_plan.h, WeightOffsets).
   absl::Status WeightViews(tf::OpKernelContext* ctx, const std::vector<core::Step>& steps,
                            std::vector<core::WeightView>* views) const {
     const tf::Tensor* tensors[2] = {&ctx->input(1), &ctx->input(2)};

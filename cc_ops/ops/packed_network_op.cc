@@ -1,7 +1,7 @@
 #include <string>
 #include <vector>
 
-#include "cc_ops/core/network.h"
+#include "cc_ops/core/network_plan.h"
 #include "cc_ops/ops/shape_util.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -82,7 +82,7 @@ REGISTER_OP("Tfdisc>PackedNetwork")
       return absl::OkStatus();
     })
     .Doc(R"doc(
-A chain of packed layers run as one op (inference only; cc_ops/core/network.h).
+A chain of packed layers run as one op (inference only; cc_ops/core/network_plan.h, network.h).
 
 The steps run back to back on the drivers of the per-layer ops
 (Bitpack, FloatConv2DBits, BinaryConv2D, BitpackedMaxPool2D, BinaryDense), so
@@ -90,11 +90,11 @@ the output equals that of the per-layer ops in sequence, bit for bit.
 
 input: float NHWC / [batch, features], or packed words (Tin = the word type).
 words: 1-D, the steps' packed weights (filters, dense weights, or_masks) in step
-  order, each at a multiple of 64 bytes (see core/network.h).
+  order, each at a multiple of 64 bytes (see core/network_plan.h).
 floats: 1-D, the steps' float weights (multipliers, biases, float kernels),
   laid out the same way.
 steps: step kinds: bitpack, float_conv_bits, conv, max_pool, flatten, dense.
-step_ints: the steps' integer parameters, concatenated (see core/network.h).
+step_ints: the steps' integer parameters, concatenated (see core/network_plan.h).
 word_bits: 32 or 64, the word size of all packed data and weights (Tpacked).
 out_type: float when the last step returns float data, else the word type.
 )doc");

@@ -1,12 +1,12 @@
 """``packed_network``: a chain of packed layers as one op (``Tfdisc>PackedNetwork``).
 
-A converted network at batch 1 spends most of its time in TensorFlow's
+At batch 1 a converted network can spend much of its time in TensorFlow's
 per-op cost (issue 31); this op runs a whole chain of layers -- the float
 first layer emitting bits, bit-packing, binary convolutions and dense layers
 with their fused output transforms, packed max pooling, flatten -- inside
 one op, on the same C++ drivers as the per-layer ops, so its output equals
 theirs bit for bit. ``tfdisc.convert.to_packed(model, fused=True)`` builds it;
-the steps and their integers are documented in ``cc_ops/core/network.h``.
+the steps and their integers are documented in ``cc_ops/core/network_plan.h``.
 """
 
 import numpy as np
@@ -17,7 +17,7 @@ from tfdisc.ops import _loader, _transform
 #: Each weight starts at a multiple of this many bytes in `words` / `floats`.
 WEIGHT_ALIGN_BYTES = 64
 
-#: Integers each step kind takes (cc_ops/core/network.h).
+#: Integers each step kind takes (cc_ops/core/network_plan.h).
 STEP_INTS = {
     "bitpack": 1,          # channels
     "float_conv_bits": 9,  # channels_in, out_channels, fh, fw, sh, sw, dh, dw, same
@@ -32,7 +32,7 @@ def pack_network_weights(weights, word_bits=32):
     """``(words, floats)``: the op's two weight tensors (numpy) from `weights`.
 
     Args:
-      weights: The steps' weight arrays in step order (cc_ops/core/network.h):
+      weights: The steps' weight arrays in step order (cc_ops/core/network_plan.h):
         integer arrays are packed words (``pack_conv_filter``,
         ``pack_dense_weights``, an or_mask), float arrays multipliers, biases
         and float kernels.
