@@ -212,3 +212,14 @@ def test_sequential_model_fuses():
     assert [type(l).__name__ for l in fused.layers] == ["PackedNetwork", "GlobalAveragePooling2D"]
     x = np.random.default_rng(2).standard_normal((3, 9, 9, 5)).astype(np.float32)
     np.testing.assert_array_equal(fused(x).numpy(), per_layer(x).numpy())
+
+
+@pytest.mark.parametrize("min_cost", ["0", "1000000000"], ids=["all_parallel", "all_serial"])
+def test_thread_choice_does_not_change_outputs(zoo, min_cost, monkeypatch):
+    """TFDISC_OPS_FUSED_PARALLEL_COST moves every step onto the intra-op pool (0) or onto the
+    calling thread; the outputs stay the per-layer model's."""
+    monkeypatch.setenv("TFDISC_OPS_FUSED_PARALLEL_COST", min_cost)
+    for name in ("alexnet_cifar", "resnet20"):
+        per_layer, fused = zoo[name]
+        x = _images(per_layer.input_shape, 5, seed=11)
+        np.testing.assert_array_equal(fused(x).numpy(), per_layer(x).numpy(), err_msg=name)
