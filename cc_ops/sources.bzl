@@ -30,6 +30,7 @@ TF_OPS_SRCS = [
     "kernels/binary_conv2d_op.cc",
     "kernels/bitpacked_max_pool_op.cc",
     "kernels/float_conv2d_bits_op.cc",
+    "kernels/packed_network_op.cc",
     "kernels/roofline_op.cc",
     "ops/bit_depth_op.cc",
     "ops/bitpack_op.cc",
@@ -37,4 +38,5 @@ TF_OPS_SRCS = [
     "ops/binary_conv2d_op.cc",
     "ops/bitpacked_max_pool_op.cc",
     "ops/float_conv2d_bits_op.cc",
+    "ops/packed_network_op.cc",
 ]

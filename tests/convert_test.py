@@ -58,7 +58,9 @@ class TestZoo:
         randomize_batch_norms(model, seed=len(name))
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # every binary layer converts
-            packed = convert.to_packed(model)
+            # The per-layer graph: its layers are inspected below (the fused default
+            # equals it bit for bit, tests/convert_fused_test.py).
+            packed = convert.to_packed(model, fused=False)
         report = packed.packing_report
         n_quant = sum(isinstance(l, (lq.layers.QuantDense, lq.layers.QuantConv2D))
                       for l in model.layers)
@@ -155,7 +157,7 @@ class TestCustomModels:
         x = lq.layers.QuantDense(10, input_quantizer="ste_sign", kernel_quantizer="ste_sign")(x)
         model = tf.keras.Model(inputs, x)
         randomize_batch_norms(model, seed=4, negative_gamma=negative_gamma)
-        packed = convert.to_packed(model)
+        packed = convert.to_packed(model, fused=False)
         report = packed.packing_report
         assert len(report.bitpacked_outputs) == 2
         assert sum(isinstance(l, convert.PackedMaxPool2D) for l in packed.layers) == 2
@@ -225,7 +227,7 @@ class TestCustomModels:
 
     def test_packed_layer_config_round_trip(self):
         model = tfdisc.models.build("fcn2", precision="binary", width=40, depth=2)
-        packed = convert.to_packed(model)
+        packed = convert.to_packed(model, fused=False)
         layer = next(l for l in packed.layers if isinstance(l, convert.PackedBinaryDense))
         clone = convert.PackedBinaryDense.from_config(layer.get_config())
         clone.build(layer.input_shape)
@@ -241,7 +243,7 @@ def test_bit_output_float_conv_saves_and_loads(tmp_path):
     model = tfdisc.models.build("alexnet_cifar", precision="binary", width=16, depth=1,
                                 input_shape=(16, 16, 3))
     randomize_batch_norms(model, seed=3)
-    packed = convert.to_packed(model)
+    packed = convert.to_packed(model, fused=False)
     assert packed.packing_report.bit_output_float_convs == ("conv_in",)
     packed.save(tmp_path / "packed.keras")
     loaded = tf.keras.models.load_model(tmp_path / "packed.keras")

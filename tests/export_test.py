@@ -229,11 +229,12 @@ def test_packed_saved_model_without_ops_says_what_to_import(zoo):
     _, paths = zoo["fcn2"]
     path = paths["packed_saved_model"]
     with open(os.path.join(path, "assets.extra", "tfdisc_export.json")) as f:
-        assert "Tfdisc>BinaryDense" in json.load(f)["tfdisc_ops"]
+        # to_packed fuses by default: the binary layers are one Tfdisc>PackedNetwork op.
+        assert "Tfdisc>PackedNetwork" in json.load(f)["tfdisc_ops"]
     result = _python(f"import tfdisc.export\ntfdisc.export.load({path!r})",
                      TFDISC_OPS_LIBRARY="/nonexistent/_tfdisc_ops.so")
     assert result.returncode != 0
-    assert "import tfdisc.ops" in result.stderr and "Tfdisc>BinaryDense" in result.stderr, \
+    assert "import tfdisc.ops" in result.stderr and "Tfdisc>PackedNetwork" in result.stderr, \
         result.stderr[-2000:]
 
 
@@ -282,7 +283,7 @@ class TestErrors:
     def test_packed_model_to_stock_formats(self, tmp_path):
         packed = convert.to_packed(tfdisc.models.build("fcn2", precision="binary", width=8,
                                                        depth=2))
-        with pytest.raises(ValueError, match="dense_1.*packed layers"):
+        with pytest.raises(ValueError, match="packed_network.*packed layers"):
             export.tflite(packed, str(tmp_path / "m.tflite"))
 
     def test_op_outside_tflite_builtins_names_the_layer(self, tmp_path):

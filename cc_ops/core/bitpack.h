@@ -45,6 +45,16 @@ void BitpackRow(const T* x, std::int64_t k, std::int64_t out_words,
   for (; w < out_words; ++w) out[w] = 0;
 }
 
+// One float row with a vectorized packer (a BitpackFloatFn of
+// bgemm/kernels.h: PackedWords32(k, 32) words), then the words up to
+// `out_words` (the zero high half of a 64-bit word) zeroed.
+inline void BitpackFloatRow(void (*pack)(const float* x, std::int64_t k, TWord* out),
+                            const float* x, std::int64_t k, std::int64_t out_words,
+                            TWord* out) {
+  pack(x, k, out);
+  for (std::int64_t w = PackedWords32(k, 32); w < out_words; ++w) out[w] = 0;
+}
+
 }  // namespace core
 }  // namespace tfdisc
 

@@ -35,13 +35,11 @@ class BitpackOp : public tf::OpKernel {
     const T* src = x.flat<T>().data();
     core::TWord* dst = MutableWords(out);
     core::BitpackFloatFn pack_float = core::GetBitpackFloat(type);
-    const std::int64_t words32 = core::PackedWords32(k, 32);
     MakeParallelFor(ctx)(rows, k * 2 + 8, [&](std::int64_t b, std::int64_t e) {
       for (std::int64_t r = b; r < e; ++r) {
         if constexpr (std::is_same<T, float>::value) {
-          pack_float(src + r * k, k, dst + r * out_words);
-          for (std::int64_t w = words32; w < out_words; ++w)
-            dst[r * out_words + w] = 0;
+          core::BitpackFloatRow(pack_float, src + r * k, k, out_words,
+                                dst + r * out_words);
         } else {
           core::BitpackRow<T>(src + r * k, k, out_words, dst + r * out_words);
         }

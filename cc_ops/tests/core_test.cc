@@ -8,7 +8,10 @@
 //   * BConv2DOptimized (every kernel) against BConv2DReference over kernel
 //     sizes, strides, dilations, SAME/VALID, pad values -1/0/+1 and all
 //     output transforms, with the exact buffers the ops use (so an
-//     out-of-bounds read or write is reported by ASan).
+//     out-of-bounds read or write is reported by ASan);
+//   * RunNetwork (core/network.h, every kernel, 32- and 64-bit words)
+//     against the reference drivers applied one layer at a time, and
+//     ParseNetwork / PlanNetwork on malformed steps.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -25,6 +28,8 @@
 #include "cc_ops/core/bdense.h"
 #include "cc_ops/core/bgemm/kernels.h"
 #include "cc_ops/core/bitpack.h"
+#include "cc_ops/core/bitpacked_max_pool.h"
+#include "cc_ops/core/network.h"
 #include "cc_ops/tests/check.h"
 
 #if defined(__x86_64__)
@@ -624,6 +629,146 @@ void TestFloatConvBits(const std::vector<KernelType>& kernels) {
   CHECK(cases > 40, "float conv bits ran only %d cases", cases);
 }
 
+
+// A chain bitpack -> conv (bits out, multiplier, bias) -> max pool (OR mask)
+// -> conv (bits out) -> flatten -> dense (float out), run by RunNetwork with
+// each kernel, against the reference drivers one step at a time.
+void TestNetwork(const std::vector<KernelType>& kernels) {
+  std::mt19937 rng(31);
+  std::uniform_int_distribution<std::uint32_t> bits;
+  std::normal_distribution<float> normal;
+  for (int word_bits : {32, 64}) {
+    for (std::int64_t batch : {1, 3}) {
+      const std::int64_t c0 = 40, c1 = 64, c2 = 64, units = 10, h = 6;
+      const std::vector<std::string> kinds = {"bitpack", "conv", "max_pool", "conv",
+                                              "flatten", "dense"};
+      const std::vector<std::int64_t> ints = {
+          c0, c0, c1, 3, 3, 1, 1, 1, 1, 1, 0, 1, 1, 1,  // bitpack; conv SAME pad 0
+          2, 2, 2, 2, 1, 1,                            // max pool with OR mask
+          c1, c2, 2, 2, 1, 1, 1, 1, 0, 1, 1, 0, 0,      // conv VALID
+          2 * 2 * c2, units, 0, 0, 1};                 // dense
+      std::vector<Step> steps;
+      std::vector<WeightType> types;
+      bool out_bits = true;
+      std::string error;
+      CHECK(ParseNetwork(kinds, ints, word_bits, false, &steps, &types, &out_bits, &error),
+            "parse: %s", error.c_str());
+      CHECK(!out_bits && types.size() == 7, "parse: %zu weights", types.size());
+      Flow in;
+      in.rank = 4;
+      in.batch = batch;
+      in.h = in.w = h;
+      in.channels = in.row = c0;
+      std::vector<Flow> flows;
+      CHECK(PlanNetwork(&steps, word_bits, in, &flows, &error), "plan: %s", error.c_str());
+      if (flows.size() != steps.size()) continue;
+      const std::vector<std::int64_t> sizes = WeightSizes(steps, types.size(), word_bits);
+      // Weights as 32-bit words / floats, each its own buffer.
+      std::vector<std::vector<TWord>> words(types.size());
+      std::vector<std::vector<float>> floats(types.size());
+      std::vector<WeightView> views(types.size());
+      for (std::size_t i = 0; i < types.size(); ++i) {
+        if (types[i] == WeightType::kWords) {
+          words[i].resize(sizes[i] * word_bits / 32);
+          for (TWord& v : words[i]) v = bits(rng);
+          views[i].data = words[i].data();
+        } else {
+          floats[i].resize(sizes[i]);
+          for (float& v : floats[i]) v = normal(rng);
+          views[i].data = floats[i].data();
+        }
+        views[i].size = sizes[i];
+      }
+      // Padding bits of packed weights are zero (64-bit words: the high halves too).
+      const auto clear_padding = [&](std::vector<TWord>* w, std::int64_t channels) {
+        const std::int64_t per = PackedWords32(channels, word_bits);
+        for (std::int64_t r = 0; r < static_cast<std::int64_t>(w->size()) / per; ++r) {
+          for (std::int64_t b = channels; b < per * 32; ++b)
+            (*w)[r * per + b / 32] &= ~(TWord{1} << (b % 32));
+        }
+      };
+      clear_padding(&words[0], c0);
+      clear_padding(&words[3], c1);  // the mask: one pixel of c1 channels
+      clear_padding(&words[4], c1);
+      clear_padding(&words[5], 2 * 2 * c2);
+      std::vector<float> x(batch * h * h * c0);
+      for (float& v : x) v = normal(rng);
+      // The reference, one step at a time.
+      std::vector<TWord> a(batch * h * h * PackedWords32(c0, word_bits));
+      for (std::int64_t r = 0; r < batch * h * h; ++r)
+        BitpackRow<float>(x.data() + r * c0, c0, PackedWords32(c0, word_bits),
+                          a.data() + r * PackedWords32(c0, word_bits));
+      const auto transform = [&](const Step& s, OutputTransform* t) {
+        t->kind = s.bits_out ? OutputKind::kBitpacked : OutputKind::kFloat;
+        t->multiplier = s.multiplier >= 0 ? floats[s.multiplier].data() : nullptr;
+        t->bias = s.bias >= 0 ? floats[s.bias].data() : nullptr;
+      };
+      OutputTransform t1, t3, t5;
+      transform(steps[1], &t1);
+      transform(steps[3], &t3);
+      transform(steps[5], &t5);
+      std::vector<TWord> b1(flows[1].Elements(), 0), b2(flows[2].Elements(), 0),
+          b3(flows[3].Elements(), 0);
+      BConv2DReference(steps[1].window, a.data(), words[0].data(), t1, b1.data(), flows[1].row);
+      BitpackedMaxPool(steps[2].window, b1.data(), words[3].data(), b2.data(), SerialFor);
+      BConv2DReference(steps[3].window, b2.data(), words[4].data(), t3, b3.data(), flows[3].row);
+      std::vector<float> want(batch * units);
+      BDenseArgs args;
+      args.x = b3.data();
+      args.w = words[5].data();
+      args.m = batch;
+      args.n = units;
+      args.words = flows[4].row;
+      args.k = 2 * 2 * c2;
+      args.transform = t5;
+      args.out = want.data();
+      args.out_stride = units;
+      BinaryDense(args, DenseKernelsFor(KernelType::kReference), SerialFor);
+      for (KernelType type : kernels) {
+        for (bool prepared_forms : {false, true}) {
+          PreparedNetwork prepared;
+          const ConvKernels ck = ConvKernelsFor(type);
+          const bool transposed = prepared_forms && ck.gemm_t != nullptr;
+          PrepareNetwork(steps, views, transposed, transposed && ck.gemm_ts != nullptr,
+                         &prepared);
+          NetworkScratch scratch;
+          std::vector<float> got(batch * units, -1.0f);
+          const ParallelFor serial = SerialFor;
+          const bool ok = RunNetwork(steps, flows, in, x.data(), got.data(), views, prepared,
+                                     type, &scratch,
+                                     [&](std::size_t) -> const ParallelFor& { return serial; });
+          CHECK(ok && got == want, "network %s words %d batch %ld%s", KernelName(type),
+                word_bits, static_cast<long>(batch), prepared_forms ? " prepared" : "");
+        }
+      }
+    }
+  }
+  // Malformed steps.
+  std::vector<Step> steps;
+  std::vector<WeightType> types;
+  bool out_bits;
+  std::string error;
+  CHECK(!ParseNetwork({"dense"}, {8, 4, 0, 0, 0}, 32, false, &steps, &types, &out_bits, &error) &&
+            error.find("takes packed bits") != std::string::npos,
+        "dense on float: %s", error.c_str());
+  CHECK(!ParseNetwork({"conv"}, {1, 2, 3}, 32, true, &steps, &types, &out_bits, &error) &&
+            error.find("needs 13 integers") != std::string::npos,
+        "short ints: %s", error.c_str());
+  CHECK(!ParseNetwork({"bitpack"}, {8}, 16, false, &steps, &types, &out_bits, &error),
+        "word_bits 16");
+  CHECK(ParseNetwork({"bitpack", "flatten"}, {20}, 32, false, &steps, &types, &out_bits, &error),
+        "bitpack + flatten parses: %s", error.c_str());
+  Flow in;
+  in.rank = 4;
+  in.batch = 1;
+  in.h = in.w = 2;
+  in.channels = in.row = 20;
+  std::vector<Flow> flows;
+  CHECK(!PlanNetwork(&steps, 32, in, &flows, &error) &&
+            error.find("multiple of 32") != std::string::npos,
+        "flatten with padding bits: %s", error.c_str());
+}
+
 int main() {
   const std::vector<KernelType> kernels = SupportedKernels();
   TestBitpack();
@@ -635,5 +780,6 @@ int main() {
   TestConvLongRows(kernels);
   TestDotLimits(kernels);
   TestFloatConvBits(kernels);
+  TestNetwork(kernels);
   return tfdisc_test::CheckSummary();
 }

@@ -18,6 +18,10 @@ therefore times, in one ``tf.function`` holding a ``tf.while_loop`` of
   TensorFlow's default ``parallel_iterations`` (layers of consecutive
   iterations may overlap on the two inter-op threads) and once "chained"
   (``parallel_iterations=1``: one layer at a time, as in a network);
+  the gemv lines also give the memory roofline (issue 31): the packed weights'
+  bytes over the copy bandwidth measured here (``copy_bandwidth``: a numpy copy
+  of a buffer of the weights' size, so from the same cache level, counting the
+  bytes read and written), and each kernel's time against it;
 * ``conv``: ``binary_conv2d`` at batch 1 on the CIFAR BNN layer shapes
   against ``tf.nn.conv2d`` float32, the same way.
 
@@ -116,6 +120,14 @@ def _timed(compare, fns, rounds, min_round_s):
     return {name: t / LOOP for name, t in times.items()}
 
 
+def copy_bandwidth(nbytes, compare, rounds, min_round_s):
+    """Bytes per second (read + written) of a one-thread numpy copy of `nbytes` bytes."""
+    src = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
+    dst = np.empty_like(src)
+    t = compare({"copy": lambda: np.copyto(dst, src)}, rounds, min_round_s)["copy"]
+    return 2 * nbytes / t
+
+
 def dispatch(report, compare, rounds, min_round_s, quick=False):
     """Per-op cost of running the roofline op on all threads vs one thread."""
     import tfdisc.ops as ops  # pylint: disable=import-outside-toplevel
@@ -195,6 +207,17 @@ def gemv(report, compare, rounds, min_round_s, ceilings, kernels, summary, quick
            f"matmul {t['matmul'] * 1e6:8.1f} us ({m * k * n / t['matmul'] / 1e9:5.1f} G MAC/s)")
     _report_in_graph(report, f"dense {m}x{k}x{n}{' chained' if chained else ''}", m * k * n, t,
                      "matmul", kernels, ceilings, summary, target, share_target, pool_off)
+    weight_bytes = pw.numpy().nbytes
+    bandwidth = copy_bandwidth(weight_bytes, compare, rounds, min_round_s)
+    floor = weight_bytes / bandwidth
+    report(f"  memory roofline: {weight_bytes / 2**20:.2f} MiB of packed weights / "
+           f"{bandwidth / 1e9:.1f} GB/s copy bandwidth (numpy, one thread, a buffer that size, "
+           f"read + write) = {floor * 1e6:.1f} us per layer")
+    for name, _ in _candidates(kernels, pool_off):
+        share = 100 * floor / t[name]
+        mark = share_mark(share, 50.0) if chained and share_target is not None else ""
+        report(f"    kernel {name:17s} {t[name] * 1e6:8.1f} us = {share:5.1f}% of the memory "
+               f"roofline{mark}")
     report()
 
 

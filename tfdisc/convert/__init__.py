@@ -47,8 +47,9 @@ one image's logits in 17 random alexnet_cifar models x 32 images;
 
 Modules: ``planning`` (which layers convert, what fuses; no layers built),
 ``folding`` (batch norm and XNOR scales into the output transform),
-``layers`` (the packed Keras layers, registered on ``import tfdisc``) and
-``report`` (:class:`PackingReport`). Weights are packed with
+``layers`` (the packed Keras layers, registered on ``import tfdisc``),
+``fusion`` (each chain of packed layers as one ``PackedNetwork`` op, the
+default: ``fused=True``) and ``report`` (:class:`PackingReport`). Weights are packed with
 ``tfdisc.ops.pack_dense_weights``/``pack_conv_filter``.
 
 Example:
@@ -65,7 +66,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tfdisc.convert import folding, planning
+from tfdisc.convert import folding, fusion, planning
 from tfdisc.layers import BitDepthQuantization
 from tfdisc.convert.layers import (
     PACKED_LAYERS,
@@ -74,6 +75,7 @@ from tfdisc.convert.layers import (
     PackedBitDepthQuantization,
     PackedFloatConv2D,
     PackedMaxPool2D,
+    PackedNetwork,
 )
 from tfdisc.convert.planning import check_model
 from tfdisc.convert.report import PackingReport, weight_bytes
@@ -85,12 +87,23 @@ __all__ = [
     "PackedBitDepthQuantization",
     "PackedFloatConv2D",
     "PackedMaxPool2D",
+    "PackedNetwork",
     "PackingReport",
     "check_model",
     "folding",
+    "fusion",
     "planning",
     "to_packed",
 ]
+
+
+#: ``to_packed``'s ``fused`` default. Measured (issue 31; python -m tfdisc.benchmarks.ops
+#: --emulate=avx2 --kernels=avx2, two runs on one core of a shared AMD EPYC, 2026-12-08,
+#: experiments/benchmarks/ops_issue31_fused_amd_epyc_emulated_avx2_one_core*.txt): at batch 1
+#: the fused graph ran 1.21-1.24x (alexnet_cifar, 4.3-4.6 -> 3.5-3.8 ms), 1.04-1.20x (fcn1)
+#: and 1.16-1.20x (fcn2) faster than the per-layer graph, with bit-identical outputs; at
+#: batch 32 / 256 0.94-1.11x, within the host's run-to-run noise. Two cores: not measured.
+FUSED_DEFAULT = True
 
 
 def _ops():
@@ -130,7 +143,7 @@ def _bit_output_conv(conv, bn, word_bits):
 
 
 def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=True,
-              warn=True):
+              fused=FUSED_DEFAULT, warn=True):
     """Converts a trained larq model to an inference model on packed ops.
 
     Args:
@@ -141,12 +154,17 @@ def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=Tr
         output transform, and into a full-precision Conv2D's kernel and bias.
       bitpacked_outputs: Let ops emit sign bits for packed consumers (needs
         ``fold_batch_norm`` to matter for batch-normalized networks).
+      fused: Run each chain of packed layers as one op (``PackedNetwork``,
+        ``tfdisc.convert.fusion``), bit-identical to the per-layer graph;
+        False keeps one Keras layer (and TensorFlow op) per packed layer,
+        for debugging. See ``FUSED_DEFAULT`` for the default and its measurement.
       warn: Warn for each larq layer left in float.
 
     Returns:
       A ``tf.keras.Model`` for inference with the same inputs and outputs,
-      with a ``packing_report`` attribute (:class:`PackingReport`). Layers
-      that were not converted are shared with `model`, not copied.
+      with a ``packing_report`` attribute (:class:`PackingReport`). With
+      ``fused=False``, layers that were not converted are shared with `model`,
+      not copied; a fused model is rebuilt from its config (copies).
 
     Raises:
       ValueError: `word_bits` is not 32 or 64, or `model` is not a built
@@ -218,6 +236,9 @@ def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=Tr
     for layer in replacements.values():
         if isinstance(layer, (PackedBinaryDense, PackedBinaryConv2D)):
             binary_packed += weight_bytes(layer.get_weights())
+    fused_networks = ()
+    if fused:
+        packed_model, fused_networks = fusion.fuse(packed_model)
     report = PackingReport(
         packed_layers=tuple(plans),
         float_layers=tuple(float_layers),
@@ -229,6 +250,7 @@ def to_packed(model, *, word_bits=32, fold_batch_norm=True, bitpacked_outputs=Tr
         binary_packed_bytes=binary_packed,
         folded_float_convs=tuple(float_folds),
         bit_output_float_convs=tuple(float_bits),
+        fused_networks=fused_networks,
     )
     packed_model.packing_report = report
     return packed_model

@@ -17,6 +17,7 @@ __all__ = [
     "PackedBitDepthQuantization",
     "PackedFloatConv2D",
     "PackedMaxPool2D",
+    "PackedNetwork",
     "PACKED_LAYERS",
 ]
 
@@ -268,6 +269,60 @@ class PackedBitDepthQuantization(BitDepthQuantization):
                                 straight_through=self.gradient != "none")
 
 
+@tf.keras.utils.register_keras_serializable(package="tfdisc")
+class PackedNetwork(tf.keras.layers.Layer):
+    """A chain of packed layers run as one op (``tfdisc.ops.packed_network``).
+
+    Made by ``tfdisc.convert.to_packed(model, fused=True)`` from the layers
+    named in ``fused_layers`` (``tfdisc.convert.fusion``); its output equals
+    theirs bit for bit. The weights are two variables, ``words`` and
+    ``floats`` (``tfdisc.ops.pack_network_weights``): a graph reads two
+    variables, not one per weight.
+
+    Args:
+      steps: ``[[kind, [ints]], ...]`` (``tfdisc.ops.packed_network``).
+      words_size, floats_size: Lengths of the two weight vectors.
+      word_bits: 32 or 64.
+      output: ``"float"`` or ``"bitpacked"``: what the last step returns.
+      fused_layers: Names of the layers this one replaces.
+      words, floats: Initial values (numpy), from the converter; omitted
+        when deserializing (weights are loaded after).
+    """
+
+    def __init__(self, steps, words_size, floats_size, *, word_bits=32, output="float",
+                 fused_layers=(), words=None, floats=None, **kwargs):
+        kwargs.pop("trainable", None)
+        super().__init__(trainable=False, **kwargs)
+        self.steps = [[str(kind), [int(v) for v in ints]] for kind, ints in steps]
+        self.words_size = int(words_size)
+        self.floats_size = int(floats_size)
+        self.word_bits = int(word_bits)
+        self.output_kind = output
+        self.fused_layers = [str(n) for n in fused_layers]
+        self._init_values = dict(words=words, floats=floats)
+
+    def build(self, input_shape):
+        def constant(name, size, dtype):
+            value = self._init_values[name]
+            init = "zeros" if value is None else tf.constant_initializer(np.asarray(value))
+            return self.add_weight(name=name, shape=(size,), dtype=dtype, initializer=init,
+                                   trainable=False)
+
+        self.words = constant("words", self.words_size, _word_dtype(self.word_bits))
+        self.floats = constant("floats", self.floats_size, tf.float32)
+        self._init_values = {}
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return _ops().packed_network(inputs, self.words, self.floats, self.steps,
+                                     word_bits=self.word_bits, output=self.output_kind)
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps, "words_size": self.words_size,
+                "floats_size": self.floats_size, "word_bits": self.word_bits,
+                "output": self.output_kind, "fused_layers": self.fused_layers}
+
+
 #: Every packed layer class, for code that must tell packed models apart.
 PACKED_LAYERS = (PackedBinaryDense, PackedBinaryConv2D, PackedMaxPool2D,
-                 PackedBitDepthQuantization, PackedFloatConv2D)
+                 PackedBitDepthQuantization, PackedFloatConv2D, PackedNetwork)

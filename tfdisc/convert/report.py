@@ -25,6 +25,8 @@ class PackingReport:
       bit_output_float_convs: Names of those folded full-precision
         convolutions that emit sign bits for the packed layers they feed
         (``PackedFloatConv2D``: the float output is never written).
+      fused_networks: ``(name, (layer names...))`` of each ``PackedNetwork``
+        (one op) of a ``fused=True`` model and the layers it replaced.
       float_bytes: Weight bytes of the input model (float32 latent weights).
       packed_bytes: Weight bytes of the converted model (packed words,
         float multipliers/biases, and the layers it keeps in float).
@@ -42,6 +44,7 @@ class PackingReport:
     binary_packed_bytes: int
     folded_float_convs: tuple = ()
     bit_output_float_convs: tuple = ()
+    fused_networks: tuple = ()
 
     @property
     def compression(self):
@@ -56,6 +59,8 @@ class PackingReport:
             f"{len(self.bitpacked_outputs)}; float convolutions with a folded batch norm: "
             f"{len(self.folded_float_convs)} ({len(self.bit_output_float_convs)} emitting "
             "sign bits)",
+            f"fused into one op each: {len(self.fused_networks)} chains of "
+            f"{sum(len(layers) for _, layers in self.fused_networks)} layers",
             f"model size: {self.float_bytes / 1024:.1f} KiB float -> "
             f"{self.packed_bytes / 1024:.1f} KiB packed ({self.compression:.1f}x)",
             f"binary layers: {self.binary_float_bytes / 1024:.1f} KiB float -> "

@@ -47,6 +47,7 @@ from tfdisc.ops.binary_dense import (
     pack_dense_weights,
 )
 from tfdisc.ops.bitpack import bitpack, bitpack_reference, unpack_reference
+from tfdisc.ops.packed_network import pack_network_weights, packed_network
 from tfdisc.ops._transform import PAD_VALUES, pad_value as check_pad_value
 from tfdisc.ops.kernel_select import (
     KERNELS,
@@ -68,7 +69,7 @@ def library():
 # so say "no gradient" explicitly (tape.gradient returns None).
 for _name in ("Tfdisc>Bitpack", "Tfdisc>BinaryDense", "Tfdisc>BinaryConv2D",
               "Tfdisc>BitpackedMaxPool2D", "Tfdisc>BitDepth",
-              "Tfdisc>FloatConv2DBits"):
+              "Tfdisc>FloatConv2DBits", "Tfdisc>PackedNetwork"):
     _tf.no_gradient(_name)
 del _name
 
@@ -91,6 +92,8 @@ __all__ = [
     "kernel_supported",
     "pack_conv_filter",
     "pack_dense_weights",
+    "pack_network_weights",
+    "packed_network",
     "selected_kernel",
     "unpack_reference",
     "use_kernel",
