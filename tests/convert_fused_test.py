@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import tfdisc
 from tfdisc import convert, export
+from tests import testing_utils
 
 ops = pytest.importorskip("tfdisc.ops", reason="op library unavailable", exc_type=ImportError)
 
@@ -26,19 +27,6 @@ KERNELS = [k for k in ("reference", "portable", "avx2", "avx512bw", "avx512", "n
 BATCHES = (1, 3, 17)  # 17: the dense layers' transposed path (>= 16 rows), odd pairs
 
 
-def _random_batch_norms(model, seed):
-    """Random statistics, some negative gammas (OR pooling), so thresholds are not trivial."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            weights = []
-            for w in layer.weights:
-                name = w.name.split("/")[-1].split(":")[0]
-                v = rng.standard_normal(w.shape).astype(np.float32)
-                weights.append(np.abs(v) + 0.5 if name == "moving_variance" else v)
-            layer.set_weights(weights)
-
-
 def _images(shape, n, seed):
     return np.random.default_rng(seed).random((n, *shape[1:])).astype(np.float32)
 
@@ -50,7 +38,7 @@ def zoo():
     for i, (name, kwargs) in enumerate(sorted(ZOO.items())):
         tf.keras.utils.set_random_seed(i)
         model = tfdisc.models.build(name, precision="binary", input_bits=2, **kwargs)
-        _random_batch_norms(model, seed=i)
+        testing_utils.random_batch_norms(model, seed=i)
         out[name] = (convert.to_packed(model, fused=False, warn=False),
                      convert.to_packed(model, fused=True, warn=False))
     return out
@@ -102,7 +90,7 @@ def test_alexnet_cifar_is_one_op_between_quantizer_and_logits(zoo):
 def test_options(options):
     model = tfdisc.models.build("alexnet_cifar", precision="xnor", width=32, depth=1,
                                 input_shape=(8, 8, 3))
-    _random_batch_norms(model, seed=4)
+    testing_utils.random_batch_norms(model, seed=4)
     per_layer = convert.to_packed(model, fused=False, warn=False, **options)
     fused = convert.to_packed(model, fused=True, warn=False, **options)
     assert fused.packing_report.fused_networks
@@ -205,7 +193,7 @@ def test_sequential_model_fuses():
         tf.keras.layers.BatchNormalization(),
         tf.keras.layers.GlobalAveragePooling2D(),
     ])
-    _random_batch_norms(model, seed=8)
+    testing_utils.random_batch_norms(model, seed=8)
     per_layer = convert.to_packed(model, fused=False)
     fused = convert.to_packed(model, fused=True)
     assert isinstance(fused, tf.keras.Sequential)

@@ -14,6 +14,7 @@ from absl.testing import flagsaver
 
 import tfdisc
 from tfdisc import convert, export
+from tests import testing_utils
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_LCE = True
@@ -39,19 +40,6 @@ def test_zoo_covers_every_family():
     assert sorted(ZOO) == tfdisc.models.available()
 
 
-def _trained_looking_batch_norms(model, seed):
-    """Random batch-norm statistics, so thresholds are not the trivial 0 of a fresh model."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            weights = []
-            for w in layer.weights:
-                name = w.name.split("/")[-1].split(":")[0]
-                v = rng.standard_normal(w.shape).astype(np.float32)
-                weights.append(np.abs(v) + 0.5 if name == "moving_variance" else v)
-            layer.set_weights(weights)
-
-
 def _images(model, n, seed=0):
     return np.random.default_rng(seed).random((n, *model.input_shape[1:])).astype(np.float32)
 
@@ -71,7 +59,7 @@ def zoo(tmp_path_factory):
         # can binarize differently.
         tf.keras.utils.set_random_seed(i)
         model = tfdisc.models.build(name, precision="binary", input_bits=2, **kwargs)
-        _trained_looking_batch_norms(model, seed=i)
+        testing_utils.random_batch_norms(model, seed=i)
         paths = export.export(model, str(tmp_path_factory.mktemp(name)), FORMATS)
         out[name] = (model, paths)
     return out
@@ -186,7 +174,7 @@ def test_int8_float_weights_predict_close_to_keras(fmt, tmp_path):
 def test_uint8_input_takes_raw_pixels(tmp_path):
     model = tfdisc.models.build("alexnet_cifar", precision="binary", input_bits=2, width=8,
                                 depth=1, input_shape=(16, 16, 3))
-    _trained_looking_batch_norms(model, seed=7)
+    testing_utils.random_batch_norms(model, seed=7)
     # tflite and packed_saved_model take the same uint8 rewrite as lce and saved_model.
     paths = export.export(model, str(tmp_path), [f for f in FORMATS if f in ("saved_model", "lce")],
                           input_dtype="uint8")
@@ -241,7 +229,7 @@ def test_packed_saved_model_without_ops_says_what_to_import(zoo):
 def test_saved_keras_models_load_after_import_tfdisc_only(tmp_path):
     """Issue 7 item 14: larq and packed models load with `import tfdisc` alone."""
     model = tfdisc.models.build("fcn2", precision="binary", width=32, depth=2)
-    _trained_looking_batch_norms(model, seed=5)
+    testing_utils.random_batch_norms(model, seed=5)
     model.save(tmp_path / "model.keras")
     convert.to_packed(model).save(tmp_path / "packed.keras")
     x = _images(model, 4, seed=4)

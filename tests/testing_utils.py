@@ -83,3 +83,17 @@ class Py2StylePickler(pickle._Pickler):  # pylint: disable=protected-access
 
     dispatch[bytes] = save_py2_str
     dispatch[str] = save_py2_str
+
+
+def random_batch_norms(model, seed):
+    """Random batch-norm statistics (some gammas negative, variances ≥ 0.5), so the folded
+    thresholds of a packed model are not the trivial ones of a fresh model."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            weights = []
+            for w in layer.weights:
+                name = w.name.split("/")[-1].split(":")[0]
+                v = rng.standard_normal(w.shape).astype(np.float32)
+                weights.append(np.abs(v) + 0.5 if name == "moving_variance" else v)
+            layer.set_weights(weights)
