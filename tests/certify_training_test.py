@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdisc import certify, models
+from tfdisc import certify, models, training
 from tfdisc.certify import bounds as bounds_lib
 from tfdisc.certify import crown_ibp
 from tests.testing_utils import CLASSES, SHAPE, synthetic
@@ -142,3 +142,70 @@ def test_crown_ibp_refuses_bnns_and_names_the_layer():
         certify.CertifiedTraining(model, 0.1, bounds="crown_ibp")
     with pytest.raises(ValueError, match="bounds"):
         certify.CertifiedTraining(_model("full", 2, None), 0.1, bounds="alpha")
+
+
+def test_mtl_ibp_steps_under_a_strategy_on_the_adversarys_images(distribute_scope):
+    model = _model("full", 1, [100.0])
+    trainer = certify.CertifiedTraining(model, 0.2, ramp_steps=4,
+                                        adversary=training.RfgsmAdversary())
+    trainer.compile(tf.keras.optimizers.Adam(1e-2))
+    x, y = synthetic(256, 0)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    history = trainer.fit(x, y, batch_size=32, epochs=2, verbose=0).history
+    assert all(np.isfinite(history["loss"]))
+    assert "adversarial_accuracy" in history and "clean_accuracy" not in history
+    assert history["eps"][-1] == pytest.approx(0.2)
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+    params = trainer.describe()
+    assert params["method"] == "ibp" and params["adversary"]["attack"] == "rfgsm"
+    assert params["adversary"]["gradient"] == "straight_through"
+    assert "MTL-IBP" in params["reference"]
+
+
+def test_mtl_ibp_loss_weighs_the_cross_entropy_of_the_adversarys_images():
+    """One step at κ = 0.5, ε = 0.2: loss = κ·CE(model(adversary image)) + (1 − κ)·CE(bound);
+    the adversary gets the scheduled ε and the trainer's clip."""
+    model = _model("full", 2, None)
+    seen = []
+
+    def brighten(net, x, y, eps, clip):  # a fixed image in the ball, far from x's loss
+        seen.append((float(eps), clip))
+        return tf.clip_by_value(x + eps, clip[0], clip[1])
+
+    trainer = certify.CertifiedTraining(model, 0.2, ramp_start=0, ramp_steps=1, adversary=brighten)
+    trainer.compile(tf.keras.optimizers.SGD(0.0), run_eagerly=True)
+    x, y = synthetic(32, 1)
+    trainer.train_on_batch(x, y)  # step 0: ε = 0, κ = 1
+    eps, kappa = (float(v) for v in trainer.schedule(trainer.optimizer.iterations))
+    assert (eps, kappa) == (pytest.approx(0.2), pytest.approx(0.5))
+    logs = trainer.train_on_batch(x, y, return_dict=True)
+    assert seen[-1] == (pytest.approx(0.2), (0.0, 1.0))
+    y_t = tf.constant(y, tf.int32)
+    robust, _ = trainer.robust_loss(tf.constant(x), y_t, tf.constant(eps))
+
+    def mix(images):
+        ce = tf.keras.losses.sparse_categorical_crossentropy(
+            y_t, model(images, training=True), from_logits=True)
+        return float(kappa * tf.reduce_mean(ce) + (1 - kappa) * tf.reduce_mean(robust))
+
+    expected = mix(tf.clip_by_value(tf.constant(x) + eps, 0.0, 1.0))
+    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+    assert abs(mix(tf.constant(x)) - expected) > 1e-3  # the clean mix would differ
+
+
+def test_rfgsm_adversary_stays_in_the_ball_at_a_scheduled_eps():
+    model = _model("full", 2, None)
+    x, y = synthetic(64, 2)
+    x = tf.constant(x)
+    adversary = training.RfgsmAdversary()
+    for eps in (0.0, 0.1, 0.3):
+        x_adv = adversary(model, x, tf.constant(y), tf.constant(eps), (0.0, 1.0)).numpy()
+        assert x_adv.shape == x.shape and x_adv.dtype == np.float32
+        assert np.all(np.abs(x_adv - x.numpy()) <= np.float32(eps))
+        assert np.all((x_adv >= 0.0) & (x_adv <= 1.0))
+        assert (eps == 0.0) == np.array_equal(x_adv, x.numpy())
+
+
+def test_an_adversary_that_is_not_callable_is_refused():
+    with pytest.raises(TypeError, match="adversary"):
+        certify.CertifiedTraining(_model("full", 1, [100.0]), 0.1, adversary="rfgsm")

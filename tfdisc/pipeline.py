@@ -149,7 +149,9 @@ def train(model, cfg, x_train, y_train, callbacks=(), strategy=None):
 
             trainer = certify.CertifiedTraining.for_epochs(
                 model, cfg.adversarial_eps, steps_per_epoch=steps, epochs=max(cfg.epochs, 1),
-                bounds=cfg.certified_train_bounds)
+                bounds=cfg.certified_train_bounds,
+                adversary=(training.RfgsmAdversary()
+                           if cfg.certified_train_mix == "adversarial" else None))
             adv_params = trainer.describe()
         if trainer is not model:  # wrappers must be built for BackupAndRestore to restore them
             trainer(tf.zeros((1,) + tuple(x_train.shape[1:]), tf.float32), training=False)

@@ -79,6 +79,9 @@ class Config:
     # training images (tfdisc.quantize.edges_from_data) at train_eps, else the largest ε.
     input_edges: object = None
     certified_train_bounds: str = "ibp"  # or "crown_ibp" (tfdisc.certify.CertifiedTraining)
+    # The κ term of certified training: "clean" (Gowal et al.) or "adversarial" (R-FGSM
+    # images, MTL-IBP: tfdisc.training.RfgsmAdversary).
+    certified_train_mix: str = "clean"
 
     def __post_init__(self):
         data_lib.info(self.dataset)
@@ -128,6 +131,9 @@ class Config:
         if self.certified_train_bounds not in ("ibp", "crown_ibp"):
             raise ValueError(f"`certified_train_bounds` must be 'ibp' or 'crown_ibp', got "
                              f"{self.certified_train_bounds!r}.")
+        if self.certified_train_mix not in ("clean", "adversarial"):
+            raise ValueError(f"`certified_train_mix` must be 'clean' or 'adversarial', got "
+                             f"{self.certified_train_mix!r}.")
         if self.adv_train and self.certified_train:
             raise ValueError("Choose one of `adv_train` (R-FGSM) and `certified_train` (IBP).")
         if self.export:
@@ -168,8 +174,10 @@ class Config:
         # identity of older runs, so an unfinished run started before it still resumes.
         identity["attack_limits"] = {k: v for k, v in identity["attack_limits"].items()
                                      if k == "pgd" or v is not None}
-        if identity["certified_train_bounds"] == "ibp":  # the default, as before it existed
-            del identity["certified_train_bounds"]
+        for name, default in (("certified_train_bounds", "ibp"),
+                              ("certified_train_mix", "clean")):
+            if identity[name] == default:  # the default, as before the option existed
+                del identity[name]
         if identity["input_edges"] is None:  # likewise for eq. 2 runs made before custom edges
             del identity["input_edges"]
         elif not isinstance(identity["input_edges"], str):
@@ -193,7 +201,8 @@ class Config:
         """``runs/<dataset>_<model>_<precision>_<bits>b``, readable and per configuration
         (``_edges`` for a custom-edge quantizer, ``_ibp`` / ``_advtrain`` for the training)."""
         suffix = "_edges" if self.input_edges is not None else ""
-        suffix += "_ibp" if self.certified_train else ""
+        if self.certified_train:
+            suffix += "_mtlibp" if self.certified_train_mix == "adversarial" else "_ibp"
         suffix += "_advtrain" if self.adv_train else ""
         return os.path.join(root, f"{self.dataset}_{self.model}_{self.precision}_{self.bits}b"
                                   f"{suffix}")

@@ -29,8 +29,8 @@ from tfdisc import attacks as attacks_lib
 from tfdisc import checks as checks_lib
 from tfdisc import datasets
 
-__all__ = ["AdversarialTraining", "DEFAULT_TRAIN_EPS", "NonFiniteLossError", "StopOnNonFiniteLoss",
-           "adversarial_eps"]
+__all__ = ["AdversarialTraining", "DEFAULT_TRAIN_EPS", "NonFiniteLossError", "RfgsmAdversary",
+           "StopOnNonFiniteLoss", "adversarial_eps"]
 
 # Paper sec. IV: ε used to make training adversaries ({dataset: ε}, from each dataset's
 # entry in tfdisc.datasets: 0.3 for MNIST, 8/255 for CIFAR and ImageNet).
@@ -105,6 +105,28 @@ class AdversarialTraining(tf.keras.Model):
 
         return {"method": "rfgsm", "eps": self.eps, "alpha": self.alpha,
                 "adv_ratio": self.adv_ratio, "gradient": evaluate.quantizer_gradient(self.inner)}
+
+
+class RfgsmAdversary:
+    """R-FGSM images at a scheduled ε (random step α = ε/2): the adversary of MTL-IBP.
+
+    ``tfdisc.certify.CertifiedTraining(model, eps, adversary=RfgsmAdversary())`` trains on
+    ``κ·CE(z(x_adv)) + (1 − κ)·CE(ẑ)`` (De Palma et al. 2024) instead of the clean
+    cross-entropy. Called as ``adversary(model, x, y, eps, clip)`` inside ``train_step``;
+    ``eps`` may be a scalar tensor (the ε ramp), and ε = 0 returns ``x`` clipped. The
+    gradient goes through the model's input quantizer as the layer says
+    (straight-through by default).
+    """
+
+    def __init__(self):
+        self._attack = attacks_lib.get("rfgsm")
+
+    def __call__(self, model, x, y, eps, clip):
+        return self._attack.fn(model, x, y, eps, clip, alpha=eps / 2.0)
+
+    @staticmethod
+    def describe():
+        return {"attack": "rfgsm", "alpha": "eps/2", "eps": "the scheduled training eps"}
 
 
 class NonFiniteLossError(ArithmeticError):

@@ -309,6 +309,21 @@ def test_crown_ibp_certified_training(synthetic_mnist, tmp_path):
             data_dir=synthetic_mnist, output_dir=str(tmp_path / "bnn"), test_limit=40)
 
 
+def test_mtl_ibp_certified_training(synthetic_mnist, tmp_path):
+    rec = run(bits=1, certified_train=True, certified_train_mix="adversarial", train_eps="0.3",
+              epochs=2, data_dir=synthetic_mnist, output_dir=str(tmp_path / "mtl"),
+              test_limit=40)
+    params = rec["adv_train_params"]
+    assert params["method"] == "ibp" and params["adversary"]["attack"] == "rfgsm"
+    plain = run(bits=1, certified_train=True, train_eps="0.3", epochs=1,
+                data_dir=synthetic_mnist, output_dir=str(tmp_path / "ibp"), test_limit=40)
+    assert "adversary" not in plain["adv_train_params"]
+    with pytest.raises((flags.IllegalFlagValueError, flags.ValidationError),
+                       match="certified_train_mix"):
+        run(bits=1, certified_train=True, certified_train_mix="noisy",
+            data_dir=synthetic_mnist, output_dir=str(tmp_path / "bad"))
+
+
 def test_recertify_with_attacks_reuses_the_rows_attacks(synthetic_mnist, tmp_path):
     """experiments/scripts/recertify.py --attacks: the row's attacks re-run on its certified
     images give the certifier counterexamples; the saved model must be the row's."""

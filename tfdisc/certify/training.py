@@ -4,7 +4,11 @@
 ``κ·CE(z(x), y) + (1 − κ)·CE(ẑ(x, ε), y)``, where ``ẑ_j`` is the interval upper
 bound of ``z_j − z_y`` over the reachable quantized box of ``x`` at ε
 (``tfdisc.certify.box`` / ``tfdisc.certify.bounds``, float32, batch-norm batch
-statistics of the clean batch). ε ramps linearly from 0 to ``eps`` and κ from 1
+statistics of the clean batch). Given an ``adversary`` (e.g.
+``tfdisc.training.RfgsmAdversary``), the first term is the cross-entropy of its
+image of ``x`` at the current ε instead (MTL-IBP, De Palma et al. 2024: a convex
+combination of an adversarial and a verified loss, meant for models certified by
+a complete verifier rather than by IBP alone). ε ramps linearly from 0 to ``eps`` and κ from 1
 to ``kappa_end`` between ``ramp_start`` and ``ramp_start + ramp_steps``
 optimizer steps, as in Gowal et al. (κ: 1 → 0.5). Compile with an optimizer and
 fit the wrapper like any Keras model; save, evaluate and certify
@@ -20,6 +24,8 @@ Example:
 References:
   Gowal et al., "On the effectiveness of interval bound propagation for
   training verifiably robust models", arXiv:1810.12715.
+  De Palma et al., "Expressive losses for verified robustness via convex
+  combinations", ICLR 2024, arXiv:2305.13991 (MTL-IBP).
 """
 import numbers
 
@@ -57,6 +63,10 @@ class CertifiedTraining(tf.keras.Model):
         ``crown_beta[0]`` to ``crown_beta[1]`` with ε; full-precision chains of
         Dense/Conv2D/BatchNorm/ReLU only, ``tfdisc.certify.crown_ibp``).
       crown_beta: ``(start, end)`` of β, each in [0, 1]; default (1, 0) as in the paper.
+      adversary: None (default: κ weighs the clean cross-entropy), or a callable
+        ``(model, x, y, eps, clip) -> images`` in the ε-ball of ``x`` (``eps`` a scalar
+        tensor: the scheduled ε), whose cross-entropy κ weighs instead (MTL-IBP with
+        α = 1 − κ); its ``describe()``, if any, goes into this ``describe()``.
 
     Raises:
       ValueError: bad arguments; ``UnsupportedLayerError`` for a layer IBP
@@ -64,7 +74,7 @@ class CertifiedTraining(tf.keras.Model):
     """
 
     def __init__(self, model, eps, *, ramp_start=0, ramp_steps=1, kappa_end=0.5,
-                 clip=(0.0, 1.0), bounds="ibp", crown_beta=(1.0, 0.0), **kwargs):
+                 clip=(0.0, 1.0), bounds="ibp", crown_beta=(1.0, 0.0), adversary=None, **kwargs):
         kwargs.setdefault("name", f"{model.name}_ibp")
         super().__init__(**kwargs)
         self.inner = model
@@ -86,6 +96,10 @@ class CertifiedTraining(tf.keras.Model):
                              f"(e.g. sign activations, pooling): use bounds='ibp' (interval "
                              f"bounds).")
         self.bounds = bounds
+        if adversary is not None and not callable(adversary):
+            raise TypeError(f"`adversary` must be None or a callable (model, x, y, eps, clip) "
+                            f"-> images, got {adversary!r}.")
+        self.adversary = adversary
         try:
             self.crown_beta = tuple(float(b) for b in crown_beta)
         except (TypeError, ValueError):
@@ -95,8 +109,11 @@ class CertifiedTraining(tf.keras.Model):
         shape = model.output_shape
         self.num_classes = shape[-1] if isinstance(shape, tuple) and isinstance(
             shape[-1], int) else None
+        # Training accuracy is on the images of the κ term: clean, or adversarial (R-FGSM).
+        self._natural = "clean_accuracy" if adversary is None else "adversarial_accuracy"
         self._trackers = {name: tf.keras.metrics.Mean(name=name)
-                          for name in ("loss", "clean_accuracy", "ibp_verified", "eps")}
+                          for name in ("loss", "clean_accuracy", self._natural, "ibp_verified",
+                                       "eps")}
 
     @classmethod
     def for_epochs(cls, model, eps, *, steps_per_epoch, epochs, **kwargs):
@@ -213,11 +230,19 @@ class CertifiedTraining(tf.keras.Model):
         with tf.control_dependencies(checks):
             return tf.identity(x), tf.cast(y, tf.int32)
 
+    def natural_batch(self, x, y, eps):
+        """The images of the κ term: ``x``, or the adversary's images of ``x`` at ``eps``
+        (no gradient flows through them)."""
+        if self.adversary is None:
+            return x
+        return tf.stop_gradient(self.adversary(self.inner, x, y, eps, self.clip))
+
     def train_step(self, data):
         x, y = self.check_batch(data)
         eps, kappa = self.schedule(self.optimizer.iterations)
+        x_nat = self.natural_batch(x, y, eps)
         with tf.GradientTape() as tape:
-            logits = self.inner(x, training=True)
+            logits = self.inner(x_nat, training=True)
             clean = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
             robust, verified = self.robust_loss(x, y, eps,
                                                 beta=self.beta(self.optimizer.iterations))
@@ -227,10 +252,11 @@ class CertifiedTraining(tf.keras.Model):
         self.optimizer.minimize(loss, self.inner.trainable_variables, tape=tape)
         correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32))
         self._trackers["loss"].update_state(loss)
-        self._trackers["clean_accuracy"].update_state(tf.cast(correct, tf.float32))
+        self._trackers[self._natural].update_state(tf.cast(correct, tf.float32))
         self._trackers["ibp_verified"].update_state(tf.cast(verified, tf.float32))
         self._trackers["eps"].update_state(eps)
-        return {name: m.result() for name, m in self._trackers.items()}
+        return {name: self._trackers[name].result()
+                for name in ("loss", self._natural, "ibp_verified", "eps")}
 
     def test_step(self, data):
         x, y = self.check_batch(data)
@@ -251,4 +277,11 @@ class CertifiedTraining(tf.keras.Model):
         if self.bounds == "crown_ibp":
             rec["crown_beta"] = list(self.crown_beta)
             rec["reference"] += "; Zhang et al. 2020 (CROWN-IBP), arXiv:1906.06316"
+        if self.adversary is not None:
+            describe = getattr(self.adversary, "describe", None)
+            rec["adversary"] = dict(describe()) if callable(describe) else {
+                "name": repr(self.adversary)}
+            rec["adversary"]["gradient"] = (None if self.quantizer is None
+                                            else self.quantizer.gradient)
+            rec["reference"] += "; De Palma et al. 2024 (MTL-IBP), arXiv:2305.13991"
         return rec

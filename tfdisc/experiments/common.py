@@ -86,6 +86,10 @@ flags.DEFINE_bool("certified_train", False,
 flags.DEFINE_enum("certified_train_bounds", "ibp", ["ibp", "crown_ibp"],
                   "Bounds of --certified_train: ibp (interval bounds) or crown_ibp (CROWN-IBP, "
                   "Zhang et al. 2020; full-precision Dense/Conv2D/BatchNorm/ReLU chains).")
+flags.DEFINE_enum("certified_train_mix", "clean", ["clean", "adversarial"],
+                  "What κ weighs in --certified_train's loss κ·CE + (1 − κ)·CE(bound): the clean "
+                  "images (Gowal et al. 2018) or R-FGSM images at the scheduled ε (MTL-IBP, De "
+                  "Palma et al. 2024), for models certified by the complete verifier.")
 flags.DEFINE_bool("certify", False, "Certify the test set at every --epsilons "
                   "(tfdisc.certify): results.json gets a `certified` block.")
 flags.DEFINE_enum("certify_method", "auto", ["auto", "exact", "branch"],
@@ -302,7 +306,8 @@ def config(dataset, *, top_k=(1,)):
         certify_limit=FLAGS.certify_test_limit, certify_method=FLAGS.certify_method,
         certify_solver=FLAGS.certify_solver, certify_time_limit=FLAGS.certify_time_limit,
         certified_train=FLAGS.certified_train, input_edges=input_edges(),
-        certified_train_bounds=FLAGS.certified_train_bounds)
+        certified_train_bounds=FLAGS.certified_train_bounds,
+        certified_train_mix=FLAGS.certified_train_mix)
     try:
         return pipeline.Config(**kwargs)
     except ValueError as e:

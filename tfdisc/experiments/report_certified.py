@@ -119,7 +119,8 @@ def _schedule(rec):
     if _re_evaluated(rec):  # no training in this run
         return (f"weights trained elsewhere, {p.get('bounds', 'ibp')} bounds to ε "
                 f"{p.get('eps'):g} (their schedule: see notes)")
-    parts = [f"IBP loss κ·CE + (1 − κ)·CE(bound), κ {p.get('kappa')}",
+    natural = ("CE(R-FGSM image, MTL-IBP)" if p.get("adversary") else "CE")
+    parts = [f"IBP loss κ·{natural} + (1 − κ)·CE(bound), κ {p.get('kappa')}",
              f"ε ramp from step {p.get('ramp_start')} over {p.get('ramp_steps')} steps"]
     if rec.get("schedule"):
         parts.append(str(rec["schedule"]))
