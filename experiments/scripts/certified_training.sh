@@ -6,6 +6,7 @@
 # epoch, then ε 0 → train ε and κ 1 → 0.5 over 40 % of the epochs; Adam 1e-3 cosine, batch 128.
 # Certification: interval bounds, then the exact verifier (ReLU MILP / BNN encodings on HiGHS)
 # for what they leave open, 1 s per example and ε (then unknown).
+# MTL-IBP rows (--certified_train_mix=adversarial): the κ term is the cross-entropy of R-FGSM images.
 # Usage: experiments/scripts/certified_training.sh [RUNS_DIR]   (default runs/)
 #   Long jobs: run it from a snapshot of the tree (git worktree + PYTHONPATH), so that edits to the
 #   working tree cannot reach a run that imports a module late.
@@ -36,6 +37,9 @@ RUN_LIST=(
   "fcn2_binary_1b_ibp0.3 --model=fcn2 --precision=binary --bits=1 --train_eps=0.3"
   "fcn2_full_1b_ibp0.1 --model=fcn2 --precision=full --bits=1 --train_eps=0.1"
   "fcn2_full_1b_edges_ibp0.3 --model=fcn2 --precision=full --bits=1 --train_eps=0.3 --input_edges=data"
+  # MTL-IBP (R-FGSM images in place of the clean ones in the κ term), beside the IBP rows above.
+  "fcn2_full_1b_mtlibp0.1 --model=fcn2 --precision=full --bits=1 --train_eps=0.1 --certified_train_mix=adversarial"
+  "fcn2_full_1b_mtlibp0.3 --model=fcn2 --precision=full --bits=1 --train_eps=0.3 --certified_train_mix=adversarial"
 )
 for entry in "${RUN_LIST[@]}"; do
   if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",${entry%% *},"* ]]; then continue; fi
