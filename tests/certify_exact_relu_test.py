@@ -39,6 +39,35 @@ def test_relu_milp_statuses_match_enumeration(eps):
         assert model(image[None]).numpy().argmax() != y[r]
 
 
+def test_relu_milp_on_a_convolutional_network_matches_enumeration():
+    """cnn_small (two strided convolutions, then dense layers): the MILP composes the
+    convolutions' matrices from their back-substitution; statuses equal enumeration's."""
+    tf.keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    model = tfdisc.models.build("cnn_small", precision="full", input_bits=2, width=4,
+                                input_shape=(3, 4, 1), num_classes=3)
+    for layer in model.layers:  # scaled kernels, shifted batch norms: the classes vary
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.3, n))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, n))
+            layer.beta.assign(rng.normal(0, 0.5, n))
+        elif hasattr(layer, "kernel"):
+            layer.kernel.assign(layer.kernel * 3.0)
+    assert any(isinstance(layer, tf.keras.layers.Conv2D) for layer in model.layers)
+    x, y = _data(model, rng)
+    assert exact.read(model)[0] == "relu"
+    outcomes = []
+    for eps in (0.1, 0.2):
+        cert = certify.certify(model, x, y, eps, search=False, method="exact", enumerate_max=0)
+        truth = certify.exhaustive(model, x, y, eps, max_points=1 << 20)
+        assert cert.counts()["unknown"] == 0
+        np.testing.assert_array_equal(cert.status == "certified", truth)
+        assert np.sum(cert.decided_by == "exact") >= 2
+        outcomes.extend(truth)
+    assert 0 < sum(outcomes) < len(outcomes)  # both outcomes are exercised
+
+
 def _activations(model, image):
     """Every ReLU layer's float32 input of the model on one image, in order."""
     outs, h = [], image[None]

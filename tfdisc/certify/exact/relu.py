@@ -65,8 +65,9 @@ class ReluNetwork:
     def matrix(self, index, step, n_in):
         """The affine step's matrix [out, in] (float64), from its ``back``."""
         if index not in self._matrices:
-            n_out = int(np.prod(step.interval.lower.shape[1:]))
-            eye = np.eye(n_out)[None]
+            out_shape = tuple(int(d) for d in step.interval.lower.shape[1:])
+            n_out = int(np.prod(out_shape))
+            eye = np.eye(n_out).reshape((1, n_out) + out_shape)  # ``back`` takes [1, rows, *out]
             self._matrices[index] = np.asarray(step.back(eye), np.float64).reshape(n_out, n_in)
         return self._matrices[index]
 
