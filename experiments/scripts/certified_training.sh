@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Certified (IBP) training of issue 30 on real MNIST: the pipeline's own results.json with a
+# Certified (IBP) training of issue 30 on real MNIST (and CIFAR10: rows named cifar10_*, below):
+# the pipeline's own results.json with a
 # `certified` block on all 10 000 test images, FGSM and PGD (20 steps) on the same images, the
 # gradient-free quantized search on the first $SEARCH_LIMIT (default 1000; it costs ~0.15 s per
 # image here, so all 10 000 would take longer than the training). IBP schedule of tfdisc.certify.CertifiedTraining.for_epochs: one clean
@@ -21,12 +22,23 @@ COMMON="--certified_train --certify --certify_time_limit=${TIME_LIMIT:-1} --epoc
   --epsilons=0.1,0.2,0.3 --attack=fgsm,pgd,quantized_search --data_dir=$DATA --verbose=2
   --search_test_limit=${SEARCH_LIMIT:-1000}"
 
+# CIFAR10 rows (names cifar10_*): the cifar binary, ε 2/255 and 8/255, certified and attacked on
+# the first $CIFAR_LIMIT (default 1000) test images, FGSM on all 10 000.
+CIFAR_DATA=${CIFAR_DATA:-../shared/datasets/cifar10}
+CIFAR_LIMIT=${CIFAR_LIMIT:-1000}
+CIFAR_COMMON="--certified_train --certify --certify_time_limit=${TIME_LIMIT:-1}
+  --epochs=${CIFAR_EPOCHS:-20} --epsilons=2/255,8/255 --attack=fgsm,pgd,quantized_search
+  --data_dir=$CIFAR_DATA --verbose=2 --pgd_test_limit=$CIFAR_LIMIT
+  --search_test_limit=$CIFAR_LIMIT --certify_test_limit=$CIFAR_LIMIT"
+
 run() {  # name, flags...
   local name=$1; shift
   if [ -e "$RESULTS/$name/results.json" ]; then echo "skip $name"; return; fi
-  # shellcheck disable=SC2086  # COMMON is a list of flags
-  run_binary mnist "$name" "$RUNS/$name" "$RESULTS/$name" $COMMON "$@" \
-    && grep -A8 "^mnist " "$RUNS/$name.log"
+  local binary=mnist dataset=mnist common=$COMMON
+  case $name in cifar10_*) binary=cifar; dataset=cifar10; common=$CIFAR_COMMON ;; esac
+  # shellcheck disable=SC2086  # the common flags are a list
+  run_binary "$binary" "$name" "$RUNS/$name" "$RESULTS/$name" $common "$@" \
+    && grep -A8 "^$dataset " "$RUNS/$name.log"
 }
 mkdir -p "$RUNS"
 RUN_LIST=(
@@ -40,6 +52,9 @@ RUN_LIST=(
   # MTL-IBP (R-FGSM images in place of the clean ones in the κ term), beside the IBP rows above.
   "fcn2_full_1b_mtlibp0.1 --model=fcn2 --precision=full --bits=1 --train_eps=0.1 --certified_train_mix=adversarial"
   "fcn2_full_1b_mtlibp0.3 --model=fcn2 --precision=full --bits=1 --train_eps=0.3 --certified_train_mix=adversarial"
+  # CIFAR10: the small CNN at 3-bit input (eq. 2) and at 8 bits, IBP-trained at 2/255.
+  "cifar10_cnn_small_full_3b_ibp2 --model=cnn_small --precision=full --bits=3 --train_eps=2/255"
+  "cifar10_cnn_small_full_8b_ibp2 --model=cnn_small --precision=full --bits=8 --train_eps=2/255"
 )
 for entry in "${RUN_LIST[@]}"; do
   if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",${entry%% *},"* ]]; then continue; fi
