@@ -131,9 +131,9 @@ class Config:
         if self.certified_train_bounds not in ("ibp", "crown_ibp"):
             raise ValueError(f"`certified_train_bounds` must be 'ibp' or 'crown_ibp', got "
                              f"{self.certified_train_bounds!r}.")
-        if self.certified_train_mix not in ("clean", "adversarial"):
-            raise ValueError(f"`certified_train_mix` must be 'clean' or 'adversarial', got "
-                             f"{self.certified_train_mix!r}.")
+        if self.certified_train_mix not in training.CERTIFIED_TRAIN_MIXES:
+            raise ValueError(f"`certified_train_mix` must be one of "
+                             f"{training.CERTIFIED_TRAIN_MIXES}, got {self.certified_train_mix!r}.")
         if self.adv_train and self.certified_train:
             raise ValueError("Choose one of `adv_train` (R-FGSM) and `certified_train` (IBP).")
         if self.export:

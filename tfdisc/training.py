@@ -29,8 +29,12 @@ from tfdisc import attacks as attacks_lib
 from tfdisc import checks as checks_lib
 from tfdisc import datasets
 
-__all__ = ["AdversarialTraining", "DEFAULT_TRAIN_EPS", "NonFiniteLossError", "RfgsmAdversary",
-           "StopOnNonFiniteLoss", "adversarial_eps"]
+__all__ = ["AdversarialTraining", "CERTIFIED_TRAIN_MIXES", "DEFAULT_TRAIN_EPS", "NonFiniteLossError",
+           "RfgsmAdversary", "StopOnNonFiniteLoss", "adversarial_eps"]
+
+# What the κ term of certified training weighs: the clean images (Gowal et al. 2018), or
+# RfgsmAdversary's (MTL-IBP) — the binaries' --certified_train_mix.
+CERTIFIED_TRAIN_MIXES = ("clean", "adversarial")
 
 # Paper sec. IV: ε used to make training adversaries ({dataset: ε}, from each dataset's
 # entry in tfdisc.datasets: 0.3 for MNIST, 8/255 for CIFAR and ImageNet).

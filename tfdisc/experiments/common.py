@@ -86,7 +86,7 @@ flags.DEFINE_bool("certified_train", False,
 flags.DEFINE_enum("certified_train_bounds", "ibp", ["ibp", "crown_ibp"],
                   "Bounds of --certified_train: ibp (interval bounds) or crown_ibp (CROWN-IBP, "
                   "Zhang et al. 2020; full-precision Dense/Conv2D/BatchNorm/ReLU chains).")
-flags.DEFINE_enum("certified_train_mix", "clean", ["clean", "adversarial"],
+flags.DEFINE_enum("certified_train_mix", "clean", list(training.CERTIFIED_TRAIN_MIXES),
                   "What κ weighs in --certified_train's loss κ·CE + (1 − κ)·CE(bound): the clean "
                   "images (Gowal et al. 2018) or R-FGSM images at the scheduled ε (MTL-IBP, De "
                   "Palma et al. 2024), for models certified by the complete verifier.")
