@@ -38,10 +38,10 @@ from tfdisc.certify import box as box_lib
 from tfdisc.certify import rules
 from tfdisc.certify.rules import base
 
-__all__ = ["DEFAULT_MAX_ROWS", "bounded_steps", "margin_lower", "margin_upper", "supports"]
+__all__ = ["DEFAULT_MAX_ROWS", "bounded_steps", "chunk_size", "margin_lower", "margin_upper",
+           "supports"]
 
 DEFAULT_MAX_ROWS = 2048  # unstable units per layer bounded by back-substitution
-_ELEMENTS = 1 << 23  # float64 coefficients per chunk of examples (64 MB)
 _U64 = 2.0**-53
 
 
@@ -174,6 +174,14 @@ def _widest(model):
     return max(sizes + [1])
 
 
+def chunk_size(model, max_rows=DEFAULT_MAX_ROWS, megabytes=64):
+    """Examples per back-substitution chunk, so that one float64 coefficient array
+    (≤ 2·max_rows rows over the widest layer) takes about ``megabytes``: at least 1."""
+    widest = _widest(model)
+    elements = int(megabytes) * (1 << 20) // 8
+    return max(1, elements // (2 * min(widest, max(int(max_rows), 16)) * widest))
+
+
 def margin_lower(model, lower, upper, y, *, intermediate=True, max_rows=DEFAULT_MAX_ROWS,
                  batch_size=None):
     """Lower bounds on ``z_y − z_k`` for every class k over the input box (0 at k = y).
@@ -206,8 +214,7 @@ def margin_lower(model, lower, upper, y, *, intermediate=True, max_rows=DEFAULT_
     if isinstance(max_rows, bool) or not isinstance(max_rows, (int, np.integer)) or max_rows < 0:
         raise ValueError(f"`max_rows` must be an integer ≥ 0, got {max_rows!r}.")
     if batch_size is None:
-        widest = _widest(model)
-        batch_size = max(1, _ELEMENTS // (2 * min(widest, max(int(max_rows), 16)) * widest))
+        batch_size = chunk_size(model, max_rows)
     out = []
     for start in range(0, len(y), batch_size):
         lo, up, yb = (lower[start:start + batch_size], upper[start:start + batch_size],

@@ -55,7 +55,7 @@ class ReluNetwork:
     from here, or computes them alone.
     """
 
-    BATCH = 32
+    BATCH = 32  # at most; fewer where the back-substitution's arrays would be large
 
     def __init__(self, model, quantizer, max_rows):
         self.model, self.quantizer, self.max_rows = model, quantizer, max_rows
@@ -93,8 +93,12 @@ class ReluNetwork:
         """Computes the bounds of examples ``rows`` of ``box`` in batches."""
         rows = [int(r) for r in rows
                 if int(np.sum(box.hi_bin[r] - box.lo_bin[r])) <= MAX_CHOICES]
-        for start in range(0, len(rows), self.BATCH):
-            chunk = rows[start:start + self.BATCH]
+        # A CIFAR10 conv net's first layer has 4096 units over 3072 inputs: 32 examples at once
+        # took 19 GB; linear.chunk_size keeps each coefficient array near 512 MB (fcn2 on MNIST:
+        # still 32 examples).
+        batch = max(1, min(self.BATCH, linear.chunk_size(self.model, self.max_rows, 512)))
+        for start in range(0, len(rows), batch):
+            chunk = rows[start:start + batch]
             for r, bounds in zip(chunk, self._bounds(box.lower[chunk], box.upper[chunk])):
                 key = (box.lo_bin[r].tobytes(), box.hi_bin[r].tobytes())
                 self._ready[key] = bounds
