@@ -31,6 +31,7 @@ import tfdisc  # noqa: F401  (legacy Keras, packed layers registered)
 from tfdisc import convert
 from tfdisc import data as data_lib
 from tfdisc import run_dir
+from tfdisc.convert.folding import batch_norm_affine
 
 FLAGS = flags.FLAGS
 
@@ -86,17 +87,14 @@ def tie_ratios(model, images, batch):
         outputs.append(bn.input if bn is not None else tensor)
     probe = tf.keras.Model(model.inputs, outputs)
     best = np.full(len(images), np.inf)
-    where = [""] * len(images)
+    where = np.full(len(images), "", dtype=object)
     for start in range(0, len(images), batch):
         values = probe(images[start:start + batch], training=False)
         for i, (name, _, bn) in enumerate(probes):
             v = values[2 * i].numpy().astype(np.float64)
             if bn is not None:
                 x = values[2 * i + 1].numpy().astype(np.float64)
-                inv = (np.asarray(bn.gamma if bn.scale else 1.0, np.float64)
-                       / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon))
-                shift = (np.asarray(bn.beta if bn.center else 0.0, np.float64)
-                         - np.asarray(bn.moving_mean, np.float64) * inv)
+                inv, shift = (np.asarray(t, np.float64) for t in batch_norm_affine(bn))
                 scale = _U32 * (np.abs(x * inv) + np.abs(shift))
                 if scale.size == v.size:  # the same values, maybe flattened
                     scale = scale.reshape(v.shape)
@@ -105,11 +103,11 @@ def tie_ratios(model, images, batch):
             else:
                 scale = np.full_like(v, _U32 * max(float(np.max(np.abs(v))), 1.0))
             ratio = (np.abs(v) / np.maximum(scale, np.finfo(np.float64).tiny)).reshape(len(v), -1)
-            low = ratio.min(axis=1)
-            for j, value in enumerate(low):
-                if value < best[start + j]:
-                    best[start + j], where[start + j] = float(value), name
-    return best, where
+            low, chunk = ratio.min(axis=1), slice(start, start + len(v))
+            better = low < best[chunk]
+            best[chunk] = np.where(better, low, best[chunk])
+            where[chunk] = np.where(better, name, where[chunk])
+    return best, list(where)
 
 
 def _logits(model, images, batch):
@@ -151,8 +149,8 @@ def compare(model, images, labels, batch=100):
 
 
 def _run_dir(path):
-    path = os.path.abspath(path)
-    return os.path.dirname(path) if os.path.isfile(path) else path
+    """The directory holding the saved model ``run_dir.load_model`` reads at ``path``."""
+    return os.path.dirname(os.path.abspath(run_dir.model_path(path, "--model")))
 
 
 def _run_name(path):
